@@ -1,0 +1,192 @@
+#include "config/config.h"
+
+#include <cstdlib>
+#include <functional>
+#include <map>
+
+#include "jobs/util.h"
+#include "jobs/yaml_safe.h"
+
+namespace wb {
+
+namespace {
+
+// Walks one mapping, dispatching known keys and refusing unknown ones.
+class Section {
+ public:
+  Section(const YAML::Node& node, std::string prefix, const std::string& file)
+      : node_(node), prefix_(std::move(prefix)), file_(file) {
+    if (node_ && !node_.IsNull() && !node_.IsMap()) fail(prefix_.empty() ? "(top)" : prefix_, node_, "must be a mapping");
+  }
+
+  using Handler = std::function<void(const YAML::Node&, const std::string& key)>;
+  void on(const std::string& key, Handler h) { handlers_[key] = std::move(h); }
+
+  void run() {
+    if (!node_ || node_.IsNull()) return;
+    for (const auto& kv : node_) {
+      std::string key = kv.first.as<std::string>();
+      std::string full = prefix_.empty() ? key : prefix_ + "." + key;
+      auto it = handlers_.find(key);
+      if (it == handlers_.end()) fail(full, kv.first, "unknown key");
+      it->second(kv.second, full);
+    }
+  }
+
+  [[noreturn]] void fail(const std::string& key, const YAML::Node& at, const std::string& msg) const {
+    throw Error(file_ + ":" + std::to_string(yaml_line(at)) + ": " + key + ": " + msg);
+  }
+
+  std::string str(const YAML::Node& n, const std::string& key) const {
+    if (!n.IsScalar()) fail(key, n, "must be a string");
+    return n.as<std::string>();
+  }
+  bool boolean(const YAML::Node& n, const std::string& key) const {
+    bool v = false;
+    if (!n.IsScalar() || !YAML::convert<bool>::decode(n, v)) fail(key, n, "must be true or false");
+    return v;
+  }
+  long long integer(const YAML::Node& n, const std::string& key, long long lo, long long hi) const {
+    long long v = 0;
+    if (!n.IsScalar() || !YAML::convert<long long>::decode(n, v))
+      fail(key, n, "must be an integer");
+    if (v < lo || v > hi)
+      fail(key, n, "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+    return v;
+  }
+  double number(const YAML::Node& n, const std::string& key, double lo, double hi) const {
+    double v = 0;
+    if (!n.IsScalar() || !YAML::convert<double>::decode(n, v)) fail(key, n, "must be a number");
+    if (!(v >= lo && v <= hi))
+      fail(key, n, "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+    return v;
+  }
+  std::string abs_path(const YAML::Node& n, const std::string& key) const {
+    std::string p = str(n, key);
+    if (p.empty() || p.front() != '/') fail(key, n, "must be an absolute path");
+    while (p.size() > 1 && p.back() == '/') p.pop_back();
+    return p;
+  }
+
+ private:
+  YAML::Node node_;
+  std::string prefix_;
+  const std::string& file_;
+  std::map<std::string, Handler> handlers_;
+};
+
+bool valid_remote_url(const std::string& url, bool allow_loopback) {
+  if (url.rfind("https://", 0) == 0) return url.size() > 8;
+  if (!allow_loopback) return false;
+  return url.rfind("http://127.0.0.1", 0) == 0 || url.rfind("http://localhost", 0) == 0 ||
+         url.rfind("http://[::1]", 0) == 0;
+}
+
+}  // namespace
+
+Config parse_config(const std::string& text, const std::string& path) {
+  YAML::Node root;
+  YamlError yerr;
+  if (!load_yaml_safely(text, YamlLimits{10000, 16}, root, yerr))
+    throw Error(path + ":" + std::to_string(yerr.line) + ": " + yerr.message);
+
+  Config c;
+  c.path = path;
+  Section top(root, "", path);
+  top.on("api", [&](const YAML::Node& n, const std::string& k) {
+    Section s(n, k, path);
+    s.on("base_url", [&](auto& v, auto& key) { c.api.base_url = s.str(v, key); });
+    s.on("storage_url", [&](auto& v, auto& key) { c.api.storage_url = s.str(v, key); });
+    s.on("model", [&](auto& v, auto& key) {
+      c.api.model = s.str(v, key);
+      if (!is_valid_id(c.api.model)) s.fail(key, v, "must match [A-Za-z0-9._-]{1,64}");
+    });
+    s.on("key_env", [&](auto& v, auto& key) { c.api.key_env = s.str(v, key); });
+    s.on("key_file", [&](auto& v, auto& key) { c.api.key_file = s.str(v, key); });
+    s.on("allow_loopback_http", [&](auto& v, auto& key) { c.api.allow_loopback_http = s.boolean(v, key); });
+    s.on("request_timeout_seconds", [&](auto& v, auto& key) { c.api.request_timeout_seconds = s.number(v, key, 1, 3600); });
+    s.on("connect_timeout_seconds", [&](auto& v, auto& key) { c.api.connect_timeout_seconds = s.number(v, key, 1, 600); });
+    s.run();
+    for (auto [name, url] : {std::pair{"api.base_url", c.api.base_url}, {"api.storage_url", c.api.storage_url}}) {
+      if (!valid_remote_url(url, c.api.allow_loopback_http))
+        s.fail(name, n, "must be an https URL (plain http only to 127.0.0.1 with api.allow_loopback_http: true), got '" + url + "'");
+    }
+  });
+  top.on("spool", [&](const YAML::Node& n, const std::string& k) {
+    Section s(n, k, path);
+    s.on("incoming", [&](auto& v, auto& key) { c.spool.incoming = s.abs_path(v, key); });
+    s.on("active", [&](auto& v, auto& key) { c.spool.active = s.abs_path(v, key); });
+    s.on("done", [&](auto& v, auto& key) { c.spool.done = s.abs_path(v, key); });
+    s.on("failed", [&](auto& v, auto& key) { c.spool.failed = s.abs_path(v, key); });
+    s.on("settle_seconds", [&](auto& v, auto& key) { c.spool.settle_seconds = s.number(v, key, 0, 3600); });
+    s.run();
+  });
+  top.on("state_dir", [&](auto& v, auto& key) { c.state_dir = top.abs_path(v, key); });
+  top.on("output_root", [&](auto& v, auto& key) { c.output_root = top.abs_path(v, key); });
+  top.on("input_roots", [&](const YAML::Node& v, const std::string& key) {
+    if (!v.IsSequence()) top.fail(key, v, "must be a list of absolute paths");
+    for (const auto& item : v) c.input_roots.push_back(top.abs_path(item, key));
+  });
+  top.on("limits", [&](const YAML::Node& n, const std::string& k) {
+    Section s(n, k, path);
+    auto& l = c.limits;
+    s.on("max_in_flight", [&](auto& v, auto& key) { l.max_in_flight = static_cast<int>(s.integer(v, key, 1, 10000)); });
+    s.on("max_shots_per_manifest", [&](auto& v, auto& key) { l.max_shots_per_manifest = static_cast<int>(s.integer(v, key, 1, 100000)); });
+    s.on("max_manifest_bytes", [&](auto& v, auto& key) { l.max_manifest_bytes = s.integer(v, key, 1024, 64ll << 20); });
+    s.on("max_media_bytes", [&](auto& v, auto& key) { l.max_media_bytes = s.integer(v, key, 1024, 1ll << 30); });
+    s.on("max_download_bytes", [&](auto& v, auto& key) { l.max_download_bytes = s.integer(v, key, 1024, 64ll << 30); });
+    s.on("max_concurrent_uploads", [&](auto& v, auto& key) { l.max_concurrent_uploads = static_cast<int>(s.integer(v, key, 1, 64)); });
+    s.on("max_concurrent_downloads", [&](auto& v, auto& key) { l.max_concurrent_downloads = static_cast<int>(s.integer(v, key, 1, 256)); });
+    s.run();
+  });
+  top.on("poll", [&](const YAML::Node& n, const std::string& k) {
+    Section s(n, k, path);
+    s.on("min_interval_seconds", [&](auto& v, auto& key) { c.poll.min_interval_seconds = s.number(v, key, 0.01, 3600); });
+    s.on("max_interval_seconds", [&](auto& v, auto& key) { c.poll.max_interval_seconds = s.number(v, key, 0.01, 3600); });
+    s.run();
+    if (c.poll.max_interval_seconds < c.poll.min_interval_seconds)
+      s.fail("poll.max_interval_seconds", n, "must not be below poll.min_interval_seconds");
+  });
+  top.on("retry", [&](const YAML::Node& n, const std::string& k) {
+    Section s(n, k, path);
+    s.on("max_attempts", [&](auto& v, auto& key) { c.retry.max_attempts = static_cast<int>(s.integer(v, key, 1, 100)); });
+    s.on("base_delay_seconds", [&](auto& v, auto& key) { c.retry.base_delay_seconds = s.number(v, key, 0.001, 3600); });
+    s.on("max_delay_seconds", [&](auto& v, auto& key) { c.retry.max_delay_seconds = s.number(v, key, 0.001, 86400); });
+    s.run();
+  });
+  top.on("log_level", [&](auto& v, auto& key) {
+    c.log_level = top.str(v, key);
+    if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" && c.log_level != "error")
+      top.fail(key, v, "must be one of debug, info, warn, error");
+  });
+  top.run();
+
+  auto require = [&](const std::string& value, const std::string& key) {
+    if (value.empty()) throw Error(path + ": " + key + ": is required");
+  };
+  require(c.spool.incoming, "spool.incoming");
+  require(c.spool.done, "spool.done");
+  require(c.spool.failed, "spool.failed");
+  require(c.state_dir, "state_dir");
+  require(c.output_root, "output_root");
+  if (c.input_roots.empty()) throw Error(path + ": input_roots: needs at least one folder");
+  if (c.spool.active.empty()) c.spool.active = join_path(dirname_of(c.spool.incoming), "active");
+  return c;
+}
+
+Config load_config(const std::string& path) {
+  std::string text;
+  try {
+    text = read_file(path, 1 << 20);
+  } catch (const Error& e) {
+    throw Error(std::string("cannot read the config: ") + e.what());
+  }
+  return parse_config(text, path);
+}
+
+std::string default_config_path() {
+  const char* env = std::getenv("WANBATCH_CONFIG");
+  return env && *env ? env : "/etc/wanbatch/wanbatch.yaml";
+}
+
+}  // namespace wb

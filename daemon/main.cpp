@@ -1,0 +1,63 @@
+// wanbatch: renders batches of image-to-video shots on Segmind's Wan 2.7 API.
+// main() only parses the command line; everything else lives in wanbatch_core.
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "config/config.h"
+#include "daemon/commands.h"
+#include "daemon/daemon.h"
+#include "jobs/util.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "wanbatch: renders YAML shot lists as videos on Segmind's Wan 2.7 image-to-video API.\n"
+      "Drop manifests into the spool (or use `wanbatch submit`); the daemon submits every shot,\n"
+      "follows it, downloads and checks each MP4 and writes a report per batch.\n"
+      "Docs: docs/MANIFEST.md, docs/CONFIG.md, docs/ARCHITECTURE.md."};
+  app.require_subcommand(1);
+  std::string config_path = wb::default_config_path();
+  app.add_option("-c,--config", config_path,
+                 "daemon config file (default: $WANBATCH_CONFIG or /etc/wanbatch/wanbatch.yaml)");
+  app.set_version_flag("--version", "wanbatch 0.1.0");
+
+  auto* daemon = app.add_subcommand("daemon", "run the daemon: watch the spool and render every batch");
+  std::string log_level;
+  daemon->add_option("--log-level", log_level, "debug, info, warn or error (overrides log_level)");
+
+  std::vector<std::string> files;
+  auto* validate = app.add_subcommand(
+      "validate", "check manifests; print every problem as file:line: field: message; exit 1 if any");
+  validate->add_option("files", files, "manifest files")->required();
+
+  auto* submit = app.add_subcommand(
+      "submit", "validate manifests, record their folder as base_dir, and drop them into the spool");
+  submit->add_option("files", files, "manifest files")->required();
+
+  bool json = false;
+  auto* status = app.add_subcommand("status", "show each batch with its shots counted by state");
+  status->add_flag("--json", json, R"(print {"batches":[{"batch":NAME,"shots":N,"states":{...}}]})");
+
+  CLI11_PARSE(app, argc, argv);
+
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  wb::Config config;
+  try {
+    config = wb::load_config(config_path);
+  } catch (const wb::Error& e) {
+    std::cerr << "wanbatch: " << e.what() << "\n";
+    return 2;
+  }
+  spdlog::set_level(spdlog::level::from_str(log_level.empty() ? config.log_level : log_level));
+  try {
+    if (*daemon) return wb::run_daemon(config);
+    if (*validate) return wb::cmd_validate(config, files, std::cout, std::cerr);
+    if (*submit) return wb::cmd_submit(config, files, std::cout, std::cerr);
+    if (*status) return wb::cmd_status(config, json, std::cout, std::cerr);
+  } catch (const std::exception& e) {
+    std::cerr << "wanbatch: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

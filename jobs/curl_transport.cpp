@@ -1,0 +1,256 @@
+#include "jobs/curl_transport.h"
+
+#include <curl/curl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <mutex>
+
+#include "jobs/util.h"
+
+namespace wb {
+
+namespace {
+
+struct Transfer {
+  HttpRequest request;
+  HttpCallback done;
+  HttpResponse response;
+  CURL* easy = nullptr;
+  curl_slist* headers = nullptr;
+  int redirects = 0;
+  bool too_large = false;
+  bool write_failed = false;
+
+  ~Transfer() {
+    if (headers) curl_slist_free_all(headers);
+    if (easy) curl_easy_cleanup(easy);
+  }
+};
+
+size_t on_header(char* data, size_t size, size_t n, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  std::string line(data, size * n);
+  if (line.rfind("HTTP/", 0) == 0) {
+    t->response.headers.clear();  // a new response (after a 100 or a redirect)
+    return size * n;
+  }
+  auto colon = line.find(':');
+  if (colon != std::string::npos) {
+    std::string name = line.substr(0, colon);
+    std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+    std::string value = line.substr(colon + 1);
+    value.erase(0, value.find_first_not_of(" \t"));
+    while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' '))
+      value.pop_back();
+    t->response.headers[name] = value;
+  }
+  return size * n;
+}
+
+size_t on_body(char* data, size_t size, size_t n, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  size_t len = size * n;
+  long code = 0;
+  curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
+  bool redirecting = t->request.max_redirects > 0 && code >= 300 && code < 400;
+  if (redirecting) return len;  // discard a redirect's own body
+  // libcurl 7.88 does not enforce CURLOPT_MAXFILESIZE when the length is not
+  // announced, so the cap is enforced here, on every chunk.
+  if (t->response.body_bytes + static_cast<long long>(len) > t->request.max_body_bytes) {
+    t->too_large = true;
+    return 0;
+  }
+  t->response.body_bytes += static_cast<long long>(len);
+  bool to_file = t->request.sink_fd >= 0 && code >= 200 && code < 300;
+  if (!to_file) {
+    t->response.body.append(data, len);
+    return len;
+  }
+  size_t off = 0;
+  while (off < len) {
+    ssize_t w = ::write(t->request.sink_fd, data + off, len - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      t->write_failed = true;
+      t->response.error_text = std::string("writing the download: ") + std::strerror(errno);
+      return 0;
+    }
+    off += static_cast<size_t>(w);
+  }
+  return len;
+}
+
+bool connect_phase(CURLcode c) {
+  switch (c) {
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+struct CurlTransport::Impl {
+  CURLM* multi = nullptr;
+  bool allow_loopback_http = false;
+  std::vector<std::unique_ptr<Transfer>> transfers;
+  // Requests refused before they started; answered on the next perform() so a
+  // callback never runs inside start().
+  std::vector<std::unique_ptr<Transfer>> refused;
+
+  void add(std::unique_ptr<Transfer> t) {
+    if (!url_allowed(t->request.url, allow_loopback_http)) {
+      t->response.error = NetError::refused_url;
+      t->response.error_text = "refused URL (only https, or http to loopback when allowed): " + t->request.url;
+      refused.push_back(std::move(t));
+      return;
+    }
+    CURL* e = curl_easy_init();
+    t->easy = e;
+    curl_easy_setopt(e, CURLOPT_URL, t->request.url.c_str());
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, allow_loopback_http ? "http,https" : "https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "wanbatch/0.1");
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
+    curl_easy_setopt(e, CURLOPT_PRIVATE, t.get());
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(t->request.connect_timeout.count()));
+    if (t->request.timeout.count() > 0)
+      curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(t->request.timeout.count()));
+    // A stalled transfer (under 1 byte/s for 60 s) is given up, whatever the total timeout.
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 60L);
+    if (t->request.connection == ConnectionUse::fresh) {
+      curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+      curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+    }
+    for (const auto& h : t->request.headers) t->headers = curl_slist_append(t->headers, h.c_str());
+    if (t->request.method == "POST") {
+      curl_easy_setopt(e, CURLOPT_POST, 1L);
+      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t->request.body.size()));
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->request.body.data());
+      t->headers = curl_slist_append(t->headers, "Expect:");
+    } else if (t->request.method != "GET") {
+      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, t->request.method.c_str());
+    }
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+    curl_multi_add_handle(multi, e);
+    transfers.push_back(std::move(t));
+  }
+
+  void finish(CURL* easy, CURLcode code) {
+    auto it = std::find_if(transfers.begin(), transfers.end(),
+                           [&](const auto& t) { return t->easy == easy; });
+    if (it == transfers.end()) return;
+    std::unique_ptr<Transfer> t = std::move(*it);
+    transfers.erase(it);
+    curl_multi_remove_handle(multi, easy);
+    HttpResponse& r = t->response;
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r.status);
+    if (code != CURLE_OK) {
+      curl_off_t pretransfer = 0;
+      curl_easy_getinfo(easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
+      if (t->too_large) {
+        r.error = NetError::too_large;
+        r.error_text = "response larger than " + std::to_string(t->request.max_body_bytes) + " bytes";
+      } else if (t->write_failed) {
+        r.error = NetError::local_write;
+      } else if (connect_phase(code) || pretransfer == 0) {
+        r.error = NetError::not_sent;
+        r.error_text = curl_easy_strerror(code);
+      } else {
+        r.error = NetError::unknown_outcome;
+        r.error_text = curl_easy_strerror(code);
+      }
+    } else if (t->request.max_redirects > 0 && r.status >= 300 && r.status < 400) {
+      char* next = nullptr;
+      curl_easy_getinfo(easy, CURLINFO_REDIRECT_URL, &next);
+      if (next && t->redirects < t->request.max_redirects) {
+        auto again = std::make_unique<Transfer>();
+        again->request = t->request;
+        again->request.url = next;
+        again->done = std::move(t->done);
+        again->redirects = t->redirects + 1;
+        if (again->request.sink_fd >= 0) {
+          if (::ftruncate(again->request.sink_fd, 0) != 0 || ::lseek(again->request.sink_fd, 0, SEEK_SET) != 0) {
+            again->response.error = NetError::local_write;
+          }
+        }
+        add(std::move(again));
+        return;
+      }
+      r.error = NetError::refused_url;
+      r.error_text = "too many redirects";
+    }
+    auto done = std::move(t->done);
+    HttpResponse out = std::move(t->response);
+    t.reset();
+    done(std::move(out));
+  }
+};
+
+CurlTransport::CurlTransport(bool allow_loopback_http) : impl_(std::make_unique<Impl>()) {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  impl_->multi = curl_multi_init();
+  impl_->allow_loopback_http = allow_loopback_http;
+  curl_multi_setopt(impl_->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 32L);
+}
+
+CurlTransport::~CurlTransport() {
+  for (auto& t : impl_->transfers) curl_multi_remove_handle(impl_->multi, t->easy);
+  impl_->transfers.clear();
+  curl_multi_cleanup(impl_->multi);
+}
+
+void CurlTransport::start(HttpRequest request, HttpCallback done) {
+  auto t = std::make_unique<Transfer>();
+  t->request = std::move(request);
+  t->done = std::move(done);
+  impl_->add(std::move(t));
+}
+
+size_t CurlTransport::active() const { return impl_->transfers.size() + impl_->refused.size(); }
+
+std::vector<bool> CurlTransport::perform(std::chrono::milliseconds max_wait, const std::vector<int>& extra_fds) {
+  std::vector<curl_waitfd> waits(extra_fds.size());
+  for (size_t i = 0; i < extra_fds.size(); ++i) waits[i] = {extra_fds[i], CURL_WAIT_POLLIN, 0};
+  if (!impl_->refused.empty()) max_wait = std::chrono::milliseconds(0);
+  int numfds = 0;
+  curl_multi_poll(impl_->multi, waits.data(), static_cast<unsigned>(waits.size()),
+                  static_cast<int>(std::max<int64_t>(0, max_wait.count())), &numfds);
+  int running = 0;
+  curl_multi_perform(impl_->multi, &running);
+  int left = 0;
+  while (CURLMsg* msg = curl_multi_info_read(impl_->multi, &left)) {
+    if (msg->msg == CURLMSG_DONE) impl_->finish(msg->easy_handle, msg->data.result);
+  }
+  auto refused = std::move(impl_->refused);
+  impl_->refused.clear();
+  for (auto& t : refused) {
+    auto done = std::move(t->done);
+    done(std::move(t->response));
+  }
+  std::vector<bool> ready(extra_fds.size());
+  for (size_t i = 0; i < extra_fds.size(); ++i) ready[i] = (waits[i].revents & CURL_WAIT_POLLIN) != 0;
+  return ready;
+}
+
+}  // namespace wb

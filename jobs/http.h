@@ -1,0 +1,67 @@
+// The HTTP seam. Everything above this layer speaks HttpRequest/HttpResponse and
+// a Transport that completes requests asynchronously; only curl_transport.cpp
+// touches libcurl, and tests substitute a FakeTransport.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace wb {
+
+// How a request failed below HTTP. The distinction between not_sent and
+// unknown_outcome is what keeps a submit from being paid twice.
+enum class NetError {
+  none,
+  not_sent,         // DNS, connect, TLS: the server cannot have seen the request
+  unknown_outcome,  // sent (or maybe sent) and no complete answer
+  too_large,        // the body passed max_body_bytes
+  local_write,      // writing the body to sink_fd failed (disk full, ...)
+  refused_url,      // the URL (or a redirect) breaks the https/loopback rule
+};
+
+const char* to_string(NetError e);
+
+enum class ConnectionUse { may_reuse, fresh };
+
+struct HttpRequest {
+  std::string method = "GET";
+  std::string url;
+  std::vector<std::string> headers;  // "Name: value"
+  std::string body;
+  // fresh: a new connection that is closed afterwards, so libcurl never re-sends
+  // the request by itself on a dead reused connection (submits use this).
+  ConnectionUse connection = ConnectionUse::may_reuse;
+  std::chrono::milliseconds timeout{60000};
+  std::chrono::milliseconds connect_timeout{15000};
+  int sink_fd = -1;  // when >= 0 the body goes to this file instead of HttpResponse::body
+  long long max_body_bytes = 16 << 20;
+  int max_redirects = 0;  // followed by the transport, each checked against the URL rule
+};
+
+struct HttpResponse {
+  NetError error = NetError::none;
+  std::string error_text;
+  long status = 0;
+  std::map<std::string, std::string> headers;  // names lower-cased
+  std::string body;
+  long long body_bytes = 0;
+  std::string header(const std::string& lower_name) const;
+};
+
+using HttpCallback = std::function<void(HttpResponse)>;
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  // Starts a request; `done` runs later, from the thread that drives the transport.
+  virtual void start(HttpRequest request, HttpCallback done) = 0;
+  virtual size_t active() const = 0;
+};
+
+// https anywhere; plain http only to a loopback host, and only when allowed.
+bool url_allowed(const std::string& url, bool allow_loopback_http);
+
+}  // namespace wb

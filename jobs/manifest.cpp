@@ -1,0 +1,368 @@
+#include "jobs/manifest.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <map>
+#include <set>
+
+#include "jobs/paths.h"
+#include "jobs/util.h"
+#include "jobs/yaml_safe.h"
+
+namespace wb {
+
+namespace {
+
+const std::set<std::string> kShotFields = {"id",         "prompt",     "negative_prompt", "image",
+                                           "last_frame", "audio_url",  "duration",        "resolution",
+                                           "seed"};
+const std::set<std::string> kTopFields = {"batch", "priority", "base_dir", "defaults", "shots"};
+constexpr size_t kMaxPromptBytes = 10000;
+
+std::string stem_of(const std::string& file) {
+  std::string base = basename_of(file);
+  auto dot = base.find_last_of('.');
+  return dot == std::string::npos || dot == 0 ? base : base.substr(0, dot);
+}
+
+class Checker {
+ public:
+  Checker(const ManifestRules& rules, std::vector<ManifestProblem>& problems)
+      : rules_(rules), problems_(problems) {}
+
+  void problem(const YAML::Node& at, const std::string& field, const std::string& msg) {
+    problems_.push_back({yaml_line(at), field, msg});
+  }
+
+  // Refuses duplicate keys, which yaml-cpp would otherwise let the last one win.
+  bool unique_keys(const YAML::Node& map, const std::string& where) {
+    std::set<std::string> seen;
+    bool ok = true;
+    for (const auto& kv : map) {
+      if (!kv.first.IsScalar()) {
+        problem(kv.first, where, "keys must be plain strings");
+        ok = false;
+        continue;
+      }
+      if (!seen.insert(kv.first.Scalar()).second) {
+        problem(kv.first, where.empty() ? kv.first.Scalar() : where + "." + kv.first.Scalar(),
+                "appears twice");
+        ok = false;
+      }
+    }
+    return ok;
+  }
+
+  std::optional<std::string> scalar(const YAML::Node& n, const std::string& field) {
+    if (!n.IsScalar()) {
+      problem(n, field, "must be a single value");
+      return std::nullopt;
+    }
+    return n.Scalar();
+  }
+
+  std::optional<long long> integer(const YAML::Node& n, const std::string& field, long long lo,
+                                   long long hi) {
+    long long v = 0;
+    if (!n.IsScalar() || !YAML::convert<long long>::decode(n, v) ||
+        n.Scalar().find('.') != std::string::npos) {
+      problem(n, field, "must be a whole number");
+      return std::nullopt;
+    }
+    if (v < lo || v > hi) {
+      problem(n, field,
+              "must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " +
+                  std::to_string(v));
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  MediaRef media(const YAML::Node& n, const std::string& field, const std::string& base_dir,
+                 MediaKind kind) {
+    MediaRef ref;
+    auto v = scalar(n, field);
+    if (!v) return ref;
+    if (v->empty()) {
+      problem(n, field, "is empty");
+      return ref;
+    }
+    if (v->rfind("https://", 0) == 0) {
+      if (v->size() > 2048 || v->find_first_of(" \t\r\n") != std::string::npos)
+        problem(n, field, "is not a valid URL");
+      else
+        ref.url = *v;
+      return ref;
+    }
+    if (v->find("://") != std::string::npos) {
+      problem(n, field, "only https URLs or local paths are accepted, got '" + *v + "'");
+      return ref;
+    }
+    std::string abs = absolute_lexical(*v, base_dir);
+    if (!rules_.check_media) {
+      ref.path = abs;
+      return ref;
+    }
+    try {
+      MediaFile f = read_media(abs, rules_.input_roots, rules_.max_media_bytes, kind);
+      ref.path = f.path;
+    } catch (const Error& e) {
+      problem(n, field, e.what());
+    }
+    return ref;
+  }
+
+ private:
+  const ManifestRules& rules_;
+  std::vector<ManifestProblem>& problems_;
+};
+
+}  // namespace
+
+bool is_valid_utf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (len == 0 || i + len > s.size()) return false;
+    if (len == 2 && c < 0xc2) return false;
+    for (size_t k = 1; k < len; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return false;
+    if (len == 1 && c == 0) return false;
+    i += len;
+  }
+  return true;
+}
+
+ManifestResult parse_manifest(const std::string& text, const std::string& file,
+                              const ManifestRules& rules) {
+  ManifestResult result;
+  auto& problems = result.problems;
+  if (static_cast<long long>(text.size()) > rules.max_bytes) {
+    problems.push_back({0, "(file)",
+                        "is " + std::to_string(text.size()) + " bytes, over the limit of " +
+                            std::to_string(rules.max_bytes)});
+    return result;
+  }
+  if (!is_valid_utf8(text)) {
+    problems.push_back({0, "(file)", "is not valid UTF-8 text"});
+    return result;
+  }
+  YAML::Node loaded;
+  YamlError yerr;
+  if (!load_yaml_safely(text, YamlLimits{static_cast<size_t>(rules.max_shots) * 24 + 256, 8}, loaded,
+                        yerr)) {
+    problems.push_back({yerr.line, "(yaml)", yerr.message});
+    return result;
+  }
+  // Only const access from here: yaml-cpp's non-const operator[] inserts missing keys.
+  const YAML::Node root = loaded;
+  if (!root.IsMap()) {
+    problems.push_back({yaml_line(root), "(top)", "the manifest must be a mapping with a shots: list"});
+    return result;
+  }
+
+  Checker check(rules, problems);
+  Manifest m;
+  m.sha256 = sha256_hex(text);
+  check.unique_keys(root, "");
+  for (const auto& kv : root)
+    if (kv.first.IsScalar() && !kTopFields.count(kv.first.Scalar()))
+      check.problem(kv.first, kv.first.Scalar(), "unknown field (known: batch, priority, base_dir, defaults, shots)");
+
+  if (auto n = root["batch"]) {
+    if (auto v = check.scalar(n, "batch")) {
+      if (!is_valid_id(*v))
+        check.problem(n, "batch", "must match [A-Za-z0-9._-]{1,64}, got '" + *v + "'");
+      m.batch = *v;
+    }
+  } else {
+    m.batch = stem_of(file);
+    if (!is_valid_id(m.batch))
+      problems.push_back({0, "batch",
+                          "the file name '" + m.batch +
+                              "' is not a valid batch name; add batch: with [A-Za-z0-9._-]{1,64}"});
+  }
+  if (auto n = root["priority"])
+    if (auto v = check.integer(n, "priority", -1000000, 1000000)) m.priority = static_cast<int>(*v);
+  m.base_dir = dirname_of(absolute_lexical(file, "/"));
+  if (file.empty() || file.front() != '/') {
+    char cwd[4096];
+    if (::getcwd(cwd, sizeof cwd)) m.base_dir = dirname_of(absolute_lexical(file, cwd));
+  }
+  if (auto n = root["base_dir"]) {
+    if (auto v = check.scalar(n, "base_dir")) {
+      if (v->empty() || v->front() != '/')
+        check.problem(n, "base_dir", "must be an absolute path");
+      else
+        m.base_dir = absolute_lexical(*v, "/");
+      m.base_dir_given = true;
+    }
+  }
+
+  const YAML::Node defaults_node = root["defaults"];
+  if (defaults_node && !defaults_node.IsMap())
+    check.problem(defaults_node, "defaults", "must be a mapping of shot fields");
+  const bool has_defaults = defaults_node && defaults_node.IsMap();
+  const YAML::Node defaults = defaults_node;
+  if (has_defaults) {
+    check.unique_keys(defaults, "defaults");
+    for (const auto& kv : defaults) {
+      std::string k = kv.first.IsScalar() ? kv.first.Scalar() : "";
+      if (k == "id")
+        check.problem(kv.first, "defaults.id", "ids cannot have a default");
+      else if (!kShotFields.count(k))
+        check.problem(kv.first, "defaults." + k, "unknown shot field");
+    }
+  }
+
+  const YAML::Node shots = root["shots"];
+  if (!shots) {
+    problems.push_back({0, "shots", "is required: a list of shots"});
+  } else if (!shots.IsSequence()) {
+    check.problem(shots, "shots", "must be a list of shots");
+  } else if (shots.size() == 0) {
+    check.problem(shots, "shots", "is empty; a batch needs at least one shot");
+  } else if (static_cast<int>(shots.size()) > rules.max_shots) {
+    check.problem(shots, "shots",
+                  "has " + std::to_string(shots.size()) + " shots, over limits.max_shots_per_manifest (" +
+                      std::to_string(rules.max_shots) + ")");
+  } else {
+    std::set<std::string> ids;
+    for (size_t i = 0; i < shots.size(); ++i) {
+      const YAML::Node s = shots[i];
+      std::string where = "shots[" + std::to_string(i) + "]";
+      if (!s.IsMap()) {
+        check.problem(s, where, "must be a mapping with id and prompt");
+        continue;
+      }
+      check.unique_keys(s, where);
+      ShotSpec spec;
+      spec.line = yaml_line(s);
+      for (const auto& kv : s)
+        if (kv.first.IsScalar() && !kShotFields.count(kv.first.Scalar()))
+          check.problem(kv.first, where + "." + kv.first.Scalar(), "unknown shot field");
+      if (auto n = s["id"]) {
+        if (auto v = check.scalar(n, where + ".id")) {
+          if (!is_valid_id(*v))
+            check.problem(n, where + ".id", "must match [A-Za-z0-9._-]{1,64}, got '" + *v + "'");
+          else if (!ids.insert(*v).second)
+            check.problem(n, where + ".id", "'" + *v + "' is used by an earlier shot");
+          spec.id = *v;
+          where = "shots[" + spec.id + "]";
+        }
+      } else {
+        check.problem(s, where + ".id", "is required");
+      }
+      // A field comes from the shot, else from defaults.
+      std::map<std::string, YAML::Node> merged;
+      if (has_defaults)
+        for (const auto& kv : defaults) merged[kv.first.Scalar()] = kv.second;
+      for (const auto& kv : s) merged[kv.first.Scalar()] = kv.second;
+      auto field = [&](const char* name) -> const YAML::Node* {
+        auto it = merged.find(name);
+        return it == merged.end() || it->second.IsNull() ? nullptr : &it->second;  // null = absent
+      };
+      if (const YAML::Node* n = field("prompt")) {
+        if (auto v = check.scalar(*n, where + ".prompt")) {
+          if (v->find_first_not_of(" \t\r\n") == std::string::npos)
+            check.problem(*n, where + ".prompt", "is empty");
+          else if (v->size() > kMaxPromptBytes)
+            check.problem(*n, where + ".prompt", "is longer than 10000 bytes");
+          spec.prompt = *v;
+        }
+      } else {
+        check.problem(s, where + ".prompt", "is required");
+      }
+      if (const YAML::Node* n = field("negative_prompt"))
+        if (auto v = check.scalar(*n, where + ".negative_prompt")) spec.negative_prompt = *v;
+      if (const YAML::Node* n = field("image"))
+        spec.image = check.media(*n, where + ".image", m.base_dir, MediaKind::image);
+      else
+        check.problem(s, where + ".image", "is required: the first frame to animate");
+      if (const YAML::Node* n = field("last_frame"))
+        spec.last_frame = check.media(*n, where + ".last_frame", m.base_dir, MediaKind::image);
+      if (const YAML::Node* n = field("audio_url"))
+        spec.audio = check.media(*n, where + ".audio_url", m.base_dir, MediaKind::audio);
+      if (const YAML::Node* n = field("duration"))
+        if (auto v = check.integer(*n, where + ".duration", 2, 15)) spec.duration = static_cast<int>(*v);
+      if (const YAML::Node* n = field("resolution")) {
+        if (auto v = check.scalar(*n, where + ".resolution")) {
+          if (*v != "720P" && *v != "1080P")
+            check.problem(*n, where + ".resolution", "must be 720P or 1080P, got '" + *v + "'");
+          spec.resolution = *v;
+        }
+      }
+      if (const YAML::Node* n = field("seed")) {
+        if (!(n->IsScalar() && n->Scalar().empty()) && !n->IsNull())
+          if (auto v = check.integer(*n, where + ".seed", 0, 2147483647)) spec.seed = *v;
+      }
+      m.shots.push_back(std::move(spec));
+    }
+  }
+  if (problems.empty()) result.manifest = std::move(m);
+  return result;
+}
+
+ManifestResult load_manifest(const std::string& file, const ManifestRules& rules) {
+  ManifestResult result;
+  int fd = ::open(file.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+  if (fd < 0) {
+    result.problems.push_back({0, "(file)", std::string("cannot open: ") + std::strerror(errno)});
+    return result;
+  }
+  struct stat st {};
+  std::string text;
+  bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  if (!ok) {
+    result.problems.push_back({0, "(file)", "is not a regular file"});
+  } else if (st.st_size > rules.max_bytes) {
+    result.problems.push_back({0, "(file)",
+                               "is " + std::to_string(st.st_size) + " bytes, over limits.max_manifest_bytes (" +
+                                   std::to_string(rules.max_bytes) + ")"});
+  } else {
+    text.resize(static_cast<size_t>(st.st_size));
+    size_t got = 0;
+    while (got < text.size()) {
+      ssize_t n = ::read(fd, text.data() + got, text.size() - got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    text.resize(got);
+  }
+  ::close(fd);
+  if (!result.problems.empty()) return result;
+  return parse_manifest(text, file, rules);
+}
+
+std::string format_problems(const std::string& file, const std::vector<ManifestProblem>& problems) {
+  std::string out;
+  for (const auto& p : problems)
+    out += file + ":" + std::to_string(p.line) + ": " + p.field + ": " + p.message + "\n";
+  return out;
+}
+
+std::string with_base_dir(const std::string& text, const std::string& base_dir) {
+  // Insert before the first line that is content (not blank, comment, directive or ---).
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    std::string_view line(text.data() + pos, (end == std::string::npos ? text.size() : end) - pos);
+    size_t first = line.find_first_not_of(" \t\r");
+    bool skip = first == std::string_view::npos || line[first] == '#' || line[first] == '%' ||
+                line.substr(first, 3) == "---";
+    if (!skip) break;
+    pos = end == std::string::npos ? text.size() : end + 1;
+  }
+  std::string line = "base_dir: " + nlohmann::json(base_dir).dump() + "  # added by wanbatch submit\n";
+  std::string out = text.substr(0, pos) + line + text.substr(pos);
+  return out;
+}
+
+}  // namespace wb

@@ -1,0 +1,64 @@
+#include "jobs/output.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "jobs/util.h"
+
+namespace wb {
+
+namespace {
+std::string part_name(const std::string& shot) { return "." + shot + ".mp4.part"; }
+}  // namespace
+
+std::string OutputDir::batch_dir(const std::string& batch) const {
+  if (!is_valid_id(batch)) throw Error("invalid batch name " + batch);
+  if (!is_dir(root_)) throw Error("output_root " + root_ + " is missing (not mounted?)");
+  std::string dir = join_path(root_, batch);
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) throw Error(dir + " exists and is not a folder (a symlink?)");
+    return dir;
+  }
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+    throw Error("cannot create " + dir + ": " + std::strerror(errno));
+  fsync_dir(root_);
+  return dir;
+}
+
+int OutputDir::open_part(const std::string& batch, const std::string& shot) const {
+  if (!is_valid_id(shot)) throw Error("invalid shot id " + shot);
+  std::string path = join_path(batch_dir(batch), part_name(shot));
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error("cannot open " + path + ": " + std::strerror(errno));
+  return fd;
+}
+
+std::string OutputDir::commit_part(const std::string& batch, const std::string& shot, int fd) const {
+  std::string dir = batch_dir(batch);
+  if (::fsync(fd) != 0) throw Error("cannot sync the video for " + shot + ": " + std::strerror(errno));
+  std::string final_path = join_path(dir, shot + ".mp4");
+  struct stat st {};
+  if (::lstat(final_path.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
+    throw Error("refusing to replace the symlink " + final_path);
+  if (::rename(join_path(dir, part_name(shot)).c_str(), final_path.c_str()) != 0)
+    throw Error("cannot rename the video to " + final_path + ": " + std::strerror(errno));
+  fsync_dir(dir);
+  return final_path;
+}
+
+void OutputDir::discard_part(const std::string& batch, const std::string& shot) const {
+  ::unlink(join_path(join_path(root_, batch), part_name(shot)).c_str());
+}
+
+std::string OutputDir::write(const std::string& batch, const std::string& name, const std::string& data) const {
+  std::string dir = batch_dir(batch);
+  write_file_atomic(dir, name, data);
+  return join_path(dir, name);
+}
+
+}  // namespace wb

@@ -1,0 +1,624 @@
+// Implementation notes.
+// - Every shot that is not terminal lives in shots_ and mirrors its stored
+//   record; a change is saved before anything depends on it. The two writes
+//   that decide whether money is spent twice are synced: SUBMITTING (with its
+//   ledger line) before the POST leaves, and the request_id right after.
+// - A shot has at most one request on the wire (busy_). Callbacks look the
+//   shot up again by key, so a shot that ended meanwhile is simply skipped.
+// - tick() is O(unfinished shots); submits are taken in priority order.
+#include "jobs/scheduler.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "jobs/mp4.h"
+#include "jobs/paths.h"
+#include "jobs/report.h"
+#include "jobs/segmind.h"
+
+namespace wb {
+
+namespace {
+
+Millis seconds(double s) { return Millis(static_cast<int64_t>(s * 1000.0)); }
+
+nlohmann::json ledger_entry(const Shot& s, const std::string& event, TimePoint now) {
+  return {{"time", iso8601_utc(now)}, {"shot", s.key()}, {"event", event},
+          {"attempt", s.submit_attempts}};
+}
+
+}  // namespace
+
+Scheduler::Scheduler(const Config& config, Store& store, Transport& transport, NowFn now,
+                     std::string api_key)
+    : config_(config),
+      store_(store),
+      transport_(transport),
+      now_(std::move(now)),
+      api_key_(std::move(api_key)),
+      output_(config.output_root) {}
+
+Scheduler::~Scheduler() = default;
+
+void Scheduler::load() {
+  for (auto& b : store_.batches())
+    if (!b.finished) batches_[b.name] = b;
+  TimePoint now = now_();
+  for (auto& s : store_.all_shots()) {
+    if (is_terminal(s.state)) continue;
+    if (s.state == ShotState::submitting) {
+      // The POST may or may not have reached the provider. Never resend blindly.
+      store_.append_ledger(ledger_entry(s, "ambiguous_on_restart", now));
+      s.state = ShotState::held;
+      s.reason =
+          "ambiguous submit: the daemon stopped after sending the submit and before recording a "
+          "request_id; the job may exist and be billed. Check the provider's dashboard, then "
+          "`wanbatch retry` it if it was not run";
+      store_.put_shot(s, Sync::yes);
+      spdlog::warn("{}: HELD, {}", s.key(), s.reason);
+      continue;
+    }
+    s.attempts = 0;
+    s.next_due_ms = 0;
+    shots_[s.key()] = s;
+  }
+  for (auto& [name, b] : batches_) finishing_.insert(name);
+  spdlog::info("loaded {} unfinished shots in {} unfinished batches", shots_.size(), batches_.size());
+}
+
+Scheduler::Accept Scheduler::accept(const Manifest& m, const std::string& manifest_name,
+                                    const std::string& manifest_path) {
+  if (auto existing = store_.batch(m.batch)) {
+    return existing->sha256 == m.sha256 ? Accept::already_added : Accept::name_taken;
+  }
+  BatchRecord b;
+  b.name = m.batch;
+  b.priority = m.priority;
+  b.manifest_name = manifest_name;
+  b.manifest_path = manifest_path;
+  b.sha256 = m.sha256;
+  b.base_dir = m.base_dir;
+  b.created_ms = to_epoch_ms(now_());
+  b.shot_count = static_cast<int>(m.shots.size());
+  std::vector<Shot> shots;
+  for (size_t i = 0; i < m.shots.size(); ++i) {
+    Shot s;
+    s.batch = m.batch;
+    s.index = static_cast<int>(i);
+    s.spec = m.shots[i];
+    shots.push_back(std::move(s));
+  }
+  store_.add_batch(b, shots);
+  batches_[b.name] = b;
+  for (auto& s : shots) shots_[s.key()] = std::move(s);
+  spdlog::info("batch {}: accepted {} shots from {}", b.name, b.shot_count, manifest_name);
+  return Accept::added;
+}
+
+Shot* Scheduler::find(const std::string& key) {
+  auto it = shots_.find(key);
+  return it == shots_.end() ? nullptr : &it->second;
+}
+
+void Scheduler::save(Shot& shot, Sync sync) { store_.put_shot(shot, sync); }
+
+std::vector<std::string> Scheduler::api_headers(bool json_body) const {
+  std::vector<std::string> h = {"x-api-key: " + api_key_, "Accept: application/json"};
+  if (json_body) h.push_back("Content-Type: application/json");
+  return h;
+}
+
+Millis Scheduler::backoff(int attempts) {
+  double base = config_.retry.base_delay_seconds * std::pow(2.0, std::min(attempts, 20));
+  double capped = std::min(base, config_.retry.max_delay_seconds);
+  std::uniform_real_distribution<double> jitter(0.8, 1.2);
+  return seconds(capped * jitter(rng_));
+}
+
+Millis Scheduler::poll_interval(const Shot& shot, TimePoint now) const {
+  Millis lo = seconds(config_.poll.min_interval_seconds);
+  Millis hi = seconds(config_.poll.max_interval_seconds);
+  int64_t now_ms = to_epoch_ms(now);
+  int64_t elapsed = now_ms - shot.submitted_ms;
+  Millis want(elapsed / 10);
+  auto seen = processing_seen_ms_.find(shot.key());
+  if (seen != processing_seen_ms_.end() && expected_render_ms_ > 0) {
+    // Rendering: sleep through most of the expected render, then poll closely.
+    double remaining = expected_render_ms_ - static_cast<double>(now_ms - seen->second);
+    if (remaining > -expected_render_ms_) want = Millis(static_cast<int64_t>(std::max(0.0, remaining / 2)));
+  }
+  return std::clamp(want, lo, hi);
+}
+
+void Scheduler::end(Shot& shot, ShotState state, const std::string& reason) {
+  shot.state = state;
+  shot.reason = reason;
+  save(shot, Sync::yes);
+  if (state == ShotState::done)
+    spdlog::info("{}: DONE -> {}", shot.key(), shot.file);
+  else
+    spdlog::warn("{}: {}: {}", shot.key(), to_string(state), reason);
+  std::string batch = shot.batch;
+  processing_seen_ms_.erase(shot.key());
+  busy_.erase(shot.key());
+  shots_.erase(shot.key());
+  maybe_finish(batch);
+}
+
+void Scheduler::retry_later(Shot& shot, const std::string& why, bool limited) {
+  ++shot.attempts;
+  if (limited && shot.attempts >= config_.retry.max_attempts) {
+    end(shot, ShotState::held,
+        "gave up after " + std::to_string(shot.attempts) + " attempts at " +
+            std::string(to_string(shot.state)) + ": " + why);
+    return;
+  }
+  shot.next_due_ms = to_epoch_ms(now_() + backoff(shot.attempts - 1));
+  spdlog::info("{}: {} retry {} later: {}", shot.key(), to_string(shot.state), shot.attempts, why);
+}
+
+Millis Scheduler::tick() {
+  TimePoint now = now_();
+  int64_t now_ms = to_epoch_ms(now);
+  finish_pending_batches();
+
+  std::vector<Shot*> ready;
+  int64_t next_ms = now_ms + 60000;
+  int slots_used = 0;
+  for (auto& [key, shot] : shots_)
+    if (occupies_slot(shot.state)) ++slots_used;
+
+  for (auto& [key, shot] : shots_) {
+    if (busy_.count(key)) continue;
+    if (shot.next_due_ms > now_ms) {
+      next_ms = std::min(next_ms, shot.next_due_ms);
+      continue;
+    }
+    switch (shot.state) {
+      case ShotState::pending:
+        ready.push_back(&shot);
+        break;
+      case ShotState::in_flight:
+        start_poll(shot);
+        break;
+      case ShotState::fetching:
+        start_fetch(shot);
+        break;
+      case ShotState::downloading:
+        if (downloads_on_wire_ < config_.limits.max_concurrent_downloads) start_download(shot, now);
+        break;
+      default:
+        break;
+    }
+  }
+
+  // Pending shots: uploads first, then submits in priority order.
+  std::sort(ready.begin(), ready.end(), [&](const Shot* a, const Shot* b) {
+    const auto& ba = batches_[a->batch];
+    const auto& bb = batches_[b->batch];
+    if (ba.priority != bb.priority) return ba.priority > bb.priority;
+    if (ba.created_ms != bb.created_ms) return ba.created_ms < bb.created_ms;
+    if (a->batch != b->batch) return a->batch < b->batch;
+    return a->index < b->index;
+  });
+  bool submits_open = !stopping_ && now >= submits_blocked_until_;
+  if (!submits_open && now < submits_blocked_until_)
+    next_ms = std::min(next_ms, to_epoch_ms(submits_blocked_until_));
+  for (Shot* shot : ready) {
+    bool started_upload = false;
+    if (!media_ready(*shot, now, started_upload)) continue;
+    if (!submits_open || slots_used >= config_.limits.max_in_flight) continue;
+    if (shot->state != ShotState::pending) continue;  // ended while preparing media
+    ++slots_used;
+    start_submit(*shot, now);
+  }
+  return Millis(std::max<int64_t>(0, next_ms - to_epoch_ms(now_())));
+}
+
+bool Scheduler::media_ready(Shot& shot, TimePoint now, bool& started_upload) {
+  struct Field {
+    const MediaRef& ref;
+    std::string& url;
+    MediaKind kind;
+  };
+  Field fields[] = {{shot.spec.image, shot.image_url, MediaKind::image},
+                    {shot.spec.last_frame, shot.last_frame_url, MediaKind::image},
+                    {shot.spec.audio, shot.audio_url, MediaKind::audio}};
+  bool ready = true;
+  for (auto& f : fields) {
+    if (f.ref.path.empty() || !f.url.empty()) continue;
+    ready = false;
+    struct stat st {};
+    if (::stat(f.ref.path.c_str(), &st) == 0) {
+      auto it = hash_cache_.find(f.ref.path);
+      int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+      if (it != hash_cache_.end() && it->second.size == st.st_size && it->second.mtime_ns == mtime) {
+        if (auto url = store_.asset_url(it->second.sha256)) {
+          f.url = *url;
+          save(shot);
+          continue;
+        }
+        if (uploading_.count(it->second.sha256)) return false;  // another shot uploads it
+      }
+    }
+    if (started_upload || uploads_on_wire_ >= config_.limits.max_concurrent_uploads) return false;
+    MediaFile file;
+    try {
+      file = read_media(f.ref.path, config_.input_roots, config_.limits.max_media_bytes, f.kind);
+    } catch (const Error& e) {
+      end(shot, ShotState::rejected, std::string("local media: ") + e.what());
+      return false;
+    }
+    hash_cache_[f.ref.path] = {static_cast<long long>(file.data.size()),
+                               static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec,
+                               file.sha256};
+    if (auto url = store_.asset_url(file.sha256)) {
+      f.url = *url;
+      save(shot);
+      continue;
+    }
+    std::string sha = file.sha256;
+    uploading_.insert(sha);
+    ++uploads_on_wire_;
+    started_upload = true;
+    busy_.insert(shot.key());
+    HttpRequest req;
+    req.method = "POST";
+    req.url = config_.api.storage_url;
+    req.headers = api_headers(true);
+    req.body = upload_body(file.mime, file.data);
+    req.timeout = seconds(config_.api.request_timeout_seconds);
+    req.connect_timeout = seconds(config_.api.connect_timeout_seconds);
+    std::string key = shot.key();
+    std::string path = f.ref.path;
+    spdlog::info("{}: uploading {} ({} bytes)", key, path, file.data.size());
+    transport_.start(std::move(req), [this, key, sha, path](HttpResponse r) {
+      --uploads_on_wire_;
+      uploading_.erase(sha);
+      busy_.erase(key);
+      UploadAnswer a = classify_upload(r);
+      Shot* s = find(key);
+      if (a.verdict == Verdict::ok) {
+        store_.put_asset(sha, a.url);
+        if (s) s->attempts = 0;
+        spdlog::info("{}: uploaded {}", key, path);
+        return;
+      }
+      if (!s) return;
+      if (a.verdict == Verdict::rejected || a.verdict == Verdict::bug)
+        end(*s, ShotState::held, "upload of " + path + " refused: " + a.message);
+      else
+        retry_later(*s, "upload of " + path + ": " + a.message, true);
+    });
+    (void)now;
+    return false;
+  }
+  return ready;
+}
+
+void Scheduler::start_submit(Shot& shot, TimePoint now) {
+  shot.state = ShotState::submitting;
+  ++shot.submit_attempts;
+  shot.reason.clear();
+  // Synced before the POST leaves: a crash from here on is an ambiguous submit.
+  store_.put_shot_and_ledger(shot, ledger_entry(shot, "attempt", now));
+  HttpRequest req;
+  req.method = "POST";
+  req.url = submit_url(config_.api);
+  req.headers = api_headers(true);
+  req.body = submit_body(shot);
+  req.connection = ConnectionUse::fresh;
+  req.timeout = seconds(config_.api.request_timeout_seconds);
+  req.connect_timeout = seconds(config_.api.connect_timeout_seconds);
+  busy_.insert(shot.key());
+  ++submits_on_wire_;
+  std::string key = shot.key();
+  transport_.start(std::move(req), [this, key](HttpResponse r) {
+    --submits_on_wire_;
+    busy_.erase(key);
+    on_submit(key, r);
+  });
+}
+
+void Scheduler::on_submit(const std::string& key, const HttpResponse& r) {
+  Shot* shot = find(key);
+  if (!shot) return;
+  TimePoint now = now_();
+  SubmitAnswer a = classify_submit(r);
+  auto entry = ledger_entry(*shot, "", now);
+  entry["verdict"] = to_string(a.verdict);
+  entry["http_status"] = r.status;
+  if (!a.message.empty()) entry["message"] = a.message;
+  switch (a.verdict) {
+    case Verdict::ok:
+      shot->state = ShotState::in_flight;
+      shot->request_id = a.request_id;
+      shot->submitted_ms = to_epoch_ms(now);
+      shot->attempts = 0;
+      shot->remote_status = "QUEUED";
+      shot->next_due_ms = to_epoch_ms(now + seconds(config_.poll.min_interval_seconds));
+      entry["event"] = "accepted";
+      entry["request_id"] = a.request_id;
+      store_.put_shot_and_ledger(*shot, entry);
+      spdlog::info("{}: submitted, request_id {}", key, a.request_id);
+      return;
+    case Verdict::ambiguous:
+      entry["event"] = "ambiguous";
+      store_.append_ledger(entry);
+      end(*shot, ShotState::held,
+          "ambiguous submit: " + a.message +
+              ". The job may exist and be billed; check the provider's dashboard, then `wanbatch "
+              "retry` it if it was not run");
+      return;
+    case Verdict::rejected:
+      entry["event"] = "rejected";
+      store_.append_ledger(entry);
+      end(*shot, ShotState::rejected, a.message);
+      return;
+    case Verdict::bug:
+    case Verdict::failed:
+    case Verdict::not_found:
+      entry["event"] = "refused";
+      store_.append_ledger(entry);
+      end(*shot, ShotState::held, "submit refused: " + a.message);
+      return;
+    case Verdict::auth:
+    case Verdict::credits:
+    case Verdict::rate_limited:
+    case Verdict::retry: {
+      entry["event"] = "not_accepted";
+      store_.append_ledger(entry);
+      shot->state = ShotState::pending;
+      if (a.verdict == Verdict::retry) {
+        save(*shot, Sync::yes);
+        if (shot->submit_attempts >= config_.retry.max_attempts) {
+          end(*shot, ShotState::held,
+              "submit failed " + std::to_string(shot->submit_attempts) + " times, last: " + a.message);
+          return;
+        }
+        shot->next_due_ms = to_epoch_ms(now + backoff(shot->submit_attempts - 1));
+        spdlog::warn("{}: submit not accepted ({}), retrying", key, a.message);
+        return;
+      }
+      // Not the shot's fault: the attempt does not count, and every submit waits.
+      --shot->submit_attempts;
+      save(*shot, Sync::yes);
+      TimePoint until = now + (a.verdict == Verdict::rate_limited ? backoff(0) : Millis(60000));
+      if (a.reset_at && *a.reset_at > now) until = *a.reset_at;
+      submits_blocked_until_ = std::max(submits_blocked_until_, until);
+      submits_blocked_reason_ = a.message;
+      if (a.verdict == Verdict::auth)
+        spdlog::error("the API key was refused ({}); submits paused for a minute. Fix the key.", a.message);
+      else
+        spdlog::warn("submits paused until {}: {}", iso8601_utc(until), a.message);
+      return;
+    }
+  }
+}
+
+void Scheduler::start_poll(Shot& shot) {
+  HttpRequest req;
+  req.url = status_url(config_.api, shot.request_id);
+  req.headers = api_headers(false);
+  req.timeout = seconds(config_.api.request_timeout_seconds);
+  req.connect_timeout = seconds(config_.api.connect_timeout_seconds);
+  std::string key = shot.key();
+  busy_.insert(key);
+  transport_.start(std::move(req), [this, key](HttpResponse r) {
+    busy_.erase(key);
+    on_poll(key, r);
+  });
+}
+
+void Scheduler::on_poll(const std::string& key, const HttpResponse& r) {
+  Shot* shot = find(key);
+  if (!shot) return;
+  TimePoint now = now_();
+  StatusAnswer a = classify_status(r);
+  switch (a.verdict) {
+    case Verdict::ok: {
+      shot->attempts = 0;
+      if (a.status == "PROCESSING" && !processing_seen_ms_.count(key))
+        processing_seen_ms_[key] = to_epoch_ms(now);
+      if (a.status == "COMPLETED") {
+        auto seen = processing_seen_ms_.find(key);
+        double took = static_cast<double>(to_epoch_ms(now) - (seen != processing_seen_ms_.end() ? seen->second : shot->submitted_ms));
+        expected_render_ms_ = expected_render_ms_ == 0 ? took : 0.8 * expected_render_ms_ + 0.2 * took;
+        shot->state = ShotState::fetching;
+        shot->completed_ms = to_epoch_ms(now);
+        shot->remote_status = a.status;
+        shot->next_due_ms = 0;
+        save(*shot);
+        return;
+      }
+      bool changed = shot->remote_status != a.status;
+      shot->remote_status = a.status;
+      shot->next_due_ms = to_epoch_ms(now + poll_interval(*shot, now));
+      if (changed) save(*shot);
+      return;
+    }
+    case Verdict::failed:
+      shot->remote_status = "FAILED";
+      shot->completed_ms = to_epoch_ms(now);
+      end(*shot, ShotState::failed, a.message);
+      return;
+    case Verdict::not_found:
+      end(*shot, ShotState::held,
+          "expired: the provider no longer knows request " + shot->request_id +
+              " (records are kept about an hour); the job may have completed and been billed");
+      return;
+    case Verdict::bug:
+      retry_later(*shot, "status: " + a.message, true);
+      return;
+    default:
+      retry_later(*shot, "status: " + a.message, false);
+      if (a.reset_at && *a.reset_at > now)
+        shot->next_due_ms = std::max(shot->next_due_ms, to_epoch_ms(*a.reset_at));
+      return;
+  }
+}
+
+void Scheduler::start_fetch(Shot& shot) {
+  HttpRequest req;
+  req.url = result_url(config_.api, shot.request_id);
+  req.headers = api_headers(false);
+  req.timeout = seconds(config_.api.request_timeout_seconds);
+  req.connect_timeout = seconds(config_.api.connect_timeout_seconds);
+  std::string key = shot.key();
+  busy_.insert(key);
+  transport_.start(std::move(req), [this, key](HttpResponse r) {
+    busy_.erase(key);
+    on_fetch(key, r);
+  });
+}
+
+void Scheduler::on_fetch(const std::string& key, const HttpResponse& r) {
+  Shot* shot = find(key);
+  if (!shot) return;
+  TimePoint now = now_();
+  ResultAnswer a = classify_result(r);
+  switch (a.verdict) {
+    case Verdict::ok:
+      shot->attempts = 0;
+      shot->output_url = a.output_url;
+      shot->cost = a.cost;
+      shot->metrics_json = a.metrics_json;
+      shot->state = ShotState::downloading;
+      shot->next_due_ms = 0;
+      save(*shot, Sync::yes);
+      return;
+    case Verdict::failed:
+      end(*shot, ShotState::failed, a.message);
+      return;
+    case Verdict::not_found:
+      end(*shot, ShotState::held,
+          "expired: the provider no longer knows request " + shot->request_id +
+              " (records are kept about an hour); the job completed and may be billed");
+      return;
+    case Verdict::bug:
+      retry_later(*shot, "result: " + a.message, true);
+      return;
+    default:
+      retry_later(*shot, "result: " + a.message, false);
+      if (a.reset_at && *a.reset_at > now)
+        shot->next_due_ms = std::max(shot->next_due_ms, to_epoch_ms(*a.reset_at));
+      return;
+  }
+}
+
+void Scheduler::start_download(Shot& shot, TimePoint now) {
+  int fd = -1;
+  try {
+    fd = output_.open_part(shot.batch, shot.spec.id);
+  } catch (const Error& e) {
+    // The output share is missing or unwritable: wait, never lose the shot.
+    shot.reason = std::string("waiting for the output folder: ") + e.what();
+    shot.next_due_ms = to_epoch_ms(now + std::min(backoff(shot.attempts++), Millis(30000)));
+    spdlog::warn("{}: {}", shot.key(), shot.reason);
+    return;
+  }
+  HttpRequest req;
+  req.url = shot.output_url;
+  req.sink_fd = fd;
+  req.max_body_bytes = config_.limits.max_download_bytes;
+  req.max_redirects = 5;
+  req.timeout = Millis(0);
+  req.connect_timeout = seconds(config_.api.connect_timeout_seconds);
+  std::string key = shot.key();
+  busy_.insert(key);
+  ++downloads_on_wire_;
+  transport_.start(std::move(req), [this, key, fd](HttpResponse r) {
+    --downloads_on_wire_;
+    busy_.erase(key);
+    on_download(key, fd, r);
+    ::close(fd);
+  });
+}
+
+void Scheduler::on_download(const std::string& key, int fd, const HttpResponse& r) {
+  Shot* shot = find(key);
+  if (!shot) return;
+  TimePoint now = now_();
+  if (r.error == NetError::local_write) {
+    output_.discard_part(shot->batch, shot->spec.id);
+    shot->reason = "cannot write the video: " + r.error_text;
+    shot->next_due_ms = to_epoch_ms(now + std::min(backoff(shot->attempts++), Millis(60000)));
+    spdlog::warn("{}: {} (will retry)", key, shot->reason);
+    return;
+  }
+  if (r.error != NetError::none || r.status != 200) {
+    output_.discard_part(shot->batch, shot->spec.id);
+    if (r.error == NetError::none && (r.status == 403 || r.status == 404 || r.status == 410) &&
+        shot->attempts + 1 < config_.retry.max_attempts) {
+      // The output URL has gone: ask for the result again (it may carry a fresh URL).
+      ++shot->attempts;
+      shot->state = ShotState::fetching;
+      shot->next_due_ms = to_epoch_ms(now + backoff(shot->attempts - 1));
+      save(*shot);
+      return;
+    }
+    retry_later(*shot, "download: " + error_message(r), true);
+    return;
+  }
+  Mp4Check check = check_mp4_fd(fd);
+  if (!check.ok) {
+    output_.discard_part(shot->batch, shot->spec.id);
+    retry_later(*shot, "downloaded file is not a valid MP4: " + check.error, true);
+    return;
+  }
+  try {
+    VideoInfo video{r.body_bytes, sha256_fd_hex(fd), check.has_audio};
+    shot->file = output_.commit_part(shot->batch, shot->spec.id, fd);
+    output_.write(shot->batch, shot->spec.id + ".json", sidecar_json(*shot, video, to_epoch_ms(now)));
+  } catch (const Error& e) {
+    shot->reason = e.what();
+    shot->next_due_ms = to_epoch_ms(now + std::min(backoff(shot->attempts++), Millis(60000)));
+    spdlog::warn("{}: {} (will retry)", key, shot->reason);
+    return;
+  }
+  end(*shot, ShotState::done, "");
+}
+
+void Scheduler::maybe_finish(const std::string& batch) {
+  if (!batches_.count(batch)) return;
+  for (const auto& [key, s] : shots_)
+    if (s.batch == batch) return;
+  finishing_.insert(batch);
+  finish_pending_batches();
+}
+
+void Scheduler::finish_pending_batches() {
+  for (auto it = finishing_.begin(); it != finishing_.end();) {
+    const std::string name = *it;
+    auto b = batches_.find(name);
+    bool open = b == batches_.end() ||
+                std::any_of(shots_.begin(), shots_.end(), [&](const auto& kv) { return kv.second.batch == name; });
+    if (open) {
+      it = finishing_.erase(it);
+      continue;
+    }
+    BatchRecord rec = b->second;
+    int64_t now_ms = to_epoch_ms(now_());
+    try {
+      output_.write(name, "report.json", batch_report_json(rec, store_.shots(name), now_ms));
+    } catch (const Error& e) {
+      spdlog::warn("batch {}: cannot write its report yet: {}", name, e.what());
+      ++it;
+      continue;
+    }
+    rec.finished = true;
+    rec.finished_ms = now_ms;
+    store_.put_batch(rec);
+    batches_.erase(b);
+    it = finishing_.erase(it);
+    spdlog::info("batch {}: finished; report in {}", name, join_path(output_.root(), name + "/report.json"));
+    if (on_batch_finished) on_batch_finished(rec);
+  }
+}
+
+}  // namespace wb

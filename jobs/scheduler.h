@@ -1,0 +1,108 @@
+// The shot state machine and its scheduling: which work is due, which requests
+// to start, and what each answer changes. Single-threaded; the caller drives it
+// with tick() and by running the Transport. Time comes from an injected clock
+// so tests step it without sleeping.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "jobs/http.h"
+#include "jobs/manifest.h"
+#include "jobs/output.h"
+#include "jobs/store.h"
+#include "jobs/util.h"
+
+namespace wb {
+
+using NowFn = std::function<TimePoint()>;
+
+class Scheduler {
+ public:
+  Scheduler(const Config& config, Store& store, Transport& transport, NowFn now, std::string api_key);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Loads unfinished work from the store. A shot found in SUBMITTING (the daemon
+  // stopped between sending a submit and recording its request_id) becomes HELD.
+  void load();
+
+  enum class Accept { added, already_added, name_taken };
+  // Records a validated manifest as a batch of PENDING shots in one synced write.
+  // already_added: a batch of that name from the same bytes exists (a restart
+  // between recording and moving the file); name_taken: from other bytes.
+  Accept accept(const Manifest& manifest, const std::string& manifest_name,
+                const std::string& manifest_path);
+
+  // Starts every request that is due. Returns the time until the next due work.
+  Millis tick();
+
+  // Stop starting submits (shutdown); other work continues.
+  void stop_submitting() { stopping_ = true; }
+  size_t submits_on_the_wire() const { return submits_on_wire_; }
+  size_t active_shots() const { return shots_.size(); }
+  size_t unfinished_batches() const { return batches_.size(); }
+
+  // Runs when a batch has ended; the argument is the batch record (finished).
+  std::function<void(const BatchRecord&)> on_batch_finished;
+
+ private:
+  void start_upload(Shot& shot, TimePoint now);
+  bool media_ready(Shot& shot, TimePoint now, bool& started_upload);
+  void start_submit(Shot& shot, TimePoint now);
+  void start_poll(Shot& shot);
+  void start_fetch(Shot& shot);
+  void start_download(Shot& shot, TimePoint now);
+
+  void on_submit(const std::string& key, const HttpResponse& r);
+  void on_poll(const std::string& key, const HttpResponse& r);
+  void on_fetch(const std::string& key, const HttpResponse& r);
+  void on_download(const std::string& key, int fd, const HttpResponse& r);
+
+  Shot* find(const std::string& key);
+  void save(Shot& shot, Sync sync = Sync::no);
+  void end(Shot& shot, ShotState state, const std::string& reason);
+  void retry_later(Shot& shot, const std::string& why, bool limited);
+  Millis backoff(int attempts);
+  Millis poll_interval(const Shot& shot, TimePoint now) const;
+  void maybe_finish(const std::string& batch);
+  void finish_pending_batches();
+  std::vector<std::string> api_headers(bool json_body) const;
+
+  const Config& config_;
+  Store& store_;
+  Transport& transport_;
+  NowFn now_;
+  std::string api_key_;
+  OutputDir output_;
+  std::mt19937_64 rng_{std::random_device{}()};
+
+  std::map<std::string, Shot> shots_;  // unfinished shots, by "batch/id"
+  std::map<std::string, BatchRecord> batches_;  // unfinished batches
+  std::set<std::string> busy_;  // shots with a request on the wire
+  std::set<std::string> uploading_;  // sha256 of media being uploaded
+  std::set<std::string> finishing_;  // batches whose report is still to be written
+  struct HashEntry {
+    long long size;
+    int64_t mtime_ns;
+    std::string sha256;
+  };
+  std::map<std::string, HashEntry> hash_cache_;  // path -> content hash
+  std::map<std::string, int64_t> processing_seen_ms_;  // first time seen PROCESSING
+  double expected_render_ms_ = 0;  // moving average of observed render times
+  size_t submits_on_wire_ = 0;
+  int uploads_on_wire_ = 0;
+  int downloads_on_wire_ = 0;
+  bool stopping_ = false;
+  TimePoint submits_blocked_until_{};
+  std::string submits_blocked_reason_;
+};
+
+}  // namespace wb

@@ -1,0 +1,108 @@
+#include "jobs/shot.h"
+
+#include <nlohmann/json.hpp>
+
+namespace wb {
+
+namespace {
+constexpr const char* kNames[] = {"PENDING", "SUBMITTING", "IN_FLIGHT", "FETCHING", "DOWNLOADING",
+                                  "DONE",    "FAILED",     "REJECTED",  "CANCELLED", "HELD"};
+
+nlohmann::json media_json(const MediaRef& m) {
+  if (m.empty()) return nullptr;
+  return m.url.empty() ? nlohmann::json{{"path", m.path}} : nlohmann::json{{"url", m.url}};
+}
+
+MediaRef media_from(const nlohmann::json& j) {
+  MediaRef m;
+  if (j.is_object()) {
+    m.url = j.value("url", "");
+    m.path = j.value("path", "");
+  }
+  return m;
+}
+}  // namespace
+
+const char* to_string(ShotState s) { return kNames[static_cast<int>(s)]; }
+
+std::optional<ShotState> shot_state_from(const std::string& s) {
+  for (int i = 0; i < static_cast<int>(std::size(kNames)); ++i)
+    if (s == kNames[i]) return static_cast<ShotState>(i);
+  return std::nullopt;
+}
+
+bool is_terminal(ShotState s) { return s >= ShotState::done; }
+
+bool occupies_slot(ShotState s) { return s >= ShotState::submitting && s <= ShotState::downloading; }
+
+std::string shot_to_json(const Shot& s) {
+  nlohmann::json spec = {{"id", s.spec.id},
+                         {"prompt", s.spec.prompt},
+                         {"negative_prompt", s.spec.negative_prompt},
+                         {"image", media_json(s.spec.image)},
+                         {"last_frame", media_json(s.spec.last_frame)},
+                         {"audio_url", media_json(s.spec.audio)},
+                         {"duration", s.spec.duration},
+                         {"resolution", s.spec.resolution},
+                         {"line", s.spec.line}};
+  spec["seed"] = s.spec.seed ? nlohmann::json(*s.spec.seed) : nlohmann::json(nullptr);
+  nlohmann::json j = {{"batch", s.batch},
+                      {"index", s.index},
+                      {"spec", spec},
+                      {"state", to_string(s.state)},
+                      {"reason", s.reason},
+                      {"image_url", s.image_url},
+                      {"last_frame_url", s.last_frame_url},
+                      {"audio_url", s.audio_url},
+                      {"request_id", s.request_id},
+                      {"submit_attempts", s.submit_attempts},
+                      {"attempts", s.attempts},
+                      {"next_due_ms", s.next_due_ms},
+                      {"submitted_ms", s.submitted_ms},
+                      {"completed_ms", s.completed_ms},
+                      {"remote_status", s.remote_status},
+                      {"output_url", s.output_url},
+                      {"metrics", s.metrics_json},
+                      {"file", s.file}};
+  j["cost"] = s.cost ? nlohmann::json(*s.cost) : nlohmann::json(nullptr);
+  return j.dump();
+}
+
+Shot shot_from_json(const std::string& text) {
+  auto j = nlohmann::json::parse(text);
+  Shot s;
+  s.batch = j.at("batch").get<std::string>();
+  s.index = j.at("index").get<int>();
+  const auto& spec = j.at("spec");
+  s.spec.id = spec.at("id").get<std::string>();
+  s.spec.prompt = spec.at("prompt").get<std::string>();
+  s.spec.negative_prompt = spec.value("negative_prompt", "");
+  s.spec.image = media_from(spec.value("image", nlohmann::json()));
+  s.spec.last_frame = media_from(spec.value("last_frame", nlohmann::json()));
+  s.spec.audio = media_from(spec.value("audio_url", nlohmann::json()));
+  s.spec.duration = spec.value("duration", 5);
+  s.spec.resolution = spec.value("resolution", "720P");
+  s.spec.line = spec.value("line", 0);
+  if (spec.contains("seed") && spec["seed"].is_number_integer()) s.spec.seed = spec["seed"].get<int64_t>();
+  auto state = shot_state_from(j.at("state").get<std::string>());
+  if (!state) throw std::runtime_error("unknown shot state " + j.at("state").dump());
+  s.state = *state;
+  s.reason = j.value("reason", "");
+  s.image_url = j.value("image_url", "");
+  s.last_frame_url = j.value("last_frame_url", "");
+  s.audio_url = j.value("audio_url", "");
+  s.request_id = j.value("request_id", "");
+  s.submit_attempts = j.value("submit_attempts", 0);
+  s.attempts = j.value("attempts", 0);
+  s.next_due_ms = j.value("next_due_ms", int64_t{0});
+  s.submitted_ms = j.value("submitted_ms", int64_t{0});
+  s.completed_ms = j.value("completed_ms", int64_t{0});
+  s.remote_status = j.value("remote_status", "");
+  s.output_url = j.value("output_url", "");
+  s.metrics_json = j.value("metrics", "");
+  s.file = j.value("file", "");
+  if (j.contains("cost") && j["cost"].is_number()) s.cost = j["cost"].get<double>();
+  return s;
+}
+
+}  // namespace wb

@@ -1,0 +1,58 @@
+// A shot's persisted record and its state machine vocabulary (DESIGN.md, State).
+#pragma once
+
+#include <cstdint>
+
+#include <optional>
+#include <string>
+
+#include "jobs/manifest.h"
+
+namespace wb {
+
+enum class ShotState {
+  pending,      // waiting for uploads, a slot or a retry time
+  submitting,   // a POST may be on the wire; synced to disk before it is sent
+  in_flight,    // the provider has it (QUEUED or PROCESSING); we poll
+  fetching,     // COMPLETED; fetching the result once
+  downloading,  // fetching the video into the output folder
+  done,
+  failed,     // the provider's verdict (422 / FAILED)
+  rejected,   // 400-class: bad parameters
+  cancelled,
+  held,  // needs a person: ambiguous submit, expired record, retired model...
+};
+
+const char* to_string(ShotState s);
+std::optional<ShotState> shot_state_from(const std::string& s);
+bool is_terminal(ShotState s);
+// Submitted to the provider and not yet ended: counts against limits.max_in_flight.
+bool occupies_slot(ShotState s);
+
+struct Shot {
+  std::string batch;
+  int index = 0;  // position in the manifest
+  ShotSpec spec;
+  ShotState state = ShotState::pending;
+  std::string reason;  // why it is held, failed, rejected or waiting
+  // Public URLs of uploaded local media, by field ("image", "last_frame", "audio_url").
+  std::string image_url, last_frame_url, audio_url;
+  std::string request_id;
+  int submit_attempts = 0;
+  int attempts = 0;         // retries of the current step
+  int64_t next_due_ms = 0;  // not before this time
+  int64_t submitted_ms = 0;
+  int64_t completed_ms = 0;
+  std::string remote_status;
+  std::string output_url;
+  std::optional<double> cost;
+  std::string metrics_json;  // the provider's metrics object, as JSON text
+  std::string file;          // output video path once DONE
+
+  std::string key() const { return batch + "/" + spec.id; }
+};
+
+std::string shot_to_json(const Shot& s);
+Shot shot_from_json(const std::string& text);
+
+}  // namespace wb

@@ -1,0 +1,81 @@
+// The single source of truth: RocksDB in the state directory. Key spaces (by
+// prefix, in one column family so a WriteBatch spans them atomically):
+//   meta/schema            schema version
+//   b/<batch>              batch record (JSON)
+//   s/<batch>/<shot>       shot record (JSON, see shot.h)
+//   r/<request_id>         "<batch>/<shot>"
+//   a/<sha256>             uploaded asset URL (JSON)
+//   l/<20-digit seq>       the submit ledger: every POST attempt and its outcome
+// Writes that matter for money (SUBMITTING, request_id, ledger) are synced.
+#pragma once
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "jobs/shot.h"
+
+namespace rocksdb {
+class DB;
+}
+
+namespace wb {
+
+struct BatchRecord {
+  std::string name;
+  int priority = 0;
+  std::string manifest_name;  // the file name it arrived under
+  std::string manifest_path;  // where the file sits while the batch runs
+  std::string sha256;
+  std::string base_dir;
+  int64_t created_ms = 0;
+  int shot_count = 0;
+  bool finished = false;
+  int64_t finished_ms = 0;
+};
+
+enum class Sync { no, yes };
+
+class Store {
+ public:
+  static constexpr int kSchemaVersion = 1;
+  enum class Mode { read_write, read_only };
+
+  // Opens (creating when read_write) the database under `dir`. Throws wb::Error.
+  static std::unique_ptr<Store> open(const std::string& dir, Mode mode);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // A new batch and all its shots in one synced write.
+  void add_batch(const BatchRecord& batch, const std::vector<Shot>& shots);
+  void put_batch(const BatchRecord& batch);
+  std::optional<BatchRecord> batch(const std::string& name) const;
+  std::vector<BatchRecord> batches() const;
+
+  void put_shot(const Shot& shot, Sync sync);
+  // The shot, its request_id index entry and a ledger entry, in one synced write.
+  void put_shot_and_ledger(const Shot& shot, const nlohmann::json& ledger_entry);
+  std::vector<Shot> shots(const std::string& batch) const;
+  std::vector<Shot> all_shots() const;
+  std::optional<std::string> shot_by_request(const std::string& request_id) const;
+
+  std::optional<std::string> asset_url(const std::string& sha256) const;
+  void put_asset(const std::string& sha256, const std::string& url);
+
+  void append_ledger(const nlohmann::json& entry);
+  std::vector<nlohmann::json> ledger() const;
+
+ private:
+  Store() = default;
+  void write(const std::vector<std::pair<std::string, std::string>>& puts, Sync sync);
+  std::vector<std::string> scan(const std::string& prefix) const;
+  std::string ledger_key();
+
+  std::unique_ptr<rocksdb::DB> db_;
+  uint64_t ledger_seq_ = 0;
+};
+
+}  // namespace wb

@@ -1,0 +1,67 @@
+// A small HTTP/1.1 server for the simulator: one thread per connection,
+// Content-Length bodies, keep-alive. Written here rather than taken from
+// cpp-httplib because the simulator must be able to drop a connection after
+// reading a request without answering a single byte, which httplib cannot do.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace sim {
+
+struct Request {
+  std::string method;
+  std::string path;
+  std::string query;
+  std::map<std::string, std::string> headers;  // lower-cased names
+  std::string body;
+  std::string header(const std::string& name) const {
+    auto it = headers.find(name);
+    return it == headers.end() ? "" : it->second;
+  }
+};
+
+struct Response {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  bool drop = false;  // close the connection without answering
+};
+
+using Handler = std::function<Response(const Request&)>;
+
+class HttpServer {
+ public:
+  explicit HttpServer(Handler handler);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds 127.0.0.1:port (0 picks a free port) and starts serving in the background.
+  void start(int port);
+  void stop();
+  int port() const { return port_; }
+
+ private:
+  void accept_loop();
+  void serve(int fd);
+
+  Handler handler_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::thread acceptor_;
+  std::mutex mu_;
+  std::condition_variable idle_;
+  std::set<int> clients_;  // open connections, each served by a detached thread
+};
+
+}  // namespace sim

@@ -1,0 +1,60 @@
+// segmind-sim: a local stand-in for the Segmind API (tests/sim/simulator.h).
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "jobs/util.h"
+#include "tests/sim/simulator.h"
+
+int main(int argc, char** argv) {
+  sim::Options o;
+  int port = 0;
+  std::string port_file;
+  CLI::App app{"segmind-sim: the Segmind async API (Wan 2.7 image-to-video) on 127.0.0.1, for tests,\n"
+               "demos and rehearsals with zero spend. Extra endpoints: GET /sim/stats,\n"
+               "POST /sim/credits {\"add\": n} or {\"set\": n}."};
+  app.add_option("--port", port, "TCP port on 127.0.0.1; 0 picks a free one")->capture_default_str();
+  app.add_option("--port-file", port_file, "write the chosen port to this file (atomically)");
+  app.add_option("--api-key", o.api_key, "accept only this x-api-key (default: any non-empty key)");
+  app.add_option("--model", o.model, "model slug served at POST /v2/<model>")->capture_default_str();
+  app.add_option("--workers", o.workers, "jobs rendered at once")->capture_default_str()->check(CLI::Range(1, 100000));
+  app.add_option("--time-scale", o.time_scale, "real seconds per simulated second (0.005: a 138 s render takes 0.69 s)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--render-seconds", o.render_seconds, "simulated render time of one job")->capture_default_str();
+  app.add_option("--credits", o.credits, "starting credit balance")->capture_default_str();
+  app.add_option("--fail-rate", o.fail_rate, "share of jobs that end FAILED (422)")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--error-rate", o.error_rate, "share of API calls answered 500")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--drop-rate", o.drop_rate, "share of accepted submits whose answer is dropped")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--rate-limit", o.rate_limit, "submits allowed per window (0: unlimited)");
+  app.add_option("--rate-window", o.rate_window_seconds, "rate-limit window, simulated seconds")->capture_default_str();
+  app.add_option("--expiry", o.expiry_seconds, "simulated seconds a finished record is kept")->capture_default_str();
+  app.add_option("--output-shape", o.output_shape, "string, video, video_url or mixed")
+      ->capture_default_str()->check(CLI::IsMember({"string", "video", "video_url", "mixed"}));
+  app.add_option("--seed", o.seed, "seed for the fault generator")->capture_default_str();
+  app.add_option("--ledger", o.ledger_path, "append every accepted submit to this JSON-lines file");
+  CLI11_PARSE(app, argc, argv);
+
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+
+  sim::Simulator s(o);
+  try {
+    s.start(port);
+  } catch (const std::exception& e) {
+    std::cerr << "segmind-sim: " << e.what() << "\n";
+    return 1;
+  }
+  if (!port_file.empty()) wb::write_file_atomic(wb::dirname_of(port_file), wb::basename_of(port_file),
+                                                std::to_string(s.port()) + "\n");
+  std::cerr << "segmind-sim: listening on " << s.base_url() << "\n";
+  int sig = 0;
+  sigwait(&mask, &sig);
+  s.stop();
+  return 0;
+}
