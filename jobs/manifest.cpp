@@ -244,9 +244,6 @@ ManifestResult parse_manifest(const std::string& text, const std::string& file,
       check.unique_keys(s, where);
       ShotSpec spec;
       spec.line = yaml_line(s);
-      for (const auto& kv : s)
-        if (kv.first.IsScalar() && !kShotFields.count(kv.first.Scalar()))
-          check.problem(kv.first, where + "." + kv.first.Scalar(), "unknown shot field");
       if (auto n = s["id"]) {
         if (auto v = check.scalar(n, where + ".id")) {
           if (!is_valid_id(*v))
@@ -259,6 +256,9 @@ ManifestResult parse_manifest(const std::string& text, const std::string& file,
       } else {
         check.problem(s, where + ".id", "is required");
       }
+      for (const auto& kv : s)
+        if (kv.first.IsScalar() && !kShotFields.count(kv.first.Scalar()))
+          check.problem(kv.first, where + "." + kv.first.Scalar(), "unknown shot field");
       // A field comes from the shot, else from defaults.
       std::map<std::string, YAML::Node> merged;
       if (has_defaults)

@@ -211,7 +211,7 @@ Millis Scheduler::tick() {
     next_ms = std::min(next_ms, to_epoch_ms(submits_blocked_until_));
   for (Shot* shot : ready) {
     bool started_upload = false;
-    if (!media_ready(*shot, now, started_upload)) continue;
+    if (!media_ready(*shot, started_upload)) continue;
     if (!submits_open || slots_used >= config_.limits.max_in_flight) continue;
     if (shot->state != ShotState::pending) continue;  // ended while preparing media
     ++slots_used;
@@ -220,7 +220,7 @@ Millis Scheduler::tick() {
   return Millis(std::max<int64_t>(0, next_ms - to_epoch_ms(now_())));
 }
 
-bool Scheduler::media_ready(Shot& shot, TimePoint now, bool& started_upload) {
+bool Scheduler::media_ready(Shot& shot, bool& started_upload) {
   struct Field {
     const MediaRef& ref;
     std::string& url;
@@ -229,10 +229,9 @@ bool Scheduler::media_ready(Shot& shot, TimePoint now, bool& started_upload) {
   Field fields[] = {{shot.spec.image, shot.image_url, MediaKind::image},
                     {shot.spec.last_frame, shot.last_frame_url, MediaKind::image},
                     {shot.spec.audio, shot.audio_url, MediaKind::audio}};
-  bool ready = true;
+  // Every path below that leaves a field without its URL returns false.
   for (auto& f : fields) {
     if (f.ref.path.empty() || !f.url.empty()) continue;
-    ready = false;
     struct stat st {};
     if (::stat(f.ref.path.c_str(), &st) == 0) {
       auto it = hash_cache_.find(f.ref.path);
@@ -295,10 +294,9 @@ bool Scheduler::media_ready(Shot& shot, TimePoint now, bool& started_upload) {
       else
         retry_later(*s, "upload of " + path + ": " + a.message, true);
     });
-    (void)now;
     return false;
   }
-  return ready;
+  return true;
 }
 
 void Scheduler::start_submit(Shot& shot, TimePoint now) {
@@ -517,9 +515,13 @@ void Scheduler::start_download(Shot& shot, TimePoint now) {
     fd = output_.open_part(shot.batch, shot.spec.id);
   } catch (const Error& e) {
     // The output share is missing or unwritable: wait, never lose the shot.
-    shot.reason = std::string("waiting for the output folder: ") + e.what();
+    std::string reason = std::string("waiting for the output folder: ") + e.what();
+    if (reason != shot.reason) {
+      shot.reason = reason;
+      save(shot);
+      spdlog::warn("{}: {}", shot.key(), shot.reason);
+    }
     shot.next_due_ms = to_epoch_ms(now + std::min(backoff(shot.attempts++), Millis(30000)));
-    spdlog::warn("{}: {}", shot.key(), shot.reason);
     return;
   }
   HttpRequest req;

@@ -54,8 +54,9 @@ class Scheduler {
   std::function<void(const BatchRecord&)> on_batch_finished;
 
  private:
-  void start_upload(Shot& shot, TimePoint now);
-  bool media_ready(Shot& shot, TimePoint now, bool& started_upload);
+  // True when every local media field has its uploaded URL; otherwise may start
+  // one upload (at most one per tick, noted in started_upload).
+  bool media_ready(Shot& shot, bool& started_upload);
   void start_submit(Shot& shot, TimePoint now);
   void start_poll(Shot& shot);
   void start_fetch(Shot& shot);

@@ -1,0 +1,235 @@
+// The real wanbatch and segmind-sim binaries as separate processes, on a
+// temporary spool, with the simulator on a free loopback port.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "jobs/mp4.h"
+#include "tests/support.h"
+
+using nlohmann::json;
+
+namespace {
+
+struct Rig {
+  std::string root = test::cwd();
+  std::string config = root + "/wanbatch.yaml";
+  std::string ledger = root + "/sim-ledger.jsonl";
+  std::unique_ptr<test::Process> sim;
+  std::unique_ptr<test::Process> daemon;
+  std::string base;
+
+  explicit Rig(std::vector<std::string> sim_args = {}, const std::string& extra_config = "") {
+    for (const char* d : {"/spool/incoming", "/spool/done", "/spool/failed", "/state", "/out", "/media/frames"})
+      test::mkdirs(root + d);
+    for (int i = 0; i < 3; ++i) test::write(root + "/media/frames/f" + std::to_string(i) + ".png", test::png(i));
+    std::vector<std::string> argv = {SIM_BIN, "--port", "0", "--port-file", root + "/sim.port", "--time-scale",
+                                     "0.002", "--workers", "8", "--ledger", ledger, "--seed", "7"};
+    argv.insert(argv.end(), sim_args.begin(), sim_args.end());
+    sim = std::make_unique<test::Process>(argv, std::map<std::string, std::string>{}, root + "/sim.log");
+    REQUIRE(test::eventually([&] { return test::exists(root + "/sim.port"); }));
+    std::string port = test::read(root + "/sim.port");
+    port.erase(port.find_last_not_of("\n") + 1);
+    base = "http://127.0.0.1:" + port;
+    test::write(config, test::config_yaml(root, base, extra_config));
+  }
+
+  void start_daemon() {
+    daemon = std::make_unique<test::Process>(std::vector<std::string>{WANBATCH_BIN, "--config", config, "daemon"},
+                                             std::map<std::string, std::string>{{"SEGMIND_API_KEY", "test-key"}},
+                                             root + "/daemon.log");
+  }
+
+  // Writes a manifest beside the media and renames it into the spool, with
+  // base_dir set as `wanbatch submit` would.
+  void drop(const std::string& name, const std::string& text) {
+    std::string staged = root + "/media/" + name;
+    test::write(staged, "base_dir: " + root + "/media\n" + text);
+    REQUIRE(std::rename(staged.c_str(), (root + "/spool/incoming/" + name).c_str()) == 0);
+  }
+
+  json status() {
+    std::string out;
+    int code = test::run({WANBATCH_BIN, "--config", config, "status", "--json"}, &out);
+    if (code != 0) return json::object();
+    auto j = json::parse(out, nullptr, false);
+    return j.is_discarded() ? json::object() : j;
+  }
+
+  bool finished(const std::string& batch) {
+    return test::exists(root + "/out/" + batch + "/report.json") &&
+           test::exists(root + "/spool/done/" + batch + ".yaml");
+  }
+
+  // Accepted submits per shot id, from the simulator's ledger (prompts name the shot).
+  std::map<std::string, int> billed() {
+    std::map<std::string, int> out;
+    std::istringstream in(test::read(ledger));
+    for (std::string line; std::getline(in, line);) {
+      if (line.empty()) continue;
+      std::string prompt = json::parse(line)["params"]["prompt"];
+      ++out[prompt.substr(0, prompt.find(':'))];
+    }
+    return out;
+  }
+
+  std::string log() { return test::read(root + "/daemon.log"); }
+};
+
+std::string manifest(const std::string& batch, int shots) {
+  std::string text = "batch: " + batch + "\ndefaults:\n  duration: 4\nshots:\n";
+  for (int i = 0; i < shots; ++i) {
+    char id[16];
+    std::snprintf(id, sizeof id, "sh%03d", i * 10);
+    text += "  - id: " + std::string(id) + "\n    prompt: \"" + id + ": a breeze over the lake\"\n";
+    text += i % 3 == 2 ? "    image: https://cdn.example/still.png\n"
+                       : "    image: frames/f" + std::to_string(i % 2) + ".png\n";
+    if (i % 4 == 1) text += "    resolution: 1080P\n";
+  }
+  return text;
+}
+
+}  // namespace
+
+TEST_CASE("a 20-shot manifest ends with 20 valid MP4s and exactly 20 submits") {
+  Rig rig;
+  rig.start_daemon();
+  rig.drop("lake.yaml", manifest("lake", 20));
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("lake"); }, std::chrono::seconds(90)), rig.log());
+  auto billed = rig.billed();
+  CHECK(billed.size() == 20);
+  for (auto& [shot, n] : billed) CHECK_MESSAGE(n == 1, shot);
+  int videos = 0;
+  for (const auto& name : test::list(rig.root + "/out/lake")) {
+    if (name.size() < 4 || name.substr(name.size() - 4) != ".mp4") continue;
+    ++videos;
+    auto check = wb::check_mp4_file(rig.root + "/out/lake/" + name);
+    CHECK_MESSAGE(check.ok, name << ": " << check.error);
+  }
+  CHECK(videos == 20);
+  auto report = json::parse(test::read(rig.root + "/out/lake/report.json"));
+  CHECK(report["states"]["DONE"] == 20);
+  auto st = rig.status();
+  REQUIRE(st["batches"].size() == 1);
+  CHECK(st["batches"][0]["batch"] == "lake");
+  CHECK(st["batches"][0]["shots"] == 20);
+  CHECK(st["batches"][0]["states"]["DONE"] == 20);
+  CHECK(test::list(rig.root + "/spool/incoming").empty());
+  CHECK(rig.log().find("test-key") == std::string::npos);
+  rig.daemon->signal(SIGTERM);
+  CHECK(rig.daemon->wait() == 0);
+}
+
+TEST_CASE("SIGKILL during the batch, several times: every shot ends and none is billed twice") {
+  Rig rig;
+  rig.start_daemon();
+  rig.drop("storm.yaml", manifest("storm", 20));
+  std::mt19937 rng(42);
+  for (int kill = 0; kill < 5; ++kill) {
+    ::usleep(std::uniform_int_distribution<int>(80000, 300000)(rng));
+    rig.daemon->signal(SIGKILL);
+    rig.daemon->wait();
+    rig.start_daemon();
+  }
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("storm"); }, std::chrono::seconds(120)), rig.log());
+  auto st = rig.status();
+  REQUIRE(st["batches"].size() == 1);
+  auto states = st["batches"][0]["states"];
+  int done = states.value("DONE", 0), held = states.value("HELD", 0);
+  CHECK(done + held == 20);
+  // A kill holds at most the submits then on the wire (max_in_flight each time).
+  CHECK(done >= 1);
+  CHECK(held <= 5 * 8);
+  auto billed = rig.billed();
+  for (auto& [shot, n] : billed) CHECK_MESSAGE(n == 1, shot << " was billed " << n << " times");
+  CHECK(static_cast<int>(billed.size()) >= done);
+  // A HELD shot here can only be an ambiguous submit caught by a kill.
+  std::string out;
+  test::run({WANBATCH_BIN, "--config", rig.config, "status"}, &out);
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);)
+    if (line.find(" HELD: ") != std::string::npos) CHECK_MESSAGE(line.find("ambiguous submit") != std::string::npos, line);
+  for (const auto& name : test::list(rig.root + "/out/storm"))
+    if (name.size() > 4 && name.substr(name.size() - 4) == ".mp4")
+      CHECK_MESSAGE(wb::check_mp4_file(rig.root + "/out/storm/" + name).ok, name);
+}
+
+TEST_CASE("an invalid manifest lands in failed/ with its errors; a valid one after it completes") {
+  Rig rig;
+  rig.start_daemon();
+  rig.drop("broken.yaml", "batch: broken\nshots:\n  - id: a\n    prompt: p\n    image: frames/f0.png\n    duration: 99\n");
+  rig.drop("fine.yaml", manifest("fine", 2));
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("fine"); }), rig.log());
+  CHECK(test::exists(rig.root + "/spool/failed/broken.yaml"));
+  std::string errors = test::read(rig.root + "/spool/failed/broken.yaml.error.txt");
+  CHECK(errors == "broken.yaml:7: shots[a].duration: must be between 2 and 15, got 99\n");
+  auto st = rig.status();
+  REQUIRE(st["batches"].size() == 1);
+  CHECK(st["batches"][0]["batch"] == "fine");
+}
+
+TEST_CASE("a dropped submit answer holds the shot and the simulator bills it once") {
+  Rig rig({"--drop-rate", "1"});
+  rig.start_daemon();
+  rig.drop("drop.yaml", manifest("drop", 1));
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("drop"); }), rig.log());
+  ::usleep(500000);  // time enough for any (wrong) resubmit to show
+  CHECK(rig.billed() == std::map<std::string, int>{{"sh000", 1}});
+  auto st = rig.status();
+  CHECK(st["batches"][0]["states"]["HELD"] == 1);
+}
+
+TEST_CASE("a second daemon on the same state directory refuses to start") {
+  Rig rig;
+  rig.start_daemon();
+  REQUIRE(test::eventually([&] { return rig.log().find("loaded") != std::string::npos; }));
+  std::string out;
+  int code = test::run({WANBATCH_BIN, "--config", rig.config, "daemon"}, &out, {{"SEGMIND_API_KEY", "k"}});
+  CHECK(code == 1);
+  CHECK(out.find("another wanbatch daemon") != std::string::npos);
+  CHECK(rig.daemon->running());
+}
+
+TEST_CASE("validate and submit from the command line") {
+  Rig rig;
+  test::write(rig.root + "/media/good.yaml", manifest("good", 2));
+  test::write(rig.root + "/media/bad.yaml", "shots:\n  - id: a\n    prompt: p\n    image: frames/f0.png\n    resolution: 8K\n");
+  std::string out;
+  CHECK(test::run({WANBATCH_BIN, "--config", rig.config, "validate", rig.root + "/media/good.yaml"}, &out) == 0);
+  CHECK(test::run({WANBATCH_BIN, "--config", rig.config, "validate", rig.root + "/media/good.yaml",
+                   rig.root + "/media/bad.yaml"}, &out) == 1);
+  CHECK(out.find(rig.root + "/media/bad.yaml:5: shots[a].resolution: must be 720P or 1080P, got '8K'") != std::string::npos);
+  // Nothing is submitted when one file is bad.
+  CHECK(test::run({WANBATCH_BIN, "--config", rig.config, "submit", rig.root + "/media/good.yaml",
+                   rig.root + "/media/bad.yaml"}, &out) == 1);
+  CHECK(test::list(rig.root + "/spool/incoming").empty());
+  CHECK(test::run({WANBATCH_BIN, "--config", rig.config, "submit", rig.root + "/media/good.yaml"}, &out) == 0);
+  std::string spooled = test::read(rig.root + "/spool/incoming/good.yaml");
+  CHECK(spooled.find("base_dir: \"" + rig.root + "/media\"") != std::string::npos);
+  // The same name again while the first still waits: refused, first untouched.
+  CHECK(test::run({WANBATCH_BIN, "--config", rig.config, "submit", rig.root + "/media/good.yaml"}, &out) == 1);
+  CHECK(out.find("already waiting") != std::string::npos);
+  rig.start_daemon();
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("good"); }), rig.log());
+}
+
+TEST_CASE("a wrong config stops the daemon at start with the key named") {
+  Rig rig;
+  test::write(rig.config, test::read(rig.config) + "limits2: {}\n");
+  std::string out;
+  CHECK(test::run({WANBATCH_BIN, "--config", rig.config, "daemon"}, &out, {{"SEGMIND_API_KEY", "k"}}) == 2);
+  CHECK(out.find("limits2: unknown key") != std::string::npos);
+}
+
+TEST_CASE("--help of every subcommand describes it") {
+  for (std::string sub : {"daemon", "validate", "submit", "status"}) {
+    std::string out;
+    CHECK(test::run({WANBATCH_BIN, sub, "--help"}, &out) == 0);
+    CHECK_MESSAGE(out.find("Usage") != std::string::npos, out);
+  }
+}

@@ -1,0 +1,262 @@
+// The simulator in-process, driven through the real CurlTransport: these tests
+// check the simulator against SEGMIND_API.md and the transport against a real
+// socket (including a connection dropped after a submit was accepted).
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "jobs/curl_transport.h"
+#include "jobs/mp4.h"
+#include "jobs/segmind.h"
+#include "tests/sim/simulator.h"
+#include "tests/support.h"
+
+using namespace wb;
+using nlohmann::json;
+
+namespace {
+
+struct Client {
+  CurlTransport transport{true};
+  std::string base;
+  std::string key = "k";
+
+  HttpResponse call(const std::string& method, const std::string& path, const std::string& body = "",
+                    std::vector<std::string> headers = {}, ConnectionUse use = ConnectionUse::may_reuse) {
+    HttpRequest r;
+    r.method = method;
+    r.url = path.rfind("http", 0) == 0 ? path : base + path;
+    r.body = body;
+    r.connection = use;
+    r.headers = headers;
+    if (!key.empty()) r.headers.push_back("x-api-key: " + key);
+    std::optional<HttpResponse> out;
+    transport.start(r, [&](HttpResponse resp) { out = std::move(resp); });
+    for (int i = 0; i < 1000 && !out; ++i) transport.perform(Millis(10), {});
+    REQUIRE(out);
+    return *out;
+  }
+  HttpResponse submit(const json& body) {
+    return call("POST", "/v2/wan2.7-i2v", body.dump(), {"Content-Type: application/json"}, ConnectionUse::fresh);
+  }
+};
+
+json good_body() { return {{"prompt", "wind"}, {"image", "https://cdn/a.png"}, {"duration", 5}, {"resolution", "720P"}}; }
+
+int ledger_lines(const std::string& path) {
+  std::string text = test::read(path);
+  return static_cast<int>(std::count(text.begin(), text.end(), '\n'));
+}
+
+}  // namespace
+
+TEST_CASE("a job goes QUEUED -> PROCESSING -> COMPLETED on scaled time, and its output is a real MP4") {
+  sim::Options o;
+  o.workers = 1;
+  o.time_scale = 0.001;  // 138 s -> 0.138 s
+  o.ledger_path = test::cwd() + "/ledger.jsonl";
+  sim::Simulator s(o);
+  s.start(0);
+  Client c{.base = s.base_url()};
+  auto a = classify_submit(c.submit(good_body()));
+  auto b = classify_submit(c.submit(good_body()));
+  REQUIRE(a.verdict == Verdict::ok);
+  REQUIRE(b.verdict == Verdict::ok);
+  CHECK(classify_status(c.call("GET", "/v2/requests/" + b.request_id + "/status")).status == "QUEUED");
+  CHECK(classify_status(c.call("GET", "/v2/requests/" + a.request_id + "/status")).status == "PROCESSING");
+  ::usleep(300000);
+  auto st = classify_status(c.call("GET", "/v2/requests/" + a.request_id + "/status"));
+  CHECK(st.status == "COMPLETED");
+  auto res = classify_result(c.call("GET", "/v2/requests/" + a.request_id));
+  REQUIRE(res.verdict == Verdict::ok);
+  CHECK(res.cost == doctest::Approx(0.5));
+  auto video = c.call("GET", res.output_url);
+  CHECK(video.status == 200);
+  auto check = check_mp4_bytes(video.body);
+  CHECK(check.ok);
+  CHECK(check.has_audio);
+  CHECK(ledger_lines(o.ledger_path) == 2);
+  CHECK(s.stats().credits == doctest::Approx(1000 - 0.5 - 0.5));
+}
+
+TEST_CASE("output files honour Range requests") {
+  sim::Options o;
+  o.time_scale = 0.0001;
+  sim::Simulator s(o);
+  s.start(0);
+  Client c{.base = s.base_url()};
+  auto a = classify_submit(c.submit(good_body()));
+  ::usleep(50000);
+  auto res = classify_result(c.call("GET", "/v2/requests/" + a.request_id));
+  REQUIRE(res.verdict == Verdict::ok);
+  auto part = c.call("GET", res.output_url, "", {"Range: bytes=10-19"});
+  CHECK(part.status == 206);
+  CHECK(part.body == std::string(sim::sample_mp4().substr(10, 10)));
+  CHECK(part.header("content-range") == "bytes 10-19/" + std::to_string(sim::sample_mp4().size()));
+  CHECK(c.call("GET", res.output_url, "", {"Range: bytes=999999-"}).status == 416);
+}
+
+TEST_CASE("every output shape is served and understood") {
+  for (std::string shape : {"string", "video", "video_url"}) {
+    sim::Options o;
+    o.time_scale = 0.0001;
+    o.output_shape = shape;
+    sim::Simulator s(o);
+    s.start(0);
+    Client c{.base = s.base_url()};
+    auto a = classify_submit(c.submit(good_body()));
+    ::usleep(50000);
+    auto raw = c.call("GET", "/v2/requests/" + a.request_id);
+    auto j = json::parse(raw.body);
+    CHECK((shape == "string" ? j["output"].is_string() : j["output"].is_object()));
+    CHECK(classify_result(raw).output_url.find("/outputs/") != std::string::npos);
+  }
+}
+
+TEST_CASE("errors: 401, 405 as HTML, 406 as text, 400, 404 for unknown ids and models") {
+  sim::Options o;
+  o.api_key = "right";
+  sim::Simulator s(o);
+  s.start(0);
+  Client c{.base = s.base_url(), .key = "wrong"};
+  CHECK(classify_submit(c.submit(good_body())).verdict == Verdict::auth);
+  c.key = "right";
+  auto get = c.call("GET", "/v2/wan2.7-i2v");
+  CHECK(get.status == 405);
+  CHECK(get.header("content-type") == "text/html");
+  auto ct = c.call("POST", "/v2/wan2.7-i2v", good_body().dump(), {"Content-Type: text/plain"});
+  CHECK(ct.status == 406);
+  CHECK(ct.body == "Invalid content type");
+  CHECK(classify_submit(ct).verdict == Verdict::bug);
+  json bad = good_body();
+  bad["duration"] = 20;
+  CHECK(classify_submit(c.submit(bad)).verdict == Verdict::rejected);
+  CHECK(classify_status(c.call("GET", "/v2/requests/nope/status")).verdict == Verdict::not_found);
+  auto model = c.call("POST", "/v2/other-model", "{}", {"Content-Type: application/json"});
+  CHECK(model.status == 404);
+}
+
+TEST_CASE("rate limit answers 429 with the reset header") {
+  sim::Options o;
+  o.rate_limit = 2;
+  o.rate_window_seconds = 60;
+  sim::Simulator s(o);
+  s.start(0);
+  Client c{.base = s.base_url()};
+  CHECK(classify_submit(c.submit(good_body())).verdict == Verdict::ok);
+  CHECK(classify_submit(c.submit(good_body())).verdict == Verdict::ok);
+  auto r = c.submit(good_body());
+  CHECK(r.status == 429);
+  auto a = classify_submit(r);
+  CHECK(a.verdict == Verdict::rate_limited);
+  REQUIRE(a.reset_at);
+  CHECK(*a.reset_at > std::chrono::system_clock::now());
+  CHECK(s.stats().rate_limited == 1);
+}
+
+TEST_CASE("credits: below the job's cost answers 406 Insufficient credits until topped up") {
+  sim::Options o;
+  o.credits = 0.4;  // a 5 s 720P job costs 0.5
+  sim::Simulator s(o);
+  s.start(0);
+  Client c{.base = s.base_url()};
+  auto r = c.submit(good_body());
+  CHECK(r.status == 406);
+  CHECK(classify_submit(r).verdict == Verdict::credits);
+  CHECK(json::parse(c.call("GET", "/v1/get-user-credits").body)["credits"] == doctest::Approx(0.4));
+  c.call("POST", "/sim/credits", R"({"add": 10})", {"Content-Type: application/json"});
+  CHECK(classify_submit(c.submit(good_body())).verdict == Verdict::ok);
+}
+
+TEST_CASE("FAILED jobs answer 422 with an error and are not charged") {
+  sim::Options o;
+  o.fail_rate = 1;
+  o.time_scale = 0.0001;
+  sim::Simulator s(o);
+  s.start(0);
+  Client c{.base = s.base_url()};
+  auto a = classify_submit(c.submit(good_body()));
+  ::usleep(50000);
+  auto r = c.call("GET", "/v2/requests/" + a.request_id);
+  CHECK(r.status == 422);
+  CHECK(classify_result(r).verdict == Verdict::failed);
+  CHECK(s.stats().credits == doctest::Approx(1000));
+}
+
+TEST_CASE("records expire: every poll then answers 404") {
+  sim::Options o;
+  o.time_scale = 0.0001;
+  o.expiry_seconds = 100;  // 10 ms real
+  sim::Simulator s(o);
+  s.start(0);
+  Client c{.base = s.base_url()};
+  auto a = classify_submit(c.submit(good_body()));
+  ::usleep(100000);
+  CHECK(classify_status(c.call("GET", "/v2/requests/" + a.request_id + "/status")).verdict == Verdict::not_found);
+}
+
+TEST_CASE("a dropped answer after an accepted submit is 'outcome unknown', sent once, billed once") {
+  sim::Options o;
+  o.drop_rate = 1;
+  o.ledger_path = test::cwd() + "/ledger.jsonl";
+  sim::Simulator s(o);
+  s.start(0);
+  Client c{.base = s.base_url()};
+  // Warm a reusable connection first, so a re-send on a dead reused connection
+  // would be possible if the submit did not insist on a fresh one.
+  c.call("GET", "/v1/get-user-credits");
+  auto r = c.submit(good_body());
+  CHECK(r.error == NetError::unknown_outcome);
+  CHECK(classify_submit(r).verdict == Verdict::ambiguous);
+  CHECK(ledger_lines(o.ledger_path) == 1);
+  CHECK(s.stats().submits_accepted == 1);
+}
+
+TEST_CASE("a refused connection is 'not sent', so a submit may be retried") {
+  Client c{.base = "http://127.0.0.1:1"};
+  auto r = c.submit(good_body());
+  CHECK(r.error == NetError::not_sent);
+  CHECK(classify_submit(r).verdict == Verdict::retry);
+}
+
+TEST_CASE("the transport refuses plain http to other hosts and caps unannounced bodies") {
+  CurlTransport strict(false);
+  std::optional<HttpResponse> out;
+  HttpRequest r;
+  r.url = "http://127.0.0.1:1/x";
+  strict.start(r, [&](HttpResponse resp) { out = resp; });
+  CHECK_FALSE(out);  // never answered inside start()
+  strict.perform(Millis(0), {});
+  REQUIRE(out);
+  CHECK(out->error == NetError::refused_url);
+
+  sim::Options o;
+  o.time_scale = 0.0001;
+  sim::Simulator s(o);
+  s.start(0);
+  Client c{.base = s.base_url()};
+  auto a = classify_submit(c.submit(good_body()));
+  ::usleep(50000);
+  auto res = classify_result(c.call("GET", "/v2/requests/" + a.request_id));
+  HttpRequest dl;
+  dl.url = res.output_url;
+  dl.max_body_bytes = 100;
+  out.reset();
+  c.transport.start(dl, [&](HttpResponse resp) { out = resp; });
+  for (int i = 0; i < 100 && !out; ++i) c.transport.perform(Millis(10), {});
+  REQUIRE(out);
+  CHECK(out->error == NetError::too_large);
+}
+
+TEST_CASE("uploads return reusable URLs that serve the asset") {
+  sim::Options o;
+  sim::Simulator s(o);
+  s.start(0);
+  Client c{.base = s.base_url()};
+  auto up = classify_upload(c.call("POST", "/upload-asset", upload_body("image/png", test::png()),
+                                   {"Content-Type: application/json"}));
+  REQUIRE(up.verdict == Verdict::ok);
+  CHECK(c.call("GET", up.url).status == 200);
+}

@@ -1,0 +1,60 @@
+#include <doctest/doctest.h>
+
+#include "config/config.h"
+#include "jobs/util.h"
+#include "tests/support.h"
+
+using namespace wb;
+
+namespace {
+const char* kMinimal =
+    "spool: {incoming: /s/in, done: /s/done, failed: /s/failed}\n"
+    "state_dir: /var/lib/wanbatch\n"
+    "output_root: /out\n"
+    "input_roots: [/projects]\n";
+
+std::string error_of(const std::string& text) {
+  try {
+    parse_config(text, "wb.yaml");
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST_CASE("a minimal config takes the documented defaults") {
+  Config c = parse_config(kMinimal, "wb.yaml");
+  CHECK(c.api.base_url == "https://api.segmind.com");
+  CHECK(c.api.storage_url == "https://workflows-api.segmind.com/upload-asset");
+  CHECK(c.api.model == "wan2.7-i2v");
+  CHECK(c.api.key_env == "SEGMIND_API_KEY");
+  CHECK_FALSE(c.api.allow_loopback_http);
+  CHECK(c.spool.active == "/s/active");
+  CHECK(c.limits.max_in_flight == 8);
+  CHECK(c.input_roots == std::vector<std::string>{"/projects"});
+}
+
+TEST_CASE("the example config in config/ is valid") {
+  Config c = load_config(std::string(EXAMPLES_DIR) + "/../config/wanbatch.yaml");
+  CHECK(c.api.base_url == "https://api.segmind.com");
+}
+
+TEST_CASE("a wrong config names the key") {
+  CHECK(error_of(std::string(kMinimal) + "limits: {max_in_flight: 0}\n").find("limits.max_in_flight") != std::string::npos);
+  CHECK(error_of(std::string(kMinimal) + "limits: {max_inflight: 3}\n").find("limits.max_inflight: unknown key") != std::string::npos);
+  CHECK(error_of(std::string(kMinimal) + "bogus: 1\n").find("bogus: unknown key") != std::string::npos);
+  CHECK(error_of("spool: {incoming: /a, done: /b, failed: /c}\noutput_root: /o\ninput_roots: [/p]\n").find("state_dir: is required") != std::string::npos);
+  CHECK(error_of(std::string(kMinimal) + "state_dir2: x\n").find("state_dir2") != std::string::npos);
+  CHECK(error_of("spool: {incoming: rel, done: /b, failed: /c}\n").find("spool.incoming: must be an absolute path") != std::string::npos);
+  CHECK(error_of(std::string(kMinimal) + "poll: {min_interval_seconds: 5, max_interval_seconds: 1}\n").find("poll.max_interval_seconds") != std::string::npos);
+}
+
+TEST_CASE("plain http is refused unless it is loopback and allowed") {
+  CHECK(error_of(std::string(kMinimal) + "api: {base_url: http://127.0.0.1:1}\n").find("api.base_url") != std::string::npos);
+  CHECK(error_of(std::string(kMinimal) + "api: {base_url: http://evil.example, allow_loopback_http: true}\n").find("api.base_url") != std::string::npos);
+  Config c = parse_config(std::string(kMinimal) +
+                              "api: {base_url: 'http://127.0.0.1:8080', storage_url: 'http://127.0.0.1:8080/upload-asset', allow_loopback_http: true}\n",
+                          "wb.yaml");
+  CHECK(c.api.base_url == "http://127.0.0.1:8080");
+}

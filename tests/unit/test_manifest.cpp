@@ -1,0 +1,190 @@
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include "jobs/manifest.h"
+#include "tests/support.h"
+
+using namespace wb;
+
+namespace {
+
+struct Fixture {
+  std::string root = test::cwd();
+  ManifestRules rules;
+  Fixture() {
+    test::mkdirs(root + "/media/frames");
+    test::write(root + "/media/frames/a.png", test::png());
+    rules.input_roots = {root + "/media"};
+    rules.max_shots = 50;
+  }
+  ManifestResult parse(const std::string& text, const std::string& name = "night.yaml") {
+    return parse_manifest(text, root + "/media/" + name, rules);
+  }
+  // The single problem's "field: message", or "" when valid.
+  std::string problem(const std::string& text) {
+    auto r = parse(text);
+    if (r.problems.empty()) return "";
+    return r.problems[0].field + ": " + r.problems[0].message;
+  }
+};
+
+const char* kGood = R"(batch: lakeside-night
+priority: 3
+defaults:
+  resolution: 1080P
+  duration: 8
+  negative_prompt: "blur"
+shots:
+  - id: sh010
+    prompt: "wind over the lake"
+    image: frames/a.png
+    seed: 42
+  - id: sh020
+    prompt: "rain"
+    image: https://cdn.example.com/f.png
+    duration: 3
+    resolution: 720P
+)";
+
+}  // namespace
+
+TEST_CASE("a good manifest parses with defaults merged and paths resolved") {
+  Fixture f;
+  auto r = f.parse(kGood);
+  REQUIRE(r.problems.empty());
+  const Manifest& m = *r.manifest;
+  CHECK(m.batch == "lakeside-night");
+  CHECK(m.priority == 3);
+  REQUIRE(m.shots.size() == 2);
+  CHECK(m.shots[0].resolution == "1080P");
+  CHECK(m.shots[0].duration == 8);
+  CHECK(m.shots[0].negative_prompt == "blur");
+  CHECK(m.shots[0].seed == 42);
+  CHECK(m.shots[0].image.path == f.root + "/media/frames/a.png");
+  CHECK(m.shots[0].line == 8);
+  CHECK(m.shots[1].image.url == "https://cdn.example.com/f.png");
+  CHECK(m.shots[1].duration == 3);
+  CHECK(m.shots[1].resolution == "720P");
+  CHECK_FALSE(m.shots[1].seed);
+  CHECK(m.sha256.size() == 64);
+}
+
+TEST_CASE("the batch name defaults to the file name without extension") {
+  Fixture f;
+  auto r = f.parse("shots: [{id: a, prompt: p, image: frames/a.png}]\n", "reel-2.yaml");
+  REQUIRE(r.manifest);
+  CHECK(r.manifest->batch == "reel-2");
+  auto bad = f.parse("shots: [{id: a, prompt: p, image: frames/a.png}]\n", "my reel.yaml");
+  REQUIRE(bad.problems.size() == 1);
+  CHECK(bad.problems[0].field == "batch");
+}
+
+TEST_CASE("base_dir moves where relative paths resolve") {
+  Fixture f;
+  test::mkdirs(f.root + "/media/other");
+  test::write(f.root + "/media/other/b.png", test::png(1));
+  auto r = f.parse("base_dir: " + f.root + "/media/other\nshots: [{id: a, prompt: p, image: b.png}]\n");
+  REQUIRE(r.manifest);
+  CHECK(r.manifest->base_dir_given);
+  CHECK(r.manifest->shots[0].image.path == f.root + "/media/other/b.png");
+}
+
+TEST_CASE("each rule refuses with its field and line") {
+  Fixture f;
+  const std::string img = ", image: frames/a.png";
+  CHECK(f.problem("shots: [{prompt: p" + img + "}]") == "shots[0].id: is required");
+  CHECK(f.problem("shots: [{id: a" + img + "}]") == "shots[a].prompt: is required");
+  CHECK(f.problem("shots: [{id: a, prompt: '  '" + img + "}]") == "shots[a].prompt: is empty");
+  CHECK(f.problem("shots: [{id: a, prompt: p}]") == "shots[a].image: is required: the first frame to animate");
+  CHECK(f.problem("shots: [{id: '../x', prompt: p" + img + "}]").find("must match") != std::string::npos);
+  CHECK(f.problem("shots: [{id: 'a/b', prompt: p" + img + "}]").find("must match") != std::string::npos);
+  CHECK(f.problem("batch: '..'\nshots: [{id: a, prompt: p" + img + "}]").find("batch: must match") == 0);
+  CHECK(f.problem("shots: [{id: a, prompt: p, duration: 1" + img + "}]") ==
+        "shots[a].duration: must be between 2 and 15, got 1");
+  CHECK(f.problem("shots: [{id: a, prompt: p, duration: 16" + img + "}]").find("between 2 and 15") != std::string::npos);
+  CHECK(f.problem("shots: [{id: a, prompt: p, duration: 5.5" + img + "}]") == "shots[a].duration: must be a whole number");
+  CHECK(f.problem("shots: [{id: a, prompt: p, resolution: 4K" + img + "}]") ==
+        "shots[a].resolution: must be 720P or 1080P, got '4K'");
+  CHECK(f.problem("shots: [{id: a, prompt: p, seed: -1" + img + "}]").find("shots[a].seed") == 0);
+  CHECK(f.problem("shots: [{id: a, prompt: p, seed: 99999999999" + img + "}]").find("shots[a].seed") == 0);
+  CHECK(f.problem("shots: [{id: a, prompt: p, colour: red" + img + "}]") == "shots[a].colour: unknown shot field");
+  CHECK(f.problem("shots: []") == "shots: is empty; a batch needs at least one shot");
+  CHECK(f.problem("batch: x\n") == "shots: is required: a list of shots");
+  CHECK(f.problem("shots: {a: 1}") == "shots: must be a list of shots");
+  CHECK(f.problem("defaults: {id: x}\nshots: [{id: a, prompt: p" + img + "}]") == "defaults.id: ids cannot have a default");
+  CHECK(f.problem("shots: [{id: a, prompt: p, image: 'ftp://x/y.png'}]").find("only https URLs") != std::string::npos);
+  CHECK(f.problem("shots: [{id: a, prompt: p, image: 'http://x/y.png'}]").find("only https URLs") != std::string::npos);
+}
+
+TEST_CASE("duplicate shot ids and duplicate keys are refused") {
+  Fixture f;
+  auto r = f.parse("shots:\n  - {id: a, prompt: p, image: frames/a.png}\n  - {id: a, prompt: q, image: frames/a.png}\n");
+  REQUIRE(r.problems.size() == 1);
+  CHECK(r.problems[0].message == "'a' is used by an earlier shot");
+  CHECK(r.problems[0].line == 3);
+  auto k = f.parse("batch: x\nbatch: y\nshots: [{id: a, prompt: p, image: frames/a.png}]\n");
+  REQUIRE_FALSE(k.problems.empty());
+  CHECK(k.problems[0].message == "appears twice");
+}
+
+TEST_CASE("anchors, aliases, tags and several documents are refused") {
+  Fixture f;
+  CHECK(f.problem("a: &x [1]\nb: *x\n").find("anchors") != std::string::npos);
+  CHECK(f.problem("shots: [*nothing]\n") != "");
+  CHECK(f.problem("shots: !!binary aGVsbG8=\n").find("tags") != std::string::npos);
+  CHECK(f.problem("shots: []\n---\nshots: []\n").find("only one YAML document") != std::string::npos);
+}
+
+TEST_CASE("an alias bomb is refused before anything expands") {
+  Fixture f;
+  std::string bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n";
+  for (char c = 'b'; c <= 'j'; ++c)
+    bomb += std::string(1, c) + ": &" + c + " [*" + char(c - 1) + ", *" + char(c - 1) + ", *" + char(c - 1) + "]\n";
+  auto r = f.parse(bomb);
+  REQUIRE_FALSE(r.problems.empty());
+  CHECK(r.problems[0].field == "(yaml)");
+}
+
+TEST_CASE("deep nesting, oversized and non-UTF-8 files are refused") {
+  Fixture f;
+  CHECK(f.problem(std::string(100, '[') + std::string(100, ']')).find("(yaml)") == 0);
+  f.rules.max_bytes = 100;
+  CHECK(f.problem(std::string(200, '#')).find("over the limit") != std::string::npos);
+  f.rules.max_bytes = 1 << 20;
+  CHECK(f.problem("batch: caf\xe9\nshots: []\n") == "(file): is not valid UTF-8 text");
+  CHECK(f.problem("shots: [\n") .find("(yaml)") == 0);
+}
+
+TEST_CASE("more shots than the cap are refused") {
+  Fixture f;
+  f.rules.max_shots = 2;
+  std::string text = "shots:\n";
+  for (int i = 0; i < 3; ++i) text += "  - {id: s" + std::to_string(i) + ", prompt: p, image: frames/a.png}\n";
+  CHECK(f.problem(text).find("over limits.max_shots_per_manifest (2)") != std::string::npos);
+}
+
+TEST_CASE("local media outside the input roots, missing or not an image is refused") {
+  Fixture f;
+  test::write(f.root + "/outside.png", test::png());
+  test::write(f.root + "/media/frames/notes.png", "just text, not a picture");
+  REQUIRE(::symlink("/etc/shadow", (f.root + "/media/frames/shadow.png").c_str()) == 0);
+  CHECK(f.problem("shots: [{id: a, prompt: p, image: ../outside.png}]").find("outside the configured input_roots") != std::string::npos);
+  CHECK(f.problem("shots: [{id: a, prompt: p, image: " + f.root + "/outside.png}]").find("outside the configured input_roots") != std::string::npos);
+  CHECK(f.problem("shots: [{id: a, prompt: p, image: frames/missing.png}]").find("cannot open") != std::string::npos);
+  CHECK(f.problem("shots: [{id: a, prompt: p, image: frames/notes.png}]").find("not a PNG") != std::string::npos);
+  CHECK(f.problem("shots: [{id: a, prompt: p, image: frames/shadow.png}]").find("symlink") != std::string::npos);
+}
+
+TEST_CASE("with_base_dir inserts a top-level key that survives a reparse") {
+  Fixture f;
+  std::string text = "# my reel\n---\nshots: [{id: a, prompt: p, image: a.png}]\n";
+  std::string out = with_base_dir(text, f.root + "/media/frames");
+  CHECK(out.find("# my reel\n---\nbase_dir: ") == 0);
+  auto r = f.parse(out);
+  REQUIRE(r.manifest);
+  CHECK(r.manifest->shots[0].image.path == f.root + "/media/frames/a.png");
+}
+
+TEST_CASE("problems format as file:line: field: message") {
+  CHECK(format_problems("m.yaml", {{3, "shots[a].duration", "bad"}}) == "m.yaml:3: shots[a].duration: bad\n");
+}

@@ -1,0 +1,355 @@
+// The shot state machine with a fake clock and a fake transport: no network,
+// no sleeps. Each test answers the requests the scheduler starts.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "jobs/scheduler.h"
+#include "jobs/segmind.h"
+#include "tests/sim/simulator.h"
+#include "tests/support.h"
+
+using namespace wb;
+using test::FakeTransport;
+
+namespace {
+
+struct Rig {
+  std::string root = test::cwd();
+  Config config = test::make_config(root);
+  test::FakeClock clock;
+  FakeTransport net;
+  std::unique_ptr<Store> store = Store::open(root + "/state/db", Store::Mode::read_write);
+  std::unique_ptr<Scheduler> sched;
+  std::vector<std::string> finished;
+
+  Rig() { restart(); }
+
+  void restart() {
+    sched.reset();
+    sched = std::make_unique<Scheduler>(config, *store, net, [this] { return clock.now; }, "SECRET-KEY");
+    sched->on_batch_finished = [this](const BatchRecord& b) { finished.push_back(b.name); };
+    sched->load();
+  }
+
+  void accept(const std::string& yaml, const std::string& name = "b.yaml") {
+    ManifestRules rules;
+    rules.input_roots = config.input_roots;
+    auto r = parse_manifest(yaml, root + "/media/" + name, rules);
+    REQUIRE_MESSAGE(r.manifest, format_problems(name, r.problems));
+    REQUIRE(sched->accept(*r.manifest, name, root + "/spool/active/" + name) == Scheduler::Accept::added);
+  }
+
+  Shot shot(const std::string& key) {
+    auto slash = key.find('/');
+    for (auto& s : store->shots(key.substr(0, slash)))
+      if (s.spec.id == key.substr(slash + 1)) return s;
+    FAIL("no shot " << key);
+    return {};
+  }
+
+  // Takes the oldest request whose URL contains `part` and answers it.
+  void answer(const std::string& part, long status, const std::string& body) {
+    auto call = net.take(part);
+    FakeTransport::reply(call, status, body);
+  }
+
+  void step(Millis d = Millis(0)) {
+    clock.advance(d);
+    sched->tick();
+  }
+
+  // Answers submit -> status COMPLETED -> result -> download for one shot.
+  void complete(const std::string& request_id) {
+    auto poll = net.take("/v2/requests/" + request_id + "/status");
+    FakeTransport::reply(poll, 200, R"({"status":"COMPLETED"})");
+    step();
+    auto fetch = net.take("/v2/requests/" + request_id);
+    FakeTransport::reply(fetch, 200,
+                         R"({"status":"COMPLETED","output":{"video":{"url":"https://cdn.example/)" + request_id +
+                             R"(.mp4"}},"metrics":{"cost":0.5,"remaining_credits":9}})");
+    step();
+    auto dl = net.take("https://cdn.example/" + request_id + ".mp4");
+    FakeTransport::deliver(dl, std::string(sim::sample_mp4()));
+  }
+};
+
+const char* kOne = "batch: b\nshots: [{id: s1, prompt: wind, image: 'https://cdn.example/a.png'}]\n";
+
+}  // namespace
+
+TEST_CASE("one shot goes from PENDING to DONE with a video, a sidecar and a report") {
+  Rig rig;
+  rig.accept(kOne);
+  rig.step();
+  auto submit = rig.net.take("/v2/wan2.7-i2v");
+  CHECK(submit.request.method == "POST");
+  CHECK(submit.request.connection == ConnectionUse::fresh);
+  CHECK(nlohmann::json::parse(submit.request.body)["prompt"] == "wind");
+  // SUBMITTING and its ledger line are on disk before the answer.
+  CHECK(rig.shot("b/s1").state == ShotState::submitting);
+  CHECK(rig.store->ledger().back()["event"] == "attempt");
+  FakeTransport::reply(submit, 200, R"({"request_id":"r1","status":"QUEUED"})");
+  CHECK(rig.shot("b/s1").state == ShotState::in_flight);
+  CHECK(rig.shot("b/s1").request_id == "r1");
+  CHECK(rig.store->shot_by_request("r1") == "b/s1");
+
+  rig.step();
+  CHECK_FALSE(rig.net.has("/status"));  // not due yet
+  rig.step(Millis(100));
+  auto poll = rig.net.take("/v2/requests/r1/status");
+  FakeTransport::reply(poll, 200, R"({"status":"PROCESSING"})");
+  rig.step(Millis(400));
+  rig.complete("r1");
+
+  Shot s = rig.shot("b/s1");
+  CHECK(s.state == ShotState::done);
+  CHECK(s.cost == doctest::Approx(0.5));
+  CHECK(test::list(rig.root + "/out/b") == std::vector<std::string>{"report.json", "s1.json", "s1.mp4"});
+  std::string sidecar = test::read(rig.root + "/out/b/s1.json");
+  CHECK(sidecar.find("\"request_id\": \"r1\"") != std::string::npos);
+  CHECK(sidecar.find("SECRET-KEY") == std::string::npos);
+  auto report = nlohmann::json::parse(test::read(rig.root + "/out/b/report.json"));
+  CHECK(report["states"]["DONE"] == 1);
+  CHECK(rig.finished == std::vector<std::string>{"b"});
+  CHECK(rig.store->batch("b")->finished);
+}
+
+TEST_CASE("every API request carries the key header and nothing else does") {
+  Rig rig;
+  rig.accept(kOne);
+  rig.step();
+  auto submit = rig.net.take("/v2/wan2.7-i2v");
+  bool has_key = false;
+  for (auto& h : submit.request.headers) has_key |= h == "x-api-key: SECRET-KEY";
+  CHECK(has_key);
+  FakeTransport::reply(submit, 200, R"({"request_id":"r1"})");
+  rig.step(Millis(100));
+  rig.answer("/status", 200, R"({"status":"COMPLETED"})");
+  rig.step();
+  auto fetch = rig.net.take("/v2/requests/r1");
+  FakeTransport::reply(fetch, 200, R"({"status":"COMPLETED","output":"https://cdn.example/v.mp4"})");
+  rig.step();
+  auto dl = rig.net.take("cdn.example/v.mp4");
+  for (auto& h : dl.request.headers) CHECK(h.find("SECRET-KEY") == std::string::npos);
+  FakeTransport::deliver(dl, std::string(sim::sample_mp4()));
+}
+
+TEST_CASE("a submit sent but unanswered is HELD and never sent again") {
+  Rig rig;
+  rig.accept(kOne);
+  rig.step();
+  auto submit = rig.net.take("/v2/wan2.7-i2v");
+  FakeTransport::fail(submit, NetError::unknown_outcome);
+  Shot s = rig.shot("b/s1");
+  CHECK(s.state == ShotState::held);
+  CHECK(s.reason.find("ambiguous submit") == 0);
+  for (int i = 0; i < 5; ++i) rig.step(Millis(60000));
+  CHECK(rig.net.calls.empty());
+  CHECK(rig.finished == std::vector<std::string>{"b"});
+}
+
+TEST_CASE("a submit that never left is retried after a backoff, then HELD after max_attempts") {
+  Rig rig;
+  rig.accept(kOne);
+  for (int attempt = 1; attempt <= rig.config.retry.max_attempts; ++attempt) {
+    rig.step(Millis(1000));
+    auto submit = rig.net.take("/v2/wan2.7-i2v");
+    FakeTransport::fail(submit, NetError::not_sent);
+    if (attempt < rig.config.retry.max_attempts) {
+      CHECK(rig.shot("b/s1").state == ShotState::pending);
+      rig.step();
+      CHECK_FALSE(rig.net.has("/v2/wan2.7-i2v"));  // waits out the backoff
+    }
+  }
+  Shot s = rig.shot("b/s1");
+  CHECK(s.state == ShotState::held);
+  CHECK(s.reason.find("submit failed 5 times") == 0);
+  CHECK(s.submit_attempts == 5);
+}
+
+TEST_CASE("5xx on submit retries; 400 rejects; 406 content type is held") {
+  Rig rig;
+  rig.accept("batch: b\nshots:\n  - {id: a, prompt: p, image: 'https://x/a.png'}\n"
+             "  - {id: b, prompt: p, image: 'https://x/b.png'}\n  - {id: c, prompt: p, image: 'https://x/c.png'}\n");
+  rig.step();
+  auto a = rig.net.take("/v2/wan2.7-i2v");
+  auto b = rig.net.take("/v2/wan2.7-i2v");
+  auto c = rig.net.take("/v2/wan2.7-i2v");
+  FakeTransport::reply(a, 502, "Bad gateway");
+  FakeTransport::reply(b, 400, R"({"error":"Invalid image URL"})");
+  FakeTransport::reply(c, 406, "Invalid content type");
+  CHECK(rig.shot("b/a").state == ShotState::pending);
+  CHECK(rig.shot("b/b").state == ShotState::rejected);
+  CHECK(rig.shot("b/b").reason == "HTTP 400: Invalid image URL");
+  CHECK(rig.shot("b/c").state == ShotState::held);
+  CHECK(rig.shot("b/c").reason.find("Invalid content type") != std::string::npos);
+}
+
+TEST_CASE("429 pauses every submit until the reset time, without counting an attempt") {
+  Rig rig;
+  rig.accept("batch: b\nshots:\n  - {id: a, prompt: p, image: 'https://x/a.png'}\n  - {id: b, prompt: p, image: 'https://x/b.png'}\n");
+  rig.config.limits.max_in_flight = 1;
+  rig.step();
+  auto a = rig.net.take("/v2/wan2.7-i2v");
+  FakeTransport::reply(a, 429, R"({"error":"Rate limit exceeded"})",
+                       {{"x-rate-limit-reset-at-utc", iso8601_utc(rig.clock.now + Millis(30000))}});
+  CHECK(rig.shot("b/a").submit_attempts == 0);
+  rig.step(Millis(29000));
+  CHECK(rig.net.calls.empty());
+  rig.step(Millis(1001));
+  CHECK(rig.net.has("/v2/wan2.7-i2v"));
+}
+
+TEST_CASE("never more shots in flight than limits.max_in_flight, and higher priority first") {
+  Rig rig;
+  rig.config.limits.max_in_flight = 2;
+  rig.accept("batch: low\nshots:\n  - {id: l1, prompt: p, image: 'https://x/a.png'}\n", "low.yaml");
+  rig.accept("batch: high\npriority: 5\nshots:\n  - {id: h1, prompt: p, image: 'https://x/a.png'}\n"
+             "  - {id: h2, prompt: p, image: 'https://x/a.png'}\n  - {id: h3, prompt: p, image: 'https://x/a.png'}\n",
+             "high.yaml");
+  rig.step();
+  REQUIRE(rig.net.calls.size() == 2);
+  CHECK(rig.shot("high/h1").state == ShotState::submitting);
+  CHECK(rig.shot("high/h2").state == ShotState::submitting);
+  CHECK(rig.shot("low/l1").state == ShotState::pending);
+  auto s1 = rig.net.take("/v2/wan2.7-i2v");
+  FakeTransport::reply(s1, 200, R"({"request_id":"r1"})");
+  rig.step(Millis(10));
+  CHECK(rig.net.calls.size() == 1);  // still two in flight: no new submit
+  auto s2 = rig.net.take("/v2/wan2.7-i2v");
+  FakeTransport::reply(s2, 422, R"({"status":"FAILED","error":"x"})");
+  rig.step();
+  CHECK(rig.shot("high/h3").state == ShotState::submitting);
+}
+
+TEST_CASE("a restart resumes polling by request_id and holds a shot caught in SUBMITTING") {
+  Rig rig;
+  rig.accept("batch: b\nshots:\n  - {id: a, prompt: p, image: 'https://x/a.png'}\n  - {id: b, prompt: p, image: 'https://x/b.png'}\n");
+  rig.step();
+  auto a = rig.net.take("/v2/wan2.7-i2v");
+  FakeTransport::reply(a, 200, R"({"request_id":"ra"})");
+  // b's POST is on the wire when the daemon dies: its record says SUBMITTING.
+  rig.net.calls.clear();
+  rig.restart();
+  CHECK(rig.shot("b/b").state == ShotState::held);
+  CHECK(rig.shot("b/b").reason.find("ambiguous submit") == 0);
+  CHECK(rig.store->ledger().back()["event"] == "ambiguous_on_restart");
+  rig.step();
+  CHECK(rig.net.has("/v2/requests/ra/status"));
+  CHECK_FALSE(rig.net.has("/v2/wan2.7-i2v"));
+  rig.complete("ra");
+  CHECK(rig.shot("b/a").state == ShotState::done);
+  int attempts = 0;
+  for (auto& e : rig.store->ledger()) attempts += e["event"] == "attempt";
+  CHECK(attempts == 2);
+}
+
+TEST_CASE("FAILED ends the shot with the provider's error; an expired record is HELD") {
+  Rig rig;
+  rig.accept("batch: b\nshots:\n  - {id: a, prompt: p, image: 'https://x/a.png'}\n  - {id: b, prompt: p, image: 'https://x/b.png'}\n");
+  rig.step();
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"ra"})");
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"rb"})");
+  rig.step(Millis(100));
+  auto pa = rig.net.take("/v2/requests/ra/status");
+  auto pb = rig.net.take("/v2/requests/rb/status");
+  FakeTransport::reply(pa, 422, R"({"status":"FAILED","error":"Content blocked"})");
+  FakeTransport::reply(pb, 404, R"({"error":"Request rb not found"})");
+  CHECK(rig.shot("b/a").state == ShotState::failed);
+  CHECK(rig.shot("b/a").reason == "Content blocked");
+  CHECK(rig.shot("b/b").state == ShotState::held);
+  CHECK(rig.shot("b/b").reason.find("expired") == 0);
+  auto report = nlohmann::json::parse(test::read(rig.root + "/out/b/report.json"));
+  CHECK(report["states"]["FAILED"] == 1);
+  CHECK(report["states"]["HELD"] == 1);
+}
+
+TEST_CASE("polls that fail are retried without limit and never resubmit") {
+  Rig rig;
+  rig.accept(kOne);
+  rig.step();
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
+  for (int i = 0; i < 12; ++i) {
+    rig.step(Millis(1000));
+    auto p = rig.net.take("/status");
+    if (i % 2) FakeTransport::reply(p, 503, "");
+    else FakeTransport::fail(p, NetError::unknown_outcome);
+  }
+  CHECK(rig.shot("b/s1").state == ShotState::in_flight);
+  CHECK_FALSE(rig.net.has("/v2/wan2.7-i2v"));
+}
+
+TEST_CASE("a local frame is uploaded once for every shot that uses it") {
+  Rig rig;
+  test::write(rig.root + "/media/a.png", test::png());
+  rig.accept("batch: b\nshots:\n  - {id: a, prompt: p, image: a.png}\n  - {id: b, prompt: p, image: a.png, last_frame: a.png}\n");
+  rig.step();
+  auto up = rig.net.take("/upload-asset");
+  CHECK(up.request.body.find("data:image/png;base64,") != std::string::npos);
+  CHECK_FALSE(rig.net.has("/upload-asset"));
+  rig.step();
+  CHECK_FALSE(rig.net.has("/v2/wan2.7-i2v"));  // waits for the upload
+  FakeTransport::reply(up, 200, R"({"file_urls":["https://images.example/a.png"]})");
+  rig.step();
+  CHECK_FALSE(rig.net.has("/upload-asset"));
+  auto s1 = rig.net.take("/v2/wan2.7-i2v");
+  auto s2 = rig.net.take("/v2/wan2.7-i2v");
+  CHECK(nlohmann::json::parse(s1.request.body)["image"] == "https://images.example/a.png");
+  CHECK(nlohmann::json::parse(s2.request.body)["last_frame"] == "https://images.example/a.png");
+}
+
+TEST_CASE("a download that is not an MP4 is retried, then HELD; nothing half-written remains") {
+  Rig rig;
+  rig.accept(kOne);
+  rig.step();
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
+  rig.step(Millis(100));
+  rig.answer("/status", 200, R"({"status":"COMPLETED"})");
+  rig.step();
+  rig.answer("/v2/requests/r1", 200,
+                       R"({"status":"COMPLETED","output":"https://cdn.example/v.mp4"})");
+  for (int i = 0; i < rig.config.retry.max_attempts; ++i) {
+    rig.step(Millis(1000));
+    auto dl = rig.net.take("cdn.example/v.mp4");
+    FakeTransport::deliver(dl, "<html>Access denied</html>");
+  }
+  Shot s = rig.shot("b/s1");
+  CHECK(s.state == ShotState::held);
+  CHECK(s.reason.find("not a valid MP4") != std::string::npos);
+  CHECK(test::list(rig.root + "/out/b") == std::vector<std::string>{"report.json"});
+  CHECK_FALSE(test::exists(rig.root + "/out/b/.s1.mp4.part"));
+}
+
+TEST_CASE("a missing output folder makes the download wait, not fail") {
+  Rig rig;
+  rig.accept(kOne);
+  rig.step();
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
+  rig.step(Millis(100));
+  rig.answer("/status", 200, R"({"status":"COMPLETED"})");
+  rig.step();
+  rig.answer("/v2/requests/r1", 200,
+                       R"({"status":"COMPLETED","output":"https://cdn.example/v.mp4"})");
+  std::filesystem::rename(rig.root + "/out", rig.root + "/out-unmounted");
+  for (int i = 0; i < 10; ++i) rig.step(Millis(60000));
+  CHECK(rig.shot("b/s1").state == ShotState::downloading);
+  CHECK(rig.shot("b/s1").reason.empty() == false);
+  std::filesystem::rename(rig.root + "/out-unmounted", rig.root + "/out");
+  rig.step(Millis(60000));
+  auto dl = rig.net.take("cdn.example/v.mp4");
+  FakeTransport::deliver(dl, std::string(sim::sample_mp4()));
+  CHECK(rig.shot("b/s1").state == ShotState::done);
+}
+
+TEST_CASE("a batch name that exists with other content is refused; the same bytes are recognised") {
+  Rig rig;
+  ManifestRules rules;
+  rules.input_roots = rig.config.input_roots;
+  auto m1 = parse_manifest(kOne, rig.root + "/media/b.yaml", rules);
+  auto m2 = parse_manifest(std::string(kOne) + "# changed\n", rig.root + "/media/b.yaml", rules);
+  CHECK(rig.sched->accept(*m1.manifest, "b.yaml", "x") == Scheduler::Accept::added);
+  CHECK(rig.sched->accept(*m1.manifest, "b.yaml", "x") == Scheduler::Accept::already_added);
+  CHECK(rig.sched->accept(*m2.manifest, "b.yaml", "x") == Scheduler::Accept::name_taken);
+}
