@@ -1,5 +1,6 @@
 // wanbatch: renders batches of image-to-video shots on Segmind's Wan 2.7 API.
 // main() only parses the command line; everything else lives in wanbatch_core.
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -41,6 +42,8 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
 
+  // Logs go to stderr (journald under systemd); stdout is for command output.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("wanbatch"));
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
   wb::Config config;
   try {
