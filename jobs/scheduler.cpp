@@ -184,10 +184,10 @@ Millis Scheduler::tick() {
         ready.push_back(&shot);
         break;
       case ShotState::in_flight:
-        start_poll(shot);
+        start_api_get(shot, status_url(config_.api, shot.request_id), &Scheduler::on_poll);
         break;
       case ShotState::fetching:
-        start_fetch(shot);
+        start_api_get(shot, result_url(config_.api, shot.request_id), &Scheduler::on_fetch);
         break;
       case ShotState::downloading:
         if (downloads_on_wire_ < config_.limits.max_concurrent_downloads) start_download(shot, now);
@@ -399,17 +399,18 @@ void Scheduler::on_submit(const std::string& key, const HttpResponse& r) {
   }
 }
 
-void Scheduler::start_poll(Shot& shot) {
+void Scheduler::start_api_get(Shot& shot, std::string url,
+                              void (Scheduler::*on_answer)(const std::string&, const HttpResponse&)) {
   HttpRequest req;
-  req.url = status_url(config_.api, shot.request_id);
+  req.url = std::move(url);
   req.headers = api_headers(false);
   req.timeout = seconds(config_.api.request_timeout_seconds);
   req.connect_timeout = seconds(config_.api.connect_timeout_seconds);
   std::string key = shot.key();
   busy_.insert(key);
-  transport_.start(std::move(req), [this, key](HttpResponse r) {
+  transport_.start(std::move(req), [this, key, on_answer](HttpResponse r) {
     busy_.erase(key);
-    on_poll(key, r);
+    (this->*on_answer)(key, r);
   });
 }
 
@@ -440,73 +441,51 @@ void Scheduler::on_poll(const std::string& key, const HttpResponse& r) {
       if (changed) save(*shot);
       return;
     }
-    case Verdict::failed:
-      shot->remote_status = "FAILED";
-      shot->completed_ms = to_epoch_ms(now);
-      end(*shot, ShotState::failed, a.message);
-      return;
-    case Verdict::not_found:
-      end(*shot, ShotState::held,
-          "expired: the provider no longer knows request " + shot->request_id +
-              " (records are kept about an hour); the job may have completed and been billed");
-      return;
-    case Verdict::bug:
-      retry_later(*shot, "status: " + a.message, true);
-      return;
     default:
-      retry_later(*shot, "status: " + a.message, false);
-      if (a.reset_at && *a.reset_at > now)
-        shot->next_due_ms = std::max(shot->next_due_ms, to_epoch_ms(*a.reset_at));
+      on_follow_problem(*shot, "status", a.verdict, a.message, a.reset_at);
       return;
   }
 }
 
-void Scheduler::start_fetch(Shot& shot) {
-  HttpRequest req;
-  req.url = result_url(config_.api, shot.request_id);
-  req.headers = api_headers(false);
-  req.timeout = seconds(config_.api.request_timeout_seconds);
-  req.connect_timeout = seconds(config_.api.connect_timeout_seconds);
-  std::string key = shot.key();
-  busy_.insert(key);
-  transport_.start(std::move(req), [this, key](HttpResponse r) {
-    busy_.erase(key);
-    on_fetch(key, r);
-  });
+void Scheduler::on_follow_problem(Shot& shot, const char* step, Verdict verdict, const std::string& message,
+                                  const std::optional<TimePoint>& reset_at) {
+  TimePoint now = now_();
+  switch (verdict) {
+    case Verdict::failed:
+      shot.remote_status = "FAILED";
+      shot.completed_ms = to_epoch_ms(now);
+      end(shot, ShotState::failed, message);
+      return;
+    case Verdict::not_found:
+      end(shot, ShotState::held,
+          "expired: the provider no longer knows request " + shot.request_id +
+              " (records are kept about an hour); the job may have completed and been billed");
+      return;
+    case Verdict::bug:
+      retry_later(shot, std::string(step) + ": " + message, true);
+      return;
+    default:  // network, 5xx, 429, auth: following a job is always safe to retry
+      retry_later(shot, std::string(step) + ": " + message, false);
+      if (reset_at && *reset_at > now) shot.next_due_ms = std::max(shot.next_due_ms, to_epoch_ms(*reset_at));
+      return;
+  }
 }
 
 void Scheduler::on_fetch(const std::string& key, const HttpResponse& r) {
   Shot* shot = find(key);
   if (!shot) return;
-  TimePoint now = now_();
   ResultAnswer a = classify_result(r);
-  switch (a.verdict) {
-    case Verdict::ok:
-      shot->attempts = 0;
-      shot->output_url = a.output_url;
-      shot->cost = a.cost;
-      shot->metrics_json = a.metrics_json;
-      shot->state = ShotState::downloading;
-      shot->next_due_ms = 0;
-      save(*shot, Sync::yes);
-      return;
-    case Verdict::failed:
-      end(*shot, ShotState::failed, a.message);
-      return;
-    case Verdict::not_found:
-      end(*shot, ShotState::held,
-          "expired: the provider no longer knows request " + shot->request_id +
-              " (records are kept about an hour); the job completed and may be billed");
-      return;
-    case Verdict::bug:
-      retry_later(*shot, "result: " + a.message, true);
-      return;
-    default:
-      retry_later(*shot, "result: " + a.message, false);
-      if (a.reset_at && *a.reset_at > now)
-        shot->next_due_ms = std::max(shot->next_due_ms, to_epoch_ms(*a.reset_at));
-      return;
+  if (a.verdict != Verdict::ok) {
+    on_follow_problem(*shot, "result", a.verdict, a.message, a.reset_at);
+    return;
   }
+  shot->attempts = 0;
+  shot->output_url = a.output_url;
+  shot->cost = a.cost;
+  shot->metrics_json = a.metrics_json;
+  shot->state = ShotState::downloading;
+  shot->next_due_ms = 0;
+  save(*shot, Sync::yes);
 }
 
 void Scheduler::start_download(Shot& shot, TimePoint now) {

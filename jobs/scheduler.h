@@ -16,6 +16,7 @@
 #include "jobs/http.h"
 #include "jobs/manifest.h"
 #include "jobs/output.h"
+#include "jobs/segmind.h"
 #include "jobs/store.h"
 #include "jobs/util.h"
 
@@ -58,13 +59,17 @@ class Scheduler {
   // one upload (at most one per tick, noted in started_upload).
   bool media_ready(Shot& shot, bool& started_upload);
   void start_submit(Shot& shot, TimePoint now);
-  void start_poll(Shot& shot);
-  void start_fetch(Shot& shot);
+  // GET of an API URL for `shot`; the answer goes to `on_answer`.
+  void start_api_get(Shot& shot, std::string url,
+                     void (Scheduler::*on_answer)(const std::string&, const HttpResponse&));
   void start_download(Shot& shot, TimePoint now);
 
   void on_submit(const std::string& key, const HttpResponse& r);
   void on_poll(const std::string& key, const HttpResponse& r);
   void on_fetch(const std::string& key, const HttpResponse& r);
+  // The shared action for a poll or result answer that is not progress.
+  void on_follow_problem(Shot& shot, const char* step, Verdict verdict, const std::string& message,
+                         const std::optional<TimePoint>& reset_at);
   void on_download(const std::string& key, int fd, const HttpResponse& r);
 
   Shot* find(const std::string& key);

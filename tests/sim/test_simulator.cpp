@@ -18,6 +18,8 @@ using nlohmann::json;
 
 namespace {
 
+json good_body() { return {{"prompt", "wind"}, {"image", "https://cdn/a.png"}, {"duration", 5}, {"resolution", "720P"}}; }
+
 struct Client {
   CurlTransport transport{true};
   std::string base;
@@ -38,12 +40,24 @@ struct Client {
     REQUIRE(out);
     return *out;
   }
+  // Submits a job, waits (scaled time) until it completes, returns its output URL.
+  std::string finished_output() {
+    auto a = classify_submit(submit(good_body()));
+    REQUIRE(a.verdict == Verdict::ok);
+    for (int i = 0; i < 500; ++i) {
+      auto res = classify_result(call("GET", "/v2/requests/" + a.request_id));
+      if (res.verdict == Verdict::ok) return res.output_url;
+      ::usleep(2000);
+    }
+    FAIL("job " << a.request_id << " never completed");
+    return "";
+  }
+
   HttpResponse submit(const json& body) {
     return call("POST", "/v2/wan2.7-i2v", body.dump(), {"Content-Type: application/json"}, ConnectionUse::fresh);
   }
 };
 
-json good_body() { return {{"prompt", "wind"}, {"image", "https://cdn/a.png"}, {"duration", 5}, {"resolution", "720P"}}; }
 
 int ledger_lines(const std::string& path) {
   std::string text = test::read(path);
@@ -87,15 +101,12 @@ TEST_CASE("output files honour Range requests") {
   sim::Simulator s(o);
   s.start(0);
   Client c{.base = s.base_url()};
-  auto a = classify_submit(c.submit(good_body()));
-  ::usleep(50000);
-  auto res = classify_result(c.call("GET", "/v2/requests/" + a.request_id));
-  REQUIRE(res.verdict == Verdict::ok);
-  auto part = c.call("GET", res.output_url, "", {"Range: bytes=10-19"});
+  std::string output = c.finished_output();
+  auto part = c.call("GET", output, "", {"Range: bytes=10-19"});
   CHECK(part.status == 206);
   CHECK(part.body == std::string(sim::sample_mp4().substr(10, 10)));
   CHECK(part.header("content-range") == "bytes 10-19/" + std::to_string(sim::sample_mp4().size()));
-  CHECK(c.call("GET", res.output_url, "", {"Range: bytes=999999-"}).status == 416);
+  CHECK(c.call("GET", output, "", {"Range: bytes=999999-"}).status == 416);
 }
 
 TEST_CASE("every output shape is served and understood") {
@@ -237,11 +248,8 @@ TEST_CASE("the transport refuses plain http to other hosts and caps unannounced 
   sim::Simulator s(o);
   s.start(0);
   Client c{.base = s.base_url()};
-  auto a = classify_submit(c.submit(good_body()));
-  ::usleep(50000);
-  auto res = classify_result(c.call("GET", "/v2/requests/" + a.request_id));
   HttpRequest dl;
-  dl.url = res.output_url;
+  dl.url = c.finished_output();
   dl.max_body_bytes = 100;
   out.reset();
   c.transport.start(dl, [&](HttpResponse resp) { out = resp; });

@@ -60,6 +60,16 @@ struct Rig {
     sched->tick();
   }
 
+  // Takes the single pending shot to DOWNLOADING of https://cdn.example/v.mp4 (request r1).
+  void up_to_download() {
+    step();
+    answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
+    step(Millis(100));
+    answer("/status", 200, R"({"status":"COMPLETED"})");
+    step();
+    answer("/v2/requests/r1", 200, R"({"status":"COMPLETED","output":"https://cdn.example/v.mp4"})");
+  }
+
   // Answers submit -> status COMPLETED -> result -> download for one shot.
   void complete(const std::string& request_id) {
     auto poll = net.take("/v2/requests/" + request_id + "/status");
@@ -303,13 +313,7 @@ TEST_CASE("a local frame is uploaded once for every shot that uses it") {
 TEST_CASE("a download that is not an MP4 is retried, then HELD; nothing half-written remains") {
   Rig rig;
   rig.accept(kOne);
-  rig.step();
-  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
-  rig.step(Millis(100));
-  rig.answer("/status", 200, R"({"status":"COMPLETED"})");
-  rig.step();
-  rig.answer("/v2/requests/r1", 200,
-                       R"({"status":"COMPLETED","output":"https://cdn.example/v.mp4"})");
+  rig.up_to_download();
   for (int i = 0; i < rig.config.retry.max_attempts; ++i) {
     rig.step(Millis(1000));
     auto dl = rig.net.take("cdn.example/v.mp4");
@@ -325,13 +329,7 @@ TEST_CASE("a download that is not an MP4 is retried, then HELD; nothing half-wri
 TEST_CASE("a missing output folder makes the download wait, not fail") {
   Rig rig;
   rig.accept(kOne);
-  rig.step();
-  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
-  rig.step(Millis(100));
-  rig.answer("/status", 200, R"({"status":"COMPLETED"})");
-  rig.step();
-  rig.answer("/v2/requests/r1", 200,
-                       R"({"status":"COMPLETED","output":"https://cdn.example/v.mp4"})");
+  rig.up_to_download();
   std::filesystem::rename(rig.root + "/out", rig.root + "/out-unmounted");
   for (int i = 0; i < 10; ++i) rig.step(Millis(60000));
   CHECK(rig.shot("b/s1").state == ShotState::downloading);
