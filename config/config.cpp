@@ -1,9 +1,11 @@
 #include "config/config.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <map>
 
+#include "jobs/throttle.h"
 #include "jobs/util.h"
 #include "jobs/yaml_safe.h"
 
@@ -57,8 +59,11 @@ class Section {
   double number(const YAML::Node& n, const std::string& key, double lo, double hi) const {
     double v = 0;
     if (!n.IsScalar() || !YAML::convert<double>::decode(n, v)) fail(key, n, "must be a number");
-    if (!(v >= lo && v <= hi))
-      fail(key, n, "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+    if (!(v >= lo && v <= hi)) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "must be between %g and %g", lo, hi);
+      fail(key, n, buf);
+    }
     return v;
   }
   std::string abs_path(const YAML::Node& n, const std::string& key) const {
@@ -137,7 +142,36 @@ Config parse_config(const std::string& text, const std::string& path) {
     s.on("max_download_bytes", [&](auto& v, auto& key) { l.max_download_bytes = s.integer(v, key, 1024, 64ll << 30); });
     s.on("max_concurrent_uploads", [&](auto& v, auto& key) { l.max_concurrent_uploads = static_cast<int>(s.integer(v, key, 1, 64)); });
     s.on("max_concurrent_downloads", [&](auto& v, auto& key) { l.max_concurrent_downloads = static_cast<int>(s.integer(v, key, 1, 256)); });
+    s.on("submits_per_minute", [&](auto& v, auto& key) { l.submits_per_minute = s.number(v, key, 0.1, 100000); });
+    s.on("credit_reserve", [&](auto& v, auto& key) { l.credit_reserve = s.number(v, key, 0, 1e12); });
+    s.on("daily_budget_credits", [&](auto& v, auto& key) { l.daily_budget_credits = s.number(v, key, 0, 1e12); });
     s.run();
+  });
+  top.on("pricing", [&](const YAML::Node& n, const std::string& k) {
+    Section s(n, k, path);
+    s.on("credits_per_second_720p", [&](auto& v, auto& key) { c.pricing.credits_per_second_720p = s.number(v, key, 0, 1e6); });
+    s.on("credits_per_second_1080p", [&](auto& v, auto& key) { c.pricing.credits_per_second_1080p = s.number(v, key, 0, 1e6); });
+    s.run();
+  });
+  top.on("credits", [&](const YAML::Node& n, const std::string& k) {
+    Section s(n, k, path);
+    s.on("check_interval_seconds", [&](auto& v, auto& key) { c.credits.check_interval_seconds = s.number(v, key, 0.1, 86400); });
+    s.run();
+  });
+  top.on("schedule", [&](const YAML::Node& n, const std::string& k) {
+    Section s(n, k, path);
+    s.on("window", [&](auto& v, auto& key) {
+      c.window = s.str(v, key);
+      std::string err;
+      if (!TimeWindow::parse(c.window, err)) s.fail(key, v, err);
+    });
+    s.run();
+  });
+  top.on("on_expired", [&](auto& v, auto& key) {
+    std::string x = top.str(v, key);
+    if (x == "hold") c.on_expired = OnExpired::hold;
+    else if (x == "resubmit") c.on_expired = OnExpired::resubmit;
+    else top.fail(key, v, "must be hold or resubmit");
   });
   top.on("poll", [&](const YAML::Node& n, const std::string& k) {
     Section s(n, k, path);

@@ -35,7 +35,23 @@ struct LimitsConfig {
   long long max_download_bytes = 2ll << 30;
   int max_concurrent_uploads = 4;
   int max_concurrent_downloads = 4;
+  double submits_per_minute = 20;
+  double credit_reserve = 0;        // credits never spent
+  double daily_budget_credits = 0;  // per local day; 0: no daily budget
 };
+
+// Credits per second of video, by resolution: the estimate before any cost is
+// observed. Observed metrics.cost refines it per resolution.
+struct PricingConfig {
+  double credits_per_second_720p = 0.1;
+  double credits_per_second_1080p = 0.15;
+};
+
+struct CreditsConfig {
+  double check_interval_seconds = 300;  // balance refresh from /v1/get-user-credits
+};
+
+enum class OnExpired { hold, resubmit };
 
 struct PollConfig {
   double min_interval_seconds = 2;
@@ -58,6 +74,10 @@ struct Config {
   LimitsConfig limits;
   PollConfig poll;
   RetryConfig retry;
+  PricingConfig pricing;
+  CreditsConfig credits;
+  std::string window;  // schedule.window: "22:00-07:00" local, "" = always
+  OnExpired on_expired = OnExpired::hold;
   std::string log_level = "info";
 };
 

@@ -21,7 +21,7 @@ namespace {
 const std::set<std::string> kShotFields = {"id",         "prompt",     "negative_prompt", "image",
                                            "last_frame", "audio_url",  "duration",        "resolution",
                                            "seed"};
-const std::set<std::string> kTopFields = {"batch", "priority", "base_dir", "defaults", "shots"};
+const std::set<std::string> kTopFields = {"batch", "priority", "budget_credits", "base_dir", "defaults", "shots"};
 constexpr size_t kMaxPromptBytes = 10000;
 
 std::string stem_of(const std::string& file) {
@@ -173,7 +173,7 @@ ManifestResult parse_manifest(const std::string& text, const std::string& file,
   check.unique_keys(root, "");
   for (const auto& kv : root)
     if (kv.first.IsScalar() && !kTopFields.count(kv.first.Scalar()))
-      check.problem(kv.first, kv.first.Scalar(), "unknown field (known: batch, priority, base_dir, defaults, shots)");
+      check.problem(kv.first, kv.first.Scalar(), "unknown field (known: batch, priority, budget_credits, base_dir, defaults, shots)");
 
   if (auto n = root["batch"]) {
     if (auto v = check.scalar(n, "batch")) {
@@ -190,6 +190,13 @@ ManifestResult parse_manifest(const std::string& text, const std::string& file,
   }
   if (auto n = root["priority"])
     if (auto v = check.integer(n, "priority", -1000000, 1000000)) m.priority = static_cast<int>(*v);
+  if (auto n = root["budget_credits"]) {
+    double v = 0;
+    if (!n.IsScalar() || !YAML::convert<double>::decode(n, v) || !(v >= 0) || v > 1e12)
+      check.problem(n, "budget_credits", "must be a number of credits, 0 or more");
+    else
+      m.budget_credits = v;
+  }
   m.base_dir = dirname_of(absolute_lexical(file, "/"));
   if (file.empty() || file.front() != '/') {
     char cwd[4096];

@@ -33,6 +33,7 @@ struct ShotSpec {
 struct Manifest {
   std::string batch;
   int priority = 0;
+  std::optional<double> budget_credits;  // the batch never spends more
   std::string base_dir;
   bool base_dir_given = false;
   std::vector<ShotSpec> shots;

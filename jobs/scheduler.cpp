@@ -14,6 +14,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "jobs/mp4.h"
@@ -41,7 +43,12 @@ Scheduler::Scheduler(const Config& config, Store& store, Transport& transport, N
       transport_(transport),
       now_(std::move(now)),
       api_key_(std::move(api_key)),
-      output_(config.output_root) {}
+      output_(config.output_root),
+      cost_(config.pricing),
+      bucket_(config.limits.submits_per_minute, now_()) {
+  std::string err;
+  window_ = TimeWindow::parse(config.window, err).value_or(TimeWindow());
+}
 
 Scheduler::~Scheduler() = default;
 
@@ -68,6 +75,15 @@ void Scheduler::load() {
     shots_[s.key()] = s;
   }
   for (auto& [name, b] : batches_) finishing_.insert(name);
+  // Spend so far, for budgets and the cost model.
+  for (const auto& s : store_.all_shots()) {
+    if (!s.cost) continue;
+    cost_.observe(s.spec, *s.cost);
+    if (batches_.count(s.batch)) batch_spent_[s.batch] += *s.cost;
+    if (s.completed_ms) daily_spent_[local_day(from_epoch_ms(s.completed_ms))] += *s.cost;
+  }
+  paused_ = store_.meta("paused").value_or("0") == "1";
+  if (paused_) spdlog::warn("submits are paused (wanbatch resume to resume)");
   spdlog::info("loaded {} unfinished shots in {} unfinished batches", shots_.size(), batches_.size());
 }
 
@@ -79,6 +95,7 @@ Scheduler::Accept Scheduler::accept(const Manifest& m, const std::string& manife
   BatchRecord b;
   b.name = m.batch;
   b.priority = m.priority;
+  b.budget_credits = m.budget_credits;
   b.manifest_name = manifest_name;
   b.manifest_path = manifest_path;
   b.sha256 = m.sha256;
@@ -197,6 +214,9 @@ Millis Scheduler::tick() {
     }
   }
 
+  if (!credits_on_wire_ && now >= next_credit_check_) start_credit_check();
+  next_ms = std::min(next_ms, to_epoch_ms(next_credit_check_));
+
   // Pending shots: uploads first, then submits in priority order.
   std::sort(ready.begin(), ready.end(), [&](const Shot* a, const Shot* b) {
     const auto& ba = batches_[a->batch];
@@ -206,15 +226,23 @@ Millis Scheduler::tick() {
     if (a->batch != b->batch) return a->batch < b->batch;
     return a->index < b->index;
   });
-  bool submits_open = !stopping_ && now >= submits_blocked_until_;
-  if (!submits_open && now < submits_blocked_until_)
-    next_ms = std::min(next_ms, to_epoch_ms(submits_blocked_until_));
+  Commitments c = commitments();
   for (Shot* shot : ready) {
     bool started_upload = false;
     if (!media_ready(*shot, started_upload)) continue;
-    if (!submits_open || slots_used >= config_.limits.max_in_flight) continue;
-    if (shot->state != ShotState::pending) continue;  // ended while preparing media
+    if (shot->state != ShotState::pending || stopping_) continue;  // ended while preparing media
+    double estimate = cost_.estimate(shot->spec);
+    std::string why = submit_gate(*shot, estimate, c, slots_used, now, next_ms);
+    if (!why.empty()) {
+      if (why != shot->reason) {
+        shot->reason = why;
+        save(*shot);
+      }
+      continue;
+    }
     ++slots_used;
+    c.reserved += estimate;
+    c.batch[shot->batch] += estimate;
     start_submit(*shot, now);
   }
   return Millis(std::max<int64_t>(0, next_ms - to_epoch_ms(now_())));
@@ -299,6 +327,108 @@ bool Scheduler::media_ready(Shot& shot, bool& started_upload) {
   return true;
 }
 
+Scheduler::Commitments Scheduler::commitments() const {
+  Commitments c;
+  for (const auto& [key, s] : shots_) {
+    if (!occupies_slot(s.state) || s.cost) continue;  // a known cost is already charged
+    double e = cost_.estimate(s.spec);
+    c.reserved += e;
+    c.batch[s.batch] += e;
+  }
+  return c;
+}
+
+std::string Scheduler::submit_gate(const Shot& shot, double estimate, const Commitments& c, int slots_used,
+                                   TimePoint now, int64_t& next_ms) {
+  auto credits = [](double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.2f", v);
+    return std::string(buf);
+  };
+  if (paused_) return "waiting: submits paused by an operator (wanbatch resume)";
+  if (!window_.contains(now)) {
+    TimePoint open = window_.next_open(now);
+    next_ms = std::min(next_ms, to_epoch_ms(open));
+    return "waiting: outside the submit window " + window_.text() + " (opens " + iso8601_utc(open) + ")";
+  }
+  if (now < submits_blocked_until_) {
+    next_ms = std::min(next_ms, to_epoch_ms(submits_blocked_until_));
+    return "waiting: " + submits_blocked_reason_ + " (until " + iso8601_utc(submits_blocked_until_) + ")";
+  }
+  if (credits_wait_)
+    return "waiting: insufficient credits (balance " + (balance_ ? credits(*balance_) : std::string("unknown")) +
+           "); submits resume when the balance recovers";
+  if (slots_used >= config_.limits.max_in_flight)
+    return "waiting: in-flight cap (limits.max_in_flight " + std::to_string(config_.limits.max_in_flight) + ")";
+  const BatchRecord& b = batches_.at(shot.batch);
+  double batch_committed = batch_spent_[shot.batch] + (c.batch.count(shot.batch) ? c.batch.at(shot.batch) : 0.0);
+  if (b.budget_credits && batch_committed + estimate > *b.budget_credits + 1e-9)
+    return "waiting: batch budget " + credits(*b.budget_credits) + " would be exceeded (committed " +
+           credits(batch_committed) + ", this shot ~" + credits(estimate) + ")";
+  double daily = config_.limits.daily_budget_credits;
+  double today = daily_spent_[local_day(now)] + c.reserved;
+  if (daily > 0 && today + estimate > daily + 1e-9)
+    return "waiting: daily budget " + credits(daily) + " would be exceeded (committed today " + credits(today) + ")";
+  if (balance_) {
+    double available = *balance_ - spent_since_balance_ - c.reserved - config_.limits.credit_reserve;
+    if (available < estimate)
+      return "waiting: credits: balance " + credits(*balance_) + " less " + credits(spent_since_balance_ + c.reserved) +
+             " committed and the reserve " + credits(config_.limits.credit_reserve) + " leaves " +
+             credits(available) + ", this shot needs ~" + credits(estimate);
+  }
+  if (!bucket_.try_take(now)) {
+    TimePoint next = bucket_.next_token(now);
+    next_ms = std::min(next_ms, to_epoch_ms(next));
+    return "waiting: submit rate (limits.submits_per_minute, now " + credits(bucket_.current_per_minute()) + "/min)";
+  }
+  return "";
+}
+
+void Scheduler::start_credit_check() {
+  credits_on_wire_ = true;
+  HttpRequest req;
+  req.url = credits_url(config_.api);
+  req.headers = api_headers(false);
+  req.timeout = seconds(config_.api.request_timeout_seconds);
+  req.connect_timeout = seconds(config_.api.connect_timeout_seconds);
+  transport_.start(std::move(req), [this](HttpResponse r) {
+    credits_on_wire_ = false;
+    TimePoint now = now_();
+    auto balance = parse_credits(r);
+    Millis interval = seconds(config_.credits.check_interval_seconds);
+    if (credits_wait_) interval = std::min(interval, Millis(30000));
+    next_credit_check_ = now + interval;
+    if (!balance) {
+      spdlog::warn("credit balance check failed: {}", error_message(r));
+      return;
+    }
+    set_balance(*balance);
+    spdlog::debug("credit balance {}", *balance);
+  });
+}
+
+void Scheduler::set_balance(double balance) {
+  balance_ = balance;
+  spent_since_balance_ = 0;
+  if (credits_wait_) {
+    Commitments c = commitments();
+    double smallest = std::numeric_limits<double>::max();
+    for (const auto& [key, s] : shots_)
+      if (s.state == ShotState::pending) smallest = std::min(smallest, cost_.estimate(s.spec));
+    if (balance - c.reserved - config_.limits.credit_reserve >= smallest ||
+        smallest == std::numeric_limits<double>::max()) {
+      credits_wait_ = false;
+      spdlog::info("credit balance {} covers the next shot: submits resume", balance);
+    }
+  }
+}
+
+void Scheduler::set_paused(bool paused) {
+  paused_ = paused;
+  store_.put_meta("paused", paused ? "1" : "0");
+  spdlog::info(paused ? "submits paused by an operator" : "submits resumed by an operator");
+}
+
 void Scheduler::start_submit(Shot& shot, TimePoint now) {
   shot.state = ShotState::submitting;
   ++shot.submit_attempts;
@@ -340,6 +470,7 @@ void Scheduler::on_submit(const std::string& key, const HttpResponse& r) {
       shot->attempts = 0;
       shot->remote_status = "QUEUED";
       shot->next_due_ms = to_epoch_ms(now + seconds(config_.poll.min_interval_seconds));
+      consecutive_429_ = 0;
       entry["event"] = "accepted";
       entry["request_id"] = a.request_id;
       store_.put_shot_and_ledger(*shot, entry);
@@ -386,14 +517,29 @@ void Scheduler::on_submit(const std::string& key, const HttpResponse& r) {
       // Not the shot's fault: the attempt does not count, and every submit waits.
       --shot->submit_attempts;
       save(*shot, Sync::yes);
-      TimePoint until = now + (a.verdict == Verdict::rate_limited ? backoff(0) : Millis(60000));
+      if (a.verdict == Verdict::credits) {
+        credits_wait_ = true;
+        next_credit_check_ = std::min(next_credit_check_,
+                                      now + std::min(Millis(30000), seconds(config_.credits.check_interval_seconds)));
+        spdlog::warn("{}; submits wait until the balance covers the next shot", a.message);
+        return;
+      }
+      TimePoint until;
+      if (a.verdict == Verdict::rate_limited) {
+        bucket_.on_rate_limited(now);
+        until = now + backoff(consecutive_429_++);
+        submits_blocked_reason_ = "rate limited (429)";
+      } else {
+        until = now + Millis(60000);
+        submits_blocked_reason_ = "the API key was refused (" + a.message + ")";
+      }
       if (a.reset_at && *a.reset_at > now) until = *a.reset_at;
       submits_blocked_until_ = std::max(submits_blocked_until_, until);
-      submits_blocked_reason_ = a.message;
       if (a.verdict == Verdict::auth)
         spdlog::error("the API key was refused ({}); submits paused for a minute. Fix the key.", a.message);
       else
-        spdlog::warn("submits paused until {}: {}", iso8601_utc(until), a.message);
+        spdlog::warn("rate limited: submits wait until {}, rate now {:.1f}/min", iso8601_utc(until),
+                     bucket_.current_per_minute());
       return;
     }
   }
@@ -482,6 +628,13 @@ void Scheduler::on_fetch(const std::string& key, const HttpResponse& r) {
   shot->attempts = 0;
   shot->output_url = a.output_url;
   shot->cost = a.cost;
+  if (a.cost) {
+    cost_.observe(shot->spec, *a.cost);
+    batch_spent_[shot->batch] += *a.cost;
+    daily_spent_[local_day(now_())] += *a.cost;
+    spent_since_balance_ += *a.cost;
+  }
+  if (a.remaining_credits) set_balance(*a.remaining_credits);
   shot->metrics_json = a.metrics_json;
   shot->state = ShotState::downloading;
   shot->next_due_ms = 0;

@@ -17,6 +17,8 @@
 #include "jobs/manifest.h"
 #include "jobs/output.h"
 #include "jobs/segmind.h"
+#include "jobs/spend.h"
+#include "jobs/throttle.h"
 #include "jobs/store.h"
 #include "jobs/util.h"
 
@@ -44,6 +46,10 @@ class Scheduler {
 
   // Starts every request that is due. Returns the time until the next due work.
   Millis tick();
+
+  // Operator pause of submits (persisted); polls and downloads go on.
+  void set_paused(bool paused);
+  bool paused() const { return paused_; }
 
   // Stop starting submits (shutdown); other work continues.
   void stop_submitting() { stopping_ = true; }
@@ -77,6 +83,17 @@ class Scheduler {
   void end(Shot& shot, ShotState state, const std::string& reason);
   void retry_later(Shot& shot, const std::string& why, bool limited);
   Millis backoff(int attempts);
+  // Credits already committed: estimates of submitted shots whose cost is not yet known.
+  struct Commitments {
+    double reserved = 0;
+    std::map<std::string, double> batch;
+  };
+  Commitments commitments() const;
+  // "" when `shot` may be submitted now (taking a rate token); else why it waits.
+  std::string submit_gate(const Shot& shot, double estimate, const Commitments& c, int slots_used,
+                          TimePoint now, int64_t& next_ms);
+  void start_credit_check();
+  void set_balance(double balance);
   Millis poll_interval(const Shot& shot, TimePoint now) const;
   void maybe_finish(const std::string& batch);
   void finish_pending_batches();
@@ -107,6 +124,18 @@ class Scheduler {
   int uploads_on_wire_ = 0;
   int downloads_on_wire_ = 0;
   bool stopping_ = false;
+  bool paused_ = false;
+  CostModel cost_;
+  SubmitBucket bucket_;
+  TimeWindow window_;
+  int consecutive_429_ = 0;
+  std::optional<double> balance_;    // last known credit balance
+  double spent_since_balance_ = 0;   // costs observed after that reading
+  bool credits_wait_ = false;        // a 406 Insufficient credits: wait for a top-up
+  bool credits_on_wire_ = false;
+  TimePoint next_credit_check_{};
+  std::map<std::string, double> batch_spent_;  // observed cost per unfinished batch
+  std::map<std::string, double> daily_spent_;  // observed cost per local day
   TimePoint submits_blocked_until_{};
   std::string submits_blocked_reason_;
 };

@@ -112,6 +112,13 @@ std::string upload_body(const std::string& mime, const std::string& data) {
   return json{{"data_urls", json::array({"data:" + mime + ";base64," + base64_encode(data)})}}.dump();
 }
 
+std::optional<double> parse_credits(const HttpResponse& r) {
+  if (r.error != NetError::none || r.status != 200) return std::nullopt;
+  auto j = parse_json(r.body);
+  if (!j || !j->is_object() || !j->contains("credits") || !(*j)["credits"].is_number()) return std::nullopt;
+  return (*j)["credits"].get<double>();
+}
+
 std::string error_message(const HttpResponse& r) {
   if (r.error != NetError::none)
     return std::string(to_string(r.error)) + (r.error_text.empty() ? "" : ": " + r.error_text);

@@ -73,6 +73,9 @@ StatusAnswer classify_status(const HttpResponse& r);
 ResultAnswer classify_result(const HttpResponse& r);
 UploadAnswer classify_upload(const HttpResponse& r);
 
+// The balance from a /v1/get-user-credits answer, when it is one.
+std::optional<double> parse_credits(const HttpResponse& r);
+
 // The human-readable message of an error answer: the JSON "error" field, plain
 // text, or a note for an HTML page. Bounded in length.
 std::string error_message(const HttpResponse& r);

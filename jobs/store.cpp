@@ -20,7 +20,8 @@ nlohmann::json batch_json(const BatchRecord& b) {
   return {{"name", b.name},         {"priority", b.priority},       {"manifest_name", b.manifest_name},
           {"manifest_path", b.manifest_path}, {"sha256", b.sha256}, {"base_dir", b.base_dir},
           {"created_ms", b.created_ms}, {"shot_count", b.shot_count}, {"finished", b.finished},
-          {"finished_ms", b.finished_ms}};
+          {"finished_ms", b.finished_ms},
+          {"budget_credits", b.budget_credits ? nlohmann::json(*b.budget_credits) : nlohmann::json(nullptr)}};
 }
 
 BatchRecord batch_from(const std::string& text) {
@@ -36,6 +37,8 @@ BatchRecord batch_from(const std::string& text) {
   b.shot_count = j.value("shot_count", 0);
   b.finished = j.value("finished", false);
   b.finished_ms = j.value("finished_ms", int64_t{0});
+  if (j.contains("budget_credits") && j["budget_credits"].is_number())
+    b.budget_credits = j["budget_credits"].get<double>();
   return b;
 }
 
@@ -113,6 +116,18 @@ void Store::add_batch(const BatchRecord& batch, const std::vector<Shot>& shots) 
   puts.emplace_back("b/" + batch.name, batch_json(batch).dump());
   for (const auto& s : shots) puts.emplace_back(shot_key(s.batch, s.spec.id), shot_to_json(s));
   write(puts, Sync::yes);
+}
+
+std::optional<std::string> Store::meta(const std::string& name) const {
+  std::string v;
+  auto s = db_->Get(rocksdb::ReadOptions(), "meta/" + name, &v);
+  if (s.IsNotFound()) return std::nullopt;
+  check(s, "read meta");
+  return v;
+}
+
+void Store::put_meta(const std::string& name, const std::string& value) {
+  write({{"meta/" + name, value}}, Sync::yes);
 }
 
 void Store::put_batch(const BatchRecord& batch) {

@@ -26,6 +26,7 @@ namespace wb {
 struct BatchRecord {
   std::string name;
   int priority = 0;
+  std::optional<double> budget_credits;
   std::string manifest_name;  // the file name it arrived under
   std::string manifest_path;  // where the file sits while the batch runs
   std::string sha256;
@@ -45,6 +46,10 @@ class Store {
 
   // Opens (creating when read_write) the database under `dir`. Throws wb::Error.
   static std::unique_ptr<Store> open(const std::string& dir, Mode mode);
+
+  // Small daemon-wide settings that must survive a restart (e.g. "paused").
+  std::optional<std::string> meta(const std::string& name) const;
+  void put_meta(const std::string& name, const std::string& value);
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;

@@ -217,7 +217,8 @@ std::string config_yaml(const std::string& root, const std::string& base_url, co
          "state_dir: " + root + "/state\n"
          "output_root: " + root + "/out\n"
          "input_roots: [" + root + "/media]\n"
-         "limits: {max_in_flight: 8}\n"
+         "limits: {max_in_flight: 8, submits_per_minute: 60000}\n"
+         "credits: {check_interval_seconds: 0.5}\n"
          "poll: {min_interval_seconds: 0.05, max_interval_seconds: 0.3}\n"
          "retry: {max_attempts: 5, base_delay_seconds: 0.05, max_delay_seconds: 0.5}\n" + extra;
 }

@@ -159,7 +159,7 @@ TEST_CASE("SIGKILL during the batch, several times: every shot ends and none is 
       CHECK_MESSAGE(wb::check_mp4_file(rig.root + "/out/storm/" + name).ok, name);
 }
 
-TEST_CASE("an invalid manifest lands in failed/ with its errors; a valid one after it completes") {
+TEST_CASE("an invalid manifest lands in failed/ with its errors - a valid one after it completes") {
   Rig rig;
   rig.start_daemon();
   rig.drop("broken.yaml", "batch: broken\nshots:\n  - id: a\n    prompt: p\n    image: frames/f0.png\n    duration: 99\n");

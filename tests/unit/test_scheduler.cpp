@@ -55,10 +55,16 @@ struct Rig {
     FakeTransport::reply(call, status, body);
   }
 
+  // Advances the clock and ticks. Balance checks are answered with `balance`.
   void step(Millis d = Millis(0)) {
     clock.advance(d);
     sched->tick();
+    while (net.has("/v1/get-user-credits")) {
+      auto call = net.take("/v1/get-user-credits");
+      FakeTransport::reply(call, 200, R"({"credits":)" + std::to_string(balance) + "}");
+    }
   }
+  double balance = 1000;
 
   // Takes the single pending shot to DOWNLOADING of https://cdn.example/v.mp4 (request r1).
   void up_to_download() {
@@ -179,7 +185,7 @@ TEST_CASE("a submit that never left is retried after a backoff, then HELD after 
   CHECK(s.submit_attempts == 5);
 }
 
-TEST_CASE("5xx on submit retries; 400 rejects; 406 content type is held") {
+TEST_CASE("5xx on submit retries - 400 rejects - 406 content type is held") {
   Rig rig;
   rig.accept("batch: b\nshots:\n  - {id: a, prompt: p, image: 'https://x/a.png'}\n"
              "  - {id: b, prompt: p, image: 'https://x/b.png'}\n  - {id: c, prompt: p, image: 'https://x/c.png'}\n");
@@ -256,7 +262,7 @@ TEST_CASE("a restart resumes polling by request_id and holds a shot caught in SU
   CHECK(attempts == 2);
 }
 
-TEST_CASE("FAILED ends the shot with the provider's error; an expired record is HELD") {
+TEST_CASE("FAILED ends the shot with the provider's error - an expired record is HELD") {
   Rig rig;
   rig.accept("batch: b\nshots:\n  - {id: a, prompt: p, image: 'https://x/a.png'}\n  - {id: b, prompt: p, image: 'https://x/b.png'}\n");
   rig.step();
@@ -310,7 +316,7 @@ TEST_CASE("a local frame is uploaded once for every shot that uses it") {
   CHECK(nlohmann::json::parse(s2.request.body)["last_frame"] == "https://images.example/a.png");
 }
 
-TEST_CASE("a download that is not an MP4 is retried, then HELD; nothing half-written remains") {
+TEST_CASE("a download that is not an MP4 is retried, then HELD - nothing half-written remains") {
   Rig rig;
   rig.accept(kOne);
   rig.up_to_download();
@@ -341,7 +347,7 @@ TEST_CASE("a missing output folder makes the download wait, not fail") {
   CHECK(rig.shot("b/s1").state == ShotState::done);
 }
 
-TEST_CASE("a batch name that exists with other content is refused; the same bytes are recognised") {
+TEST_CASE("a batch name that exists with other content is refused - the same bytes are recognised") {
   Rig rig;
   ManifestRules rules;
   rules.input_roots = rig.config.input_roots;

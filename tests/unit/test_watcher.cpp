@@ -22,7 +22,7 @@ TEST_CASE("only manifest names are eligible") {
   CHECK_FALSE(SpoolWatcher::eligible("a.txt"));
 }
 
-TEST_CASE("a file renamed in is ready at once; one written in place waits to settle") {
+TEST_CASE("a file renamed in is ready at once - one written in place waits to settle") {
   std::string dir = test::cwd() + "/in";
   test::mkdirs(dir);
   SpoolWatcher w(dir, Millis(5000));

@@ -1,0 +1,103 @@
+#include "jobs/throttle.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+
+namespace wb {
+
+namespace {
+constexpr double kMsPerMinute = 60000.0;
+
+struct tm local_tm(TimePoint t) {
+  time_t secs = static_cast<time_t>(to_epoch_ms(t) / 1000);
+  struct tm tm {};
+  localtime_r(&secs, &tm);
+  return tm;
+}
+}  // namespace
+
+SubmitBucket::SubmitBucket(double per_minute, TimePoint now)
+    : configured_(per_minute), rate_(per_minute), burst_(std::max(1.0, per_minute / 12.0)), last_(now) {
+  tokens_ = burst_;
+}
+
+void SubmitBucket::refill(TimePoint now) {
+  double ms = static_cast<double>(std::chrono::duration_cast<Millis>(now - last_).count());
+  if (ms <= 0) return;
+  // Slow recovery: a tenth of the configured rate per quiet minute.
+  if (rate_ < configured_ && now - last_429_ > std::chrono::minutes(1)) {
+    double quiet_minutes = ms / kMsPerMinute;
+    rate_ = std::min(configured_, rate_ + configured_ * 0.1 * quiet_minutes);
+  }
+  tokens_ = std::min(burst_, tokens_ + ms * rate_ / kMsPerMinute);
+  last_ = now;
+}
+
+bool SubmitBucket::try_take(TimePoint now) {
+  refill(now);
+  if (tokens_ < 1.0) return false;
+  tokens_ -= 1.0;
+  return true;
+}
+
+TimePoint SubmitBucket::next_token(TimePoint now) {
+  refill(now);
+  if (tokens_ >= 1.0) return now;
+  double ms = (1.0 - tokens_) * kMsPerMinute / rate_;
+  return now + Millis(static_cast<int64_t>(ms) + 1);
+}
+
+void SubmitBucket::on_rate_limited(TimePoint now) {
+  refill(now);
+  rate_ = std::max(1.0, rate_ / 2);
+  tokens_ = 0;
+  last_429_ = now;
+}
+
+std::optional<TimeWindow> TimeWindow::parse(const std::string& text, std::string& error) {
+  TimeWindow w;
+  w.text_ = text;
+  if (text.empty()) return w;
+  int h1, m1, h2, m2;
+  char tail;
+  if (std::sscanf(text.c_str(), "%d:%d-%d:%d%c", &h1, &m1, &h2, &m2, &tail) != 4 || h1 < 0 || h1 > 24 ||
+      h2 < 0 || h2 > 24 || m1 < 0 || m1 > 59 || m2 < 0 || m2 > 59 || (h1 == 24 && m1) || (h2 == 24 && m2)) {
+    error = "must look like 22:00-07:00 (local time, HH:MM-HH:MM), got '" + text + "'";
+    return std::nullopt;
+  }
+  w.start_ = (h1 * 60 + m1) % 1440;
+  w.end_ = (h2 * 60 + m2) % 1440;
+  if (w.start_ == w.end_) {
+    error = "start and end are the same; leave it empty for no window";
+    return std::nullopt;
+  }
+  return w;
+}
+
+bool TimeWindow::contains(TimePoint t) const {
+  if (always()) return true;
+  struct tm tm = local_tm(t);
+  int m = tm.tm_hour * 60 + tm.tm_min;
+  return start_ < end_ ? (m >= start_ && m < end_) : (m >= start_ || m < end_);
+}
+
+TimePoint TimeWindow::next_open(TimePoint t) const {
+  if (contains(t)) return t;
+  // Step to the next whole minute, then minute by minute: local time may jump
+  // (DST), so no arithmetic on wall-clock minutes is trusted.
+  int64_t ms = to_epoch_ms(t);
+  TimePoint p = from_epoch_ms((ms / 60000 + 1) * 60000);
+  for (int i = 0; i < 2 * 1500; ++i, p += std::chrono::minutes(1))
+    if (contains(p)) return p;
+  return p;
+}
+
+std::string local_day(TimePoint t) {
+  struct tm tm = local_tm(t);
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
+  return buf;
+}
+
+}  // namespace wb

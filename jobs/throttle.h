@@ -1,0 +1,55 @@
+// Pure throttling arithmetic, driven by the caller's clock: the submit token
+// bucket with its 429 adaptation, and the local-time night window.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "jobs/util.h"
+
+namespace wb {
+
+// Submits per minute, shared by all batches. A 429 halves the current rate (not
+// below one a minute); every minute without a 429 wins back a tenth of the
+// configured rate, so the rate recovers slowly after a storm.
+class SubmitBucket {
+ public:
+  SubmitBucket(double per_minute, TimePoint now);
+  // Takes a token when one is available.
+  bool try_take(TimePoint now);
+  // When the next token will be available (now if one is).
+  TimePoint next_token(TimePoint now);
+  void on_rate_limited(TimePoint now);
+  double current_per_minute() const { return rate_; }
+
+ private:
+  void refill(TimePoint now);
+  double configured_;
+  double rate_;
+  double tokens_;
+  double burst_;
+  TimePoint last_;
+  TimePoint last_429_{};
+};
+
+// "HH:MM-HH:MM" in local time; may wrap midnight ("22:00-07:00"). Empty: always open.
+class TimeWindow {
+ public:
+  // Returns nullopt and sets `error` when the text is not a window.
+  static std::optional<TimeWindow> parse(const std::string& text, std::string& error);
+  bool always() const { return start_ == end_; }
+  bool contains(TimePoint t) const;
+  // The first minute at or after `t` inside the window.
+  TimePoint next_open(TimePoint t) const;
+  const std::string& text() const { return text_; }
+
+ private:
+  int start_ = 0;  // minutes after local midnight
+  int end_ = 0;
+  std::string text_;
+};
+
+// The local calendar day of `t`, as "YYYY-MM-DD".
+std::string local_day(TimePoint t);
+
+}  // namespace wb

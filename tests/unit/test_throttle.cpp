@@ -1,0 +1,114 @@
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <ctime>
+
+#include "jobs/throttle.h"
+
+using namespace wb;
+using std::chrono::minutes;
+using std::chrono::seconds;
+
+namespace {
+const TimePoint kStart = TimePoint(seconds(1'800'000'000));
+
+// Sets TZ for one test and restores it.
+struct LocalZone {
+  std::string old;
+  explicit LocalZone(const char* tz) {
+    if (const char* o = std::getenv("TZ")) old = o;
+    ::setenv("TZ", tz, 1);
+    ::tzset();
+  }
+  ~LocalZone() {
+    if (old.empty()) ::unsetenv("TZ");
+    else ::setenv("TZ", old.c_str(), 1);
+    ::tzset();
+  }
+};
+
+TimePoint utc(int y, int mo, int d, int h, int mi) {
+  struct tm tm {};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  return TimePoint(seconds(timegm(&tm)));
+}
+}  // namespace
+
+TEST_CASE("the bucket allows its rate per minute after a small burst, and no more") {
+  SubmitBucket b(60, kStart);  // one a second, burst 5
+  int taken = 0;
+  for (int i = 0; i < 100; ++i) taken += b.try_take(kStart);
+  CHECK(taken == 5);
+  TimePoint t = kStart;
+  int over_a_minute = 0;
+  for (int ms = 0; ms < 60000; ms += 100) {
+    t = kStart + Millis(ms + 100);
+    over_a_minute += b.try_take(t);
+  }
+  CHECK(over_a_minute >= 59);  // one a second; the last may round either way
+  CHECK(over_a_minute <= 60);
+  CHECK(b.next_token(t) > t);
+  CHECK(b.next_token(t) <= t + Millis(1001));
+}
+
+TEST_CASE("a 429 halves the rate, and quiet minutes win it back slowly") {
+  SubmitBucket b(60, kStart);
+  b.on_rate_limited(kStart);
+  CHECK(b.current_per_minute() == doctest::Approx(30));
+  b.on_rate_limited(kStart + seconds(1));
+  CHECK(b.current_per_minute() == doctest::Approx(15));
+  b.try_take(kStart + seconds(30));  // within a minute of the 429: no recovery yet
+  CHECK(b.current_per_minute() == doctest::Approx(15));
+  b.try_take(kStart + minutes(3));
+  CHECK(b.current_per_minute() > 15);
+  CHECK(b.current_per_minute() < 60);
+  b.try_take(kStart + minutes(30));
+  CHECK(b.current_per_minute() == doctest::Approx(60));
+  SubmitBucket slow(1, kStart);
+  for (int i = 0; i < 5; ++i) slow.on_rate_limited(kStart);
+  CHECK(slow.current_per_minute() == doctest::Approx(1));
+}
+
+TEST_CASE("window arithmetic across midnight") {
+  LocalZone zone("UTC");
+  std::string err;
+  auto w = TimeWindow::parse("22:00-07:00", err);
+  REQUIRE(w);
+  CHECK(w->contains(utc(2026, 11, 24, 23, 30)));
+  CHECK(w->contains(utc(2026, 11, 25, 6, 59)));
+  CHECK_FALSE(w->contains(utc(2026, 11, 25, 7, 0)));
+  CHECK_FALSE(w->contains(utc(2026, 11, 24, 12, 0)));
+  CHECK(w->next_open(utc(2026, 11, 24, 12, 0)) == utc(2026, 11, 24, 22, 0));
+  auto day = TimeWindow::parse("09:30-17:00", err);
+  REQUIRE(day);
+  CHECK(day->next_open(utc(2026, 11, 24, 17, 0)) == utc(2026, 11, 25, 9, 30));
+  CHECK(TimeWindow::parse("", err)->always());
+}
+
+TEST_CASE("window arithmetic across a DST change uses local time") {
+  LocalZone zone("Europe/Berlin");
+  std::string err;
+  auto w = TimeWindow::parse("01:00-03:30", err);
+  REQUIRE(w);
+  // 2026-03-29: clocks jump from 02:00 to 03:00 local (01:00 UTC). 00:30 UTC is 01:30 CET.
+  CHECK(w->contains(utc(2026, 3, 29, 0, 30)));
+  // 01:15 UTC is 03:15 CEST: still inside; 01:30 UTC is 03:30 CEST: outside.
+  CHECK(w->contains(utc(2026, 3, 29, 1, 15)));
+  CHECK_FALSE(w->contains(utc(2026, 3, 29, 1, 30)));
+  // Next opening: 01:00 CEST on 30 March = 23:00 UTC on the 29th.
+  CHECK(w->next_open(utc(2026, 3, 29, 1, 30)) == utc(2026, 3, 29, 23, 0));
+  CHECK(local_day(utc(2026, 3, 29, 22, 30)) == "2026-03-30");
+}
+
+TEST_CASE("bad windows are refused with a reason") {
+  std::string err;
+  CHECK_FALSE(TimeWindow::parse("22-07", err));
+  CHECK(err.find("22:00-07:00") != std::string::npos);
+  CHECK_FALSE(TimeWindow::parse("25:00-07:00", err));
+  CHECK_FALSE(TimeWindow::parse("07:00-07:00", err));
+  CHECK_FALSE(TimeWindow::parse("07:00-08:00x", err));
+}
