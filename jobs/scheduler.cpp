@@ -355,6 +355,7 @@ std::string Scheduler::submit_gate(const Shot& shot, double estimate, const Comm
     next_ms = std::min(next_ms, to_epoch_ms(submits_blocked_until_));
     return "waiting: " + submits_blocked_reason_ + " (until " + iso8601_utc(submits_blocked_until_) + ")";
   }
+  if (!balance_read_) return "waiting: reading the credit balance";
   if (credits_wait_)
     return "waiting: insufficient credits (balance " + (balance_ ? credits(*balance_) : std::string("unknown")) +
            "); submits resume when the balance recovers";
@@ -393,6 +394,7 @@ void Scheduler::start_credit_check() {
   req.connect_timeout = seconds(config_.api.connect_timeout_seconds);
   transport_.start(std::move(req), [this](HttpResponse r) {
     credits_on_wire_ = false;
+    balance_read_ = true;  // answered or failed: submits need not wait for it any longer
     TimePoint now = now_();
     auto balance = parse_credits(r);
     Millis interval = seconds(config_.credits.check_interval_seconds);
@@ -627,13 +629,14 @@ void Scheduler::on_fetch(const std::string& key, const HttpResponse& r) {
   }
   shot->attempts = 0;
   shot->output_url = a.output_url;
-  shot->cost = a.cost;
-  if (a.cost) {
+  // A result fetched again (the output URL had gone) is not spent again.
+  if (a.cost && !shot->cost) {
     cost_.observe(shot->spec, *a.cost);
     batch_spent_[shot->batch] += *a.cost;
     daily_spent_[local_day(now_())] += *a.cost;
     spent_since_balance_ += *a.cost;
   }
+  if (a.cost) shot->cost = a.cost;
   if (a.remaining_credits) set_balance(*a.remaining_credits);
   shot->metrics_json = a.metrics_json;
   shot->state = ShotState::downloading;

@@ -133,6 +133,7 @@ class Scheduler {
   double spent_since_balance_ = 0;   // costs observed after that reading
   bool credits_wait_ = false;        // a 406 Insufficient credits: wait for a top-up
   bool credits_on_wire_ = false;
+  bool balance_read_ = false;        // the first balance check has been answered
   TimePoint next_credit_check_{};
   std::map<std::string, double> batch_spent_;  // observed cost per unfinished batch
   std::map<std::string, double> daily_spent_;  // observed cost per local day

@@ -59,9 +59,12 @@ struct Rig {
   void step(Millis d = Millis(0)) {
     clock.advance(d);
     sched->tick();
-    while (net.has("/v1/get-user-credits")) {
-      auto call = net.take("/v1/get-user-credits");
-      FakeTransport::reply(call, 200, R"({"credits":)" + std::to_string(balance) + "}");
+    if (net.has("/v1/get-user-credits")) {
+      while (net.has("/v1/get-user-credits")) {
+        auto call = net.take("/v1/get-user-credits");
+        FakeTransport::reply(call, 200, R"({"credits":)" + std::to_string(balance) + "}");
+      }
+      sched->tick();
     }
   }
   double balance = 1000;

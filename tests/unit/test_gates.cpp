@@ -1,0 +1,226 @@
+// Submit gates with a fake clock and transport: budgets, credits, the window,
+// the rate bucket and the operator pause, each with the reason a shot shows.
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <ctime>
+
+#include "jobs/scheduler.h"
+#include "jobs/spend.h"
+#include "tests/support.h"
+
+using namespace wb;
+using test::FakeTransport;
+
+namespace {
+
+struct Rig {
+  std::string root = test::cwd();
+  Config config = test::make_config(root);
+  test::FakeClock clock;
+  FakeTransport net;
+  std::unique_ptr<Store> store = Store::open(root + "/state/db", Store::Mode::read_write);
+  std::unique_ptr<Scheduler> sched;
+  double balance = 1000;
+  int request_seq = 0;
+
+  void start() {
+    sched = std::make_unique<Scheduler>(config, *store, net, [this] { return clock.now; }, "k");
+    sched->load();
+  }
+  void accept(const std::string& yaml) {
+    ManifestRules rules;
+    rules.input_roots = config.input_roots;
+    auto r = parse_manifest(yaml, root + "/media/b.yaml", rules);
+    REQUIRE_MESSAGE(r.manifest, format_problems("b.yaml", r.problems));
+    REQUIRE(sched->accept(*r.manifest, "b.yaml", root + "/spool/active/b.yaml") == Scheduler::Accept::added);
+  }
+  // Ticks; answers balance checks; accepts every submit. Returns submits accepted.
+  int step(Millis d = Millis(0)) {
+    clock.advance(d);
+    sched->tick();
+    int accepted = 0;
+    if (net.has("/v1/get-user-credits")) {
+      while (net.has("/v1/get-user-credits")) {
+        auto c = net.take("/v1/get-user-credits");
+        FakeTransport::reply(c, 200, R"({"credits":)" + std::to_string(balance) + "}");
+      }
+      sched->tick();
+    }
+    while (net.has("/v2/wan2.7-i2v")) {
+      auto c = net.take("/v2/wan2.7-i2v");
+      FakeTransport::reply(c, 200, R"({"request_id":"r)" + std::to_string(++request_seq) + R"("})");
+      ++accepted;
+    }
+    return accepted;
+  }
+  // Completes every job that is polled or fetched, at `cost` each.
+  void finish_all(double cost) {
+    for (int round = 0; round < 4; ++round) {
+      step(Millis(1000));
+      while (net.has("/status")) {
+        auto c = net.take("/status");
+        FakeTransport::reply(c, 200, R"({"status":"COMPLETED"})");
+      }
+      step();
+      for (auto it = net.calls.begin(); it != net.calls.end();) {
+        if (it->request.url.find("/v2/requests/") != std::string::npos) {
+          auto c = std::move(*it);
+          it = net.calls.erase(it);
+          FakeTransport::reply(c, 200, R"({"status":"COMPLETED","output":"https://cdn/x.mp4","metrics":{"cost":)" +
+                                           std::to_string(cost) + "}}");
+        } else {
+          ++it;
+        }
+      }
+      step();
+      while (net.has("cdn/x.mp4")) {
+        auto c = net.take("cdn/x.mp4");
+        FakeTransport::reply(c, 404, "gone");  // the download is not what these tests are about
+      }
+    }
+  }
+  std::string reason(const std::string& id) {
+    for (auto& s : store->shots("b"))
+      if (s.spec.id == id) return s.reason;
+    return "?";
+  }
+  int count(ShotState st) {
+    int n = 0;
+    for (auto& s : store->shots("b")) n += s.state == st;
+    return n;
+  }
+};
+
+std::string shots(int n, const std::string& extra = "") {
+  std::string t = extra + "batch: b\nshots:\n";
+  for (int i = 0; i < n; ++i)
+    t += "  - {id: s" + std::to_string(i) + ", prompt: p, image: 'https://x/a.png', duration: 5}\n";
+  return t;
+}
+
+}  // namespace
+
+TEST_CASE("the cost model starts from the price table and learns from observed costs") {
+  PricingConfig p;
+  CostModel m(p);
+  ShotSpec s;
+  s.duration = 10;
+  CHECK(m.estimate(s) == doctest::Approx(1.0));
+  s.resolution = "1080P";
+  CHECK(m.estimate(s) == doctest::Approx(1.5));
+  m.observe(s, 3.0);  // 0.3 per second observed
+  CHECK(m.estimate(s) == doctest::Approx(3.0));
+  s.resolution = "720P";
+  CHECK(m.estimate(s) == doctest::Approx(1.0));
+}
+
+TEST_CASE("a batch budget stops the batch exactly at its cap") {
+  Rig rig;
+  rig.start();
+  rig.accept(shots(10, "budget_credits: 2.0\n"));  // 0.5 each by the table: four fit
+  CHECK(rig.step() == 4);
+  CHECK(rig.step(Millis(60000)) == 0);
+  CHECK(rig.reason("s4").find("batch budget 2.00 would be exceeded") != std::string::npos);
+  rig.finish_all(0.5);
+  CHECK(rig.step(Millis(60000)) == 0);  // spent 2.0 of 2.0: nothing more, ever
+  CHECK(rig.count(ShotState::pending) == 6);
+}
+
+TEST_CASE("observed costs below the estimate let the budget go further") {
+  Rig rig;
+  rig.config.limits.max_in_flight = 100;
+  rig.start();
+  rig.accept(shots(10, "budget_credits: 2.0\n"));
+  CHECK(rig.step() == 4);
+  rig.finish_all(0.25);  // half the table price: 1.0 spent, 0.25 each from then on
+  rig.step(Millis(1000));
+  CHECK(rig.count(ShotState::pending) == 2);  // 1.0 spent + 4 x 0.25 = the 2.0 budget
+  CHECK(rig.reason("s8").find("batch budget") != std::string::npos);
+}
+
+TEST_CASE("the daily budget holds across batches") {
+  Rig rig;
+  rig.config.limits.daily_budget_credits = 1.5;
+  rig.start();
+  rig.accept(shots(5));
+  CHECK(rig.step() == 3);
+  CHECK(rig.reason("s3").find("daily budget 1.50") != std::string::npos);
+}
+
+TEST_CASE("credits: the balance less reservations and the reserve must cover the next shot") {
+  Rig rig;
+  rig.balance = 1.2;
+  rig.config.limits.credit_reserve = 0.1;
+  rig.start();
+  rig.accept(shots(5));
+  CHECK(rig.step() == 2);   // 1.2 - 0.1 reserve covers two shots of 0.5
+  CHECK(rig.reason("s2").find("waiting: credits") == 0);
+}
+
+TEST_CASE("406 Insufficient credits pauses submits until a balance check shows a top-up") {
+  Rig rig;
+  rig.start();
+  rig.accept(shots(3));
+  rig.sched->tick();
+  auto check = rig.net.take("/v1/get-user-credits");
+  FakeTransport::reply(check, 200, R"({"credits":1000})");
+  rig.sched->tick();
+  for (int i = 0; i < 3; ++i) {
+    auto c = rig.net.take("/v2/wan2.7-i2v");
+    FakeTransport::reply(c, 406, R"({"error":"Insufficient credits"})");
+  }
+  rig.net.calls.clear();
+  rig.balance = 0.2;
+  CHECK(rig.step(Millis(31000)) == 0);
+  CHECK(rig.reason("s0").find("insufficient credits") != std::string::npos);
+  CHECK(rig.count(ShotState::pending) == 3);  // nobody failed
+  rig.balance = 100;
+  CHECK(rig.step(Millis(31000)) == 3);  // the next check sees the top-up
+}
+
+TEST_CASE("outside the window nothing is submitted, and jobs in flight are still followed") {
+  ::setenv("TZ", "UTC", 1);
+  ::tzset();
+  Rig rig;
+  rig.config.window = "22:00-07:00";
+  rig.clock.now = TimePoint(std::chrono::seconds(1'800'000'000));  // 2027-01-15 08:00 UTC
+  rig.start();
+  rig.accept(shots(2));
+  CHECK(rig.step() == 0);
+  CHECK(rig.reason("s0").find("outside the submit window 22:00-07:00 (opens 2027-01-15T22:00:00.000Z)") !=
+        std::string::npos);
+  CHECK(rig.step(std::chrono::hours(14)) == 2);
+  rig.clock.advance(std::chrono::hours(10));  // 08:00 next day: closed again
+  rig.sched->tick();
+  CHECK(rig.net.has("/status"));
+  ::unsetenv("TZ");
+  ::tzset();
+}
+
+TEST_CASE("the submit rate is held to limits.submits_per_minute") {
+  Rig rig;
+  rig.config.limits.submits_per_minute = 12;  // burst 1, then one each 5 s
+  rig.config.limits.max_in_flight = 100;
+  rig.start();
+  rig.accept(shots(20));
+  int total = rig.step();
+  CHECK(total == 1);
+  CHECK(rig.reason("s1").find("submit rate") != std::string::npos);
+  for (int s = 0; s < 60; ++s) total += rig.step(Millis(1000));
+  CHECK(total >= 12);
+  CHECK(total <= 13);
+}
+
+TEST_CASE("an operator pause holds submits across a restart until resumed") {
+  Rig rig;
+  rig.start();
+  rig.sched->set_paused(true);
+  rig.accept(shots(2));
+  CHECK(rig.step() == 0);
+  CHECK(rig.reason("s0").find("paused by an operator") != std::string::npos);
+  rig.start();  // restart
+  CHECK(rig.step() == 0);
+  rig.sched->set_paused(false);
+  CHECK(rig.step() == 2);
+}
