@@ -10,7 +10,13 @@
 #include <nlohmann/json.hpp>
 #include <ostream>
 
+#include "daemon/control.h"
+#include "daemon/daemon.h"
+#include "jobs/curl_transport.h"
 #include "jobs/manifest.h"
+#include "jobs/segmind.h"
+#include "jobs/spend.h"
+#include "jobs/throttle.h"
 #include "jobs/store.h"
 #include "jobs/util.h"
 
@@ -97,6 +103,107 @@ int cmd_submit(const Config& config, const std::vector<std::string>& files, std:
   return failures ? 1 : 0;
 }
 
+int cmd_control(const Config& config, const std::string& command, const std::string& target,
+                std::ostream& out, std::ostream& err) {
+  nlohmann::json answer;
+  try {
+    answer = control_request(config.state_dir, {{"command", command}, {"target", target}});
+  } catch (const Error& e) {
+    err << e.what() << "\n";
+    return 1;
+  }
+  if (!answer.value("ok", false)) {
+    err << command << ": " << answer.value("error", "refused") << "\n";
+    return 1;
+  }
+  if (command == "pause" || command == "resume") {
+    out << (answer.value("paused", false) ? "submits paused; polls and downloads go on\n" : "submits resumed\n");
+    return 0;
+  }
+  auto changed = answer.value("changed", std::vector<std::string>{});
+  out << command << ": " << changed.size() << " shot(s)";
+  for (const auto& id : changed) out << " " << id;
+  out << "\n";
+  for (const auto& why : answer.value("skipped", std::vector<std::string>{})) out << "  left alone: " << why << "\n";
+  return 0;
+}
+
+int cmd_estimate(const Config& config, const std::vector<std::string>& files, std::ostream& out,
+                 std::ostream& err) {
+  // Observed costs and today's spend from the store, when there is one.
+  CostModel model(config.pricing);
+  double spent_today = 0;
+  TimePoint now = std::chrono::system_clock::now();
+  try {
+    auto store = Store::open(join_path(config.state_dir, "db"), Store::Mode::read_only);
+    for (const auto& s : store->all_shots()) {
+      if (!s.cost) continue;
+      model.observe(s.spec, *s.cost);
+      if (s.completed_ms && local_day(from_epoch_ms(s.completed_ms)) == local_day(now)) spent_today += *s.cost;
+    }
+  } catch (const Error&) {
+    // No state yet: the price table alone.
+  }
+  std::optional<double> balance;
+  try {
+    std::string key = load_api_key(config.api);
+    CurlTransport transport(config.api.allow_loopback_http);
+    HttpRequest req;
+    req.url = credits_url(config.api);
+    req.headers = {"x-api-key: " + key};
+    std::optional<HttpResponse> answer;
+    transport.start(req, [&](HttpResponse r) { answer = std::move(r); });
+    for (int i = 0; i < 3000 && !answer; ++i) transport.perform(Millis(10), {});
+    if (answer) balance = parse_credits(*answer);
+    if (!balance) err << "could not read the credit balance" << (answer ? ": " + error_message(*answer) : "") << "\n";
+  } catch (const Error& e) {
+    err << "credit balance unknown: " << e.what() << "\n";
+  }
+  bool covered = true;
+  double total = 0;
+  for (const auto& f : files) {
+    ManifestResult r = load_manifest(f, rules_of(config));
+    if (!r.manifest) {
+      err << format_problems(f, r.problems);
+      return 2;
+    }
+    double sum = 0;
+    std::map<std::string, int> seconds;
+    for (const auto& shot : r.manifest->shots) {
+      sum += model.estimate(shot);
+      seconds[shot.resolution] += shot.duration;
+    }
+    total += sum;
+    char line[160];
+    std::snprintf(line, sizeof line, "%s: batch %s, %zu shots, ~%.2f credits", f.c_str(), r.manifest->batch.c_str(),
+                  r.manifest->shots.size(), sum);
+    out << line;
+    for (auto& [res, secs] : seconds)
+      out << ", " << res << " " << secs << " s at " << model.per_second(res) << "/s";
+    out << "\n";
+    if (r.manifest->budget_credits) {
+      bool ok = sum <= *r.manifest->budget_credits + 1e-9;
+      covered &= ok;
+      out << "  budget_credits " << *r.manifest->budget_credits << (ok ? ": covers it\n" : ": does NOT cover it (shots beyond it will wait)\n");
+    }
+  }
+  if (config.limits.daily_budget_credits > 0) {
+    double left = config.limits.daily_budget_credits - spent_today;
+    bool ok = total <= left + 1e-9;
+    covered &= ok;
+    out << "daily budget " << config.limits.daily_budget_credits << ", " << left << " left today: "
+        << (ok ? "covers it\n" : "does NOT cover it\n");
+  }
+  if (balance) {
+    double usable = *balance - config.limits.credit_reserve;
+    bool ok = total <= usable + 1e-9;
+    covered &= ok;
+    out << "balance " << *balance << " (less the reserve " << config.limits.credit_reserve << "): "
+        << (ok ? "covers it\n" : "does NOT cover it\n");
+  }
+  return covered ? 0 : 1;
+}
+
 int cmd_status(const Config& config, bool json, std::ostream& out, std::ostream& err) {
   std::unique_ptr<Store> store;
   try {
@@ -118,19 +225,30 @@ int cmd_status(const Config& config, bool json, std::ostream& out, std::ostream&
     out << nlohmann::json{{"batches", batches}}.dump() << "\n";
     return 0;
   }
-  if (rows.empty()) {
-    out << "no batches yet\n";
-    return 0;
-  }
+  if (rows.empty()) out << "no batches yet\n";
   for (auto& [b, shots] : rows) {
     std::map<std::string, int> states;
     for (const auto& s : shots) ++states[to_string(s.state)];
     out << b.name << (b.finished ? "  (finished)" : "") << "  " << shots.size() << " shots:";
     for (auto& [st, n] : states) out << " " << st << "=" << n;
     out << "\n";
-    for (const auto& s : shots)
+    std::map<std::string, std::vector<std::string>> waiting;  // reason -> shot ids
+    for (const auto& s : shots) {
       if (s.state == ShotState::held || s.state == ShotState::failed || s.state == ShotState::rejected)
         out << "  " << s.spec.id << " " << to_string(s.state) << ": " << s.reason << "\n";
+      else if (!is_terminal(s.state) && !s.reason.empty())
+        waiting[s.reason].push_back(s.spec.id);
+    }
+    for (const auto& [reason, ids] : waiting)
+      out << "  " << ids.size() << " shot(s) " << reason << " (" << ids.front() << (ids.size() > 1 ? ", ..." : "")
+          << ")\n";
+  }
+  try {
+    auto ping = control_request(config.state_dir, {{"command", "ping"}});
+    if (ping.value("paused", false)) out << "daemon: running, submits PAUSED (wanbatch resume)\n";
+    else out << "daemon: running\n";
+  } catch (const Error&) {
+    out << "daemon: not running\n";
   }
   return 0;
 }

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <thread>
 
+#include "daemon/control.h"
 #include "daemon/watcher.h"
 #include "jobs/curl_transport.h"
 #include "jobs/manifest.h"
@@ -117,6 +118,7 @@ class Daemon {
         store_(Store::open(join_path(c.state_dir, "db"), Store::Mode::read_write)),
         scheduler_(c, *store_, transport_, [] { return std::chrono::system_clock::now(); }, std::move(key)),
         watcher_(c.spool.incoming, Millis(static_cast<int64_t>(c.spool.settle_seconds * 1000))),
+        control_(control_socket_path(c.state_dir)),
         signal_fd_(signal_fd) {
     rules_.input_roots = c.input_roots;
     rules_.max_shots = c.limits.max_shots_per_manifest;
@@ -149,8 +151,9 @@ class Daemon {
         }
         next = std::min(next, Millis(100));
       }
-      auto ready = transport_.perform(next, {watcher_.fd(), signal_fd_});
+      auto ready = transport_.perform(next, {watcher_.fd(), signal_fd_, control_.fd()});
       if (ready[0]) watcher_.drain_events();
+      if (ready[2]) control_.serve([this](const nlohmann::json& r) { return command(r); });
       if (ready[1]) {
         struct signalfd_siginfo si {};
         while (::read(signal_fd_, &si, sizeof si) == sizeof si) {
@@ -198,6 +201,26 @@ class Daemon {
     }
   }
 
+  // One control request (daemon/control.h).
+  nlohmann::json command(const nlohmann::json& request) {
+    std::string cmd = request.value("command", "");
+    try {
+      if (cmd == "ping") return {{"ok", true}, {"paused", scheduler_.paused()}};
+      if (cmd == "pause" || cmd == "resume") {
+        scheduler_.set_paused(cmd == "pause");
+        return {{"ok", true}, {"paused", scheduler_.paused()}};
+      }
+      if (cmd == "retry" || cmd == "cancel") {
+        std::string target = request.value("target", "");
+        auto r = cmd == "retry" ? scheduler_.retry(target) : scheduler_.cancel(target);
+        return {{"ok", true}, {"changed", r.changed}, {"skipped", r.skipped}};
+      }
+      return {{"ok", false}, {"error", "unknown command '" + cmd + "'"}};
+    } catch (const Error& e) {
+      return {{"ok", false}, {"error", e.what()}};
+    }
+  }
+
   void refuse(const std::string& name, const std::string& errors) {
     spdlog::warn("{}: refused:\n{}", name, errors);
     try {
@@ -224,6 +247,7 @@ class Daemon {
   std::unique_ptr<Store> store_;
   Scheduler scheduler_;
   SpoolWatcher watcher_;
+  ControlServer control_;
   int signal_fd_;
   ManifestRules rules_;
 };

@@ -37,8 +37,21 @@ int main(int argc, char** argv) {
   submit->add_option("files", files, "manifest files")->required();
 
   bool json = false;
-  auto* status = app.add_subcommand("status", "show each batch with its shots counted by state");
+  auto* status = app.add_subcommand(
+      "status", "show each batch with its shots counted by state, why waiting shots wait, and HELD reasons");
   status->add_flag("--json", json, R"(print {"batches":[{"batch":NAME,"shots":N,"states":{...}}]})");
+
+  std::string target;
+  auto* retry = app.add_subcommand("retry", "put HELD, FAILED and REJECTED shots back to PENDING (a new submit: a new job)");
+  retry->add_option("target", target, "BATCH or BATCH/SHOT")->required();
+  auto* cancel = app.add_subcommand(
+      "cancel", "cancel shots that have not ended (a job already submitted cannot be stopped at the provider)");
+  cancel->add_option("target", target, "BATCH or BATCH/SHOT")->required();
+  auto* pause = app.add_subcommand("pause", "stop submitting new shots (kept across restarts); polls and downloads go on");
+  auto* resume = app.add_subcommand("resume", "submit again after a pause");
+  auto* estimate = app.add_subcommand(
+      "estimate", "credits the manifests will cost, and whether the balance and budgets cover it (exit 1 if not)");
+  estimate->add_option("files", files, "manifest files")->required();
 
   CLI11_PARSE(app, argc, argv);
 
@@ -58,6 +71,11 @@ int main(int argc, char** argv) {
     if (*validate) return wb::cmd_validate(config, files, std::cout, std::cerr);
     if (*submit) return wb::cmd_submit(config, files, std::cout, std::cerr);
     if (*status) return wb::cmd_status(config, json, std::cout, std::cerr);
+    if (*retry) return wb::cmd_control(config, "retry", target, std::cout, std::cerr);
+    if (*cancel) return wb::cmd_control(config, "cancel", target, std::cout, std::cerr);
+    if (*pause) return wb::cmd_control(config, "pause", "", std::cout, std::cerr);
+    if (*resume) return wb::cmd_control(config, "resume", "", std::cout, std::cerr);
+    if (*estimate) return wb::cmd_estimate(config, files, std::cout, std::cerr);
   } catch (const std::exception& e) {
     std::cerr << "wanbatch: " << e.what() << "\n";
     return 1;

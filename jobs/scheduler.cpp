@@ -29,6 +29,8 @@ namespace {
 
 Millis seconds(double s) { return Millis(static_cast<int64_t>(s * 1000.0)); }
 
+bool id_is_batch(const std::string& target) { return target.find('/') == std::string::npos; }
+
 nlohmann::json ledger_entry(const Shot& s, const std::string& event, TimePoint now) {
   return {{"time", iso8601_utc(now)}, {"shot", s.key()}, {"event", event},
           {"attempt", s.submit_attempts}};
@@ -604,11 +606,19 @@ void Scheduler::on_follow_problem(Shot& shot, const char* step, Verdict verdict,
       shot.completed_ms = to_epoch_ms(now);
       end(shot, ShotState::failed, message);
       return;
-    case Verdict::not_found:
-      end(shot, ShotState::held,
-          "expired: the provider no longer knows request " + shot.request_id +
-              " (records are kept about an hour); the job may have completed and been billed");
+    case Verdict::not_found: {
+      std::string why = "expired: the provider no longer knows request " + shot.request_id +
+                        " (records are kept about an hour); the job may have completed and been billed";
+      if (config_.on_expired == OnExpired::resubmit) {
+        spdlog::warn("{}: {}; resubmitting (on_expired: resubmit)", shot.key(), why);
+        Shot copy = shot;
+        busy_.erase(copy.key());
+        requeue(copy, "expired_resubmit", "resubmitted after " + why);
+        return;
+      }
+      end(shot, ShotState::held, why);
       return;
+    }
     case Verdict::bug:
       retry_later(shot, std::string(step) + ": " + message, true);
       return;
@@ -719,6 +729,93 @@ void Scheduler::on_download(const std::string& key, int fd, const HttpResponse& 
     return;
   }
   end(*shot, ShotState::done, "");
+}
+
+std::vector<Shot> Scheduler::target_shots(const std::string& target) const {
+  auto slash = target.find('/');
+  std::string batch = target.substr(0, slash);
+  std::string id = slash == std::string::npos ? "" : target.substr(slash + 1);
+  if (!is_valid_id(batch) || (slash != std::string::npos && !is_valid_id(id)))
+    throw Error("'" + target + "' is not BATCH or BATCH/SHOT");
+  if (!store_.batch(batch)) throw Error("no batch named '" + batch + "'");
+  std::vector<Shot> out;
+  for (auto& s : store_.shots(batch)) {
+    auto live = shots_.find(s.key());
+    if (id.empty() || s.spec.id == id) out.push_back(live != shots_.end() ? live->second : s);
+  }
+  if (out.empty()) throw Error("batch '" + batch + "' has no shot '" + id + "'");
+  return out;
+}
+
+void Scheduler::requeue(Shot shot, const std::string& ledger_event, const std::string& reason) {
+  TimePoint now = now_();
+  auto entry = ledger_entry(shot, ledger_event, now);
+  entry["previous_request_id"] = shot.request_id;
+  entry["previous_state"] = to_string(shot.state);
+  store_.append_ledger(entry);
+  shot.state = ShotState::pending;
+  shot.reason = reason;
+  shot.request_id.clear();
+  shot.remote_status.clear();
+  shot.output_url.clear();
+  shot.metrics_json.clear();
+  shot.cost.reset();
+  shot.file.clear();
+  shot.attempts = 0;
+  shot.submit_attempts = 0;
+  shot.next_due_ms = 0;
+  shot.submitted_ms = shot.completed_ms = 0;
+  store_.put_shot(shot, Sync::yes);
+  if (!batches_.count(shot.batch)) {
+    // Reopen a finished batch; its report is written again when it ends.
+    if (auto b = store_.batch(shot.batch)) {
+      b->finished = false;
+      b->finished_ms = 0;
+      store_.put_batch(*b);
+      batches_[b->name] = *b;
+      batch_spent_[b->name] = 0;
+      for (const auto& s : store_.shots(b->name))
+        if (s.cost) batch_spent_[b->name] += *s.cost;
+    }
+  }
+  shots_[shot.key()] = std::move(shot);
+}
+
+Scheduler::OperatorResult Scheduler::retry(const std::string& target) {
+  OperatorResult r;
+  for (auto& s : target_shots(target)) {
+    if (s.state != ShotState::held && s.state != ShotState::failed && s.state != ShotState::rejected) {
+      if (!id_is_batch(target)) r.skipped.push_back(s.spec.id + ": is " + to_string(s.state));
+      continue;
+    }
+    spdlog::info("{}: retried by an operator (was {})", s.key(), to_string(s.state));
+    r.changed.push_back(s.spec.id);
+    requeue(s, "operator_retry", "");
+  }
+  return r;
+}
+
+Scheduler::OperatorResult Scheduler::cancel(const std::string& target) {
+  OperatorResult r;
+  for (auto& s : target_shots(target)) {
+    if (is_terminal(s.state)) {
+      if (!id_is_batch(target)) r.skipped.push_back(s.spec.id + ": already " + to_string(s.state));
+      continue;
+    }
+    Shot* live = find(s.key());
+    if (!live) continue;
+    if (live->state == ShotState::submitting) {
+      r.skipped.push_back(s.spec.id + ": a submit is on the wire; try again in a moment");
+      continue;
+    }
+    std::string why = "cancelled by an operator";
+    if (!live->request_id.empty())
+      why += "; the provider's job " + live->request_id + " cannot be cancelled and may still be billed";
+    r.changed.push_back(s.spec.id);
+    if (live->state == ShotState::downloading) output_.discard_part(live->batch, live->spec.id);
+    end(*live, ShotState::cancelled, why);
+  }
+  return r;
 }
 
 void Scheduler::maybe_finish(const std::string& batch) {

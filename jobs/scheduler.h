@@ -51,6 +51,17 @@ class Scheduler {
   void set_paused(bool paused);
   bool paused() const { return paused_; }
 
+  // Operator commands on "BATCH" or "BATCH/SHOT". Each returns the ids it
+  // changed and, for those it left alone, why. Throws wb::Error for an unknown target.
+  struct OperatorResult {
+    std::vector<std::string> changed;
+    std::vector<std::string> skipped;  // "id: why"
+  };
+  // HELD, FAILED and REJECTED shots go back to PENDING (a new submit, a new job).
+  OperatorResult retry(const std::string& target);
+  // Shots not yet ended become CANCELLED; a submit on the wire cannot be cancelled.
+  OperatorResult cancel(const std::string& target);
+
   // Stop starting submits (shutdown); other work continues.
   void stop_submitting() { stopping_ = true; }
   size_t submits_on_the_wire() const { return submits_on_wire_; }
@@ -97,6 +108,8 @@ class Scheduler {
   Millis poll_interval(const Shot& shot, TimePoint now) const;
   void maybe_finish(const std::string& batch);
   void finish_pending_batches();
+  std::vector<Shot> target_shots(const std::string& target) const;
+  void requeue(Shot shot, const std::string& ledger_event, const std::string& reason);
   std::vector<std::string> api_headers(bool json_body) const;
 
   const Config& config_;

@@ -10,91 +10,10 @@
 #include <sstream>
 
 #include "jobs/mp4.h"
-#include "tests/support.h"
+#include "tests/integration/rig.h"
 
 using nlohmann::json;
 
-namespace {
-
-struct Rig {
-  std::string root = test::cwd();
-  std::string config = root + "/wanbatch.yaml";
-  std::string ledger = root + "/sim-ledger.jsonl";
-  std::unique_ptr<test::Process> sim;
-  std::unique_ptr<test::Process> daemon;
-  std::string base;
-
-  explicit Rig(std::vector<std::string> sim_args = {}, const std::string& extra_config = "") {
-    for (const char* d : {"/spool/incoming", "/spool/done", "/spool/failed", "/state", "/out", "/media/frames"})
-      test::mkdirs(root + d);
-    for (int i = 0; i < 3; ++i) test::write(root + "/media/frames/f" + std::to_string(i) + ".png", test::png(i));
-    std::vector<std::string> argv = {SIM_BIN, "--port", "0", "--port-file", root + "/sim.port", "--time-scale",
-                                     "0.002", "--workers", "8", "--ledger", ledger, "--seed", "7"};
-    argv.insert(argv.end(), sim_args.begin(), sim_args.end());
-    sim = std::make_unique<test::Process>(argv, std::map<std::string, std::string>{}, root + "/sim.log");
-    REQUIRE(test::eventually([&] { return test::exists(root + "/sim.port"); }));
-    std::string port = test::read(root + "/sim.port");
-    port.erase(port.find_last_not_of("\n") + 1);
-    base = "http://127.0.0.1:" + port;
-    test::write(config, test::config_yaml(root, base, extra_config));
-  }
-
-  void start_daemon() {
-    daemon = std::make_unique<test::Process>(std::vector<std::string>{WANBATCH_BIN, "--config", config, "daemon"},
-                                             std::map<std::string, std::string>{{"SEGMIND_API_KEY", "test-key"}},
-                                             root + "/daemon.log");
-  }
-
-  // Writes a manifest beside the media and renames it into the spool, with
-  // base_dir set as `wanbatch submit` would.
-  void drop(const std::string& name, const std::string& text) {
-    std::string staged = root + "/media/" + name;
-    test::write(staged, "base_dir: " + root + "/media\n" + text);
-    REQUIRE(std::rename(staged.c_str(), (root + "/spool/incoming/" + name).c_str()) == 0);
-  }
-
-  json status() {
-    std::string out;
-    int code = test::run({WANBATCH_BIN, "--config", config, "status", "--json"}, &out);
-    if (code != 0) return json::object();
-    auto j = json::parse(out, nullptr, false);
-    return j.is_discarded() ? json::object() : j;
-  }
-
-  bool finished(const std::string& batch) {
-    return test::exists(root + "/out/" + batch + "/report.json") &&
-           test::exists(root + "/spool/done/" + batch + ".yaml");
-  }
-
-  // Accepted submits per shot id, from the simulator's ledger (prompts name the shot).
-  std::map<std::string, int> billed() {
-    std::map<std::string, int> out;
-    std::istringstream in(test::read(ledger));
-    for (std::string line; std::getline(in, line);) {
-      if (line.empty()) continue;
-      std::string prompt = json::parse(line)["params"]["prompt"];
-      ++out[prompt.substr(0, prompt.find(':'))];
-    }
-    return out;
-  }
-
-  std::string log() { return test::read(root + "/daemon.log"); }
-};
-
-std::string manifest(const std::string& batch, int shots) {
-  std::string text = "batch: " + batch + "\ndefaults:\n  duration: 4\nshots:\n";
-  for (int i = 0; i < shots; ++i) {
-    char id[16];
-    std::snprintf(id, sizeof id, "sh%03d", i * 10);
-    text += "  - id: " + std::string(id) + "\n    prompt: \"" + id + ": a breeze over the lake\"\n";
-    text += i % 3 == 2 ? "    image: https://cdn.example/still.png\n"
-                       : "    image: frames/f" + std::to_string(i % 2) + ".png\n";
-    if (i % 4 == 1) text += "    resolution: 1080P\n";
-  }
-  return text;
-}
-
-}  // namespace
 
 TEST_CASE("a 20-shot manifest ends with 20 valid MP4s and exactly 20 submits") {
   Rig rig;

@@ -1,0 +1,161 @@
+// Limits and operator commands with the real binaries: 429 storms, credits
+// running out and topped up, budgets, expiry after a long stop, and the
+// control channel (pause, resume, retry, cancel).
+#include <doctest/doctest.h>
+#include <signal.h>
+
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "jobs/curl_transport.h"
+#include "tests/integration/rig.h"
+
+using nlohmann::json;
+
+namespace {
+
+json sim_post(const std::string& base, const std::string& path, const std::string& body) {
+  wb::CurlTransport t(true);
+  wb::HttpRequest r;
+  r.method = "POST";
+  r.url = base + path;
+  r.body = body;
+  r.headers = {"Content-Type: application/json"};
+  std::optional<wb::HttpResponse> out;
+  t.start(r, [&](wb::HttpResponse resp) { out = std::move(resp); });
+  for (int i = 0; i < 500 && !out; ++i) t.perform(wb::Millis(10), {});
+  REQUIRE(out);
+  return json::parse(out->body);
+}
+
+std::string cli(Rig& rig, std::vector<std::string> args, int* code = nullptr) {
+  std::vector<std::string> argv = {WANBATCH_BIN, "--config", rig.config};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::string out;
+  int c = test::run(argv, &out, {{"SEGMIND_API_KEY", "test-key"}});
+  if (code) *code = c;
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a 429 storm: every shot completes, none is billed twice") {
+  Rig rig({"--rate-limit", "3", "--rate-window", "20"});  // 3 submits per 40 ms real
+  rig.start_daemon();
+  rig.drop("storm.yaml", manifest("storm", 20));
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("storm"); }, std::chrono::seconds(120)), rig.log());
+  auto billed = rig.billed();
+  CHECK(billed.size() == 20);
+  for (auto& [shot, n] : billed) CHECK_MESSAGE(n == 1, shot);
+  CHECK(rig.status()["batches"][0]["states"]["DONE"] == 20);
+  CHECK(rig.log().find("rate limited") != std::string::npos);
+}
+
+TEST_CASE("credits run out mid-batch: shots wait, then finish after a top-up") {
+  Rig rig({"--credits", "2.0"}, "credits: {check_interval_seconds: 0.2}\n");  // 720P 4 s shots: 0.4 each
+  rig.start_daemon();
+  rig.drop("broke.yaml", manifest("broke", 10));
+  REQUIRE_MESSAGE(test::eventually([&] {
+    return cli(rig, {"status"}).find("credits") != std::string::npos && rig.states("broke").value("DONE", 0) >= 3;
+  }), rig.log());
+  CHECK_FALSE(rig.finished("broke"));
+  auto st = rig.status()["batches"][0]["states"];
+  CHECK(st.value("FAILED", 0) + st.value("HELD", 0) + st.value("REJECTED", 0) == 0);
+  sim_post(rig.base, "/sim/credits", R"({"add": 100})");
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("broke"); }, std::chrono::seconds(60)), rig.log());
+  CHECK(rig.status()["batches"][0]["states"]["DONE"] == 10);
+  for (auto& [shot, n] : rig.billed()) CHECK_MESSAGE(n == 1, shot);
+}
+
+TEST_CASE("a batch budget stops the batch at its cap and says why") {
+  Rig rig;
+  rig.start_daemon();
+  // 10 shots at ~0.4 (720P, 4 s) or ~0.6 (1080P); a 2.0 budget.
+  std::string text = "budget_credits: 2.0\nbatch: capped\nshots:\n";
+  for (int i = 0; i < 10; ++i)
+    text += "  - {id: s" + std::to_string(i) + ", prompt: \"s" + std::to_string(i) +
+            ": p\", image: 'https://cdn.example/a.png', duration: 4}\n";
+  rig.drop("capped.yaml", text);
+  REQUIRE_MESSAGE(test::eventually([&] {
+    return rig.states("capped").value("DONE", 0) == 5;
+  }), rig.log());
+  ::usleep(500000);
+  CHECK(rig.billed().size() == 5);
+  std::string st = cli(rig, {"status"});
+  CHECK_MESSAGE(st.find("5 shot(s) waiting: batch budget 2.00 would be exceeded") != std::string::npos, st);
+}
+
+TEST_CASE("expiry after a long stop: HELD by default") {
+  Rig rig({"--expiry", "100"});  // records kept 0.2 s real after the render
+  rig.start_daemon();
+  rig.drop("late.yaml", manifest("late", 3));
+  REQUIRE(test::eventually([&] { return rig.billed().size() == 3; }));
+  ::usleep(50000);
+  rig.daemon->signal(SIGKILL);
+  rig.daemon->wait();
+  ::usleep(1500000);  // the renders end and their records expire while the daemon is down
+  rig.start_daemon();
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("late"); }), rig.log());
+  std::string st = cli(rig, {"status"});
+  CHECK(rig.status()["batches"][0]["states"]["HELD"] == 3);
+  CHECK(st.find("expired: the provider no longer knows request") != std::string::npos);
+  CHECK(rig.billed().size() == 3);
+}
+
+TEST_CASE("expiry after a long stop: resubmitted with on_expired: resubmit") {
+  Rig rig({"--expiry", "100"}, "on_expired: resubmit\n");
+  rig.start_daemon();
+  rig.drop("late.yaml", manifest("late", 3));
+  REQUIRE(test::eventually([&] { return rig.billed().size() == 3; }));
+  ::usleep(50000);
+  rig.daemon->signal(SIGKILL);
+  rig.daemon->wait();
+  ::usleep(1500000);
+  rig.start_daemon();
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("late"); }), rig.log());
+  CHECK(rig.status()["batches"][0]["states"]["DONE"] == 3);
+  for (auto& [shot, n] : rig.billed()) CHECK(n == 2);  // the price of resubmitting: documented
+}
+
+TEST_CASE("operator commands: pause, resume, retry a HELD shot, cancel") {
+  Rig rig({"--drop-rate", "1"});
+  rig.start_daemon();
+  REQUIRE(test::eventually([&] { return rig.log().find("loaded") != std::string::npos; }));
+  int code = 0;
+  CHECK(cli(rig, {"pause"}, &code).find("submits paused") != std::string::npos);
+  CHECK(code == 0);
+  rig.drop("ops.yaml", manifest("ops", 3));
+  REQUIRE(test::eventually([&] { return cli(rig, {"status"}).find("paused by an operator") != std::string::npos; }));
+  CHECK(rig.billed().empty());
+  CHECK(cli(rig, {"status"}).find("submits PAUSED") != std::string::npos);
+  CHECK(cli(rig, {"cancel", "ops/sh020"}).find("cancel: 1 shot(s) sh020") != std::string::npos);
+  cli(rig, {"resume"});
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("ops"); }), rig.log());
+  auto st = rig.status()["batches"][0]["states"];
+  CHECK(st["HELD"] == 2);  // the simulator dropped both answers
+  CHECK(st["CANCELLED"] == 1);
+  CHECK(cli(rig, {"retry", "ops/nope"}, &code).find("no shot") != std::string::npos);
+  CHECK(code == 1);
+  CHECK(cli(rig, {"retry", "ops/sh000"}).find("retry: 1 shot(s) sh000") != std::string::npos);
+  REQUIRE(test::eventually([&] { return rig.billed()["sh000"] == 2; }));
+  CHECK(rig.billed()["sh010"] == 1);
+}
+
+TEST_CASE("operator commands without a daemon say so") {
+  Rig rig;
+  int code = 0;
+  CHECK(cli(rig, {"pause"}, &code).find("no running daemon") != std::string::npos);
+  CHECK(code == 1);
+}
+
+TEST_CASE("estimate: the cost, and whether balance and budget cover it") {
+  Rig rig({"--credits", "1.0"});
+  test::write(rig.root + "/media/est.yaml", "budget_credits: 1.5\n" + manifest("est", 4));
+  int code = 0;
+  std::string out = cli(rig, {"estimate", rig.root + "/media/est.yaml"}, &code);
+  // 4 shots of 4 s: sh010 at 1080P (0.15/s), the rest 720P (0.1/s): 0.6 + 3 x 0.4 = 1.8
+  CHECK_MESSAGE(out.find("4 shots, ~1.80 credits") != std::string::npos, out);
+  CHECK(out.find("budget_credits 1.5: does NOT cover it") != std::string::npos);
+  CHECK(out.find("balance 1 (less the reserve 0): does NOT cover it") != std::string::npos);
+  CHECK(code == 1);
+}
