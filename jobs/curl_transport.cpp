@@ -24,6 +24,7 @@ struct Transfer {
   int redirects = 0;
   bool too_large = false;
   bool write_failed = false;
+  bool restarted = false;  // a 200 to a Range request: the file was truncated
 
   ~Transfer() {
     if (headers) curl_slist_free_all(headers);
@@ -66,6 +67,13 @@ size_t on_body(char* data, size_t size, size_t n, void* user) {
   }
   t->response.body_bytes += static_cast<long long>(len);
   bool to_file = t->request.sink_fd >= 0 && code >= 200 && code < 300;
+  if (to_file && code == 200 && t->request.resume_from > 0 && !t->restarted) {
+    t->restarted = true;  // the server ignored the Range: start the file over
+    if (::ftruncate(t->request.sink_fd, 0) != 0 || ::lseek(t->request.sink_fd, 0, SEEK_SET) != 0) {
+      t->write_failed = true;
+      return 0;
+    }
+  }
   if (!to_file) {
     t->response.body.append(data, len);
     return len;
@@ -150,6 +158,8 @@ struct CurlTransport::Impl {
     } else if (t->request.method != "GET") {
       curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, t->request.method.c_str());
     }
+    if (t->request.resume_from > 0)
+      curl_easy_setopt(e, CURLOPT_RESUME_FROM_LARGE, static_cast<curl_off_t>(t->request.resume_from));
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
     curl_multi_add_handle(multi, e);
     transfers.push_back(std::move(t));

@@ -38,6 +38,9 @@ struct HttpRequest {
   std::chrono::milliseconds connect_timeout{15000};
   int sink_fd = -1;  // when >= 0 the body goes to this file instead of HttpResponse::body
   long long max_body_bytes = 16 << 20;
+  // With sink_fd: ask for the body from this byte on (Range). A 206 answer is
+  // appended at the fd's position; a 200 (Range ignored) restarts the file.
+  long long resume_from = 0;
   int max_redirects = 0;  // followed by the transport, each checked against the URL rule
 };
 

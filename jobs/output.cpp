@@ -30,11 +30,13 @@ std::string OutputDir::batch_dir(const std::string& batch) const {
   return dir;
 }
 
-int OutputDir::open_part(const std::string& batch, const std::string& shot) const {
+int OutputDir::open_part(const std::string& batch, const std::string& shot, bool resume, long long& offset) const {
   if (!is_valid_id(shot)) throw Error("invalid shot id " + shot);
   std::string path = join_path(batch_dir(batch), part_name(shot));
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | (resume ? 0 : O_TRUNC) | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) throw Error("cannot open " + path + ": " + std::strerror(errno));
+  off_t end = ::lseek(fd, 0, SEEK_END);
+  offset = end > 0 ? static_cast<long long>(end) : 0;
   return fd;
 }
 

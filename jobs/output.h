@@ -16,8 +16,9 @@ class OutputDir {
   // a symlink in place of the folder, permissions).
   std::string batch_dir(const std::string& batch) const;
 
-  // Opens <batch>/.<shot>.mp4.part for writing, truncated. Returns the fd.
-  int open_part(const std::string& batch, const std::string& shot) const;
+  // Opens <batch>/.<shot>.mp4.part for writing. Truncated, unless `resume`:
+  // then positioned at its end, with its size in `offset`. Returns the fd.
+  int open_part(const std::string& batch, const std::string& shot, bool resume, long long& offset) const;
 
   // fsyncs the part file, renames it to <shot>.mp4 and syncs the folder.
   // Returns the final path.

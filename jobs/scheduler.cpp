@@ -656,8 +656,10 @@ void Scheduler::on_fetch(const std::string& key, const HttpResponse& r) {
 
 void Scheduler::start_download(Shot& shot, TimePoint now) {
   int fd = -1;
+  long long offset = 0;
   try {
-    fd = output_.open_part(shot.batch, shot.spec.id);
+    // A retry after a partial download resumes it with a Range request.
+    fd = output_.open_part(shot.batch, shot.spec.id, shot.attempts > 0, offset);
   } catch (const Error& e) {
     // The output share is missing or unwritable: wait, never lose the shot.
     std::string reason = std::string("waiting for the output folder: ") + e.what();
@@ -672,7 +674,8 @@ void Scheduler::start_download(Shot& shot, TimePoint now) {
   HttpRequest req;
   req.url = shot.output_url;
   req.sink_fd = fd;
-  req.max_body_bytes = config_.limits.max_download_bytes;
+  req.resume_from = offset;
+  req.max_body_bytes = config_.limits.max_download_bytes - offset;
   req.max_redirects = 5;
   req.timeout = Millis(0);
   req.connect_timeout = seconds(config_.api.connect_timeout_seconds);
@@ -698,8 +701,11 @@ void Scheduler::on_download(const std::string& key, int fd, const HttpResponse& 
     spdlog::warn("{}: {} (will retry)", key, shot->reason);
     return;
   }
-  if (r.error != NetError::none || r.status != 200) {
-    output_.discard_part(shot->batch, shot->spec.id);
+  bool complete = r.error == NetError::none && (r.status == 200 || (r.status == 206 && r.body_bytes > 0));
+  if (!complete) {
+    // A transfer cut short keeps its .part for a Range resume; anything else starts over.
+    bool resumable = r.error == NetError::unknown_outcome || r.error == NetError::not_sent;
+    if (!resumable) output_.discard_part(shot->batch, shot->spec.id);
     if (r.error == NetError::none && (r.status == 403 || r.status == 404 || r.status == 410) &&
         shot->attempts + 1 < config_.retry.max_attempts) {
       // The output URL has gone: ask for the result again (it may carry a fresh URL).
@@ -719,7 +725,9 @@ void Scheduler::on_download(const std::string& key, int fd, const HttpResponse& 
     return;
   }
   try {
-    VideoInfo video{r.body_bytes, sha256_fd_hex(fd), check.has_audio};
+    struct stat st {};
+    ::fstat(fd, &st);
+    VideoInfo video{static_cast<long long>(st.st_size), sha256_fd_hex(fd), check.has_audio};
     shot->file = output_.commit_part(shot->batch, shot->spec.id, fd);
     output_.write(shot->batch, shot->spec.id + ".json", sidecar_json(*shot, video, to_epoch_ms(now)));
   } catch (const Error& e) {

@@ -124,11 +124,11 @@ void FakeTransport::fail(Call& call, wb::NetError error) {
   call.done(std::move(r));
 }
 
-void FakeTransport::deliver(Call& call, const std::string& data) {
+void FakeTransport::deliver(Call& call, const std::string& data, long status) {
   REQUIRE(call.request.sink_fd >= 0);
   REQUIRE(::write(call.request.sink_fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()));
   wb::HttpResponse r;
-  r.status = 200;
+  r.status = status;
   r.body_bytes = static_cast<long long>(data.size());
   call.done(std::move(r));
 }

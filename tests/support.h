@@ -48,8 +48,8 @@ class FakeTransport : public wb::Transport {
   static void reply(Call& call, long status, const std::string& body,
                     std::map<std::string, std::string> headers = {});
   static void fail(Call& call, wb::NetError error);
-  // Writes `data` to the call's sink and answers 200.
-  static void deliver(Call& call, const std::string& data);
+  // Writes `data` to the call's sink and answers `status`.
+  static void deliver(Call& call, const std::string& data, long status = 200);
 
   std::deque<Call> calls;
 };

@@ -2,6 +2,7 @@
 // check the simulator against SEGMIND_API.md and the transport against a real
 // socket (including a connection dropped after a submit was accepted).
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -267,4 +268,26 @@ TEST_CASE("uploads return reusable URLs that serve the asset") {
                                    {"Content-Type: application/json"}));
   REQUIRE(up.verdict == Verdict::ok);
   CHECK(c.call("GET", up.url).status == 200);
+}
+
+TEST_CASE("the transport resumes a download with Range and appends the rest") {
+  sim::Options o;
+  o.time_scale = 0.0001;
+  sim::Simulator s(o);
+  s.start(0);
+  Client c{.base = s.base_url()};
+  std::string video(sim::sample_mp4());
+  int fd = ::open("part", O_RDWR | O_CREAT | O_TRUNC, 0644);
+  REQUIRE(::write(fd, video.data(), 100) == 100);
+  HttpRequest dl;
+  dl.url = c.finished_output();
+  dl.sink_fd = fd;
+  dl.resume_from = 100;
+  std::optional<HttpResponse> out;
+  c.transport.start(dl, [&](HttpResponse resp) { out = resp; });
+  for (int i = 0; i < 100 && !out; ++i) c.transport.perform(Millis(10), {});
+  ::close(fd);
+  REQUIRE(out);
+  CHECK(out->status == 206);
+  CHECK(test::read("part") == video);
 }

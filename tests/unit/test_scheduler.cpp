@@ -360,3 +360,23 @@ TEST_CASE("a batch name that exists with other content is refused - the same byt
   CHECK(rig.sched->accept(*m1.manifest, "b.yaml", "x") == Scheduler::Accept::already_added);
   CHECK(rig.sched->accept(*m2.manifest, "b.yaml", "x") == Scheduler::Accept::name_taken);
 }
+
+TEST_CASE("a download cut short resumes with a Range request from where it stopped") {
+  Rig rig;
+  rig.accept(kOne);
+  rig.up_to_download();
+  std::string video(sim::sample_mp4());
+  size_t half = video.size() / 2;
+  rig.step();
+  auto first = rig.net.take("cdn.example/v.mp4");
+  CHECK(first.request.resume_from == 0);
+  REQUIRE(::write(first.request.sink_fd, video.data(), half) == static_cast<ssize_t>(half));
+  FakeTransport::fail(first, NetError::unknown_outcome);  // the connection dropped mid-body
+  CHECK(test::exists(rig.root + "/out/b/.s1.mp4.part"));
+  rig.step(Millis(60000));
+  auto second = rig.net.take("cdn.example/v.mp4");
+  CHECK(second.request.resume_from == static_cast<long long>(half));
+  FakeTransport::deliver(second, video.substr(half), 206);
+  CHECK(rig.shot("b/s1").state == ShotState::done);
+  CHECK(test::read(rig.root + "/out/b/s1.mp4") == video);
+}
