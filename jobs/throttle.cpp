@@ -18,7 +18,7 @@ struct tm local_tm(TimePoint t) {
 }  // namespace
 
 SubmitBucket::SubmitBucket(double per_minute, TimePoint now)
-    : configured_(per_minute), rate_(per_minute), burst_(std::max(1.0, per_minute / 12.0)), last_(now) {
+    : configured_(per_minute), rate_(per_minute), burst_(std::max(1.0, per_minute / 60.0)), last_(now) {
   tokens_ = burst_;
 }
 

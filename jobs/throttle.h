@@ -9,7 +9,8 @@
 
 namespace wb {
 
-// Submits per minute, shared by all batches. A 429 halves the current rate (not
+// Submits per minute, shared by all batches, with a burst of one second's worth
+// (at least one), so that a provider's fixed window is not overrun. A 429 halves the current rate (not
 // below one a minute); every minute without a 429 wins back a tenth of the
 // configured rate, so the rate recovers slowly after a storm.
 class SubmitBucket {

@@ -105,10 +105,12 @@ Response Simulator::handle(const Request& req) {
   double t = now();
   settle(t);
   const std::string& p = req.path;
+  if (p != "/sim/stats") ++stats_.requests;
   bool is_api = starts_with(p, "/v2/") || starts_with(p, "/v1/");
   if (starts_with(p, "/sim/")) {
     if (p == "/sim/stats")
-      return json_response(200, {{"submits_accepted", stats_.submits_accepted},
+      return json_response(200, {{"requests", stats_.requests},
+                                 {"submits_accepted", stats_.submits_accepted},
                                  {"submits_dropped", stats_.submits_dropped},
                                  {"rate_limited", stats_.rate_limited},
                                  {"errors_injected", stats_.errors_injected},

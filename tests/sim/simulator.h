@@ -51,6 +51,7 @@ class Simulator {
   Response handle(const Request& req);
 
   struct Stats {
+    int requests = 0;  // every request answered or dropped
     int submits_accepted = 0;
     int submits_dropped = 0;
     int rate_limited = 0;
