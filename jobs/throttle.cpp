@@ -8,6 +8,7 @@ namespace wb {
 
 namespace {
 constexpr double kMsPerMinute = 60000.0;
+constexpr double kEpsilon = 1e-6;
 
 struct tm local_tm(TimePoint t) {
   time_t secs = static_cast<time_t>(to_epoch_ms(t) / 1000);
@@ -18,17 +19,17 @@ struct tm local_tm(TimePoint t) {
 }  // namespace
 
 SubmitBucket::SubmitBucket(double per_minute, TimePoint now)
-    : configured_(per_minute), rate_(per_minute), burst_(std::max(1.0, per_minute / 60.0)), last_(now) {
+    : configured_(per_minute), rate_(per_minute), burst_(std::max(1.0, per_minute / 600.0)), last_(now) {
   tokens_ = burst_;
 }
 
 void SubmitBucket::refill(TimePoint now) {
   double ms = static_cast<double>(std::chrono::duration_cast<Millis>(now - last_).count());
   if (ms <= 0) return;
-  // Slow recovery: a tenth of the configured rate per quiet minute.
-  if (rate_ < configured_ && now - last_429_ > std::chrono::minutes(1)) {
-    double quiet_minutes = ms / kMsPerMinute;
-    rate_ = std::min(configured_, rate_ + configured_ * 0.1 * quiet_minutes);
+  // Slow recovery: after 10 s without a 429, a tenth of the configured rate
+  // comes back every further 10 s.
+  if (rate_ < configured_ && now - last_429_ > std::chrono::seconds(10)) {
+    rate_ = std::min(configured_, rate_ + configured_ * 0.1 * ms / 10000.0);
   }
   tokens_ = std::min(burst_, tokens_ + ms * rate_ / kMsPerMinute);
   last_ = now;
@@ -36,21 +37,21 @@ void SubmitBucket::refill(TimePoint now) {
 
 bool SubmitBucket::try_take(TimePoint now) {
   refill(now);
-  if (tokens_ < 1.0) return false;
+  if (tokens_ < 1.0 - kEpsilon) return false;  // rounding must not delay a due token
   tokens_ -= 1.0;
   return true;
 }
 
 TimePoint SubmitBucket::next_token(TimePoint now) {
   refill(now);
-  if (tokens_ >= 1.0) return now;
+  if (tokens_ >= 1.0 - kEpsilon) return now;
   double ms = (1.0 - tokens_) * kMsPerMinute / rate_;
   return now + Millis(static_cast<int64_t>(ms) + 1);
 }
 
 void SubmitBucket::on_rate_limited(TimePoint now) {
   refill(now);
-  rate_ = std::max(1.0, rate_ / 2);
+  rate_ = std::max(1.0, rate_ * 0.9);
   tokens_ = 0;
   last_429_ = now;
 }

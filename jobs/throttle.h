@@ -9,10 +9,12 @@
 
 namespace wb {
 
-// Submits per minute, shared by all batches, with a burst of one second's worth
-// (at least one), so that a provider's fixed window is not overrun. A 429 halves the current rate (not
-// below one a minute); every minute without a 429 wins back a tenth of the
-// configured rate, so the rate recovers slowly after a storm.
+// Submits per minute, shared by all batches, nearly evenly spaced (a burst of a
+// tenth of a second's worth, at least one), so that a provider's fixed window is
+// not overrun at its edges. Each 429 takes a
+// tenth off the current rate (not below one a minute); once 10 s pass without
+// one, a tenth of the configured rate comes back every 10 s. A single 429 costs
+// little; a storm brings the rate down geometrically.
 class SubmitBucket {
  public:
   SubmitBucket(double per_minute, TimePoint now);

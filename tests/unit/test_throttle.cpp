@@ -38,15 +38,15 @@ TimePoint utc(int y, int mo, int d, int h, int mi) {
 }
 }  // namespace
 
-TEST_CASE("the bucket allows its rate per minute after a one-second burst, and no more") {
-  SubmitBucket b(600, kStart);  // ten a second, burst 10
+TEST_CASE("the bucket spaces submits evenly at its rate per minute, and no more") {
+  SubmitBucket b(600, kStart);  // ten a second, a burst of one
   int taken = 0;
   for (int i = 0; i < 100; ++i) taken += b.try_take(kStart);
-  CHECK(taken == 10);
+  CHECK(taken == 1);
   TimePoint t = kStart;
   int over_a_minute = 0;
-  for (int ms = 0; ms < 60000; ms += 100) {
-    t = kStart + Millis(ms + 100);
+  for (int ms = 10; ms <= 60000; ms += 10) {
+    t = kStart + Millis(ms);
     over_a_minute += b.try_take(t);
   }
   CHECK(over_a_minute >= 599);  // ten a second; the last may round either way
@@ -55,21 +55,21 @@ TEST_CASE("the bucket allows its rate per minute after a one-second burst, and n
   CHECK(b.next_token(t) <= t + Millis(101));
 }
 
-TEST_CASE("a 429 halves the rate, and quiet minutes win it back slowly") {
+TEST_CASE("each 429 takes a tenth off the rate, and quiet time wins it back slowly") {
   SubmitBucket b(60, kStart);
   b.on_rate_limited(kStart);
-  CHECK(b.current_per_minute() == doctest::Approx(30));
+  CHECK(b.current_per_minute() == doctest::Approx(54));
   b.on_rate_limited(kStart + seconds(1));
-  CHECK(b.current_per_minute() == doctest::Approx(15));
-  b.try_take(kStart + seconds(30));  // within a minute of the 429: no recovery yet
-  CHECK(b.current_per_minute() == doctest::Approx(15));
-  b.try_take(kStart + minutes(3));
-  CHECK(b.current_per_minute() > 15);
+  CHECK(b.current_per_minute() == doctest::Approx(48.6));
+  b.try_take(kStart + seconds(8));  // within 10 s of the 429: no recovery yet
+  CHECK(b.current_per_minute() == doctest::Approx(48.6));
+  b.try_take(kStart + seconds(20));
+  CHECK(b.current_per_minute() > 48.6);
   CHECK(b.current_per_minute() < 60);
-  b.try_take(kStart + minutes(30));
+  b.try_take(kStart + minutes(5));
   CHECK(b.current_per_minute() == doctest::Approx(60));
   SubmitBucket slow(1, kStart);
-  for (int i = 0; i < 5; ++i) slow.on_rate_limited(kStart);
+  for (int i = 0; i < 50; ++i) slow.on_rate_limited(kStart);
   CHECK(slow.current_per_minute() == doctest::Approx(1));
 }
 
