@@ -133,10 +133,8 @@ std::vector<std::string> Scheduler::api_headers(bool json_body) const {
 }
 
 Millis Scheduler::backoff(int attempts) {
-  double base = config_.retry.base_delay_seconds * std::pow(2.0, std::min(attempts, 20));
-  double capped = std::min(base, config_.retry.max_delay_seconds);
-  std::uniform_real_distribution<double> jitter(0.8, 1.2);
-  return seconds(capped * jitter(rng_));
+  return backoff_delay(attempts, config_.retry.base_delay_seconds, config_.retry.max_delay_seconds,
+                       std::uniform_real_distribution<double>(0.0, 1.0)(rng_));
 }
 
 Millis Scheduler::poll_interval(const Shot& shot, TimePoint now) const {
@@ -219,17 +217,30 @@ Millis Scheduler::tick() {
   if (!credits_on_wire_ && now >= next_credit_check_) start_credit_check();
   next_ms = std::min(next_ms, to_epoch_ms(next_credit_check_));
 
-  // Pending shots: uploads first, then submits in priority order.
-  std::sort(ready.begin(), ready.end(), [&](const Shot* a, const Shot* b) {
-    const auto& ba = batches_[a->batch];
-    const auto& bb = batches_[b->batch];
-    if (ba.priority != bb.priority) return ba.priority > bb.priority;
-    if (ba.created_ms != bb.created_ms) return ba.created_ms < bb.created_ms;
-    if (a->batch != b->batch) return a->batch < b->batch;
-    return a->index < b->index;
+  // Pending shots: uploads first, then submits in priority order. The sort key
+  // is built once per tick: this runs on every completed request.
+  struct Order {
+    int priority;
+    int64_t created_ms;
+    const std::string* batch;
+    int index;
+    Shot* shot;
+  };
+  std::vector<Order> order;
+  order.reserve(ready.size());
+  for (Shot* s : ready) {
+    const BatchRecord& b = batches_[s->batch];
+    order.push_back({b.priority, b.created_ms, &s->batch, s->index, s});
+  }
+  std::sort(order.begin(), order.end(), [](const Order& a, const Order& b) {
+    if (a.priority != b.priority) return a.priority > b.priority;
+    if (a.created_ms != b.created_ms) return a.created_ms < b.created_ms;
+    if (*a.batch != *b.batch) return *a.batch < *b.batch;
+    return a.index < b.index;
   });
   Commitments c = commitments();
-  for (Shot* shot : ready) {
+  for (const Order& o : order) {
+    Shot* shot = o.shot;
     bool started_upload = false;
     if (!media_ready(*shot, started_upload)) continue;
     if (shot->state != ShotState::pending || stopping_) continue;  // ended while preparing media

@@ -1,6 +1,7 @@
 #include "jobs/throttle.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 
@@ -24,7 +25,9 @@ SubmitBucket::SubmitBucket(double per_minute, TimePoint now)
 }
 
 void SubmitBucket::refill(TimePoint now) {
-  double ms = static_cast<double>(std::chrono::duration_cast<Millis>(now - last_).count());
+  // Full resolution: truncating to whole milliseconds on every refill (and the
+  // scheduler refills on every tick) lost several percent of the rate.
+  double ms = std::chrono::duration<double, std::milli>(now - last_).count();
   if (ms <= 0) return;
   // Slow recovery: after 10 s without a 429, a tenth of the configured rate
   // comes back every further 10 s.
@@ -92,6 +95,11 @@ TimePoint TimeWindow::next_open(TimePoint t) const {
   for (int i = 0; i < 2 * 1500; ++i, p += std::chrono::minutes(1))
     if (contains(p)) return p;
   return p;
+}
+
+Millis backoff_delay(int attempts, double base_seconds, double max_seconds, double unit) {
+  double delay = std::min(base_seconds * std::pow(2.0, std::clamp(attempts, 0, 30)), max_seconds);
+  return Millis(static_cast<int64_t>(delay * (0.8 + 0.4 * unit) * 1000.0));
 }
 
 std::string local_day(TimePoint t) {

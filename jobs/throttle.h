@@ -52,6 +52,10 @@ class TimeWindow {
   std::string text_;
 };
 
+// Exponential backoff with jitter: base * 2^attempts, capped at max, times a
+// factor in [0.8, 1.2) chosen by `unit` in [0, 1).
+Millis backoff_delay(int attempts, double base_seconds, double max_seconds, double unit);
+
 // The local calendar day of `t`, as "YYYY-MM-DD".
 std::string local_day(TimePoint t);
 

@@ -66,6 +66,9 @@ start=$(date +%s.%N)
 mv "$W/media/bench.yaml" "$W/spool/incoming/bench.yaml"
 while [ ! -f "$W/out/bench/report.json" ]; do sleep 0.05; done
 end=$(date +%s.%N)
+daemon_pid=${pids[1]}
+cpu=$(awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$daemon_pid/stat")
+peak_kib=$(awk '/VmHWM/ { print $2 }' "/proc/$daemon_pid/status")
 
 stats=$(curl -s "http://127.0.0.1:$port/sim/stats" 2>/dev/null || true)
 if [ -z "$stats" ]; then
@@ -85,3 +88,4 @@ BEGIN {
   printf "submits accepted %d, answered 429: %d (%.2f%% of %d submit requests)\n", acc, lim, 100 * lim / (acc + lim), acc + lim
   printf "requests per shot %.2f\n", req / n
 }'
+echo "daemon cpu ${cpu} s, peak rss $((peak_kib / 1024)) MiB"

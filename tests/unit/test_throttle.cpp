@@ -55,6 +55,18 @@ TEST_CASE("the bucket spaces submits evenly at its rate per minute, and no more"
   CHECK(b.next_token(t) <= t + Millis(101));
 }
 
+TEST_CASE("frequent refills at sub-millisecond steps lose no rate") {
+  SubmitBucket b(600, kStart);  // one each 100 ms
+  int taken = 0;
+  TimePoint t = kStart;
+  for (int us = 0; us < 10'000'000; us += 700) {  // ten seconds, looked at every 0.7 ms
+    t = kStart + std::chrono::microseconds(us);
+    taken += b.try_take(t);
+  }
+  CHECK(taken >= 100);
+  CHECK(taken <= 101);
+}
+
 TEST_CASE("each 429 takes a tenth off the rate, and quiet time wins it back slowly") {
   SubmitBucket b(60, kStart);
   b.on_rate_limited(kStart);
@@ -111,4 +123,14 @@ TEST_CASE("bad windows are refused with a reason") {
   CHECK_FALSE(TimeWindow::parse("25:00-07:00", err));
   CHECK_FALSE(TimeWindow::parse("07:00-07:00", err));
   CHECK_FALSE(TimeWindow::parse("07:00-08:00x", err));
+}
+
+TEST_CASE("backoff doubles from the base, is capped, and jitters by a fifth either way") {
+  CHECK(backoff_delay(0, 1, 60, 0.5) == Millis(1000));
+  CHECK(backoff_delay(3, 1, 60, 0.5) == Millis(8000));
+  CHECK(backoff_delay(10, 1, 60, 0.5) == Millis(60000));
+  CHECK(backoff_delay(1000, 1, 60, 0.5) == Millis(60000));
+  CHECK(backoff_delay(0, 1, 60, 0.0) == Millis(800));
+  CHECK(backoff_delay(0, 1, 60, 0.999) >= Millis(1199));
+  CHECK(backoff_delay(-5, 1, 60, 0.5) == Millis(1000));
 }
