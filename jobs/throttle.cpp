@@ -20,7 +20,7 @@ struct tm local_tm(TimePoint t) {
 }  // namespace
 
 SubmitBucket::SubmitBucket(double per_minute, TimePoint now)
-    : configured_(per_minute), rate_(per_minute), burst_(std::max(1.0, per_minute / 600.0)), last_(now) {
+    : configured_(per_minute), rate_(per_minute), burst_(std::max(1.0, per_minute / 6000.0)), last_(now) {
   tokens_ = burst_;
 }
 

@@ -9,9 +9,9 @@
 
 namespace wb {
 
-// Submits per minute, shared by all batches, nearly evenly spaced (a burst of a
-// tenth of a second's worth, at least one), so that a provider's fixed window is
-// not overrun at its edges. Each 429 takes a
+// Submits per minute, shared by all batches, evenly spaced (a burst of 10 ms
+// worth, at least one), so that a provider's fixed window is not overrun at its
+// edges: at most one submit more than the rate in any window. Each 429 takes a
 // tenth off the current rate (not below one a minute); once 10 s pass without
 // one, a tenth of the configured rate comes back every 10 s. A single 429 costs
 // little; a storm brings the rate down geometrically.
