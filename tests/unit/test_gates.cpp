@@ -224,3 +224,22 @@ TEST_CASE("an operator pause holds submits across a restart until resumed") {
   rig.sched->set_paused(false);
   CHECK(rig.step() == 2);
 }
+
+TEST_CASE("401 pauses every submit for a minute, loudly, without touching the shots") {
+  Rig rig;
+  rig.start();
+  rig.accept(shots(2));
+  rig.sched->tick();
+  auto check = rig.net.take("/v1/get-user-credits");
+  FakeTransport::reply(check, 200, R"({"credits":1000})");
+  rig.sched->tick();
+  auto a = rig.net.take("/v2/wan2.7-i2v");
+  auto b = rig.net.take("/v2/wan2.7-i2v");
+  FakeTransport::reply(a, 401, R"({"error":"Invalid API key"})");
+  FakeTransport::reply(b, 401, R"({"error":"Invalid API key"})");
+  CHECK(rig.step(Millis(30000)) == 0);
+  CHECK(rig.reason("s0").find("the API key was refused (HTTP 401: Invalid API key)") != std::string::npos);
+  CHECK(rig.count(ShotState::pending) == 2);
+  CHECK(rig.step(Millis(31000)) == 2);
+  for (auto& s : rig.store->shots("b")) CHECK(s.submit_attempts == 1);
+}
