@@ -37,6 +37,19 @@ std::string cli(Rig& rig, std::vector<std::string> args, int* code = nullptr) {
   return out;
 }
 
+// Three shots are submitted, the daemon is killed, their renders end and their
+// records expire while it is down, and it starts again.
+void submit_then_stop_until_expired(Rig& rig) {
+  rig.start_daemon();
+  rig.drop("late.yaml", manifest("late", 3));
+  REQUIRE(test::eventually([&] { return rig.billed().size() == 3; }));
+  ::usleep(50000);
+  rig.daemon->signal(SIGKILL);
+  rig.daemon->wait();
+  ::usleep(1500000);
+  rig.start_daemon();
+}
+
 }  // namespace
 
 TEST_CASE("a 429 storm: every shot completes, none is billed twice") {
@@ -87,14 +100,7 @@ TEST_CASE("a batch budget stops the batch at its cap and says why") {
 
 TEST_CASE("expiry after a long stop: HELD by default") {
   Rig rig({"--expiry", "100"});  // records kept 0.2 s real after the render
-  rig.start_daemon();
-  rig.drop("late.yaml", manifest("late", 3));
-  REQUIRE(test::eventually([&] { return rig.billed().size() == 3; }));
-  ::usleep(50000);
-  rig.daemon->signal(SIGKILL);
-  rig.daemon->wait();
-  ::usleep(1500000);  // the renders end and their records expire while the daemon is down
-  rig.start_daemon();
+  submit_then_stop_until_expired(rig);
   REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("late"); }), rig.log());
   std::string st = cli(rig, {"status"});
   CHECK(rig.status()["batches"][0]["states"]["HELD"] == 3);
@@ -104,14 +110,7 @@ TEST_CASE("expiry after a long stop: HELD by default") {
 
 TEST_CASE("expiry after a long stop: resubmitted with on_expired: resubmit") {
   Rig rig({"--expiry", "100"}, "on_expired: resubmit\n");
-  rig.start_daemon();
-  rig.drop("late.yaml", manifest("late", 3));
-  REQUIRE(test::eventually([&] { return rig.billed().size() == 3; }));
-  ::usleep(50000);
-  rig.daemon->signal(SIGKILL);
-  rig.daemon->wait();
-  ::usleep(1500000);
-  rig.start_daemon();
+  submit_then_stop_until_expired(rig);
   REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("late"); }), rig.log());
   CHECK(rig.status()["batches"][0]["states"]["DONE"] == 3);
   for (auto& [shot, n] : rig.billed()) CHECK(n == 2);  // the price of resubmitting: documented

@@ -7,46 +7,20 @@
 
 #include "jobs/scheduler.h"
 #include "jobs/spend.h"
-#include "tests/support.h"
+#include "tests/unit/scheduler_rig.h"
 
 using namespace wb;
 using test::FakeTransport;
 
 namespace {
 
-struct Rig {
-  std::string root = test::cwd();
-  Config config = test::make_config(root);
-  test::FakeClock clock;
-  FakeTransport net;
-  std::unique_ptr<Store> store = Store::open(root + "/state/db", Store::Mode::read_write);
-  std::unique_ptr<Scheduler> sched;
-  double balance = 1000;
+struct Rig : test::SchedulerRig {
   int request_seq = 0;
 
-  void start() {
-    sched = std::make_unique<Scheduler>(config, *store, net, [this] { return clock.now; }, "k");
-    sched->load();
-  }
-  void accept(const std::string& yaml) {
-    ManifestRules rules;
-    rules.input_roots = config.input_roots;
-    auto r = parse_manifest(yaml, root + "/media/b.yaml", rules);
-    REQUIRE_MESSAGE(r.manifest, format_problems("b.yaml", r.problems));
-    REQUIRE(sched->accept(*r.manifest, "b.yaml", root + "/spool/active/b.yaml") == Scheduler::Accept::added);
-  }
   // Ticks; answers balance checks; accepts every submit. Returns submits accepted.
   int step(Millis d = Millis(0)) {
-    clock.advance(d);
-    sched->tick();
+    tick(d);
     int accepted = 0;
-    if (net.has("/v1/get-user-credits")) {
-      while (net.has("/v1/get-user-credits")) {
-        auto c = net.take("/v1/get-user-credits");
-        FakeTransport::reply(c, 200, R"({"credits":)" + std::to_string(balance) + "}");
-      }
-      sched->tick();
-    }
     while (net.has("/v2/wan2.7-i2v")) {
       auto c = net.take("/v2/wan2.7-i2v");
       FakeTransport::reply(c, 200, R"({"request_id":"r)" + std::to_string(++request_seq) + R"("})");
@@ -162,10 +136,7 @@ TEST_CASE("406 Insufficient credits pauses submits until a balance check shows a
   Rig rig;
   rig.start();
   rig.accept(shots(3));
-  rig.sched->tick();
-  auto check = rig.net.take("/v1/get-user-credits");
-  FakeTransport::reply(check, 200, R"({"credits":1000})");
-  rig.sched->tick();
+  rig.tick();  // the balance is read, then every shot is submitted
   for (int i = 0; i < 3; ++i) {
     auto c = rig.net.take("/v2/wan2.7-i2v");
     FakeTransport::reply(c, 406, R"({"error":"Insufficient credits"})");
@@ -229,10 +200,7 @@ TEST_CASE("401 pauses every submit for a minute, loudly, without touching the sh
   Rig rig;
   rig.start();
   rig.accept(shots(2));
-  rig.sched->tick();
-  auto check = rig.net.take("/v1/get-user-credits");
-  FakeTransport::reply(check, 200, R"({"credits":1000})");
-  rig.sched->tick();
+  rig.tick();  // the balance is read, then every shot is submitted
   auto a = rig.net.take("/v2/wan2.7-i2v");
   auto b = rig.net.take("/v2/wan2.7-i2v");
   FakeTransport::reply(a, 401, R"({"error":"Invalid API key"})");

@@ -8,38 +8,16 @@
 #include "jobs/scheduler.h"
 #include "jobs/segmind.h"
 #include "tests/sim/simulator.h"
-#include "tests/support.h"
+#include "tests/unit/scheduler_rig.h"
 
 using namespace wb;
 using test::FakeTransport;
 
 namespace {
 
-struct Rig {
-  std::string root = test::cwd();
-  Config config = test::make_config(root);
-  test::FakeClock clock;
-  FakeTransport net;
-  std::unique_ptr<Store> store = Store::open(root + "/state/db", Store::Mode::read_write);
-  std::unique_ptr<Scheduler> sched;
-  std::vector<std::string> finished;
-
-  Rig() { restart(); }
-
-  void restart() {
-    sched.reset();
-    sched = std::make_unique<Scheduler>(config, *store, net, [this] { return clock.now; }, "SECRET-KEY");
-    sched->on_batch_finished = [this](const BatchRecord& b) { finished.push_back(b.name); };
-    sched->load();
-  }
-
-  void accept(const std::string& yaml, const std::string& name = "b.yaml") {
-    ManifestRules rules;
-    rules.input_roots = config.input_roots;
-    auto r = parse_manifest(yaml, root + "/media/" + name, rules);
-    REQUIRE_MESSAGE(r.manifest, format_problems(name, r.problems));
-    REQUIRE(sched->accept(*r.manifest, name, root + "/spool/active/" + name) == Scheduler::Accept::added);
-  }
+struct Rig : test::SchedulerRig {
+  Rig() { start(); }
+  void restart() { start(); }
 
   Shot shot(const std::string& key) {
     auto slash = key.find('/');
@@ -49,25 +27,7 @@ struct Rig {
     return {};
   }
 
-  // Takes the oldest request whose URL contains `part` and answers it.
-  void answer(const std::string& part, long status, const std::string& body) {
-    auto call = net.take(part);
-    FakeTransport::reply(call, status, body);
-  }
-
-  // Advances the clock and ticks. Balance checks are answered with `balance`.
-  void step(Millis d = Millis(0)) {
-    clock.advance(d);
-    sched->tick();
-    if (net.has("/v1/get-user-credits")) {
-      while (net.has("/v1/get-user-credits")) {
-        auto call = net.take("/v1/get-user-credits");
-        FakeTransport::reply(call, 200, R"({"credits":)" + std::to_string(balance) + "}");
-      }
-      sched->tick();
-    }
-  }
-  double balance = 1000;
+  void step(Millis d = Millis(0)) { tick(d); }
 
   // Takes the single pending shot to DOWNLOADING of https://cdn.example/v.mp4 (request r1).
   void up_to_download() {

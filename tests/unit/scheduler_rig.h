@@ -1,0 +1,60 @@
+// A Scheduler over a real RocksDB in the test's folder, a fake clock and a fake
+// transport. Tests of the state machine and of the submit gates build on it.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "jobs/scheduler.h"
+#include "tests/support.h"
+
+namespace test {
+
+struct SchedulerRig {
+  std::string root = cwd();
+  wb::Config config = make_config(root);
+  FakeClock clock;
+  FakeTransport net;
+  std::unique_ptr<wb::Store> store = wb::Store::open(root + "/state/db", wb::Store::Mode::read_write);
+  std::unique_ptr<wb::Scheduler> sched;
+  std::vector<std::string> finished;  // batches, as on_batch_finished reported them
+  double balance = 1000;               // what balance checks answer
+
+  // (Re)starts the scheduler on the same store: a daemon restart.
+  void start() {
+    sched.reset();
+    sched = std::make_unique<wb::Scheduler>(config, *store, net, [this] { return clock.now; }, "SECRET-KEY");
+    sched->on_batch_finished = [this](const wb::BatchRecord& b) { finished.push_back(b.name); };
+    sched->load();
+  }
+
+  void accept(const std::string& yaml, const std::string& name = "b.yaml") {
+    wb::ManifestRules rules;
+    rules.input_roots = config.input_roots;
+    auto r = wb::parse_manifest(yaml, root + "/media/" + name, rules);
+    REQUIRE_MESSAGE(r.manifest, wb::format_problems(name, r.problems));
+    REQUIRE(sched->accept(*r.manifest, name, root + "/spool/active/" + name) == wb::Scheduler::Accept::added);
+  }
+
+  // Takes the oldest request whose URL contains `part` and answers it.
+  void answer(const std::string& part, long status, const std::string& body) {
+    auto call = net.take(part);
+    FakeTransport::reply(call, status, body);
+  }
+
+  // Advances the clock and ticks; answers balance checks with `balance` and
+  // ticks again when there were any.
+  void tick(wb::Millis d = wb::Millis(0)) {
+    clock.advance(d);
+    sched->tick();
+    if (!net.has("/v1/get-user-credits")) return;
+    while (net.has("/v1/get-user-credits"))
+      answer("/v1/get-user-credits", 200, R"({"credits":)" + std::to_string(balance) + "}");
+    sched->tick();
+  }
+};
+
+}  // namespace test
