@@ -132,6 +132,11 @@ class Daemon {
     for (const auto& b : store_->batches())
       if (b.finished) retire_manifest(b);  // a stop between finishing and moving the file
     sd_notify(0, "READY=1");
+    uint64_t watchdog_usec = 0;
+    Millis notify_every{5000};
+    if (sd_watchdog_enabled(0, &watchdog_usec) > 0)
+      notify_every = std::min(notify_every, Millis(static_cast<int64_t>(watchdog_usec / 2000)));
+    auto last_notify = std::chrono::steady_clock::time_point{};
     bool stopping = false;
     auto drain_deadline = std::chrono::steady_clock::now();
     for (;;) {
@@ -142,6 +147,14 @@ class Daemon {
         for (const auto& name : watcher_.take_ready(now, watch_next)) take(name);
       }
       Millis next = std::min({scheduler_.tick(), watch_next, Millis(1000)});
+      if (std::chrono::steady_clock::now() - last_notify >= notify_every) {
+        // The watchdog ping doubles as a liveness proof of the loop itself.
+        std::string status = std::to_string(scheduler_.unfinished_batches()) + " batches, " +
+                             std::to_string(scheduler_.active_shots()) + " shots under way" +
+                             (scheduler_.paused() ? ", submits PAUSED" : "") + (stopping ? ", stopping" : "");
+        sd_notifyf(0, "WATCHDOG=1\nSTATUS=%s", status.c_str());
+        last_notify = std::chrono::steady_clock::now();
+      }
       if (stopping) {
         if (scheduler_.submits_on_the_wire() == 0) break;
         if (std::chrono::steady_clock::now() > drain_deadline) {
