@@ -59,6 +59,11 @@ void Scheduler::load() {
     if (!b.finished) batches_[b.name] = b;
   TimePoint now = now_();
   for (auto& s : store_.all_shots()) {
+    if (s.cost) {  // spend so far, for budgets and the cost model
+      cost_.observe(s.spec, *s.cost);
+      if (batches_.count(s.batch)) batch_spent_[s.batch] += *s.cost;
+      if (s.completed_ms) daily_spent_[local_day(from_epoch_ms(s.completed_ms))] += *s.cost;
+    }
     if (is_terminal(s.state)) continue;
     if (s.state == ShotState::submitting) {
       // The POST may or may not have reached the provider. Never resend blindly.
@@ -77,13 +82,6 @@ void Scheduler::load() {
     shots_[s.key()] = s;
   }
   for (auto& [name, b] : batches_) finishing_.insert(name);
-  // Spend so far, for budgets and the cost model.
-  for (const auto& s : store_.all_shots()) {
-    if (!s.cost) continue;
-    cost_.observe(s.spec, *s.cost);
-    if (batches_.count(s.batch)) batch_spent_[s.batch] += *s.cost;
-    if (s.completed_ms) daily_spent_[local_day(from_epoch_ms(s.completed_ms))] += *s.cost;
-  }
   paused_ = store_.meta("paused").value_or("0") == "1";
   if (paused_) spdlog::warn("submits are paused (wanbatch resume to resume)");
   spdlog::info("loaded {} unfinished shots in {} unfinished batches", shots_.size(), batches_.size());
