@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <thread>
 
 #include "daemon/control.h"
@@ -270,7 +271,12 @@ class Daemon {
 std::string load_api_key(const ApiConfig& api) {
   std::string key;
   if (!api.key_env.empty()) {
-    if (const char* v = std::getenv(api.key_env.c_str()); v && *v) key = trim(v);
+    if (char* v = std::getenv(api.key_env.c_str()); v && *v) {
+      key = trim(v);
+      // Scrub the value in place: /proc/<pid>/environ shows the original block,
+      // which unsetenv alone leaves untouched.
+      std::fill(v, v + std::strlen(v), 'x');
+    }
     ::unsetenv(api.key_env.c_str());
   }
   if (key.empty() && !api.key_file.empty()) key = read_key_file(api.key_file);
