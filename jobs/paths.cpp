@@ -67,6 +67,11 @@ std::string sniff_mime(std::string_view d, MediaKind kind) {
 
 MediaFile read_media(const std::string& path, const std::vector<std::string>& roots,
                      long long max_bytes, MediaKind kind) {
+  // Nothing outside the roots is even opened (opening a device can act on it):
+  // the resolved path is checked first, then again on the opened descriptor.
+  char resolved[PATH_MAX];
+  if (::realpath(path.c_str(), resolved) && !inside_roots(resolved, roots))
+    throw Error(path + ": resolves to " + std::string(resolved) + ", outside the configured input_roots");
   // O_NONBLOCK: opening a FIFO must not wait for a writer. O_NOFOLLOW: the last
   // component may not be a symlink; links further up are caught by the realpath
   // check on the open descriptor below.

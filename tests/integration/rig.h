@@ -51,6 +51,13 @@ struct Rig {
     REQUIRE(std::rename(staged.c_str(), (root + "/spool/incoming/" + name).c_str()) == 0);
   }
 
+  // Renames `text` into the spool as is.
+  void drop_raw(const std::string& name, const std::string& text) {
+    std::string staged = root + "/media/" + name;
+    test::write(staged, text);
+    REQUIRE(std::rename(staged.c_str(), (root + "/spool/incoming/" + name).c_str()) == 0);
+  }
+
   json status() {
     std::string out;
     int code = test::run({WANBATCH_BIN, "--config", config, "status", "--json"}, &out);

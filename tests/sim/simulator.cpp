@@ -111,6 +111,7 @@ Response Simulator::handle(const Request& req) {
     if (p == "/sim/stats")
       return json_response(200, {{"requests", stats_.requests},
                                  {"submits_accepted", stats_.submits_accepted},
+                                 {"uploads", stats_.uploads},
                                  {"submits_dropped", stats_.submits_dropped},
                                  {"rate_limited", stats_.rate_limited},
                                  {"errors_injected", stats_.errors_injected},
@@ -306,6 +307,7 @@ Response Simulator::upload(const Request& req) {
     std::string mime = data.substr(5, data.find(';') - 5);
     name += mime == "image/png" ? ".png" : mime == "image/jpeg" ? ".jpg" : ".bin";
     assets_[name] = data.substr(comma + 1);  // kept encoded; enough for a rehearsal
+    ++stats_.uploads;
     urls.push_back(base_url() + "/assets/" + name);
   }
   return json_response(200, {{"file_urls", urls}, {"message", "Files uploaded successfully"}});

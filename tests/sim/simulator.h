@@ -53,6 +53,7 @@ class Simulator {
   struct Stats {
     int requests = 0;  // every request answered or dropped
     int submits_accepted = 0;
+    int uploads = 0;  // files received by /upload-asset
     int submits_dropped = 0;
     int rate_limited = 0;
     int errors_injected = 0;

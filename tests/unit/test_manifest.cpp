@@ -172,7 +172,11 @@ TEST_CASE("local media outside the input roots, missing or not an image is refus
   CHECK(f.problem("shots: [{id: a, prompt: p, image: " + f.root + "/outside.png}]").find("outside the configured input_roots") != std::string::npos);
   CHECK(f.problem("shots: [{id: a, prompt: p, image: frames/missing.png}]").find("cannot open") != std::string::npos);
   CHECK(f.problem("shots: [{id: a, prompt: p, image: frames/notes.png}]").find("not a PNG") != std::string::npos);
-  CHECK(f.problem("shots: [{id: a, prompt: p, image: frames/shadow.png}]").find("symlink") != std::string::npos);
+  CHECK(f.problem("shots: [{id: a, prompt: p, image: frames/shadow.png}]").find("resolves to /etc/shadow, outside") !=
+        std::string::npos);
+  // A symlink inside the roots is refused too: name the file itself.
+  REQUIRE(::symlink((f.root + "/media/frames/a.png").c_str(), (f.root + "/media/frames/alias.png").c_str()) == 0);
+  CHECK(f.problem("shots: [{id: a, prompt: p, image: frames/alias.png}]").find("is a symlink") != std::string::npos);
 }
 
 TEST_CASE("with_base_dir inserts a top-level key that survives a reparse") {
