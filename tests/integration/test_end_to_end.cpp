@@ -152,3 +152,19 @@ TEST_CASE("--help of every subcommand describes it") {
     CHECK_MESSAGE(out.find("Usage") != std::string::npos, out);
   }
 }
+
+TEST_CASE("SIGTERM mid-batch: the daemon exits cleanly and promptly, and a restart finishes the batch") {
+  Rig rig;
+  rig.start_daemon();
+  rig.drop("term.yaml", manifest("term", 20));
+  REQUIRE(test::eventually([&] { return rig.billed().size() >= 4; }));
+  rig.daemon->signal(SIGTERM);
+  auto t0 = std::chrono::steady_clock::now();
+  CHECK(rig.daemon->wait(std::chrono::seconds(25)) == 0);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(21));
+  CHECK(rig.log().find("stopped") != std::string::npos);
+  rig.start_daemon();
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("term"); }), rig.log());
+  CHECK(rig.states("term")["DONE"] == 20);  // a clean stop leaves no ambiguous submit
+  for (auto& [shot, n] : rig.billed()) CHECK_MESSAGE(n == 1, shot);
+}

@@ -340,3 +340,19 @@ TEST_CASE("a download cut short resumes with a Range request from where it stopp
   CHECK(rig.shot("b/s1").state == ShotState::done);
   CHECK(test::read(rig.root + "/out/b/s1.mp4") == video);
 }
+
+TEST_CASE("a full or unwritable output disk makes the download wait and retry, without limit") {
+  Rig rig;
+  rig.accept(kOne);
+  rig.up_to_download();
+  for (int i = 0; i < 3 * rig.config.retry.max_attempts; ++i) {
+    rig.step(Millis(120000));
+    auto dl = rig.net.take("cdn.example/v.mp4");
+    FakeTransport::fail(dl, NetError::local_write);  // ENOSPC in the write callback
+    CHECK(rig.shot("b/s1").state == ShotState::downloading);
+  }
+  rig.step(Millis(120000));
+  auto dl = rig.net.take("cdn.example/v.mp4");
+  FakeTransport::deliver(dl, std::string(sim::sample_mp4()));
+  CHECK(rig.shot("b/s1").state == ShotState::done);
+}
