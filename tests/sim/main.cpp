@@ -33,7 +33,9 @@ int main(int argc, char** argv) {
   app.add_option("--expiry", o.expiry_seconds, "simulated seconds a finished record is kept")->capture_default_str();
   app.add_option("--output-shape", o.output_shape, "string, video, video_url or mixed")
       ->capture_default_str()->check(CLI::IsMember({"string", "video", "video_url", "mixed"}));
-  app.add_option("--seed", o.seed, "seed for the fault generator")->capture_default_str();
+  app.add_option("--seed", o.seed, "seed for the fault generator (the last one given counts)")
+      ->capture_default_str()
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--ledger", o.ledger_path, "append every accepted submit to this JSON-lines file");
   CLI11_PARSE(app, argc, argv);
 

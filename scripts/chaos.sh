@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Random-kill chaos over a 200-shot batch with 5xx, dropped answers, FAILED jobs
+# and expiry switched on in the simulator; prints the tally of each round.
+#   scripts/chaos.sh [SECONDS_OF_KILLING_PER_ROUND] [ROUNDS]     (default 60 and 1)
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+. "$ROOT/scripts/lib.sh"
+seconds=${1:-60}
+rounds=${2:-1}
+ensure_packages
+build build
+for r in $(seq "$rounds"); do
+  WANBATCH_CHAOS_SECONDS=$seconds "$ROOT/build/tests/chaos_tests" --no-version=true 2>&1 |
+    grep -E "chaos tally|ERROR|FAILED|Status" || true
+done

@@ -1,0 +1,70 @@
+// Chaos (ctest label `chaos`, not in the default run; scripts/chaos.sh runs it
+// for as long as asked): a 200-shot batch with 5xx answers, dropped submit
+// answers, FAILED jobs and record expiry switched on in the simulator, and the
+// daemon SIGKILLed at random moments. Nothing may be lost or paid twice.
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <random>
+
+#include "jobs/mp4.h"
+#include "tests/integration/rig.h"
+
+TEST_CASE("chaos: random kills over a 200-shot batch with every fault switched on") {
+  const char* env = std::getenv("WANBATCH_CHAOS_SECONDS");
+  const int seconds = env ? std::atoi(env) : 20;
+  const unsigned seed = std::random_device{}();
+  Rig rig({"--error-rate", "0.05", "--drop-rate", "0.02", "--fail-rate", "0.05", "--expiry", "600",
+           "--seed", std::to_string(seed)});
+  rig.start_daemon();
+  rig.drop("chaos.yaml", manifest("chaos", 200));
+  std::mt19937 rng(seed);
+  int kills = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (std::chrono::steady_clock::now() < deadline && !rig.finished("chaos")) {
+    ::usleep(std::uniform_int_distribution<int>(20000, 400000)(rng));
+    rig.daemon->signal(SIGKILL);
+    rig.daemon->wait();
+    ++kills;
+    rig.start_daemon();
+  }
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("chaos"); }, std::chrono::seconds(180)), rig.log());
+
+  json states = rig.states("chaos");
+  int total = 0;
+  for (auto& [state, n] : states.items()) total += n.get<int>();
+  CHECK(total == 200);
+  CHECK(states.value("PENDING", 0) + states.value("IN_FLIGHT", 0) + states.value("DOWNLOADING", 0) == 0);
+  auto billed = rig.billed();
+  int paid_twice = 0;
+  for (auto& [shot, n] : billed) paid_twice += n > 1;
+  CHECK(paid_twice == 0);
+  // HELD only for the reasons a person must see.
+  std::string out;
+  test::run({WANBATCH_BIN, "--config", rig.config, "status"}, &out);
+  std::istringstream lines(out);
+  int held_ambiguous = 0, held_expired = 0, held_other = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find(" HELD: ") == std::string::npos) continue;
+    if (line.find("ambiguous submit") != std::string::npos) ++held_ambiguous;
+    else if (line.find("expired") != std::string::npos) ++held_expired;
+    else {
+      ++held_other;
+      MESSAGE(line);
+    }
+  }
+  int bad_videos = 0, videos = 0;
+  for (const auto& name : test::list(rig.root + "/out/chaos"))
+    if (name.size() > 4 && name.substr(name.size() - 4) == ".mp4") {
+      ++videos;
+      bad_videos += !wb::check_mp4_file(rig.root + "/out/chaos/" + name).ok;
+    }
+  CHECK(videos == states.value("DONE", 0));
+  CHECK(bad_videos == 0);
+  std::cout << "chaos tally: seed " << seed << ", " << kills << " kills over " << seconds << " s; "
+            << "DONE " << states.value("DONE", 0) << ", FAILED " << states.value("FAILED", 0) << ", HELD "
+            << states.value("HELD", 0) << " (ambiguous " << held_ambiguous << ", expired " << held_expired
+            << ", other " << held_other << "); billed " << billed.size() << " shots, paid twice " << paid_twice
+            << "; invalid videos " << bad_videos << "\n";
+}
