@@ -18,6 +18,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "jobs/crash_point.h"
 #include "jobs/mp4.h"
 #include "jobs/paths.h"
 #include "jobs/report.h"
@@ -111,6 +112,7 @@ Scheduler::Accept Scheduler::accept(const Manifest& m, const std::string& manife
     shots.push_back(std::move(s));
   }
   store_.add_batch(b, shots);
+  crash_point("accepted");
   batches_[b.name] = b;
   for (auto& s : shots) shots_[s.key()] = std::move(s);
   spdlog::info("batch {}: accepted {} shots from {}", b.name, b.shot_count, manifest_name);
@@ -443,11 +445,13 @@ void Scheduler::set_paused(bool paused) {
 }
 
 void Scheduler::start_submit(Shot& shot, TimePoint now) {
+  crash_point("before_submitting");
   shot.state = ShotState::submitting;
   ++shot.submit_attempts;
   shot.reason.clear();
   // Synced before the POST leaves: a crash from here on is an ambiguous submit.
   store_.put_shot_and_ledger(shot, ledger_entry(shot, "attempt", now));
+  crash_point("submitting");
   HttpRequest req;
   req.method = "POST";
   req.url = submit_url(config_.api);
@@ -487,6 +491,7 @@ void Scheduler::on_submit(const std::string& key, const HttpResponse& r) {
       entry["event"] = "accepted";
       entry["request_id"] = a.request_id;
       store_.put_shot_and_ledger(*shot, entry);
+      crash_point("request_id");
       spdlog::info("{}: submitted, request_id {}", key, a.request_id);
       return;
     case Verdict::ambiguous:
@@ -592,6 +597,7 @@ void Scheduler::on_poll(const std::string& key, const HttpResponse& r) {
         shot->remote_status = a.status;
         shot->next_due_ms = 0;
         save(*shot);
+        crash_point("status_change");
         return;
       }
       bool changed = shot->remote_status != a.status;
@@ -681,6 +687,7 @@ void Scheduler::start_download(Shot& shot, TimePoint now) {
     return;
   }
   HttpRequest req;
+  crash_point("download_start");
   req.url = shot.output_url;
   req.sink_fd = fd;
   req.resume_from = offset;
@@ -738,6 +745,7 @@ void Scheduler::on_download(const std::string& key, int fd, const HttpResponse& 
     ::fstat(fd, &st);
     VideoInfo video{static_cast<long long>(st.st_size), sha256_fd_hex(fd), check.has_audio};
     shot->file = output_.commit_part(shot->batch, shot->spec.id, fd);
+    crash_point("renamed");
     output_.write(shot->batch, shot->spec.id + ".json", sidecar_json(*shot, video, to_epoch_ms(now)));
   } catch (const Error& e) {
     shot->reason = e.what();
@@ -746,6 +754,7 @@ void Scheduler::on_download(const std::string& key, int fd, const HttpResponse& 
     return;
   }
   end(*shot, ShotState::done, "");
+  crash_point("done");
 }
 
 std::vector<Shot> Scheduler::target_shots(const std::string& target) const {

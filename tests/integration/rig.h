@@ -37,10 +37,10 @@ struct Rig {
     test::write(config, test::config_yaml(root, base, extra_config));
   }
 
-  void start_daemon() {
+  void start_daemon(std::map<std::string, std::string> env = {}) {
+    env["SEGMIND_API_KEY"] = "test-key";
     daemon = std::make_unique<test::Process>(std::vector<std::string>{WANBATCH_BIN, "--config", config, "daemon"},
-                                             std::map<std::string, std::string>{{"SEGMIND_API_KEY", "test-key"}},
-                                             root + "/daemon.log");
+                                             env, root + "/daemon.log");
   }
 
   // Writes a manifest beside the media and renames it into the spool, with
