@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Random-kill chaos over a 200-shot batch with 5xx, dropped answers, FAILED jobs
-# and expiry switched on in the simulator; prints the tally of each round.
+# The chaos suite (ctest label chaos): random kills over a 200-shot batch with
+# 5xx, dropped answers, FAILED jobs and expiry switched on in the simulator, and
+# 20,000 manifests dropped at once onto a stopped daemon (inotify overflow).
+# Prints the tally of each round.
 #   scripts/chaos.sh [SECONDS_OF_KILLING_PER_ROUND] [ROUNDS]     (default 60 and 1)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -11,5 +13,5 @@ ensure_packages
 build build
 for r in $(seq "$rounds"); do
   WANBATCH_CHAOS_SECONDS=$seconds "$ROOT/build/tests/chaos_tests" --no-version=true 2>&1 |
-    grep -E "chaos tally|ERROR|FAILED|Status" || true
+    grep -E "chaos tally|flood:|ERROR|FAILED|Status" || true
 done

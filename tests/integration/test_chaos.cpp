@@ -68,3 +68,46 @@ TEST_CASE("chaos: random kills over a 200-shot batch with every fault switched o
             << ", other " << held_other << "); billed " << billed.size() << " shots, paid twice " << paid_twice
             << "; invalid videos " << bad_videos << "\n";
 }
+
+TEST_CASE("20,000 manifests dropped at once (inotify overflows) are each taken exactly once") {
+  const char* env = std::getenv("WANBATCH_FLOOD");
+  const int total = env ? std::atoi(env) : 20000;
+  const int valid_every = 2000;  // one in 2,000 is a real batch; the rest are refused
+  Rig rig;
+  rig.start_daemon();
+  REQUIRE(test::eventually([&] { return rig.log().find("loaded") != std::string::npos; }));
+  std::string staging = rig.root + "/media/flood";
+  test::mkdirs(staging);
+  int valid = 0;
+  for (int i = 0; i < total; ++i) {
+    std::string name = "m" + std::to_string(i) + ".yaml";
+    bool good = i % valid_every == 0;
+    valid += good;
+    test::write(staging + "/" + name,
+                good ? "batch: flood" + std::to_string(i) + "\nshots:\n  - {id: a, prompt: \"a: p\", image: 'https://cdn.example/a.png'}\n"
+                     : "shots: []\n");
+  }
+  // The daemon is stopped while they arrive, so the kernel's event queue
+  // (fs.inotify.max_queued_events, 16,384 by default) overflows for certain.
+  rig.daemon->signal(SIGSTOP);
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < total; ++i) {
+    std::string name = "/m" + std::to_string(i) + ".yaml";
+    REQUIRE(std::rename((staging + name).c_str(), (rig.root + "/spool/incoming" + name).c_str()) == 0);
+  }
+  rig.daemon->signal(SIGCONT);
+  REQUIRE_MESSAGE(test::eventually([&] {
+    return test::list(rig.root + "/spool/incoming").empty() &&
+           static_cast<int>(test::list(rig.root + "/spool/done").size()) == valid;
+  }, std::chrono::seconds(1800)), rig.log().substr(0, 4000));
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto failed = test::list(rig.root + "/spool/failed");
+  CHECK(static_cast<int>(failed.size()) == 2 * (total - valid));  // each manifest and its .error.txt, once
+  for (const auto& name : failed)
+    CHECK_MESSAGE((name.size() > 5 && (name.substr(name.size() - 5) == ".yaml" || name.substr(name.size() - 4) == ".txt")),
+                  name);  // a second take would leave name.yaml.<time>
+  CHECK(static_cast<int>(rig.status()["batches"].size()) == valid);
+  if (total > 16384) CHECK(rig.log().find("overflowed") != std::string::npos);
+  std::cout << "flood: " << total << " manifests taken in " << secs << " s, inotify overflowed: "
+            << (rig.log().find("overflowed") != std::string::npos ? "yes" : "no") << "\n";
+}
