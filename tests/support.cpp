@@ -202,7 +202,8 @@ int run(const std::vector<std::string>& argv, std::string* output, std::map<std:
   return code;
 }
 
-std::string config_yaml(const std::string& root, const std::string& base_url, const std::string& extra) {
+std::string config_yaml(const std::string& root, const std::string& base_url, const std::string& extra,
+                        double settle_seconds) {
   std::string storage = base_url + "/upload-asset";
   return "api:\n"
          "  base_url: " + base_url + "\n"
@@ -213,7 +214,7 @@ std::string config_yaml(const std::string& root, const std::string& base_url, co
          "  incoming: " + root + "/spool/incoming\n"
          "  done: " + root + "/spool/done\n"
          "  failed: " + root + "/spool/failed\n"
-         "  settle_seconds: 0.2\n"
+         "  settle_seconds: " + std::to_string(settle_seconds) + "\n"
          "state_dir: " + root + "/state\n"
          "output_root: " + root + "/out\n"
          "input_roots: [" + root + "/media]\n"

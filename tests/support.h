@@ -90,7 +90,7 @@ bool eventually(F cond, std::chrono::milliseconds timeout = std::chrono::seconds
 
 // A config for a spool, state and output under `root`, talking to `base_url`.
 std::string config_yaml(const std::string& root, const std::string& base_url,
-                        const std::string& extra = "");
+                        const std::string& extra = "", double settle_seconds = 0.2);
 wb::Config make_config(const std::string& root, const std::string& base_url = "https://api.example.com");
 
 }  // namespace test

@@ -22,7 +22,8 @@ struct Rig {
   std::unique_ptr<test::Process> daemon;
   std::string base;
 
-  explicit Rig(std::vector<std::string> sim_args = {}, const std::string& extra_config = "") {
+  explicit Rig(std::vector<std::string> sim_args = {}, const std::string& extra_config = "",
+               double settle_seconds = 0.2) {
     for (const char* d : {"/spool/incoming", "/spool/done", "/spool/failed", "/state", "/out", "/media/frames"})
       test::mkdirs(root + d);
     for (int i = 0; i < 3; ++i) test::write(root + "/media/frames/f" + std::to_string(i) + ".png", test::png(i));
@@ -34,7 +35,7 @@ struct Rig {
     std::string port = test::read(root + "/sim.port");
     port.erase(port.find_last_not_of("\n") + 1);
     base = "http://127.0.0.1:" + port;
-    test::write(config, test::config_yaml(root, base, extra_config));
+    test::write(config, test::config_yaml(root, base, extra_config, settle_seconds));
   }
 
   void start_daemon(std::map<std::string, std::string> env = {}) {

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -44,6 +45,9 @@ TEST_CASE("every hostile manifest is refused with its error, and a good one stil
   REQUIRE(::mkfifo((frames + "/pipe.png").c_str(), 0644) == 0);
   test::write(frames + "/notes.png", "this is a text file with a .png name");
   test::write(frames + "/huge.png", test::png() + std::string(2 << 20, '\0'));
+  // A device node inside the roots, where the sandbox lets us make one.
+  bool have_device = ::mknod((frames + "/null.png").c_str(), S_IFCHR | 0644, makedev(1, 3)) == 0;
+  if (!have_device) MESSAGE("mknod refused here: the device-inside-the-roots case is skipped");
 
   std::map<std::string, std::string> expect;
   for (const auto& e : std::filesystem::directory_iterator(std::string(FIXTURES_DIR) + "/../hostile")) {
@@ -66,6 +70,10 @@ TEST_CASE("every hostile manifest is refused with its error, and a good one stil
     REQUIRE(::mkfifo((rig.root + "/spool/incoming/fifo.yaml").c_str(), 0644) == 0);
     expect["fifo.yaml"] = "is not a regular file";
   }
+  if (have_device) {
+    rig.drop("device-inside.yaml", "shots:\n  - {id: a, prompt: p, image: frames/null.png}\n");
+    expect["device-inside.yaml"] = "not a regular file";
+  }
   REQUIRE(expect.size() >= 28);
   rig.start_daemon();
   rig.drop("good.yaml", "shots:\n  - {id: ok, prompt: \"ok: fine\", image: frames/f0.png}\n");
@@ -83,4 +91,22 @@ TEST_CASE("every hostile manifest is refused with its error, and a good one stil
   CHECK(stats["submits_accepted"] == 1);
   auto st = rig.status();
   CHECK(st["batches"].size() == 1);
+}
+
+TEST_CASE("a manifest still being written is not taken until it has settled") {
+  Rig rig({}, "", 1.0);
+  rig.start_daemon();
+  REQUIRE(test::eventually([&] { return rig.log().find("loaded") != std::string::npos; }));
+  std::string path = rig.root + "/spool/incoming/slow.yaml";
+  std::string text = "base_dir: " + rig.root + "/media\nbatch: slow\nshots:\n";
+  test::write(path, text);
+  for (int i = 0; i < 15; ++i) {  // 1.5 s of appends, 0.1 s apart: never still for the 1 s settle time
+    ::usleep(100000);
+    text += "  - {id: s" + std::to_string(i) + ", prompt: \"s" + std::to_string(i) + ": p\", image: frames/f0.png}\n";
+    test::write(path, text);
+    CHECK(test::exists(path));  // not taken while it grows
+  }
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("slow"); }), rig.log());
+  CHECK(rig.states("slow")["DONE"] == 15);
+  CHECK(test::list(rig.root + "/spool/failed").empty());
 }
