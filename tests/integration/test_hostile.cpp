@@ -50,7 +50,7 @@ TEST_CASE("every hostile manifest is refused with its error, and a good one stil
   if (!have_device) MESSAGE("mknod refused here: the device-inside-the-roots case is skipped");
 
   std::map<std::string, std::string> expect;
-  for (const auto& e : std::filesystem::directory_iterator(std::string(FIXTURES_DIR) + "/../hostile")) {
+  for (const auto& e : std::filesystem::directory_iterator(std::string(HOSTILE_DIR))) {
     std::string name = e.path().filename().string();
     if (e.path().extension() != ".yaml") continue;
     std::string text = test::read(e.path().string());

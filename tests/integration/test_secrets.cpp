@@ -44,7 +44,7 @@ TEST_CASE("a canary key appears nowhere: logs, state, outputs, spool, cmdline, e
   CHECK(rig.log().find("submitted, request_id") != std::string::npos);  // the log did say things
 }
 
-TEST_CASE("a key file readable by others is refused at start; a private one is used") {
+TEST_CASE("a key file readable by others is refused at start, and a private one is used") {
   Rig rig;
   std::string key_file = rig.root + "/key";
   test::write(key_file, kCanary + "\n");
