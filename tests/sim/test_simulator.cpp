@@ -291,3 +291,23 @@ TEST_CASE("the transport resumes a download with Range and appends the rest") {
   CHECK(out->status == 206);
   CHECK(test::read("part") == video);
 }
+
+TEST_CASE("a download onto a full disk is reported as a local write failure") {
+  sim::Options o;
+  o.time_scale = 0.0001;
+  sim::Simulator s(o);
+  s.start(0);
+  Client c{.base = s.base_url()};
+  int fd = ::open("/dev/full", O_WRONLY);  // every write answers ENOSPC
+  REQUIRE(fd >= 0);
+  HttpRequest dl;
+  dl.url = c.finished_output();
+  dl.sink_fd = fd;
+  std::optional<HttpResponse> out;
+  c.transport.start(dl, [&](HttpResponse resp) { out = resp; });
+  for (int i = 0; i < 100 && !out; ++i) c.transport.perform(Millis(10), {});
+  ::close(fd);
+  REQUIRE(out);
+  CHECK(out->error == NetError::local_write);
+  CHECK(out->error_text.find("No space left") != std::string::npos);
+}
