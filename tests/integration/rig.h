@@ -79,6 +79,17 @@ struct Rig {
            test::exists(root + "/spool/done/" + batch + ".yaml");
   }
 
+  // The "id HELD: reason" lines of `wanbatch status`.
+  std::vector<std::string> held_lines() {
+    std::string out;
+    test::run({WANBATCH_BIN, "--config", config, "status"}, &out);
+    std::vector<std::string> held;
+    std::istringstream lines(out);
+    for (std::string line; std::getline(lines, line);)
+      if (line.find(" HELD: ") != std::string::npos) held.push_back(line);
+    return held;
+  }
+
   // Accepted submits per shot id, from the simulator's ledger (prompts name the shot).
   std::map<std::string, int> billed() {
     std::map<std::string, int> out;

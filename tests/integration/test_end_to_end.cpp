@@ -68,11 +68,7 @@ TEST_CASE("SIGKILL during the batch, several times: every shot ends and none is 
   for (auto& [shot, n] : billed) CHECK_MESSAGE(n == 1, shot << " was billed " << n << " times");
   CHECK(static_cast<int>(billed.size()) >= done);
   // A HELD shot here can only be an ambiguous submit caught by a kill.
-  std::string out;
-  test::run({WANBATCH_BIN, "--config", rig.config, "status"}, &out);
-  std::istringstream lines(out);
-  for (std::string line; std::getline(lines, line);)
-    if (line.find(" HELD: ") != std::string::npos) CHECK_MESSAGE(line.find("ambiguous submit") != std::string::npos, line);
+  for (const auto& line : rig.held_lines()) CHECK_MESSAGE(line.find("ambiguous submit") != std::string::npos, line);
   for (const auto& name : test::list(rig.root + "/out/storm"))
     if (name.size() > 4 && name.substr(name.size() - 4) == ".mp4")
       CHECK_MESSAGE(wb::check_mp4_file(rig.root + "/out/storm/" + name).ok, name);

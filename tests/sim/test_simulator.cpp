@@ -26,6 +26,15 @@ struct Client {
   std::string base;
   std::string key = "k";
 
+  // Runs one request to completion on this client's transport.
+  HttpResponse run(const HttpRequest& r) {
+    std::optional<HttpResponse> out;
+    transport.start(r, [&](HttpResponse resp) { out = std::move(resp); });
+    for (int i = 0; i < 1000 && !out; ++i) transport.perform(Millis(10), {});
+    REQUIRE(out);
+    return *out;
+  }
+
   HttpResponse call(const std::string& method, const std::string& path, const std::string& body = "",
                     std::vector<std::string> headers = {}, ConnectionUse use = ConnectionUse::may_reuse) {
     HttpRequest r;
@@ -35,11 +44,7 @@ struct Client {
     r.connection = use;
     r.headers = headers;
     if (!key.empty()) r.headers.push_back("x-api-key: " + key);
-    std::optional<HttpResponse> out;
-    transport.start(r, [&](HttpResponse resp) { out = std::move(resp); });
-    for (int i = 0; i < 1000 && !out; ++i) transport.perform(Millis(10), {});
-    REQUIRE(out);
-    return *out;
+    return run(r);
   }
   // Submits a job, waits (scaled time) until it completes, returns its output URL.
   std::string finished_output() {
@@ -252,9 +257,7 @@ TEST_CASE("the transport refuses plain http to other hosts and caps unannounced 
   HttpRequest dl;
   dl.url = c.finished_output();
   dl.max_body_bytes = 100;
-  out.reset();
-  c.transport.start(dl, [&](HttpResponse resp) { out = resp; });
-  for (int i = 0; i < 100 && !out; ++i) c.transport.perform(Millis(10), {});
+  out = c.run(dl);
   REQUIRE(out);
   CHECK(out->error == NetError::too_large);
 }
@@ -283,9 +286,7 @@ TEST_CASE("the transport resumes a download with Range and appends the rest") {
   dl.url = c.finished_output();
   dl.sink_fd = fd;
   dl.resume_from = 100;
-  std::optional<HttpResponse> out;
-  c.transport.start(dl, [&](HttpResponse resp) { out = resp; });
-  for (int i = 0; i < 100 && !out; ++i) c.transport.perform(Millis(10), {});
+  std::optional<HttpResponse> out = c.run(dl);
   ::close(fd);
   REQUIRE(out);
   CHECK(out->status == 206);
@@ -303,9 +304,7 @@ TEST_CASE("a download onto a full disk is reported as a local write failure") {
   HttpRequest dl;
   dl.url = c.finished_output();
   dl.sink_fd = fd;
-  std::optional<HttpResponse> out;
-  c.transport.start(dl, [&](HttpResponse resp) { out = resp; });
-  for (int i = 0; i < 100 && !out; ++i) c.transport.perform(Millis(10), {});
+  std::optional<HttpResponse> out = c.run(dl);
   ::close(fd);
   REQUIRE(out);
   CHECK(out->error == NetError::local_write);
