@@ -58,6 +58,7 @@ state_dir: $DEMO/state
 output_root: $DEMO/output
 input_roots: [$ROOT/examples]
 poll: {min_interval_seconds: $([ $real -eq 1 ] && echo 2 || echo 0.1), max_interval_seconds: $([ $real -eq 1 ] && echo 15 || echo 0.5)}
+limits: {submits_per_minute: $([ $real -eq 1 ] && echo 20 || echo 600)}
 YAML
 
 "$BIN/wanbatch" --config "$DEMO/wanbatch.yaml" daemon 2>"$DEMO/daemon.log" &
