@@ -215,22 +215,18 @@ int cmd_status(const Config& config, bool json, std::ostream& out, std::ostream&
   nlohmann::json batches = nlohmann::json::array();
   std::vector<std::pair<BatchRecord, std::vector<Shot>>> rows;
   for (auto& b : store->batches()) rows.emplace_back(b, store->shots(b.name));
-  for (auto& [b, shots] : rows) {
-    std::map<std::string, int> states;
-    for (const auto& s : shots) ++states[to_string(s.state)];
-    batches.push_back({{"batch", b.name}, {"shots", static_cast<int>(shots.size())}, {"states", states},
+  for (auto& [b, shots] : rows)
+    batches.push_back({{"batch", b.name}, {"shots", static_cast<int>(shots.size())}, {"states", count_states(shots)},
                        {"finished", b.finished}, {"priority", b.priority}});
-  }
   if (json) {
     out << nlohmann::json{{"batches", batches}}.dump() << "\n";
     return 0;
   }
   if (rows.empty()) out << "no batches yet\n";
-  for (auto& [b, shots] : rows) {
-    std::map<std::string, int> states;
-    for (const auto& s : shots) ++states[to_string(s.state)];
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto& [b, shots] = rows[i];
     out << b.name << (b.finished ? "  (finished)" : "") << "  " << shots.size() << " shots:";
-    for (auto& [st, n] : states) out << " " << st << "=" << n;
+    for (auto& [st, n] : batches[i]["states"].items()) out << " " << st << "=" << n.get<int>();
     out << "\n";
     std::map<std::string, std::vector<std::string>> waiting;  // reason -> shot ids
     for (const auto& s : shots) {

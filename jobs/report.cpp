@@ -39,11 +39,9 @@ std::string sidecar_json(const Shot& s, const VideoInfo& video, int64_t download
 }
 
 std::string batch_report_json(const BatchRecord& b, const std::vector<Shot>& shots, int64_t now_ms) {
-  std::map<std::string, int> states;
   double cost = 0;
   json list = json::array();
   for (const auto& s : shots) {
-    ++states[to_string(s.state)];
     if (s.cost) cost += *s.cost;
     json item = {{"id", s.spec.id}, {"state", to_string(s.state)}};
     if (!s.reason.empty()) item["reason"] = s.reason;
@@ -60,7 +58,7 @@ std::string batch_report_json(const BatchRecord& b, const std::vector<Shot>& sho
             {"accepted_at", time_or_null(b.created_ms)},
             {"finished_at", time_or_null(now_ms)},
             {"shots", static_cast<int>(shots.size())},
-            {"states", states},
+            {"states", count_states(shots)},
             {"total_cost", cost},
             {"items", list}};
   return j.dump(2) + "\n";

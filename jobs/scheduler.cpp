@@ -32,6 +32,12 @@ Millis seconds(double s) { return Millis(static_cast<int64_t>(s * 1000.0)); }
 
 bool id_is_batch(const std::string& target) { return target.find('/') == std::string::npos; }
 
+std::string format_credits(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", v);
+  return buf;
+}
+
 nlohmann::json ledger_entry(const Shot& s, const std::string& event, TimePoint now) {
   return {{"time", iso8601_utc(now)}, {"shot", s.key()}, {"event", event},
           {"attempt", s.submit_attempts}};
@@ -126,10 +132,18 @@ Shot* Scheduler::find(const std::string& key) {
 
 void Scheduler::save(Shot& shot, Sync sync) { store_.put_shot(shot, sync); }
 
-std::vector<std::string> Scheduler::api_headers(bool json_body) const {
-  std::vector<std::string> h = {"x-api-key: " + api_key_, "Accept: application/json"};
-  if (json_body) h.push_back("Content-Type: application/json");
-  return h;
+HttpRequest Scheduler::api_request(std::string url, std::string json_body) const {
+  HttpRequest req;
+  req.url = std::move(url);
+  req.headers = {"x-api-key: " + api_key_, "Accept: application/json"};
+  if (!json_body.empty()) {
+    req.method = "POST";
+    req.headers.push_back("Content-Type: application/json");
+    req.body = std::move(json_body);
+  }
+  req.timeout = seconds(config_.api.request_timeout_seconds);
+  req.connect_timeout = seconds(config_.api.connect_timeout_seconds);
+  return req;
 }
 
 Millis Scheduler::backoff(int attempts) {
@@ -186,11 +200,9 @@ Millis Scheduler::tick() {
 
   std::vector<Shot*> ready;
   int64_t next_ms = now_ms + 60000;
-  int slots_used = 0;
-  for (auto& [key, shot] : shots_)
-    if (occupies_slot(shot.state)) ++slots_used;
-
+  int slots_used = 0;  // starting polls, fetches and downloads does not change it
   for (auto& [key, shot] : shots_) {
+    if (occupies_slot(shot.state)) ++slots_used;
     if (busy_.count(key)) continue;
     if (shot.next_due_ms > now_ms) {
       next_ms = std::min(next_ms, shot.next_due_ms);
@@ -238,14 +250,24 @@ Millis Scheduler::tick() {
     if (*a.batch != *b.batch) return *a.batch < *b.batch;
     return a.index < b.index;
   });
+  if (order.empty()) return Millis(std::max<int64_t>(0, next_ms - to_epoch_ms(now_())));
   Commitments c = commitments();
+  const std::string held_all = common_gate(now, next_ms);  // the same for every shot this tick
+  const double spent_today = daily_spent_[local_day(now)];
   for (const Order& o : order) {
     Shot* shot = o.shot;
-    bool started_upload = false;
-    if (!media_ready(*shot, started_upload)) continue;
+    if (!media_ready(*shot)) continue;
     if (shot->state != ShotState::pending || stopping_) continue;  // ended while preparing media
     double estimate = cost_.estimate(shot->spec);
-    std::string why = submit_gate(*shot, estimate, c, slots_used, now, next_ms);
+    std::string why = held_all;
+    if (why.empty() && slots_used >= config_.limits.max_in_flight)
+      why = "waiting: in-flight cap (limits.max_in_flight " + std::to_string(config_.limits.max_in_flight) + ")";
+    if (why.empty()) why = spend_gate(*shot, estimate, c, spent_today);
+    if (why.empty() && !bucket_.try_take(now)) {
+      next_ms = std::min(next_ms, to_epoch_ms(bucket_.next_token(now)));
+      why = "waiting: submit rate (limits.submits_per_minute, now " + format_credits(bucket_.current_per_minute()) +
+            "/min)";
+    }
     if (!why.empty()) {
       if (why != shot->reason) {
         shot->reason = why;
@@ -261,7 +283,7 @@ Millis Scheduler::tick() {
   return Millis(std::max<int64_t>(0, next_ms - to_epoch_ms(now_())));
 }
 
-bool Scheduler::media_ready(Shot& shot, bool& started_upload) {
+bool Scheduler::media_ready(Shot& shot) {
   struct Field {
     const MediaRef& ref;
     std::string& url;
@@ -274,9 +296,10 @@ bool Scheduler::media_ready(Shot& shot, bool& started_upload) {
   for (auto& f : fields) {
     if (f.ref.path.empty() || !f.url.empty()) continue;
     struct stat st {};
-    if (::stat(f.ref.path.c_str(), &st) == 0) {
+    bool seen = ::stat(f.ref.path.c_str(), &st) == 0;
+    int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+    if (seen) {
       auto it = hash_cache_.find(f.ref.path);
-      int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
       if (it != hash_cache_.end() && it->second.size == st.st_size && it->second.mtime_ns == mtime) {
         if (auto url = store_.asset_url(it->second.sha256)) {
           f.url = *url;
@@ -286,7 +309,7 @@ bool Scheduler::media_ready(Shot& shot, bool& started_upload) {
         if (uploading_.count(it->second.sha256)) return false;  // another shot uploads it
       }
     }
-    if (started_upload || uploads_on_wire_ >= config_.limits.max_concurrent_uploads) return false;
+    if (uploads_on_wire_ >= config_.limits.max_concurrent_uploads) return false;
     MediaFile file;
     try {
       file = read_media(f.ref.path, config_.input_roots, config_.limits.max_media_bytes, f.kind);
@@ -294,9 +317,7 @@ bool Scheduler::media_ready(Shot& shot, bool& started_upload) {
       end(shot, ShotState::rejected, std::string("local media: ") + e.what());
       return false;
     }
-    hash_cache_[f.ref.path] = {static_cast<long long>(file.data.size()),
-                               static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec,
-                               file.sha256};
+    hash_cache_[f.ref.path] = {static_cast<long long>(file.data.size()), mtime, file.sha256};
     if (auto url = store_.asset_url(file.sha256)) {
       f.url = *url;
       save(shot);
@@ -305,15 +326,8 @@ bool Scheduler::media_ready(Shot& shot, bool& started_upload) {
     std::string sha = file.sha256;
     uploading_.insert(sha);
     ++uploads_on_wire_;
-    started_upload = true;
     busy_.insert(shot.key());
-    HttpRequest req;
-    req.method = "POST";
-    req.url = config_.api.storage_url;
-    req.headers = api_headers(true);
-    req.body = upload_body(file.mime, file.data);
-    req.timeout = seconds(config_.api.request_timeout_seconds);
-    req.connect_timeout = seconds(config_.api.connect_timeout_seconds);
+    HttpRequest req = api_request(config_.api.storage_url, upload_body(file.mime, file.data));
     std::string key = shot.key();
     std::string path = f.ref.path;
     spdlog::info("{}: uploading {} ({} bytes)", key, path, file.data.size());
@@ -351,13 +365,7 @@ Scheduler::Commitments Scheduler::commitments() const {
   return c;
 }
 
-std::string Scheduler::submit_gate(const Shot& shot, double estimate, const Commitments& c, int slots_used,
-                                   TimePoint now, int64_t& next_ms) {
-  auto credits = [](double v) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.2f", v);
-    return std::string(buf);
-  };
+std::string Scheduler::common_gate(TimePoint now, int64_t& next_ms) const {
   if (paused_) return "waiting: submits paused by an operator (wanbatch resume)";
   if (!window_.contains(now)) {
     TimePoint open = window_.next_open(now);
@@ -370,42 +378,37 @@ std::string Scheduler::submit_gate(const Shot& shot, double estimate, const Comm
   }
   if (!balance_read_) return "waiting: reading the credit balance";
   if (credits_wait_)
-    return "waiting: insufficient credits (balance " + (balance_ ? credits(*balance_) : std::string("unknown")) +
+    return "waiting: insufficient credits (balance " + (balance_ ? format_credits(*balance_) : std::string("unknown")) +
            "); submits resume when the balance recovers";
-  if (slots_used >= config_.limits.max_in_flight)
-    return "waiting: in-flight cap (limits.max_in_flight " + std::to_string(config_.limits.max_in_flight) + ")";
+  return "";
+}
+
+std::string Scheduler::spend_gate(const Shot& shot, double estimate, const Commitments& c, double spent_today) {
   const BatchRecord& b = batches_.at(shot.batch);
-  double batch_committed = batch_spent_[shot.batch] + (c.batch.count(shot.batch) ? c.batch.at(shot.batch) : 0.0);
+  auto committed = c.batch.find(shot.batch);
+  double batch_committed = batch_spent_[shot.batch] + (committed != c.batch.end() ? committed->second : 0.0);
   if (b.budget_credits && batch_committed + estimate > *b.budget_credits + 1e-9)
-    return "waiting: batch budget " + credits(*b.budget_credits) + " would be exceeded (committed " +
-           credits(batch_committed) + ", this shot ~" + credits(estimate) + ")";
+    return "waiting: batch budget " + format_credits(*b.budget_credits) + " would be exceeded (committed " +
+           format_credits(batch_committed) + ", this shot ~" + format_credits(estimate) + ")";
   double daily = config_.limits.daily_budget_credits;
-  double today = daily_spent_[local_day(now)] + c.reserved;
+  double today = spent_today + c.reserved;
   if (daily > 0 && today + estimate > daily + 1e-9)
-    return "waiting: daily budget " + credits(daily) + " would be exceeded (committed today " + credits(today) + ")";
+    return "waiting: daily budget " + format_credits(daily) + " would be exceeded (committed today " +
+           format_credits(today) + ")";
   if (balance_) {
     double available = *balance_ - spent_since_balance_ - c.reserved - config_.limits.credit_reserve;
     if (available < estimate)
-      return "waiting: credits: balance " + credits(*balance_) + " less " + credits(spent_since_balance_ + c.reserved) +
-             " committed and the reserve " + credits(config_.limits.credit_reserve) + " leaves " +
-             credits(available) + ", this shot needs ~" + credits(estimate);
-  }
-  if (!bucket_.try_take(now)) {
-    TimePoint next = bucket_.next_token(now);
-    next_ms = std::min(next_ms, to_epoch_ms(next));
-    return "waiting: submit rate (limits.submits_per_minute, now " + credits(bucket_.current_per_minute()) + "/min)";
+      return "waiting: credits: balance " + format_credits(*balance_) + " less " +
+             format_credits(spent_since_balance_ + c.reserved) + " committed and the reserve " +
+             format_credits(config_.limits.credit_reserve) + " leaves " + format_credits(available) +
+             ", this shot needs ~" + format_credits(estimate);
   }
   return "";
 }
 
 void Scheduler::start_credit_check() {
   credits_on_wire_ = true;
-  HttpRequest req;
-  req.url = credits_url(config_.api);
-  req.headers = api_headers(false);
-  req.timeout = seconds(config_.api.request_timeout_seconds);
-  req.connect_timeout = seconds(config_.api.connect_timeout_seconds);
-  transport_.start(std::move(req), [this](HttpResponse r) {
+  transport_.start(api_request(credits_url(config_.api)), [this](HttpResponse r) {
     credits_on_wire_ = false;
     balance_read_ = true;  // answered or failed: submits need not wait for it any longer
     TimePoint now = now_();
@@ -452,14 +455,8 @@ void Scheduler::start_submit(Shot& shot, TimePoint now) {
   // Synced before the POST leaves: a crash from here on is an ambiguous submit.
   store_.put_shot_and_ledger(shot, ledger_entry(shot, "attempt", now));
   crash_point("submitting");
-  HttpRequest req;
-  req.method = "POST";
-  req.url = submit_url(config_.api);
-  req.headers = api_headers(true);
-  req.body = submit_body(shot);
+  HttpRequest req = api_request(submit_url(config_.api), submit_body(shot));
   req.connection = ConnectionUse::fresh;
-  req.timeout = seconds(config_.api.request_timeout_seconds);
-  req.connect_timeout = seconds(config_.api.connect_timeout_seconds);
   busy_.insert(shot.key());
   ++submits_on_wire_;
   std::string key = shot.key();
@@ -565,14 +562,9 @@ void Scheduler::on_submit(const std::string& key, const HttpResponse& r) {
 
 void Scheduler::start_api_get(Shot& shot, std::string url,
                               void (Scheduler::*on_answer)(const std::string&, const HttpResponse&)) {
-  HttpRequest req;
-  req.url = std::move(url);
-  req.headers = api_headers(false);
-  req.timeout = seconds(config_.api.request_timeout_seconds);
-  req.connect_timeout = seconds(config_.api.connect_timeout_seconds);
   std::string key = shot.key();
   busy_.insert(key);
-  transport_.start(std::move(req), [this, key, on_answer](HttpResponse r) {
+  transport_.start(api_request(std::move(url)), [this, key, on_answer](HttpResponse r) {
     busy_.erase(key);
     (this->*on_answer)(key, r);
   });

@@ -73,8 +73,8 @@ class Scheduler {
 
  private:
   // True when every local media field has its uploaded URL; otherwise may start
-  // one upload (at most one per tick, noted in started_upload).
-  bool media_ready(Shot& shot, bool& started_upload);
+  // one upload for this shot (within limits.max_concurrent_uploads).
+  bool media_ready(Shot& shot);
   void start_submit(Shot& shot, TimePoint now);
   // GET of an API URL for `shot`; the answer goes to `on_answer`.
   void start_api_get(Shot& shot, std::string url,
@@ -100,9 +100,10 @@ class Scheduler {
     std::map<std::string, double> batch;
   };
   Commitments commitments() const;
-  // "" when `shot` may be submitted now (taking a rate token); else why it waits.
-  std::string submit_gate(const Shot& shot, double estimate, const Commitments& c, int slots_used,
-                          TimePoint now, int64_t& next_ms);
+  // Why every pending shot waits this tick (pause, window, 429 or key, credits), or "".
+  std::string common_gate(TimePoint now, int64_t& next_ms) const;
+  // Why this shot would break a budget or the balance, or "".
+  std::string spend_gate(const Shot& shot, double estimate, const Commitments& c, double spent_today);
   void start_credit_check();
   void set_balance(double balance);
   Millis poll_interval(const Shot& shot, TimePoint now) const;
@@ -110,7 +111,9 @@ class Scheduler {
   void finish_pending_batches();
   std::vector<Shot> target_shots(const std::string& target) const;
   void requeue(Shot shot, const std::string& ledger_event, const std::string& reason);
-  std::vector<std::string> api_headers(bool json_body) const;
+  // An API request with the key, the JSON headers and the configured timeouts;
+  // a POST when it has a body.
+  HttpRequest api_request(std::string url, std::string json_body = "") const;
 
   const Config& config_;
   Store& store_;

@@ -35,6 +35,12 @@ bool is_terminal(ShotState s) { return s >= ShotState::done; }
 
 bool occupies_slot(ShotState s) { return s >= ShotState::submitting && s <= ShotState::downloading; }
 
+std::map<std::string, int> count_states(const std::vector<Shot>& shots) {
+  std::map<std::string, int> states;
+  for (const auto& s : shots) ++states[to_string(s.state)];
+  return states;
+}
+
 std::string shot_to_json(const Shot& s) {
   nlohmann::json spec = {{"id", s.spec.id},
                          {"prompt", s.spec.prompt},

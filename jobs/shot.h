@@ -3,7 +3,9 @@
 
 #include <cstdint>
 
+#include <map>
 #include <optional>
+#include <vector>
 #include <string>
 
 #include "jobs/manifest.h"
@@ -51,6 +53,9 @@ struct Shot {
 
   std::string key() const { return batch + "/" + spec.id; }
 };
+
+// How many shots are in each state, by state name.
+std::map<std::string, int> count_states(const std::vector<Shot>& shots);
 
 std::string shot_to_json(const Shot& s);
 Shot shot_from_json(const std::string& text);
