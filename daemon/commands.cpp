@@ -133,13 +133,13 @@ int cmd_estimate(const Config& config, const std::vector<std::string>& files, st
   // Observed costs and today's spend from the store, when there is one.
   CostModel model(config.pricing);
   double spent_today = 0;
-  TimePoint now = std::chrono::system_clock::now();
+  const std::string today = local_day(std::chrono::system_clock::now());
   try {
     auto store = Store::open(join_path(config.state_dir, "db"), Store::Mode::read_only);
     for (const auto& s : store->all_shots()) {
       if (!s.cost) continue;
       model.observe(s.spec, *s.cost);
-      if (s.completed_ms && local_day(from_epoch_ms(s.completed_ms)) == local_day(now)) spent_today += *s.cost;
+      if (s.completed_ms && local_day(from_epoch_ms(s.completed_ms)) == today) spent_today += *s.cost;
     }
   } catch (const Error&) {
     // No state yet: the price table alone.

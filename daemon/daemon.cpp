@@ -142,11 +142,9 @@ class Daemon {
     auto drain_deadline = std::chrono::steady_clock::now();
     for (;;) {
       TimePoint now = std::chrono::system_clock::now();
-      Millis watch_next{1000};
-      if (!stopping) {
-        if (!watcher_.ensure_watch()) watch_next = Millis(1000);
+      Millis watch_next{1000};  // take_ready (re)creates a lost or missing watch itself
+      if (!stopping)
         for (const auto& name : watcher_.take_ready(now, watch_next)) take(name);
-      }
       Millis next = std::min({scheduler_.tick(), watch_next, Millis(1000)});
       if (std::chrono::steady_clock::now() - last_notify >= notify_every) {
         // The watchdog ping doubles as a liveness proof of the loop itself.
