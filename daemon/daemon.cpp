@@ -117,7 +117,8 @@ class Daemon {
       : c_(c),
         transport_(c.api.allow_loopback_http),
         store_(Store::open(join_path(c.state_dir, "db"), Store::Mode::read_write)),
-        scheduler_(c, *store_, transport_, [] { return std::chrono::system_clock::now(); }, std::move(key)),
+        scheduler_(c, *store_, transport_, [] { return std::chrono::system_clock::now(); },
+                   [] { return std::chrono::steady_clock::now(); }, std::move(key)),
         watcher_(c.spool.incoming, Millis(static_cast<int64_t>(c.spool.settle_seconds * 1000))),
         control_(control_socket_path(c.state_dir)),
         signal_fd_(signal_fd) {
@@ -141,7 +142,7 @@ class Daemon {
     bool stopping = false;
     auto drain_deadline = std::chrono::steady_clock::now();
     for (;;) {
-      TimePoint now = std::chrono::system_clock::now();
+      MonoPoint now = std::chrono::steady_clock::now();
       Millis watch_next{1000};  // take_ready (re)creates a lost or missing watch itself
       if (!stopping)
         for (const auto& name : watcher_.take_ready(now, watch_next)) take(name);

@@ -69,7 +69,7 @@ void SpoolWatcher::drain_events() {
   }
 }
 
-void SpoolWatcher::rescan(TimePoint now) {
+void SpoolWatcher::rescan(MonoPoint now) {
   rescan_needed_ = false;
   DIR* d = ::opendir(dir_.c_str());
   if (!d) return;
@@ -80,7 +80,7 @@ void SpoolWatcher::rescan(TimePoint now) {
   ::closedir(d);
 }
 
-std::vector<std::string> SpoolWatcher::take_ready(TimePoint now, Millis& next) {
+std::vector<std::string> SpoolWatcher::take_ready(MonoPoint now, Millis& next) {
   next = Millis(60000);
   if (wd_ < 0 && !ensure_watch()) return {};
   if (rescan_needed_) rescan(now);
@@ -107,8 +107,9 @@ std::vector<std::string> SpoolWatcher::take_ready(TimePoint now, Millis& next) {
       c.mtime_ns = mtime;
       c.stable_since = now;
     }
-    TimePoint modified{std::chrono::duration_cast<TimePoint::duration>(std::chrono::nanoseconds(mtime))};
-    TimePoint ready_at = std::max(c.stable_since, modified) + settle_;
+    // Unchanged for the settle time as seen by us (the file's mtime is wall time,
+    // which may have stepped: it only tells that the file changed).
+    MonoPoint ready_at = c.stable_since + settle_;
     if (now >= ready_at) {
       ready.emplace_back(mtime, name);
       it = candidates_.erase(it);

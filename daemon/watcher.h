@@ -1,6 +1,7 @@
 // Watches the incoming spool folder with inotify and decides when a manifest has
 // arrived complete: renamed into the folder (IN_MOVED_TO), or written in place
-// and then unchanged for the settle time. A queue overflow, a lost watch or a
+// and then seen unchanged (size and mtime) for the settle time, on the monotonic
+// clock. A queue overflow, a lost watch or a
 // start-up triggers a full rescan, so no file is missed and none is taken twice
 // (a taken file is moved out of the folder by the daemon).
 #pragma once
@@ -28,7 +29,7 @@ class SpoolWatcher {
   void drain_events();
   // Names (not paths) of manifests ready to take, oldest first. `next` is set to
   // the time until a waiting candidate may become ready.
-  std::vector<std::string> take_ready(TimePoint now, Millis& next);
+  std::vector<std::string> take_ready(MonoPoint now, Millis& next);
 
   // Whether a name looks like a manifest and not a temporary or hidden file.
   static bool eligible(const std::string& name);
@@ -37,10 +38,10 @@ class SpoolWatcher {
   struct Candidate {
     long long size = -1;
     int64_t mtime_ns = 0;
-    TimePoint stable_since{};
+    MonoPoint stable_since{};
     bool moved_in = false;
   };
-  void rescan(TimePoint now);
+  void rescan(MonoPoint now);
 
   std::string dir_;
   Millis settle_;

@@ -38,6 +38,13 @@ std::string format_credits(double v) {
   return buf;
 }
 
+// A provider's wall-clock reset time as a monotonic deadline. At most an hour
+// ahead: a wall clock that stepped back must not stall the work for the step.
+MonoPoint mono_until(TimePoint reset_at, TimePoint wall_now, MonoPoint mono_now) {
+  int64_t ahead = std::clamp<int64_t>(to_epoch_ms(reset_at) - to_epoch_ms(wall_now), 0, 3600 * 1000);
+  return mono_now + Millis(ahead);
+}
+
 nlohmann::json ledger_entry(const Shot& s, const std::string& event, TimePoint now) {
   return {{"time", iso8601_utc(now)}, {"shot", s.key()}, {"event", event},
           {"attempt", s.submit_attempts}};
@@ -45,16 +52,17 @@ nlohmann::json ledger_entry(const Shot& s, const std::string& event, TimePoint n
 
 }  // namespace
 
-Scheduler::Scheduler(const Config& config, Store& store, Transport& transport, NowFn now,
+Scheduler::Scheduler(const Config& config, Store& store, Transport& transport, NowFn wall, MonoFn mono,
                      std::string api_key)
     : config_(config),
       store_(store),
       transport_(transport),
-      now_(std::move(now)),
+      wall_(std::move(wall)),
+      mono_(std::move(mono)),
       api_key_(std::move(api_key)),
       output_(config.output_root),
       cost_(config.pricing),
-      bucket_(config.limits.submits_per_minute, now_()) {
+      bucket_(config.limits.submits_per_minute, mono_()) {
   std::string err;
   window_ = TimeWindow::parse(config.window, err).value_or(TimeWindow());
 }
@@ -64,7 +72,8 @@ Scheduler::~Scheduler() = default;
 void Scheduler::load() {
   for (auto& b : store_.batches())
     if (!b.finished) batches_[b.name] = b;
-  TimePoint now = now_();
+  TimePoint now = wall_();
+  const int64_t mono_now = mono_ms(mono_());
   for (auto& s : store_.all_shots()) {
     if (s.cost) {  // spend so far, for budgets and the cost model
       cost_.observe(s.spec, *s.cost);
@@ -85,7 +94,11 @@ void Scheduler::load() {
       continue;
     }
     s.attempts = 0;
-    s.next_due_ms = 0;
+    s.due_ms = 0;
+    // How long it has been followed, on the monotonic clock, from the wall time
+    // it was submitted (bounded: the wall clock may have stepped meanwhile).
+    if (s.submitted_ms)
+      s.followed_since_ms = mono_now - std::clamp<int64_t>(to_epoch_ms(now) - s.submitted_ms, 0, 3600 * 1000);
     shots_[s.key()] = s;
   }
   for (auto& [name, b] : batches_) finishing_.insert(name);
@@ -107,7 +120,7 @@ Scheduler::Accept Scheduler::accept(const Manifest& m, const std::string& manife
   b.manifest_path = manifest_path;
   b.sha256 = m.sha256;
   b.base_dir = m.base_dir;
-  b.created_ms = to_epoch_ms(now_());
+  b.created_ms = to_epoch_ms(wall_());
   b.shot_count = static_cast<int>(m.shots.size());
   std::vector<Shot> shots;
   for (size_t i = 0; i < m.shots.size(); ++i) {
@@ -151,11 +164,10 @@ Millis Scheduler::backoff(int attempts) {
                        std::uniform_real_distribution<double>(0.0, 1.0)(rng_));
 }
 
-Millis Scheduler::poll_interval(const Shot& shot, TimePoint now) const {
+Millis Scheduler::poll_interval(const Shot& shot, int64_t now_ms) const {
   Millis lo = seconds(config_.poll.min_interval_seconds);
   Millis hi = seconds(config_.poll.max_interval_seconds);
-  int64_t now_ms = to_epoch_ms(now);
-  int64_t elapsed = now_ms - shot.submitted_ms;
+  int64_t elapsed = std::max<int64_t>(0, now_ms - shot.followed_since_ms);
   Millis want(elapsed / 10);
   auto seen = processing_seen_ms_.find(shot.key());
   if (seen != processing_seen_ms_.end() && expected_render_ms_ > 0) {
@@ -189,13 +201,14 @@ void Scheduler::retry_later(Shot& shot, const std::string& why, bool limited) {
             std::string(to_string(shot.state)) + ": " + why);
     return;
   }
-  shot.next_due_ms = to_epoch_ms(now_() + backoff(shot.attempts - 1));
+  shot.due_ms = mono_ms(mono_() + backoff(shot.attempts - 1));
   spdlog::info("{}: {} retry {} later: {}", shot.key(), to_string(shot.state), shot.attempts, why);
 }
 
 Millis Scheduler::tick() {
-  TimePoint now = now_();
-  int64_t now_ms = to_epoch_ms(now);
+  const TimePoint wall = wall_();
+  const MonoPoint now = mono_();
+  const int64_t now_ms = mono_ms(now);
   finish_pending_batches();
 
   std::vector<Shot*> ready;
@@ -204,8 +217,8 @@ Millis Scheduler::tick() {
   for (auto& [key, shot] : shots_) {
     if (occupies_slot(shot.state)) ++slots_used;
     if (busy_.count(key)) continue;
-    if (shot.next_due_ms > now_ms) {
-      next_ms = std::min(next_ms, shot.next_due_ms);
+    if (shot.due_ms > now_ms) {
+      next_ms = std::min(next_ms, shot.due_ms);
       continue;
     }
     switch (shot.state) {
@@ -227,7 +240,7 @@ Millis Scheduler::tick() {
   }
 
   if (!credits_on_wire_ && now >= next_credit_check_) start_credit_check();
-  next_ms = std::min(next_ms, to_epoch_ms(next_credit_check_));
+  next_ms = std::min(next_ms, mono_ms(next_credit_check_));
 
   // Pending shots: uploads first, then submits in priority order. The sort key
   // is built once per tick: this runs on every completed request.
@@ -250,10 +263,10 @@ Millis Scheduler::tick() {
     if (*a.batch != *b.batch) return *a.batch < *b.batch;
     return a.index < b.index;
   });
-  if (order.empty()) return Millis(std::max<int64_t>(0, next_ms - to_epoch_ms(now_())));
+  if (order.empty()) return Millis(std::max<int64_t>(0, next_ms - mono_ms(mono_())));
   Commitments c = commitments();
-  const std::string held_all = common_gate(now, next_ms);  // the same for every shot this tick
-  const double spent_today = daily_spent_[local_day(now)];
+  const std::string held_all = common_gate(wall, now, next_ms);  // the same for every shot this tick
+  const double spent_today = daily_spent_[local_day(wall)];
   for (const Order& o : order) {
     Shot* shot = o.shot;
     if (!media_ready(*shot)) continue;
@@ -264,7 +277,7 @@ Millis Scheduler::tick() {
       why = "waiting: in-flight cap (limits.max_in_flight " + std::to_string(config_.limits.max_in_flight) + ")";
     if (why.empty()) why = spend_gate(*shot, estimate, c, spent_today);
     if (why.empty() && !bucket_.try_take(now)) {
-      next_ms = std::min(next_ms, to_epoch_ms(bucket_.next_token(now)));
+      next_ms = std::min(next_ms, mono_ms(bucket_.next_token(now)));
       why = "waiting: submit rate (limits.submits_per_minute, now " + format_credits(bucket_.current_per_minute()) +
             "/min)";
     }
@@ -278,9 +291,9 @@ Millis Scheduler::tick() {
     ++slots_used;
     c.reserved += estimate;
     c.batch[shot->batch] += estimate;
-    start_submit(*shot, now);
+    start_submit(*shot, wall);
   }
-  return Millis(std::max<int64_t>(0, next_ms - to_epoch_ms(now_())));
+  return Millis(std::max<int64_t>(0, next_ms - mono_ms(mono_())));
 }
 
 bool Scheduler::media_ready(Shot& shot) {
@@ -365,16 +378,19 @@ Scheduler::Commitments Scheduler::commitments() const {
   return c;
 }
 
-std::string Scheduler::common_gate(TimePoint now, int64_t& next_ms) const {
+std::string Scheduler::common_gate(TimePoint wall, MonoPoint now, int64_t& next_ms) const {
   if (paused_) return "waiting: submits paused by an operator (wanbatch resume)";
-  if (!window_.contains(now)) {
-    TimePoint open = window_.next_open(now);
-    next_ms = std::min(next_ms, to_epoch_ms(open));
+  if (!window_.contains(wall)) {
+    // The window is local wall time; the wait for it runs on the monotonic clock
+    // (at most a minute at a time, so a wall-clock step is noticed).
+    TimePoint open = window_.next_open(wall);
+    next_ms = std::min(next_ms, mono_ms(now) + std::clamp<int64_t>(to_epoch_ms(open) - to_epoch_ms(wall), 0, 60000));
     return "waiting: outside the submit window " + window_.text() + " (opens " + iso8601_utc(open) + ")";
   }
   if (now < submits_blocked_until_) {
-    next_ms = std::min(next_ms, to_epoch_ms(submits_blocked_until_));
-    return "waiting: " + submits_blocked_reason_ + " (until " + iso8601_utc(submits_blocked_until_) + ")";
+    next_ms = std::min(next_ms, mono_ms(submits_blocked_until_));
+    return "waiting: " + submits_blocked_reason_ + " (until " +
+           iso8601_utc(wall + std::chrono::duration_cast<Millis>(submits_blocked_until_ - now)) + ")";
   }
   if (!balance_read_) return "waiting: reading the credit balance";
   if (credits_wait_)
@@ -411,7 +427,7 @@ void Scheduler::start_credit_check() {
   transport_.start(api_request(credits_url(config_.api)), [this](HttpResponse r) {
     credits_on_wire_ = false;
     balance_read_ = true;  // answered or failed: submits need not wait for it any longer
-    TimePoint now = now_();
+    MonoPoint now = mono_();
     auto balance = parse_credits(r);
     Millis interval = seconds(config_.credits.check_interval_seconds);
     if (credits_wait_) interval = std::min(interval, Millis(30000));
@@ -470,9 +486,10 @@ void Scheduler::start_submit(Shot& shot, TimePoint now) {
 void Scheduler::on_submit(const std::string& key, const HttpResponse& r) {
   Shot* shot = find(key);
   if (!shot) return;
-  TimePoint now = now_();
+  const TimePoint wall = wall_();
+  const MonoPoint now = mono_();
   SubmitAnswer a = classify_submit(r);
-  auto entry = ledger_entry(*shot, "", now);
+  auto entry = ledger_entry(*shot, "", wall);
   entry["verdict"] = to_string(a.verdict);
   entry["http_status"] = r.status;
   if (!a.message.empty()) entry["message"] = a.message;
@@ -480,10 +497,11 @@ void Scheduler::on_submit(const std::string& key, const HttpResponse& r) {
     case Verdict::ok:
       shot->state = ShotState::in_flight;
       shot->request_id = a.request_id;
-      shot->submitted_ms = to_epoch_ms(now);
+      shot->submitted_ms = to_epoch_ms(wall);
+      shot->followed_since_ms = mono_ms(now);
       shot->attempts = 0;
       shot->remote_status = "QUEUED";
-      shot->next_due_ms = to_epoch_ms(now + seconds(config_.poll.min_interval_seconds));
+      shot->due_ms = mono_ms(now + seconds(config_.poll.min_interval_seconds));
       consecutive_429_ = 0;
       entry["event"] = "accepted";
       entry["request_id"] = a.request_id;
@@ -525,7 +543,7 @@ void Scheduler::on_submit(const std::string& key, const HttpResponse& r) {
               "submit failed " + std::to_string(shot->submit_attempts) + " times, last: " + a.message);
           return;
         }
-        shot->next_due_ms = to_epoch_ms(now + backoff(shot->submit_attempts - 1));
+        shot->due_ms = mono_ms(now + backoff(shot->submit_attempts - 1));
         spdlog::warn("{}: submit not accepted ({}), retrying", key, a.message);
         return;
       }
@@ -539,7 +557,7 @@ void Scheduler::on_submit(const std::string& key, const HttpResponse& r) {
         spdlog::warn("{}; submits wait until the balance covers the next shot", a.message);
         return;
       }
-      TimePoint until;
+      MonoPoint until;
       if (a.verdict == Verdict::rate_limited) {
         bucket_.on_rate_limited(now);
         until = now + backoff(consecutive_429_++);
@@ -548,12 +566,13 @@ void Scheduler::on_submit(const std::string& key, const HttpResponse& r) {
         until = now + Millis(60000);
         submits_blocked_reason_ = "the API key was refused (" + a.message + ")";
       }
-      if (a.reset_at && *a.reset_at > now) until = *a.reset_at;
+      if (a.reset_at) until = std::max(until, mono_until(*a.reset_at, wall, now));
       submits_blocked_until_ = std::max(submits_blocked_until_, until);
       if (a.verdict == Verdict::auth)
         spdlog::error("the API key was refused ({}); submits paused for a minute. Fix the key.", a.message);
       else
-        spdlog::warn("rate limited: submits wait until {}, rate now {:.1f}/min", iso8601_utc(until),
+        spdlog::warn("rate limited: submits wait until {}, rate now {:.1f}/min",
+                     iso8601_utc(wall + std::chrono::duration_cast<Millis>(until - now)),
                      bucket_.current_per_minute());
       return;
     }
@@ -573,28 +592,28 @@ void Scheduler::start_api_get(Shot& shot, std::string url,
 void Scheduler::on_poll(const std::string& key, const HttpResponse& r) {
   Shot* shot = find(key);
   if (!shot) return;
-  TimePoint now = now_();
+  const int64_t now = mono_ms(mono_());
   StatusAnswer a = classify_status(r);
   switch (a.verdict) {
     case Verdict::ok: {
       shot->attempts = 0;
       if (a.status == "PROCESSING" && !processing_seen_ms_.count(key))
-        processing_seen_ms_[key] = to_epoch_ms(now);
+        processing_seen_ms_[key] = now;
       if (a.status == "COMPLETED") {
         auto seen = processing_seen_ms_.find(key);
-        double took = static_cast<double>(to_epoch_ms(now) - (seen != processing_seen_ms_.end() ? seen->second : shot->submitted_ms));
+        double took = static_cast<double>(now - (seen != processing_seen_ms_.end() ? seen->second : shot->followed_since_ms));
         expected_render_ms_ = expected_render_ms_ == 0 ? took : 0.8 * expected_render_ms_ + 0.2 * took;
         shot->state = ShotState::fetching;
-        shot->completed_ms = to_epoch_ms(now);
+        shot->completed_ms = to_epoch_ms(wall_());
         shot->remote_status = a.status;
-        shot->next_due_ms = 0;
+        shot->due_ms = 0;
         save(*shot);
         crash_point("status_change");
         return;
       }
       bool changed = shot->remote_status != a.status;
       shot->remote_status = a.status;
-      shot->next_due_ms = to_epoch_ms(now + poll_interval(*shot, now));
+      shot->due_ms = now + poll_interval(*shot, now).count();
       if (changed) save(*shot);
       return;
     }
@@ -606,11 +625,11 @@ void Scheduler::on_poll(const std::string& key, const HttpResponse& r) {
 
 void Scheduler::on_follow_problem(Shot& shot, const char* step, Verdict verdict, const std::string& message,
                                   const std::optional<TimePoint>& reset_at) {
-  TimePoint now = now_();
+  const TimePoint wall = wall_();
   switch (verdict) {
     case Verdict::failed:
       shot.remote_status = "FAILED";
-      shot.completed_ms = to_epoch_ms(now);
+      shot.completed_ms = to_epoch_ms(wall);
       end(shot, ShotState::failed, message);
       return;
     case Verdict::not_found: {
@@ -631,7 +650,7 @@ void Scheduler::on_follow_problem(Shot& shot, const char* step, Verdict verdict,
       return;
     default:  // network, 5xx, 429, auth: following a job is always safe to retry
       retry_later(shot, std::string(step) + ": " + message, false);
-      if (reset_at && *reset_at > now) shot.next_due_ms = std::max(shot.next_due_ms, to_epoch_ms(*reset_at));
+      if (reset_at) shot.due_ms = std::max(shot.due_ms, mono_ms(mono_until(*reset_at, wall, mono_())));
       return;
   }
 }
@@ -650,18 +669,18 @@ void Scheduler::on_fetch(const std::string& key, const HttpResponse& r) {
   if (a.cost && !shot->cost) {
     cost_.observe(shot->spec, *a.cost);
     batch_spent_[shot->batch] += *a.cost;
-    daily_spent_[local_day(now_())] += *a.cost;
+    daily_spent_[local_day(wall_())] += *a.cost;
     spent_since_balance_ += *a.cost;
   }
   if (a.cost) shot->cost = a.cost;
   if (a.remaining_credits) set_balance(*a.remaining_credits);
   shot->metrics_json = a.metrics_json;
   shot->state = ShotState::downloading;
-  shot->next_due_ms = 0;
+  shot->due_ms = 0;
   save(*shot, Sync::yes);
 }
 
-void Scheduler::start_download(Shot& shot, TimePoint now) {
+void Scheduler::start_download(Shot& shot, MonoPoint now) {
   int fd = -1;
   long long offset = 0;
   try {
@@ -675,7 +694,7 @@ void Scheduler::start_download(Shot& shot, TimePoint now) {
       save(shot);
       spdlog::warn("{}: {}", shot.key(), shot.reason);
     }
-    shot.next_due_ms = to_epoch_ms(now + std::min(backoff(shot.attempts++), Millis(30000)));
+    shot.due_ms = mono_ms(now + std::min(backoff(shot.attempts++), Millis(30000)));
     return;
   }
   HttpRequest req;
@@ -701,11 +720,11 @@ void Scheduler::start_download(Shot& shot, TimePoint now) {
 void Scheduler::on_download(const std::string& key, int fd, const HttpResponse& r) {
   Shot* shot = find(key);
   if (!shot) return;
-  TimePoint now = now_();
+  const MonoPoint now = mono_();
   if (r.error == NetError::local_write) {
     output_.discard_part(shot->batch, shot->spec.id);
     shot->reason = "cannot write the video: " + r.error_text;
-    shot->next_due_ms = to_epoch_ms(now + std::min(backoff(shot->attempts++), Millis(60000)));
+    shot->due_ms = mono_ms(now + std::min(backoff(shot->attempts++), Millis(60000)));
     spdlog::warn("{}: {} (will retry)", key, shot->reason);
     return;
   }
@@ -719,7 +738,7 @@ void Scheduler::on_download(const std::string& key, int fd, const HttpResponse& 
       // The output URL has gone: ask for the result again (it may carry a fresh URL).
       ++shot->attempts;
       shot->state = ShotState::fetching;
-      shot->next_due_ms = to_epoch_ms(now + backoff(shot->attempts - 1));
+      shot->due_ms = mono_ms(now + backoff(shot->attempts - 1));
       save(*shot);
       return;
     }
@@ -738,10 +757,10 @@ void Scheduler::on_download(const std::string& key, int fd, const HttpResponse& 
     VideoInfo video{static_cast<long long>(st.st_size), sha256_fd_hex(fd), check.has_audio};
     shot->file = output_.commit_part(shot->batch, shot->spec.id, fd);
     crash_point("renamed");
-    output_.write(shot->batch, shot->spec.id + ".json", sidecar_json(*shot, video, to_epoch_ms(now)));
+    output_.write(shot->batch, shot->spec.id + ".json", sidecar_json(*shot, video, to_epoch_ms(wall_())));
   } catch (const Error& e) {
     shot->reason = e.what();
-    shot->next_due_ms = to_epoch_ms(now + std::min(backoff(shot->attempts++), Millis(60000)));
+    shot->due_ms = mono_ms(now + std::min(backoff(shot->attempts++), Millis(60000)));
     spdlog::warn("{}: {} (will retry)", key, shot->reason);
     return;
   }
@@ -766,8 +785,7 @@ std::vector<Shot> Scheduler::target_shots(const std::string& target) const {
 }
 
 void Scheduler::requeue(Shot shot, const std::string& ledger_event, const std::string& reason) {
-  TimePoint now = now_();
-  auto entry = ledger_entry(shot, ledger_event, now);
+  auto entry = ledger_entry(shot, ledger_event, wall_());
   entry["previous_request_id"] = shot.request_id;
   entry["previous_state"] = to_string(shot.state);
   store_.append_ledger(entry);
@@ -781,7 +799,7 @@ void Scheduler::requeue(Shot shot, const std::string& ledger_event, const std::s
   shot.file.clear();
   shot.attempts = 0;
   shot.submit_attempts = 0;
-  shot.next_due_ms = 0;
+  shot.due_ms = 0;
   shot.submitted_ms = shot.completed_ms = 0;
   store_.put_shot(shot, Sync::yes);
   if (!batches_.count(shot.batch)) {
@@ -855,7 +873,7 @@ void Scheduler::finish_pending_batches() {
       continue;
     }
     BatchRecord rec = b->second;
-    int64_t now_ms = to_epoch_ms(now_());
+    int64_t now_ms = to_epoch_ms(wall_());
     try {
       output_.write(name, "report.json", batch_report_json(rec, store_.shots(name), now_ms));
     } catch (const Error& e) {

@@ -25,10 +25,14 @@
 namespace wb {
 
 using NowFn = std::function<TimePoint()>;
+using MonoFn = std::function<MonoPoint()>;
 
 class Scheduler {
  public:
-  Scheduler(const Config& config, Store& store, Transport& transport, NowFn now, std::string api_key);
+  // `wall` is for what people read (timestamps, local days, the submit window);
+  // `mono` drives every interval and due time.
+  Scheduler(const Config& config, Store& store, Transport& transport, NowFn wall, MonoFn mono,
+            std::string api_key);
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -79,7 +83,7 @@ class Scheduler {
   // GET of an API URL for `shot`; the answer goes to `on_answer`.
   void start_api_get(Shot& shot, std::string url,
                      void (Scheduler::*on_answer)(const std::string&, const HttpResponse&));
-  void start_download(Shot& shot, TimePoint now);
+  void start_download(Shot& shot, MonoPoint now);
 
   void on_submit(const std::string& key, const HttpResponse& r);
   void on_poll(const std::string& key, const HttpResponse& r);
@@ -101,12 +105,12 @@ class Scheduler {
   };
   Commitments commitments() const;
   // Why every pending shot waits this tick (pause, window, 429 or key, credits), or "".
-  std::string common_gate(TimePoint now, int64_t& next_ms) const;
+  std::string common_gate(TimePoint wall, MonoPoint now, int64_t& next_ms) const;
   // Why this shot would break a budget or the balance, or "".
   std::string spend_gate(const Shot& shot, double estimate, const Commitments& c, double spent_today);
   void start_credit_check();
   void set_balance(double balance);
-  Millis poll_interval(const Shot& shot, TimePoint now) const;
+  Millis poll_interval(const Shot& shot, int64_t now_mono_ms) const;
   void maybe_finish(const std::string& batch);
   void finish_pending_batches();
   std::vector<Shot> target_shots(const std::string& target) const;
@@ -118,7 +122,8 @@ class Scheduler {
   const Config& config_;
   Store& store_;
   Transport& transport_;
-  NowFn now_;
+  NowFn wall_;
+  MonoFn mono_;
   std::string api_key_;
   OutputDir output_;
   std::mt19937_64 rng_{std::random_device{}()};
@@ -134,7 +139,7 @@ class Scheduler {
     std::string sha256;
   };
   std::map<std::string, HashEntry> hash_cache_;  // path -> content hash
-  std::map<std::string, int64_t> processing_seen_ms_;  // first time seen PROCESSING
+  std::map<std::string, int64_t> processing_seen_ms_;  // first time seen PROCESSING (monotonic ms)
   double expected_render_ms_ = 0;  // moving average of observed render times
   size_t submits_on_wire_ = 0;
   int uploads_on_wire_ = 0;
@@ -150,10 +155,10 @@ class Scheduler {
   bool credits_wait_ = false;        // a 406 Insufficient credits: wait for a top-up
   bool credits_on_wire_ = false;
   bool balance_read_ = false;        // the first balance check has been answered
-  TimePoint next_credit_check_{};
+  MonoPoint next_credit_check_{};
   std::map<std::string, double> batch_spent_;  // observed cost per unfinished batch
   std::map<std::string, double> daily_spent_;  // observed cost per local day
-  TimePoint submits_blocked_until_{};
+  MonoPoint submits_blocked_until_{};
   std::string submits_blocked_reason_;
 };
 

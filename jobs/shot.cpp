@@ -63,7 +63,6 @@ std::string shot_to_json(const Shot& s) {
                       {"request_id", s.request_id},
                       {"submit_attempts", s.submit_attempts},
                       {"attempts", s.attempts},
-                      {"next_due_ms", s.next_due_ms},
                       {"submitted_ms", s.submitted_ms},
                       {"completed_ms", s.completed_ms},
                       {"remote_status", s.remote_status},
@@ -100,7 +99,6 @@ Shot shot_from_json(const std::string& text) {
   s.request_id = j.value("request_id", "");
   s.submit_attempts = j.value("submit_attempts", 0);
   s.attempts = j.value("attempts", 0);
-  s.next_due_ms = j.value("next_due_ms", int64_t{0});
   s.submitted_ms = j.value("submitted_ms", int64_t{0});
   s.completed_ms = j.value("completed_ms", int64_t{0});
   s.remote_status = j.value("remote_status", "");

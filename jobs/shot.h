@@ -42,8 +42,11 @@ struct Shot {
   std::string request_id;
   int submit_attempts = 0;
   int attempts = 0;         // retries of the current step
-  int64_t next_due_ms = 0;  // not before this time
-  int64_t submitted_ms = 0;
+  int64_t submitted_ms = 0;  // wall time, for people
+  // In memory only, on the monotonic clock (util.h mono_ms): not before this time,
+  // and since when the job has been followed.
+  int64_t due_ms = 0;
+  int64_t followed_since_ms = 0;
   int64_t completed_ms = 0;
   std::string remote_status;
   std::string output_url;

@@ -19,12 +19,12 @@ struct tm local_tm(TimePoint t) {
 }
 }  // namespace
 
-SubmitBucket::SubmitBucket(double per_minute, TimePoint now)
+SubmitBucket::SubmitBucket(double per_minute, MonoPoint now)
     : configured_(per_minute), rate_(per_minute), burst_(std::max(1.0, per_minute / 6000.0)), last_(now) {
   tokens_ = burst_;
 }
 
-void SubmitBucket::refill(TimePoint now) {
+void SubmitBucket::refill(MonoPoint now) {
   // Full resolution: truncating to whole milliseconds on every refill (and the
   // scheduler refills on every tick) lost several percent of the rate.
   double ms = std::chrono::duration<double, std::milli>(now - last_).count();
@@ -38,21 +38,21 @@ void SubmitBucket::refill(TimePoint now) {
   last_ = now;
 }
 
-bool SubmitBucket::try_take(TimePoint now) {
+bool SubmitBucket::try_take(MonoPoint now) {
   refill(now);
   if (tokens_ < 1.0 - kEpsilon) return false;  // rounding must not delay a due token
   tokens_ -= 1.0;
   return true;
 }
 
-TimePoint SubmitBucket::next_token(TimePoint now) {
+MonoPoint SubmitBucket::next_token(MonoPoint now) {
   refill(now);
   if (tokens_ >= 1.0 - kEpsilon) return now;
   double ms = (1.0 - tokens_) * kMsPerMinute / rate_;
   return now + Millis(static_cast<int64_t>(ms) + 1);
 }
 
-void SubmitBucket::on_rate_limited(TimePoint now) {
+void SubmitBucket::on_rate_limited(MonoPoint now) {
   refill(now);
   rate_ = std::max(1.0, rate_ * 0.9);
   tokens_ = 0;

@@ -17,22 +17,22 @@ namespace wb {
 // little; a storm brings the rate down geometrically.
 class SubmitBucket {
  public:
-  SubmitBucket(double per_minute, TimePoint now);
+  SubmitBucket(double per_minute, MonoPoint now);
   // Takes a token when one is available.
-  bool try_take(TimePoint now);
+  bool try_take(MonoPoint now);
   // When the next token will be available (now if one is).
-  TimePoint next_token(TimePoint now);
-  void on_rate_limited(TimePoint now);
+  MonoPoint next_token(MonoPoint now);
+  void on_rate_limited(MonoPoint now);
   double current_per_minute() const { return rate_; }
 
  private:
-  void refill(TimePoint now);
+  void refill(MonoPoint now);
   double configured_;
   double rate_;
   double tokens_;
   double burst_;
-  TimePoint last_;
-  TimePoint last_429_{};
+  MonoPoint last_;
+  MonoPoint last_429_{};
 };
 
 // "HH:MM-HH:MM" in local time; may wrap midnight ("22:00-07:00"). Empty: always open.

@@ -11,8 +11,17 @@
 
 namespace wb {
 
+// Wall time: for what a person reads, persisted timestamps, local days and windows.
 using TimePoint = std::chrono::system_clock::time_point;
+// Monotonic time: for every interval and due time, so that a step of the wall
+// clock (an NTP correction, a restored VM) neither stalls nor rushes the work.
+using MonoPoint = std::chrono::steady_clock::time_point;
 using Millis = std::chrono::milliseconds;
+
+// Milliseconds on the monotonic clock's own scale (meaningful only in-process).
+inline int64_t mono_ms(MonoPoint t) {
+  return std::chrono::duration_cast<Millis>(t.time_since_epoch()).count();
+}
 
 // A recoverable error whose message is meant for a person (file, field, cause).
 class Error : public std::runtime_error {

@@ -26,9 +26,16 @@ std::vector<std::string> list(const std::string& dir);  // names, sorted, no dot
 // A small valid PNG (solid colour); `variant` changes its content.
 std::string png(int variant = 0);
 
+// Wall and monotonic time that advance together; step_wall() moves the wall
+// clock alone, as an NTP correction or a restored VM does.
 struct FakeClock {
   wb::TimePoint now = wb::TimePoint(std::chrono::seconds(1'800'000'000));
-  void advance(wb::Millis d) { now += d; }
+  wb::MonoPoint mono = wb::MonoPoint(std::chrono::seconds(5'000));
+  void advance(wb::Millis d) {
+    now += d;
+    mono += d;
+  }
+  void step_wall(wb::Millis d) { now += d; }
 };
 
 // Records requests; the test answers them one by one.

@@ -26,7 +26,8 @@ struct SchedulerRig {
   // (Re)starts the scheduler on the same store: a daemon restart.
   void start() {
     sched.reset();
-    sched = std::make_unique<wb::Scheduler>(config, *store, net, [this] { return clock.now; }, "SECRET-KEY");
+    sched = std::make_unique<wb::Scheduler>(config, *store, net, [this] { return clock.now; },
+                                           [this] { return clock.mono; }, "SECRET-KEY");
     sched->on_batch_finished = [this](const wb::BatchRecord& b) { finished.push_back(b.name); };
     sched->load();
   }

@@ -10,7 +10,7 @@ using std::chrono::minutes;
 using std::chrono::seconds;
 
 namespace {
-const TimePoint kStart = TimePoint(seconds(1'800'000'000));
+const MonoPoint kStart = MonoPoint(seconds(1'800'000));
 
 // Sets TZ for one test and restores it.
 struct LocalZone {
@@ -43,7 +43,7 @@ TEST_CASE("the bucket spaces submits evenly at its rate per minute, and no more"
   int taken = 0;
   for (int i = 0; i < 100; ++i) taken += b.try_take(kStart);
   CHECK(taken == 1);
-  TimePoint t = kStart;
+  MonoPoint t = kStart;
   int over_a_minute = 0;
   for (int ms = 10; ms <= 60000; ms += 10) {
     t = kStart + Millis(ms);
@@ -58,7 +58,7 @@ TEST_CASE("the bucket spaces submits evenly at its rate per minute, and no more"
 TEST_CASE("frequent refills at sub-millisecond steps lose no rate") {
   SubmitBucket b(600, kStart);  // one each 100 ms
   int taken = 0;
-  TimePoint t = kStart;
+  MonoPoint t = kStart;
   for (int us = 0; us < 10'000'000; us += 700) {  // ten seconds, looked at every 0.7 ms
     t = kStart + std::chrono::microseconds(us);
     taken += b.try_take(t);

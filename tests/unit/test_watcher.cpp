@@ -10,7 +10,7 @@
 using namespace wb;
 
 namespace {
-TimePoint real_now() { return std::chrono::system_clock::now(); }
+MonoPoint real_now() { return std::chrono::steady_clock::now(); }
 }  // namespace
 
 TEST_CASE("only manifest names are eligible") {
@@ -50,7 +50,7 @@ TEST_CASE("a file still growing is not taken") {
   SpoolWatcher w(dir, Millis(2000));
   Millis next{};
   test::write(dir + "/grow.yaml", "shots:");
-  TimePoint t = real_now() + Millis(3000);
+  MonoPoint t = real_now() + Millis(3000);
   CHECK(w.take_ready(t, next).empty());  // first sight starts the settle clock
   test::write(dir + "/grow.yaml", "shots: [a, b]");
   CHECK(w.take_ready(t + Millis(1500), next).empty());  // changed: clock restarts
