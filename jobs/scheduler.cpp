@@ -226,10 +226,16 @@ Millis Scheduler::tick() {
         ready.push_back(&shot);
         break;
       case ShotState::in_flight:
-        start_api_get(shot, status_url(config_.api, shot.request_id), &Scheduler::on_poll);
-        break;
       case ShotState::fetching:
-        start_api_get(shot, result_url(config_.api, shot.request_id), &Scheduler::on_fetch);
+        if (!is_plain_token(shot.request_id)) {
+          // Only a record from elsewhere (an old version, a hand edit) can hold one.
+          end(shot, ShotState::held, "request_id is not a plain token; not followed");
+          break;
+        }
+        if (shot.state == ShotState::in_flight)
+          start_api_get(shot, status_url(config_.api, shot.request_id), &Scheduler::on_poll);
+        else
+          start_api_get(shot, result_url(config_.api, shot.request_id), &Scheduler::on_fetch);
         break;
       case ShotState::downloading:
         if (downloads_on_wire_ < config_.limits.max_concurrent_downloads) start_download(shot, now);
@@ -493,6 +499,21 @@ void Scheduler::on_submit(const std::string& key, const HttpResponse& r) {
   entry["verdict"] = to_string(a.verdict);
   entry["http_status"] = r.status;
   if (!a.message.empty()) entry["message"] = a.message;
+  if (a.verdict == Verdict::ok) {
+    auto owner = store_.shot_by_request(a.request_id);
+    if (owner && *owner != key) {
+      // A request_id belongs to one shot. This submit may or may not have
+      // started a job of its own: a person decides, nothing is resent.
+      entry["event"] = "duplicate_request_id";
+      entry["request_id"] = a.request_id;
+      store_.append_ledger(entry);
+      end(*shot, ShotState::held,
+          "ambiguous submit: the provider answered request_id " + a.request_id + ", which already belongs to " +
+              *owner + "; this submit may have started a job of its own and been billed. Check the provider's "
+              "dashboard, then `wanbatch retry` it if it was not run");
+      return;
+    }
+  }
   switch (a.verdict) {
     case Verdict::ok:
       shot->state = ShotState::in_flight;
@@ -723,7 +744,11 @@ void Scheduler::on_download(const std::string& key, int fd, const HttpResponse& 
   const MonoPoint now = mono_();
   if (r.error == NetError::local_write) {
     output_.discard_part(shot->batch, shot->spec.id);
-    shot->reason = "cannot write the video: " + r.error_text;
+    std::string reason = "waiting: cannot write the video: " + r.error_text;
+    if (reason != shot->reason) {
+      shot->reason = std::move(reason);
+      save(*shot);  // `status` shows why it waits
+    }
     shot->due_ms = mono_ms(now + std::min(backoff(shot->attempts++), Millis(60000)));
     spdlog::warn("{}: {} (will retry)", key, shot->reason);
     return;
@@ -759,7 +784,8 @@ void Scheduler::on_download(const std::string& key, int fd, const HttpResponse& 
     crash_point("renamed");
     output_.write(shot->batch, shot->spec.id + ".json", sidecar_json(*shot, video, to_epoch_ms(wall_())));
   } catch (const Error& e) {
-    shot->reason = e.what();
+    shot->reason = std::string("waiting: cannot write the video: ") + e.what();
+    save(*shot);
     shot->due_ms = mono_ms(now + std::min(backoff(shot->attempts++), Millis(60000)));
     spdlog::warn("{}: {} (will retry)", key, shot->reason);
     return;

@@ -2,21 +2,43 @@
 
 #include <nlohmann/json.hpp>
 
+#include "jobs/json_safe.h"
+
 namespace wb {
 
 namespace {
 
 using nlohmann::json;
 
-std::optional<json> parse_json(const std::string& body) {
-  auto j = json::parse(body, nullptr, false);
-  if (j.is_discarded()) return std::nullopt;
-  return j;
-}
+// Every answer is parsed with a bound on its nesting (jobs/json_safe.h): a
+// deeper one is malformed.
+std::optional<json> parse_json(const std::string& body) { return parse_json_bounded(body); }
 
+// At most `n` bytes, with control characters (CR, LF, ...) shown as '?', so an
+// answer cannot forge log lines or HELD reasons.
 std::string clip(std::string s, size_t n = 300) {
   if (s.size() > n) s = s.substr(0, n) + "...";
+  for (auto& c : s)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
   return s;
+}
+
+// Percent-encodes everything but RFC 3986 unreserved characters: a path
+// segment built from it cannot add a segment, a query or a fragment.
+std::string path_segment(const std::string& s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  if (out == "." || out == "..") out = out == "." ? "%2E" : "%2E%2E";
+  return out;
 }
 
 bool contains_ci(const std::string& hay, const std::string& needle) {
@@ -88,10 +110,17 @@ const char* to_string(Verdict v) {
 
 std::string submit_url(const ApiConfig& api) { return api.base_url + "/v2/" + api.model; }
 std::string status_url(const ApiConfig& api, const std::string& id) {
-  return api.base_url + "/v2/requests/" + id + "/status";
+  return api.base_url + "/v2/requests/" + path_segment(id) + "/status";
 }
 std::string result_url(const ApiConfig& api, const std::string& id) {
-  return api.base_url + "/v2/requests/" + id;
+  return api.base_url + "/v2/requests/" + path_segment(id);
+}
+
+bool is_plain_token(std::string_view id) {
+  if (id.empty() || id.size() > 128 || !std::isalnum(static_cast<unsigned char>(id[0]))) return false;
+  for (unsigned char c : id)
+    if (!std::isalnum(c) && c != '-' && c != '_' && c != '.') return false;
+  return true;
 }
 std::string credits_url(const ApiConfig& api) { return api.base_url + "/v1/get-user-credits"; }
 
@@ -153,8 +182,16 @@ SubmitAnswer classify_submit(const HttpResponse& r) {
     auto j = parse_json(r.body);
     if (j && j->is_object() && j->contains("request_id") && (*j)["request_id"].is_string() &&
         !(*j)["request_id"].get<std::string>().empty()) {
+      std::string id = (*j)["request_id"].get<std::string>();
+      if (!is_plain_token(id)) {
+        // Never used in a URL: a job may exist and be billed, and a person decides.
+        a.verdict = Verdict::ambiguous;
+        a.message = "submit answered a request_id that is not a plain token (" + clip((*j)["request_id"].dump(), 160) +
+                    "); it is not followed";
+        return a;
+      }
       a.verdict = Verdict::ok;
-      a.request_id = (*j)["request_id"].get<std::string>();
+      a.request_id = std::move(id);
       return a;
     }
     // Accepted, but we cannot follow the job: it may be billed. A person decides.
@@ -196,8 +233,9 @@ StatusAnswer classify_status(const HttpResponse& r) {
       return a;
     }
     if (r.status == 200) {
-      // An unknown status: keep polling, but say what came.
-      a.verdict = Verdict::retry;
+      // Malformed, `{}`, or a status we do not know: retried up to
+      // retry.max_attempts, then HELD (docs/ERRORS.md), never followed forever.
+      a.verdict = Verdict::bug;
       a.message = "unexpected status answer: " + clip(r.body);
       return a;
     }

@@ -63,6 +63,9 @@ std::string submit_url(const ApiConfig& api);
 std::string status_url(const ApiConfig& api, const std::string& request_id);
 std::string result_url(const ApiConfig& api, const std::string& request_id);
 std::string credits_url(const ApiConfig& api);
+// Whether `id` is a request_id we may follow: [A-Za-z0-9][A-Za-z0-9._-]{0,127}.
+// status_url and result_url percent-encode it besides.
+bool is_plain_token(std::string_view id);
 
 // The JSON body of a submit: the shot's parameters with uploaded media URLs.
 std::string submit_body(const Shot& shot);

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "jobs/json_safe.h"
 #include "jobs/scheduler.h"
 #include "jobs/segmind.h"
 #include "tests/sim/simulator.h"
@@ -114,4 +115,128 @@ TEST_CASE("a 429 reset time far ahead of our wall clock holds submits an hour at
     if (rig.net.has("/v2/wan2.7-i2v")) break;
   }
   CHECK(rig.net.has("/v2/wan2.7-i2v"));
+}
+
+namespace {
+HttpResponse answer(long status, std::string body) {
+  HttpResponse r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+std::string nested(const std::string& open, const std::string& close, int depth, const std::string& core) {
+  std::string s;
+  s.reserve(depth * (open.size() + close.size()) + core.size());
+  for (int i = 0; i < depth; ++i) s += open;
+  s += core;
+  for (int i = 0; i < depth; ++i) s += close;
+  return s;
+}
+}  // namespace
+
+TEST_CASE("a status answer that is malformed or {} is not progress: it counts toward max_attempts") {
+  for (const char* body : {"{}", "{\"status\":", "[1,2]", "null", "{\"status\":42}", "<html>ok</html>"}) {
+    CAPTURE(body);
+    CHECK(classify_status(answer(200, body)).verdict == Verdict::bug);
+    CHECK(classify_result(answer(200, body)).verdict == Verdict::bug);
+  }
+}
+
+TEST_CASE("JSON nested 100,000 levels in a FAILED error or a result output is refused without recursion") {
+  std::string deep_error = R"({"status":"FAILED","error":)" + nested("{\"a\":", "}", 100000, "1") + "}";
+  auto s = classify_status(answer(422, deep_error));
+  CHECK(s.verdict == Verdict::failed);  // the HTTP status says FAILED; the body is not read
+  CHECK(s.message.size() < 400);
+  std::string deep_output = R"({"status":"COMPLETED","output":)" + nested("[", "]", 100000, "\"https://x/v.mp4\"") + "}";
+  CHECK(classify_result(answer(200, deep_output)).verdict == Verdict::bug);
+  CHECK(classify_submit(answer(200, nested("[", "]", 100000, ""))).verdict == Verdict::ambiguous);
+  CHECK(classify_upload(answer(200, nested("{\"x\":", "}", 100000, "0"))).verdict == Verdict::retry);
+  CHECK(error_message(answer(500, nested("[", "]", 100000, ""))).size() < 400);
+  // Brackets inside strings are not nesting; 64 levels still parse.
+  CHECK(json_depth_within(R"({"error":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["})", 2));
+  CHECK(classify_status(answer(422, R"({"status":"FAILED","error":)" + nested("[", "]", 60, "\"x\"") + "}")).verdict ==
+        Verdict::failed);
+}
+
+TEST_CASE("a request_id that is not a plain token is never followed, and URLs cannot change path") {
+  for (std::string id : {std::string("../../v1/get-user-credits?x=1"), std::string("abc\r\nX-Evil: 1"),
+                         std::string(".."), std::string("a/b"), std::string("a b"), std::string(200, 'a'),
+                         std::string("#frag"), std::string("")}) {
+    CAPTURE(id);
+    auto a = classify_submit(answer(200, nlohmann::json{{"request_id", id}}.dump()));
+    CHECK(a.verdict == Verdict::ambiguous);
+    CHECK(a.message.find('\n') == std::string::npos);
+    CHECK(a.message.find('\r') == std::string::npos);
+  }
+  CHECK(classify_submit(answer(200, R"({"request_id":"3f2a1c9e-7b7d-4e1a-9d2b-0c1e5f6a7b8c"})")).verdict ==
+        Verdict::ok);
+  ApiConfig api;
+  CHECK(status_url(api, "../../v1/get-user-credits?x=1") ==
+        "https://api.segmind.com/v2/requests/..%2F..%2Fv1%2Fget-user-credits%3Fx%3D1/status");
+  CHECK(result_url(api, "..") == "https://api.segmind.com/v2/requests/%2E%2E");
+  CHECK(status_url(api, "r-1_a.b") == "https://api.segmind.com/v2/requests/r-1_a.b/status");
+}
+
+TEST_CASE("a malformed status answer is HELD after retry.max_attempts, not followed forever") {
+  Rig rig;
+  rig.config.retry.max_attempts = 3;
+  rig.accept(shots_yaml("b", 1));
+  rig.raw_tick();
+  rig.answer_credits();
+  rig.raw_tick();
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r0"})");
+  int polls = 0;
+  for (int i = 0; i < 50 && rig.shot("b/s0").state == ShotState::in_flight; ++i) {
+    rig.raw_tick(Millis(120000));
+    rig.answer_credits();
+    if (!rig.net.has("/status")) continue;
+    ++polls;
+    rig.answer("/v2/requests/r0/status", 200, polls % 2 ? "{}" : "{\"status\":");
+  }
+  CHECK(polls == 3);
+  CHECK(rig.shot("b/s0").state == ShotState::held);
+  CHECK(rig.shot("b/s0").reason.find("unexpected status answer") != std::string::npos);
+}
+
+TEST_CASE("one request_id answered for two submits: the second shot is HELD, the first keeps it") {
+  Rig rig;
+  rig.config.limits.submits_per_minute = 600;
+  rig.start();
+  rig.accept(shots_yaml("b", 2));
+  rig.raw_tick();
+  rig.answer_credits();
+  rig.raw_tick();
+  rig.raw_tick(Millis(200));
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"same"})");
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"same"})");
+  CHECK(rig.shot("b/s0").state == ShotState::in_flight);
+  CHECK(rig.shot("b/s1").state == ShotState::held);
+  CHECK(rig.shot("b/s1").reason.find("already belongs to b/s0") != std::string::npos);
+  CHECK(rig.shot("b/s1").request_id.empty());
+  CHECK(rig.store->shot_by_request("same") == "b/s0");
+  CHECK(rig.store->ledger().back()["event"] == "duplicate_request_id");
+}
+
+TEST_CASE("a full output disk shows why the shot waits in its stored record") {
+  Rig rig;
+  rig.accept(shots_yaml("b", 1));
+  rig.raw_tick();
+  rig.answer_credits();
+  rig.raw_tick();
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r0"})");
+  rig.raw_tick(Millis(2100));
+  rig.answer("/status", 200, R"({"status":"COMPLETED"})");
+  rig.raw_tick();
+  rig.answer("/v2/requests/r0", 200, R"({"status":"COMPLETED","output":"https://cdn.example/v.mp4"})");
+  rig.raw_tick();
+  auto dl = rig.net.take("cdn.example/v.mp4");
+  dl.done([] {
+    HttpResponse r;
+    r.error = NetError::local_write;
+    r.error_text = "writing the download: No space left on device";
+    return r;
+  }());
+  Shot s = rig.shot("b/s0");
+  CHECK(s.state == ShotState::downloading);
+  CHECK(s.reason.find("No space left on device") != std::string::npos);
 }

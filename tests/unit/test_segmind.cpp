@@ -72,7 +72,7 @@ TEST_CASE("status answers") {
   CHECK(classify_status(answer(500, "oops")).verdict == Verdict::retry);
   CHECK(classify_status(answer(429, "{}")).verdict == Verdict::rate_limited);
   CHECK(classify_status(net(NetError::unknown_outcome)).verdict == Verdict::retry);
-  CHECK(classify_status(answer(200, R"({"status":"WEIRD"})")).verdict == Verdict::retry);
+  CHECK(classify_status(answer(200, R"({"status":"WEIRD"})")).verdict == Verdict::bug);
 }
 
 TEST_CASE("result answers accept every output shape") {
