@@ -93,6 +93,20 @@ void Scheduler::load() {
       spdlog::warn("{}: HELD, {}", s.key(), s.reason);
       continue;
     }
+    if (!batches_.count(s.batch)) {
+      // Its batch record was lost or marked finished by a damaged store: the
+      // batch is open again (a stand-in record when there is none), so the shot
+      // is followed and the batch reported when it ends.
+      BatchRecord b = store_.batch(s.batch).value_or(BatchRecord{});
+      if (b.name.empty()) {
+        b.name = s.batch;
+        b.damaged = true;
+      }
+      b.finished = false;
+      store_.put_batch(b);
+      spdlog::warn("batch {}: reopened for its unfinished shot {}", b.name, s.key());
+      batches_[b.name] = b;
+    }
     s.attempts = 0;
     s.due_ms = 0;
     // How long it has been followed, on the monotonic clock, from the wall time
@@ -846,6 +860,10 @@ void Scheduler::requeue(Shot shot, const std::string& ledger_event, const std::s
 Scheduler::OperatorResult Scheduler::retry(const std::string& target) {
   OperatorResult r;
   for (auto& s : target_shots(target)) {
+    if (s.damaged) {
+      r.skipped.push_back(s.spec.id + ": its stored record was unreadable; render it again under a new batch name");
+      continue;
+    }
     if (s.state != ShotState::held && s.state != ShotState::failed && s.state != ShotState::rejected) {
       if (!id_is_batch(target)) r.skipped.push_back(s.spec.id + ": is " + to_string(s.state));
       continue;

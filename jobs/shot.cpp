@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "jobs/json_safe.h"
+
 namespace wb {
 
 namespace {
@@ -70,11 +72,14 @@ std::string shot_to_json(const Shot& s) {
                       {"metrics", s.metrics_json},
                       {"file", s.file}};
   j["cost"] = s.cost ? nlohmann::json(*s.cost) : nlohmann::json(nullptr);
+  if (s.damaged) j["damaged"] = true;
   return j.dump();
 }
 
 Shot shot_from_json(const std::string& text) {
-  auto j = nlohmann::json::parse(text);
+  auto parsed = parse_json_bounded(text);
+  if (!parsed || !parsed->is_object()) throw std::runtime_error("not a JSON object");
+  const nlohmann::json& j = *parsed;
   Shot s;
   s.batch = j.at("batch").get<std::string>();
   s.index = j.at("index").get<int>();
@@ -106,6 +111,7 @@ Shot shot_from_json(const std::string& text) {
   s.metrics_json = j.value("metrics", "");
   s.file = j.value("file", "");
   if (j.contains("cost") && j["cost"].is_number()) s.cost = j["cost"].get<double>();
+  s.damaged = j.value("damaged", false);
   return s;
 }
 

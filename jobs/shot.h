@@ -53,6 +53,7 @@ struct Shot {
   std::optional<double> cost;
   std::string metrics_json;  // the provider's metrics object, as JSON text
   std::string file;          // output video path once DONE
+  bool damaged = false;      // its stored record was unreadable; a HELD stand-in
 
   std::string key() const { return batch + "/" + spec.id; }
 };

@@ -4,8 +4,13 @@
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 
-#include <cstdio>
+#include <spdlog/spdlog.h>
 
+#include <cstdio>
+#include <map>
+
+#include "jobs/journal.h"
+#include "jobs/json_safe.h"
 #include "jobs/util.h"
 
 namespace wb {
@@ -17,15 +22,19 @@ std::string shot_key(const std::string& batch, const std::string& id) {
 }
 
 nlohmann::json batch_json(const BatchRecord& b) {
-  return {{"name", b.name},         {"priority", b.priority},       {"manifest_name", b.manifest_name},
+  nlohmann::json j = {{"name", b.name},         {"priority", b.priority},       {"manifest_name", b.manifest_name},
           {"manifest_path", b.manifest_path}, {"sha256", b.sha256}, {"base_dir", b.base_dir},
           {"created_ms", b.created_ms}, {"shot_count", b.shot_count}, {"finished", b.finished},
           {"finished_ms", b.finished_ms},
           {"budget_credits", b.budget_credits ? nlohmann::json(*b.budget_credits) : nlohmann::json(nullptr)}};
+  if (b.damaged) j["damaged"] = true;
+  return j;
 }
 
 BatchRecord batch_from(const std::string& text) {
-  auto j = nlohmann::json::parse(text);
+  auto parsed = parse_json_bounded(text);
+  if (!parsed || !parsed->is_object()) throw std::runtime_error("not a JSON object");
+  const nlohmann::json& j = *parsed;
   BatchRecord b;
   b.name = j.at("name").get<std::string>();
   b.priority = j.value("priority", 0);
@@ -39,7 +48,67 @@ BatchRecord batch_from(const std::string& text) {
   b.finished_ms = j.value("finished_ms", int64_t{0});
   if (j.contains("budget_credits") && j["budget_credits"].is_number())
     b.budget_credits = j["budget_credits"].get<double>();
+  b.damaged = j.value("damaged", false);
   return b;
+}
+
+// Stand-ins for records that cannot be read: the key names the batch and shot,
+// everything else is lost (the raw bytes are kept under q/ by a read_write open).
+const char* kUnreadable =
+    "unreadable record: its stored bytes are not a valid record (kept under q/ in the state store); "
+    "the shot is not followed. Render it again under a new batch name";
+
+Shot shot_stand_in(const std::string& key) {
+  // key: s/<batch>/<id>
+  Shot s;
+  auto slash = key.find('/', 2);
+  s.batch = key.substr(2, slash == std::string::npos ? std::string::npos : slash - 2);
+  s.spec.id = slash == std::string::npos ? "?" : key.substr(slash + 1);
+  s.state = ShotState::held;
+  s.reason = kUnreadable;
+  s.damaged = true;
+  return s;
+}
+
+BatchRecord batch_stand_in(const std::string& key) {
+  BatchRecord b;
+  b.name = key.substr(2);
+  b.damaged = true;
+  return b;
+}
+
+Shot read_shot(const std::string& key, const std::string& value) {
+  try {
+    return shot_from_json(value);
+  } catch (const std::exception&) {
+    return shot_stand_in(key);
+  }
+}
+
+BatchRecord read_batch(const std::string& key, const std::string& value) {
+  try {
+    return batch_from(value);
+  } catch (const std::exception&) {
+    return batch_stand_in(key);
+  }
+}
+
+bool readable_shot(const std::string& value) {
+  try {
+    shot_from_json(value);
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+bool readable_batch(const std::string& value) {
+  try {
+    batch_from(value);
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
 }
 
 void check(const rocksdb::Status& s, const std::string& what) {
@@ -51,6 +120,12 @@ void check(const rocksdb::Status& s, const std::string& what) {
 std::unique_ptr<Store> Store::open(const std::string& dir, Mode mode) {
   rocksdb::Options options;
   options.create_if_missing = mode == Mode::read_write;
+  // A damaged write-ahead log must never be replayed silently up to the damage
+  // (RocksDB's default): the daemon reads it strictly first, and only on
+  // corruption recovers to the last consistent point, then checks every submit
+  // against the journal (reconcile_with_journal).
+  options.wal_recovery_mode = mode == Mode::read_write ? rocksdb::WALRecoveryMode::kAbsoluteConsistency
+                                                       : rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   options.keep_log_file_num = 5;
   options.max_log_file_size = 8 << 20;
   // The daemon's data is small; keep memory and file handles modest.
@@ -61,6 +136,16 @@ std::unique_ptr<Store> Store::open(const std::string& dir, Mode mode) {
   rocksdb::Status s = mode == Mode::read_write
                           ? rocksdb::DB::Open(options, dir, &raw)
                           : rocksdb::DB::OpenForReadOnly(options, dir, &raw);
+  bool damaged = false;
+  if (mode == Mode::read_write && s.IsCorruption()) {
+    spdlog::error("the state store's write-ahead log is damaged ({}); recovering to its last consistent point "
+                  "and checking every submit against the submit journal",
+                  s.ToString());
+    store->repairs_.push_back("write-ahead log damaged: " + s.ToString());
+    damaged = true;
+    options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+    s = rocksdb::DB::Open(options, dir, &raw);
+  }
   if (!s.ok()) {
     if (mode == Mode::read_only && s.IsPathNotFound())
       throw Error("no state in " + dir + " yet (the daemon has not run with this state_dir)");
@@ -75,15 +160,191 @@ std::unique_ptr<Store> Store::open(const std::string& dir, Mode mode) {
       store->write({{"meta/schema", std::to_string(kSchemaVersion)}}, Sync::yes);
   } else {
     check(s, "reading the schema version");
-    if (std::stoi(version) != kSchemaVersion)
+    if (version != std::to_string(kSchemaVersion))
       throw Error("the state in " + dir + " has schema version " + version + "; this wanbatch reads " +
                   std::to_string(kSchemaVersion));
   }
   std::unique_ptr<rocksdb::Iterator> it(store->db_->NewIterator(rocksdb::ReadOptions()));
   it->SeekForPrev("l/~");
-  if (it->Valid() && it->key().starts_with("l/"))
-    store->ledger_seq_ = std::stoull(it->key().ToString().substr(2));
+  if (it->Valid() && it->key().starts_with("l/")) {
+    try {
+      store->ledger_seq_ = std::stoull(it->key().ToString().substr(2));
+    } catch (const std::exception&) {
+      throw Error("the state in " + dir + " has an unreadable ledger key " + it->key().ToString());
+    }
+  }
+  it.reset();
+  if (mode == Mode::read_write) {
+    store->set_aside_unreadable();
+    store->journal_ = std::make_unique<SubmitJournal>(join_path(dirname_of(dir), "submits.journal"));
+    store->reconcile_with_journal(damaged);
+  }
   return store;
+}
+
+void Store::put_raw(const std::vector<std::pair<std::string, std::string>>& puts) { write(puts, Sync::yes); }
+
+void Store::set_aside_unreadable() {
+  std::vector<std::pair<std::string, std::string>> puts;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  const std::string stamp = std::to_string(to_epoch_ms(std::chrono::system_clock::now()));
+  for (const char* prefix : {"b/", "s/"}) {
+    bool shots = prefix[0] == 's';
+    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+      std::string key = it->key().ToString(), value = it->value().ToString();
+      if (shots ? readable_shot(value) : readable_batch(value)) continue;
+      spdlog::error("state store: record {} is unreadable; set aside (raw bytes kept under q/{}@{}), {}", key, key,
+                    stamp, shots ? "the shot is HELD" : "the batch goes on with a stand-in record");
+      repairs_.push_back("unreadable record " + key);
+      puts.emplace_back("q/" + key + "@" + stamp, value);
+      puts.emplace_back(key, shots ? shot_to_json(shot_stand_in(key)) : batch_json(batch_stand_in(key)).dump());
+    }
+    check(it->status(), std::string("scan ") + prefix);
+  }
+  if (!puts.empty()) put_raw(puts);
+}
+
+// Implementation note. Every ledger entry reaches the journal (fsynced) before
+// the store, so the store can only be behind the journal, never ahead. For each
+// shot, the journal's last entry tells what the store must at least show:
+//   attempt                 a POST may be on the wire: SUBMITTING or later
+//   accepted                the provider has the job: its request_id
+//   ambiguous*, duplicate   a job may exist: HELD
+//   anything else           no job was started (not_accepted, rejected,
+//                           refused) or a person released the shot (retries)
+// A store behind that is repaired from the journal: the request_id restored
+// (the job is followed, never resubmitted) or the shot HELD. When both records
+// are damaged, no PENDING shot can be proven unsent: all of them are HELD.
+void Store::reconcile_with_journal(bool store_damaged) {
+  SubmitJournal::Contents journal = SubmitJournal::read(journal_->path());
+  if (journal.damaged_lines > 0) {
+    spdlog::error("the submit journal {} has {} damaged line(s)", journal_->path(), journal.damaged_lines);
+    repairs_.push_back("submit journal: " + std::to_string(journal.damaged_lines) + " damaged line(s)");
+  }
+  std::map<std::string, nlohmann::json> last;  // shot key -> its last entry
+  for (const auto& e : journal.entries)
+    if (e.contains("shot") && e["shot"].is_string()) last[e["shot"].get<std::string>()] = e;
+  const std::string now = iso8601_utc(std::chrono::system_clock::now());
+  for (const auto& [key, e] : last) {
+    std::string event = e.value("event", "");
+    bool on_wire = event == "attempt";
+    bool accepted = event == "accepted" || event == "restored_from_journal";
+    bool maybe_job = event == "ambiguous" || event == "ambiguous_on_restart" || event == "duplicate_request_id" ||
+                     event == "held_unverified";
+    if (!on_wire && !accepted && !maybe_job) continue;
+    auto slash = key.find('/');
+    if (slash == std::string::npos) continue;
+    std::string value;
+    auto st = db_->Get(rocksdb::ReadOptions(), "s/" + key, &value);
+    if (st.IsNotFound()) {
+      // The store lost the shot's record itself (its batch was recorded in the
+      // damaged region): a HELD stand-in keeps it in sight.
+      Shot stand_in = shot_stand_in("s/" + key);
+      std::string rid = e.value("request_id", "");
+      stand_in.reason = "the state store lost this shot's record; the submit journal shows its last submit step '" +
+                        event + "'" + (rid.empty() ? "" : " with request_id " + rid) +
+                        ". Check the provider's dashboard; the manifest is in spool.active";
+      std::vector<std::pair<std::string, std::string>> puts{{"s/" + key, shot_to_json(stand_in)}};
+      std::string ignored;
+      if (db_->Get(rocksdb::ReadOptions(), "b/" + stand_in.batch, &ignored).IsNotFound())
+        puts.emplace_back("b/" + stand_in.batch, batch_json(batch_stand_in("b/" + stand_in.batch)).dump());
+      nlohmann::json entry = {{"time", now}, {"shot", key}, {"event", "held_unverified"}};
+      journal_->append(entry);
+      puts.emplace_back(ledger_key(), entry.dump());
+      put_raw(puts);
+      spdlog::error("{}: {}", key, stand_in.reason);
+      repairs_.push_back(key + ": record lost, HELD");
+      continue;
+    }
+    check(st, "read " + key);
+    Shot shot = read_shot("s/" + key, value);
+    if (shot.damaged) continue;  // already HELD as unreadable
+    int attempt = e.value("attempt", 0);
+    std::string rid = e.value("request_id", "");
+    nlohmann::json entry = {{"time", now}, {"shot", key}, {"attempt", attempt}};
+    if (accepted) {
+      if (shot.request_id == rid) continue;  // the store knows
+      if (shot.request_id.empty() && (shot.state == ShotState::pending || shot.state == ShotState::submitting)) {
+        shot.state = ShotState::in_flight;
+        shot.request_id = rid;
+        shot.submit_attempts = std::max(shot.submit_attempts, attempt);
+        shot.remote_status = "QUEUED";
+        shot.reason = "restored from the submit journal: the state store had lost this submit's request_id";
+        entry["event"] = "restored_from_journal";
+        entry["request_id"] = rid;
+        spdlog::error("{}: the state store had lost request_id {}; restored from the submit journal and followed", key,
+                      rid);
+      } else {
+        shot.state = ShotState::held;
+        shot.reason = "the state store and the submit journal disagree on this shot's request_id (store '" +
+                      shot.request_id + "', journal '" + rid + "'); check the provider's dashboard";
+        entry["event"] = "held_unverified";
+        spdlog::error("{}: {}", key, shot.reason);
+      }
+    } else {
+      bool store_knows = on_wire ? (shot.state != ShotState::pending && shot.submit_attempts >= attempt)
+                                 : shot.state != ShotState::pending && shot.state != ShotState::submitting;
+      if (store_knows) continue;
+      shot.state = ShotState::held;
+      shot.reason = "ambiguous submit: the state store had lost the record of submit attempt " +
+                    std::to_string(attempt) +
+                    " (found in the submit journal); the job may exist and be billed. Check the provider's "
+                    "dashboard, then `wanbatch retry` it if it was not run";
+      entry["event"] = "held_unverified";
+      spdlog::error("{}: {}", key, shot.reason);
+    }
+    repairs_.push_back(key + ": " + entry["event"].get<std::string>());
+    std::vector<std::pair<std::string, std::string>> puts;
+    puts.emplace_back("s/" + key, shot_to_json(shot));
+    if (!shot.request_id.empty() && shot.state == ShotState::in_flight) puts.emplace_back("r/" + shot.request_id, key);
+    journal_->append(entry);
+    puts.emplace_back(ledger_key(), entry.dump());
+    put_raw(puts);
+  }
+  if (store_damaged && (journal.damaged_lines > 0 || journal.torn_tail)) {
+    // Neither record can prove that a PENDING shot was never submitted.
+    std::vector<std::pair<std::string, std::string>> puts;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    for (it->Seek("s/"); it->Valid() && it->key().starts_with("s/"); it->Next()) {
+      Shot shot = read_shot(it->key().ToString(), it->value().ToString());
+      if (shot.state != ShotState::pending && shot.state != ShotState::submitting) continue;
+      shot.state = ShotState::held;
+      shot.reason = "state damaged: both the state store and the submit journal lost records, so this shot cannot "
+                    "be proven unsent. Check the provider's dashboard, then `wanbatch retry` it if it was not run";
+      nlohmann::json entry = {{"time", now}, {"shot", shot.key()}, {"event", "held_unverified"},
+                              {"attempt", shot.submit_attempts}};
+      journal_->append(entry);
+      puts.emplace_back(it->key().ToString(), shot_to_json(shot));
+      puts.emplace_back(ledger_key(), entry.dump());
+    }
+    check(it->status(), "scan s/");
+    if (!puts.empty()) {
+      spdlog::error("both the state store and the submit journal are damaged: {} shot(s) that could not be proven "
+                    "unsent are HELD",
+                    puts.size() / 2);
+      repairs_.push_back(std::to_string(puts.size() / 2) + " shot(s) HELD unverified");
+      put_raw(puts);
+    }
+  }
+  compact_journal();
+}
+
+// Once everything the store holds is in its table files (synced by the flush),
+// no damage to the write-ahead log can take it back: the journal starts over.
+void Store::compact_journal() {
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  check(db_->Flush(fo), "flush");
+  journal_->rewrite({});
+  journal_entries_ = 0;
+}
+
+void Store::journal_append(const nlohmann::json& entry) {
+  if (!journal_) return;
+  // Before the append, never after: every earlier entry has reached the store.
+  if (journal_entries_ >= kJournalCompactEvery) compact_journal();
+  journal_->append(entry);
+  ++journal_entries_;
 }
 
 Store::~Store() = default;
@@ -139,12 +400,15 @@ std::optional<BatchRecord> Store::batch(const std::string& name) const {
   auto s = db_->Get(rocksdb::ReadOptions(), "b/" + name, &v);
   if (s.IsNotFound()) return std::nullopt;
   check(s, "read batch");
-  return batch_from(v);
+  return read_batch("b/" + name, v);
 }
 
 std::vector<BatchRecord> Store::batches() const {
   std::vector<BatchRecord> out;
-  for (const auto& v : scan("b/")) out.push_back(batch_from(v));
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek("b/"); it->Valid() && it->key().starts_with("b/"); it->Next())
+    out.push_back(read_batch(it->key().ToString(), it->value().ToString()));
+  check(it->status(), "scan b/");
   return out;
 }
 
@@ -153,6 +417,7 @@ void Store::put_shot(const Shot& shot, Sync sync) {
 }
 
 void Store::put_shot_and_ledger(const Shot& shot, const nlohmann::json& ledger_entry) {
+  journal_append(ledger_entry);
   std::vector<std::pair<std::string, std::string>> puts;
   puts.emplace_back(shot_key(shot.batch, shot.spec.id), shot_to_json(shot));
   if (!shot.request_id.empty()) puts.emplace_back("r/" + shot.request_id, shot.key());
@@ -162,15 +427,15 @@ void Store::put_shot_and_ledger(const Shot& shot, const nlohmann::json& ledger_e
 
 std::vector<Shot> Store::shots(const std::string& batch) const {
   std::vector<Shot> out;
-  for (const auto& v : scan("s/" + batch + "/")) out.push_back(shot_from_json(v));
+  const std::string prefix = batch.empty() ? std::string("s/") : "s/" + batch + "/";
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next())
+    out.push_back(read_shot(it->key().ToString(), it->value().ToString()));
+  check(it->status(), "scan " + prefix);
   return out;
 }
 
-std::vector<Shot> Store::all_shots() const {
-  std::vector<Shot> out;
-  for (const auto& v : scan("s/")) out.push_back(shot_from_json(v));
-  return out;
-}
+std::vector<Shot> Store::all_shots() const { return shots(""); }
 
 std::optional<std::string> Store::shot_by_request(const std::string& request_id) const {
   std::string v;
@@ -185,7 +450,9 @@ std::optional<std::string> Store::asset_url(const std::string& sha256) const {
   auto s = db_->Get(rocksdb::ReadOptions(), "a/" + sha256, &v);
   if (s.IsNotFound()) return std::nullopt;
   check(s, "read asset");
-  return nlohmann::json::parse(v).at("url").get<std::string>();
+  auto j = parse_json_bounded(v);
+  if (!j || !j->is_object() || !j->contains("url") || !(*j)["url"].is_string()) return std::nullopt;  // uploaded again
+  return (*j)["url"].get<std::string>();
 }
 
 void Store::put_asset(const std::string& sha256, const std::string& url) {
@@ -193,11 +460,17 @@ void Store::put_asset(const std::string& sha256, const std::string& url) {
   write({{"a/" + sha256, j.dump()}}, Sync::no);
 }
 
-void Store::append_ledger(const nlohmann::json& entry) { write({{ledger_key(), entry.dump()}}, Sync::yes); }
+void Store::append_ledger(const nlohmann::json& entry) {
+  journal_append(entry);
+  write({{ledger_key(), entry.dump()}}, Sync::yes);
+}
 
 std::vector<nlohmann::json> Store::ledger() const {
   std::vector<nlohmann::json> out;
-  for (const auto& v : scan("l/")) out.push_back(nlohmann::json::parse(v));
+  for (const auto& v : scan("l/")) {
+    auto j = parse_json_bounded(v);
+    out.push_back(j ? *j : nlohmann::json{{"event", "unreadable"}, {"bytes", v.size()}});
+  }
   return out;
 }
 

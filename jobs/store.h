@@ -6,7 +6,10 @@
 //   r/<request_id>         "<batch>/<shot>"
 //   a/<sha256>             uploaded asset URL (JSON)
 //   l/<20-digit seq>       the submit ledger: every POST attempt and its outcome
-// Writes that matter for money (SUBMITTING, request_id, ledger) are synced.
+//   q/<key>@<ms>           the raw bytes of a record that could not be read
+// Writes that matter for money (SUBMITTING, request_id, ledger) are synced, and
+// each ledger entry is first appended to the submit journal beside the store
+// (jobs/journal.h), an independent record checked against the store at open.
 #pragma once
 
 #include <memory>
@@ -35,6 +38,7 @@ struct BatchRecord {
   int shot_count = 0;
   bool finished = false;
   int64_t finished_ms = 0;
+  bool damaged = false;  // its stored record was unreadable; this is a stand-in
 };
 
 enum class Sync { no, yes };
@@ -45,7 +49,14 @@ class Store {
   enum class Mode { read_write, read_only };
 
   // Opens (creating when read_write) the database under `dir`. Throws wb::Error.
+  // read_write also: recovers from a damaged write-ahead log to its last
+  // consistent point, sets unreadable records aside (HELD stand-ins, raw bytes
+  // under q/), and checks every submit in the journal `dir`/../submits.journal
+  // against the store, restoring or HOLDing what the store forgot.
   static std::unique_ptr<Store> open(const std::string& dir, Mode mode);
+
+  // What open() had to repair, one line each, for the log and for tests.
+  const std::vector<std::string>& repairs() const { return repairs_; }
 
   // Small daemon-wide settings that must survive a restart (e.g. "paused").
   std::optional<std::string> meta(const std::string& name) const;
@@ -75,12 +86,21 @@ class Store {
 
  private:
   Store() = default;
+  void set_aside_unreadable();
+  void reconcile_with_journal(bool store_damaged);
+  void put_raw(const std::vector<std::pair<std::string, std::string>>& puts);
+  void compact_journal();
+  void journal_append(const nlohmann::json& entry);
+  static constexpr int kJournalCompactEvery = 50000;
   void write(const std::vector<std::pair<std::string, std::string>>& puts, Sync sync);
   std::vector<std::string> scan(const std::string& prefix) const;
   std::string ledger_key();
 
   std::unique_ptr<rocksdb::DB> db_;
+  std::unique_ptr<class SubmitJournal> journal_;  // read_write only
   uint64_t ledger_seq_ = 0;
+  std::vector<std::string> repairs_;
+  int journal_entries_ = 0;
 };
 
 }  // namespace wb

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
+#include <rocksdb/db.h>
 
 #include "jobs/json_safe.h"
 #include "jobs/scheduler.h"
@@ -239,4 +240,125 @@ TEST_CASE("a full output disk shows why the shot waits in its stored record") {
   Shot s = rig.shot("b/s0");
   CHECK(s.state == ShotState::downloading);
   CHECK(s.reason.find("No space left on device") != std::string::npos);
+}
+
+namespace {
+// Closes the rig's store, lets `edit` change the raw RocksDB, and reopens it.
+template <typename F>
+void edit_raw_store(Rig& rig, F edit) {
+  rig.sched.reset();
+  rig.store.reset();
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Options o;
+  REQUIRE(rocksdb::DB::Open(o, rig.root + "/state/db", &raw).ok());
+  std::unique_ptr<rocksdb::DB> db(raw);
+  edit(*db);
+  db.reset();
+  rig.store = Store::open(rig.root + "/state/db", Store::Mode::read_write);
+}
+}  // namespace
+
+TEST_CASE("submits the state store forgot are restored or HELD from the submit journal, never sent again") {
+  Rig rig;
+  rig.config.limits.submits_per_minute = 600;
+  rig.start();
+  rig.accept(shots_yaml("b", 3));
+  rig.raw_tick();
+  rig.answer_credits();
+  rig.raw_tick();
+  rig.raw_tick(Millis(200));
+  rig.raw_tick(Millis(200));
+  REQUIRE(rig.net.calls.size() == 3);
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r0"})");  // s0 accepted
+  rig.answer("/v2/wan2.7-i2v", 400, R"({"error":"bad prompt"})");  // s1 refused: no job
+  // s2's POST is still on the wire. The store now loses everything since accept
+  // (as a damaged write-ahead log does): every shot back to PENDING.
+  edit_raw_store(rig, [&](rocksdb::DB& db) {
+    for (const char* id : {"s0", "s1", "s2"}) {
+      std::string v;
+      REQUIRE(db.Get(rocksdb::ReadOptions(), std::string("s/b/") + id, &v).ok());
+      Shot s = shot_from_json(v);
+      s.state = ShotState::pending;
+      s.request_id.clear();
+      s.submit_attempts = 0;
+      s.reason.clear();
+      REQUIRE(db.Put(rocksdb::WriteOptions(), std::string("s/b/") + id, shot_to_json(s)).ok());
+    }
+    REQUIRE(db.Delete(rocksdb::WriteOptions(), "r/r0").ok());
+  });
+  CHECK(rig.store->repairs().size() == 2);
+  rig.net.calls.clear();
+  rig.start();
+  Shot s0 = rig.shot("b/s0"), s1 = rig.shot("b/s1"), s2 = rig.shot("b/s2");
+  CHECK(s0.state == ShotState::in_flight);
+  CHECK(s0.request_id == "r0");
+  CHECK(rig.store->shot_by_request("r0") == "b/s0");
+  CHECK(s1.state == ShotState::pending);  // answered 400: no job exists, so it may go again
+  CHECK(s2.state == ShotState::held);
+  CHECK(s2.reason.find("lost the record of submit attempt 1") != std::string::npos);
+  rig.raw_tick(Millis(3000));
+  rig.answer_credits();
+  rig.raw_tick(Millis(3000));
+  CHECK(rig.net.has("/v2/requests/r0/status"));  // followed, not resubmitted
+  int submits = 0;
+  for (auto& c : rig.net.calls) submits += c.request.url.find("/v2/wan2.7-i2v") != std::string::npos;
+  CHECK(submits == 1);  // s1 only
+  // The journal starts over once the store is flushed; a second start repairs nothing.
+  rig.sched.reset();
+  rig.store.reset();
+  rig.store = Store::open(rig.root + "/state/db", Store::Mode::read_write);
+  CHECK(rig.store->repairs().empty());
+}
+
+TEST_CASE("a damaged journal line is reported; with a healthy store the store decides") {
+  Rig rig;
+  rig.accept(shots_yaml("b", 1));
+  rig.raw_tick();
+  rig.answer_credits();
+  rig.raw_tick();
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r0"})");
+  rig.sched.reset();
+  rig.store.reset();
+  std::string journal = test::read(rig.root + "/state/submits.journal");
+  REQUIRE(journal.size() > 40);
+  journal[20] ^= 0x55;  // the first line (attempt) garbled, the second (accepted) intact
+  test::write(rig.root + "/state/submits.journal", journal);
+  rig.store = Store::open(rig.root + "/state/db", Store::Mode::read_write);
+  REQUIRE(rig.store->repairs().size() == 1);
+  CHECK(rig.store->repairs()[0].find("1 damaged line") != std::string::npos);
+  rig.start();
+  CHECK(rig.shot("b/s0").state == ShotState::in_flight);
+  CHECK(rig.shot("b/s0").request_id == "r0");
+}
+
+TEST_CASE("an unreadable shot or batch record is set aside: the shot HELD, the rest served, status works") {
+  Rig rig;
+  rig.accept(shots_yaml("b", 2));
+  rig.accept(shots_yaml("c", 1), "c.yaml");
+  edit_raw_store(rig, [&](rocksdb::DB& db) {
+    REQUIRE(db.Put(rocksdb::WriteOptions(), "s/b/s1", "{\"batch\": \"b\", garbage").ok());
+    REQUIRE(db.Put(rocksdb::WriteOptions(), "b/c", "\x01\x02 not json").ok());
+  });
+  CHECK(rig.store->repairs().size() == 2);
+  rig.start();  // no throw
+  Shot s1 = rig.shot("b/s1");
+  CHECK(s1.state == ShotState::held);
+  CHECK(s1.damaged);
+  CHECK(s1.reason.find("unreadable record") == 0);
+  // The raw bytes are kept.
+  {
+    auto ro = Store::open(rig.root + "/state/db", Store::Mode::read_only);
+    CHECK(ro->shots("b").size() == 2);
+    CHECK(ro->batch("c")->damaged);
+  }
+  rig.raw_tick();
+  rig.answer_credits();
+  rig.raw_tick(Millis(20000));
+  rig.raw_tick(Millis(20000));
+  CHECK(rig.shot("b/s0").state == ShotState::submitting);
+  CHECK(rig.shot("c/s0").state == ShotState::submitting);
+  auto r = rig.sched->retry("b/s1");
+  CHECK(r.changed.empty());
+  REQUIRE(r.skipped.size() == 1);
+  CHECK(r.skipped[0].find("unreadable") != std::string::npos);
 }
