@@ -10,6 +10,7 @@
 #include <cstring>
 #include <thread>
 
+#include "daemon/control.h"
 #include "tests/integration/rig.h"
 
 namespace {
@@ -105,6 +106,11 @@ TEST_CASE("twenty silent control clients neither stall the batch nor the operato
   auto [resumed, resume_took] = timed_cli(rig, {"resume"});
   CHECK_MESSAGE(resumed.find("submits resumed") != std::string::npos, resumed);
   CHECK(resume_took < std::chrono::seconds(2));
+
+  // A field of the wrong type gets an error answer, not the daemon's end.
+  json wrong = wb::control_request(rig.root + "/state", {{"command", 5}});
+  CHECK(wrong["ok"] == false);
+  CHECK(wrong["error"].get<std::string>().rfind("bad request: ", 0) == 0);
 
   REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("quiet"); }, std::chrono::seconds(60)), rig.log());
   // The silent ones were closed at their deadline (and replaced) while the batch ran.
