@@ -3,31 +3,75 @@
 // request line, one JSON answer line, then the connection closes.
 #pragma once
 
+#include <poll.h>
+
+#include <chrono>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <vector>
+
+#include "jobs/util.h"
 
 namespace wb {
 
+struct ControlLimits {
+  Millis request_timeout{2000};  // from connect to a full request line; then the client is closed
+  Millis answer_timeout{2000};   // to write the answer; then it is dropped
+  size_t max_clients = 32;       // beyond it a new client gets a short error and is closed at once
+  size_t max_line = 64 * 1024;   // a longer request line gets an error answer
+};
+
+// Serves the socket from the daemon's event loop without ever blocking it:
+// every read and write is non-blocking, each client has its own buffers and
+// deadline, and the loop waits on waits() for at most until_next_deadline().
 class ControlServer {
  public:
-  explicit ControlServer(std::string path);
+  using Handler = std::function<nlohmann::json(const nlohmann::json&)>;
+  using Clock = std::chrono::steady_clock;
+
+  explicit ControlServer(std::string path, ControlLimits limits = {});
   ~ControlServer();
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;
 
-  int fd() const { return fd_; }
-  // Accepts waiting clients and answers each with `handle`.
-  void serve(const std::function<nlohmann::json(const nlohmann::json&)>& handle);
+  // What to wait on: the listening socket, each client still sending its
+  // request (POLLIN) and each client being answered (POLLOUT).
+  std::vector<pollfd> waits() const;
+  // Time from `now` to the earliest client deadline; Millis::max() with no client.
+  Millis until_next_deadline(Clock::time_point now) const;
+  // Accepts waiting clients, reads what they sent, answers each full request
+  // line with `handle`, writes what the sockets take and closes clients that
+  // are done or past their deadline. Never waits.
+  void serve(Clock::time_point now, const Handler& handle);
+  void serve(const Handler& handle) { serve(Clock::now(), handle); }
+  size_t clients() const { return clients_.size(); }
 
  private:
+  struct Client {
+    int fd = -1;
+    std::string in;   // the request as read so far
+    std::string out;  // the answer line still to write
+    bool answering = false;
+    Clock::time_point deadline;
+  };
+  // Moves one client along; false when it is done and closed.
+  bool advance(Client& c, Clock::time_point now, const Handler& handle);
+  void answer(Client& c, Clock::time_point now, const Handler& handle);
+  void accept_new(Clock::time_point now, const Handler& handle);
+
   std::string path_;
+  ControlLimits limits_;
   int fd_ = -1;
+  std::vector<Client> clients_;
+  std::optional<Clock::time_point> accept_paused_;  // accept() failed (out of descriptors): until then
 };
 
 std::string control_socket_path(const std::string& state_dir);
 
-// Sends one request to the running daemon. Throws wb::Error when no daemon answers.
+// Sends one request to the running daemon and waits up to 10 s for its answer.
+// Throws wb::Error when no daemon answers.
 nlohmann::json control_request(const std::string& state_dir, const nlohmann::json& request);
 
 }  // namespace wb

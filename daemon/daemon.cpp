@@ -1,6 +1,7 @@
 #include "daemon/daemon.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
@@ -164,10 +165,19 @@ class Daemon {
         }
         next = std::min(next, Millis(100));
       }
-      auto ready = transport_.perform(next, {watcher_.fd(), signal_fd_, control_.fd()});
-      if (ready[0]) watcher_.drain_events();
-      if (ready[2]) control_.serve([this](const nlohmann::json& r) { return command(r); });
-      if (ready[1]) {
+      // The control clients' deadlines wake the loop too; their fds are waited on
+      // after the watcher's and the signal's.
+      next = std::min(next, control_.until_next_deadline(std::chrono::steady_clock::now()));
+      std::vector<pollfd> fds = {{watcher_.fd(), POLLIN, 0}, {signal_fd_, POLLIN, 0}};
+      auto control_fds = control_.waits();
+      fds.insert(fds.end(), control_fds.begin(), control_fds.end());
+      transport_.perform(next, fds);
+      if (fds[0].revents) watcher_.drain_events();
+      auto mono_now = std::chrono::steady_clock::now();
+      bool control_ready = std::any_of(fds.begin() + 2, fds.end(), [](const pollfd& p) { return p.revents != 0; });
+      if (control_ready || control_.until_next_deadline(mono_now) == Millis(0))
+        control_.serve(mono_now, [this](const nlohmann::json& r) { return command(r); });
+      if (fds[1].revents) {
         struct signalfd_siginfo si {};
         while (::read(signal_fd_, &si, sizeof si) == sizeof si) {
         }

@@ -239,9 +239,20 @@ void CurlTransport::start(HttpRequest request, HttpCallback done) {
 
 size_t CurlTransport::active() const { return impl_->transfers.size() + impl_->refused.size(); }
 
-std::vector<bool> CurlTransport::perform(std::chrono::milliseconds max_wait, const std::vector<int>& extra_fds) {
-  std::vector<curl_waitfd> waits(extra_fds.size());
-  for (size_t i = 0; i < extra_fds.size(); ++i) waits[i] = {extra_fds[i], CURL_WAIT_POLLIN, 0};
+void CurlTransport::perform(std::chrono::milliseconds max_wait, std::span<pollfd> extra) {
+  // curl_waitfd speaks its own bits; a negative fd is left out (poll would ignore it).
+  std::vector<curl_waitfd> waits;
+  std::vector<size_t> index;
+  for (size_t i = 0; i < extra.size(); ++i) {
+    extra[i].revents = 0;
+    if (extra[i].fd < 0) continue;
+    short events = 0;
+    if (extra[i].events & POLLIN) events |= CURL_WAIT_POLLIN;
+    if (extra[i].events & POLLPRI) events |= CURL_WAIT_POLLPRI;
+    if (extra[i].events & POLLOUT) events |= CURL_WAIT_POLLOUT;
+    waits.push_back({extra[i].fd, events, 0});
+    index.push_back(i);
+  }
   if (!impl_->refused.empty()) max_wait = std::chrono::milliseconds(0);
   int numfds = 0;
   curl_multi_poll(impl_->multi, waits.data(), static_cast<unsigned>(waits.size()),
@@ -258,9 +269,12 @@ std::vector<bool> CurlTransport::perform(std::chrono::milliseconds max_wait, con
     auto done = std::move(t->done);
     done(std::move(t->response));
   }
-  std::vector<bool> ready(extra_fds.size());
-  for (size_t i = 0; i < extra_fds.size(); ++i) ready[i] = (waits[i].revents & CURL_WAIT_POLLIN) != 0;
-  return ready;
+  for (size_t w = 0; w < waits.size(); ++w) {
+    short& revents = extra[index[w]].revents;
+    if (waits[w].revents & CURL_WAIT_POLLIN) revents |= POLLIN;
+    if (waits[w].revents & CURL_WAIT_POLLPRI) revents |= POLLPRI;
+    if (waits[w].revents & CURL_WAIT_POLLOUT) revents |= POLLOUT;
+  }
 }
 
 }  // namespace wb

@@ -2,7 +2,10 @@
 // driven by the event loop thread through perform(). Not thread-safe.
 #pragma once
 
+#include <poll.h>
+
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "jobs/http.h"
@@ -19,10 +22,11 @@ class CurlTransport : public Transport {
   void start(HttpRequest request, HttpCallback done) override;
   size_t active() const override;
 
-  // Waits up to `max_wait` for network activity or for one of `extra_fds` to be
-  // readable, moves transfers along and runs the callbacks of finished ones.
-  // Returns, per extra fd, whether it was readable.
-  std::vector<bool> perform(std::chrono::milliseconds max_wait, const std::vector<int>& extra_fds);
+  // Waits up to `max_wait` for network activity or for one of `extra` to be
+  // ready for its `events` (POLLIN, POLLOUT; a negative fd is ignored), moves
+  // transfers along and runs the callbacks of finished ones. Sets each
+  // `revents` to the events that were ready.
+  void perform(std::chrono::milliseconds max_wait, std::span<pollfd> extra = {});
 
  private:
   struct Impl;
