@@ -35,6 +35,10 @@ struct LimitsConfig {
   long long max_download_bytes = 2ll << 30;
   int max_concurrent_uploads = 4;
   int max_concurrent_downloads = 4;
+  // A download under this speed for download_stall_seconds is cut short and
+  // retried (Range resume); the same speed scales each download's deadline.
+  long long download_min_bytes_per_second = 16384;
+  int download_stall_seconds = 30;
   double submits_per_minute = 20;
   double credit_reserve = 0;        // credits never spent
   double daily_budget_credits = 0;  // per local day; 0: no daily budget

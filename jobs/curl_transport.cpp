@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cstring>
 #include <mutex>
 
@@ -25,6 +26,10 @@ struct Transfer {
   bool too_large = false;
   bool write_failed = false;
   bool restarted = false;  // a 200 to a Range request: the file was truncated
+  bool error_body_capped = false;  // a non-2xx body reached kMaxErrorBodyBytes
+  std::string deadline_text;  // set when the size-scaled deadline passed
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  char error_buffer[CURL_ERROR_SIZE] = {};
 
   ~Transfer() {
     if (headers) curl_slist_free_all(headers);
@@ -59,6 +64,17 @@ size_t on_body(char* data, size_t size, size_t n, void* user) {
   curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
   bool redirecting = t->request.max_redirects > 0 && code >= 300 && code < 400;
   if (redirecting) return len;  // discard a redirect's own body
+  if (code < 200 || code >= 300) {
+    // An error page is only read for its message: keep the start, and stop
+    // reading (the connection is closed) instead of holding a huge body.
+    long long room = std::min(kMaxErrorBodyBytes, t->request.max_body_bytes) - t->response.body_bytes;
+    size_t keep = static_cast<size_t>(std::clamp<long long>(room, 0, static_cast<long long>(len)));
+    t->response.body.append(data, keep);
+    t->response.body_bytes += static_cast<long long>(keep);
+    if (keep == len) return len;
+    t->error_body_capped = true;
+    return 0;
+  }
   // libcurl 7.88 does not enforce CURLOPT_MAXFILESIZE when the length is not
   // announced, so the cap is enforced here, on every chunk.
   if (t->response.body_bytes + static_cast<long long>(len) > t->request.max_body_bytes) {
@@ -139,12 +155,15 @@ struct CurlTransport::Impl {
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
     curl_easy_setopt(e, CURLOPT_PRIVATE, t.get());
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->error_buffer);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(t->request.connect_timeout.count()));
     if (t->request.timeout.count() > 0)
       curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(t->request.timeout.count()));
-    // A stalled transfer (under 1 byte/s for 60 s) is given up, whatever the total timeout.
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 60L);
+    // A stalled transfer is given up, whatever the total timeout. libcurl counts
+    // the stall in whole seconds.
+    long stall_seconds = static_cast<long>(std::max<int64_t>(1, (t->request.stall_time.count() + 999) / 1000));
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, static_cast<long>(std::max(1LL, t->request.min_bytes_per_second)));
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, stall_seconds);
     if (t->request.connection == ConnectionUse::fresh) {
       curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
       curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
@@ -165,6 +184,35 @@ struct CurlTransport::Impl {
     transfers.push_back(std::move(t));
   }
 
+  // Cuts short the transfers past their size-scaled deadline, and returns how
+  // long until the next deadline may pass: while one runs, at most a second,
+  // since an announced length can arrive at any moment; without one, forever.
+  std::chrono::milliseconds cut_overdue() {
+    using namespace std::chrono;
+    auto now = steady_clock::now();
+    milliseconds next = milliseconds::max();
+    std::vector<CURL*> overdue;
+    for (const auto& t : transfers) {
+      if (t->request.deadline_expected_bytes <= 0) continue;
+      curl_off_t announced = -1;
+      curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced);
+      milliseconds limit = transfer_deadline(t->request, announced);
+      auto left = duration_cast<milliseconds>(t->started + limit - now);
+      if (left.count() <= 0) {
+        t->deadline_text = "no complete answer within the deadline of " +
+                           std::to_string(duration_cast<seconds>(limit).count()) + " s (" +
+                           (announced >= 0 ? std::to_string(announced) + " bytes announced"
+                                           : std::to_string(t->request.deadline_expected_bytes) + " bytes assumed") +
+                           " at " + std::to_string(t->request.min_bytes_per_second) + " bytes/s)";
+        overdue.push_back(t->easy);
+      } else {
+        next = std::min({next, left, milliseconds(seconds(1))});
+      }
+    }
+    for (CURL* easy : overdue) finish(easy, CURLE_OPERATION_TIMEDOUT);
+    return next;
+  }
+
   void finish(CURL* easy, CURLcode code) {
     auto it = std::find_if(transfers.begin(), transfers.end(),
                            [&](const auto& t) { return t->easy == easy; });
@@ -174,20 +222,26 @@ struct CurlTransport::Impl {
     curl_multi_remove_handle(multi, easy);
     HttpResponse& r = t->response;
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r.status);
-    if (code != CURLE_OK) {
+    if (code != CURLE_OK && t->error_body_capped) {
+      // Not an error: the answer's status stands, with the start of its body.
+    } else if (code != CURLE_OK) {
       curl_off_t pretransfer = 0;
       curl_easy_getinfo(easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
-      if (t->too_large) {
+      std::string why = t->error_buffer[0] ? t->error_buffer : curl_easy_strerror(code);
+      if (!t->deadline_text.empty()) {
+        r.error = pretransfer == 0 ? NetError::not_sent : NetError::unknown_outcome;
+        r.error_text = t->deadline_text;
+      } else if (t->too_large) {
         r.error = NetError::too_large;
         r.error_text = "response larger than " + std::to_string(t->request.max_body_bytes) + " bytes";
       } else if (t->write_failed) {
         r.error = NetError::local_write;
       } else if (connect_phase(code) || pretransfer == 0) {
         r.error = NetError::not_sent;
-        r.error_text = curl_easy_strerror(code);
+        r.error_text = why;
       } else {
         r.error = NetError::unknown_outcome;
-        r.error_text = curl_easy_strerror(code);
+        r.error_text = why;
       }
     } else if (t->request.max_redirects > 0 && r.status >= 300 && r.status < 400) {
       char* next = nullptr;
@@ -254,6 +308,7 @@ void CurlTransport::perform(std::chrono::milliseconds max_wait, std::span<pollfd
     index.push_back(i);
   }
   if (!impl_->refused.empty()) max_wait = std::chrono::milliseconds(0);
+  max_wait = std::min(max_wait, impl_->cut_overdue());
   int numfds = 0;
   curl_multi_poll(impl_->multi, waits.data(), static_cast<unsigned>(waits.size()),
                   static_cast<int>(std::max<int64_t>(0, max_wait.count())), &numfds);
@@ -263,6 +318,7 @@ void CurlTransport::perform(std::chrono::milliseconds max_wait, std::span<pollfd
   while (CURLMsg* msg = curl_multi_info_read(impl_->multi, &left)) {
     if (msg->msg == CURLMSG_DONE) impl_->finish(msg->easy_handle, msg->data.result);
   }
+  impl_->cut_overdue();
   auto refused = std::move(impl_->refused);
   impl_->refused.clear();
   for (auto& t : refused) {

@@ -1,5 +1,7 @@
 #include "jobs/http.h"
 
+#include <algorithm>
+
 namespace wb {
 
 const char* to_string(NetError e) {
@@ -17,6 +19,17 @@ const char* to_string(NetError e) {
 std::string HttpResponse::header(const std::string& lower_name) const {
   auto it = headers.find(lower_name);
   return it == headers.end() ? std::string() : it->second;
+}
+
+std::chrono::milliseconds transfer_deadline(const HttpRequest& request, long long announced_length) {
+  // A lying Content-Length cannot stretch the deadline past what max_body_bytes
+  // would allow to be read anyway.
+  long long expected = announced_length >= 0 ? announced_length : request.deadline_expected_bytes;
+  expected = std::clamp(expected, 0LL, std::max(0LL, request.max_body_bytes));
+  long long per_second = std::max(1LL, request.min_bytes_per_second);
+  // expected <= 64 GiB (the config's bound) keeps this product far from overflow.
+  auto body = std::chrono::milliseconds(expected / per_second * 1000 + expected % per_second * 1000 / per_second);
+  return request.connect_timeout + request.stall_time + body;
 }
 
 bool url_allowed(const std::string& url, bool allow_loopback_http) {

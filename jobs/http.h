@@ -26,6 +26,11 @@ const char* to_string(NetError e);
 
 enum class ConnectionUse { may_reuse, fresh };
 
+// What is kept of the body of an answer that is not 2xx, whatever max_body_bytes
+// says: the rest is not read and the connection is closed, and the answer is
+// reported as an ordinary one (status and the capped body, error none).
+constexpr long long kMaxErrorBodyBytes = 64 << 10;
+
 struct HttpRequest {
   std::string method = "GET";
   std::string url;
@@ -42,7 +47,20 @@ struct HttpRequest {
   // appended at the fd's position; a 200 (Range ignored) restarts the file.
   long long resume_from = 0;
   int max_redirects = 0;  // followed by the transport, each checked against the URL rule
+  // Speed floor: a transfer under min_bytes_per_second for stall_time (whole
+  // seconds, rounded up) is cut short (unknown_outcome once the request was sent).
+  long long min_bytes_per_second = 1;
+  std::chrono::milliseconds stall_time{60000};
+  // A deadline scaled to the body, checked besides `timeout`; 0: none. When set,
+  // the request is cut short like a stall once transfer_deadline() has passed
+  // since it started; this is the size assumed when no Content-Length is announced.
+  long long deadline_expected_bytes = 0;
 };
+
+// connect_timeout + stall_time + expected / min_bytes_per_second, where expected
+// is `announced_length` (the answer's Content-Length, -1 when unknown) or else
+// request.deadline_expected_bytes. Only meaningful when that is > 0.
+std::chrono::milliseconds transfer_deadline(const HttpRequest& request, long long announced_length);
 
 struct HttpResponse {
   NetError error = NetError::none;

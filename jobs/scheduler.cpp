@@ -30,6 +30,10 @@ namespace {
 
 Millis seconds(double s) { return Millis(static_cast<int64_t>(s * 1000.0)); }
 
+// The size a download's deadline assumes when the server announces none (a
+// Wan 2.7 video is tens of MB): at 16 KiB/s, about four and a half hours.
+constexpr long long kUnannouncedDownloadBytes = 256ll << 20;
+
 bool id_is_batch(const std::string& target) { return target.find('/') == std::string::npos; }
 
 std::string format_credits(double v) {
@@ -741,6 +745,11 @@ void Scheduler::start_download(Shot& shot, MonoPoint now) {
   req.max_redirects = 5;
   req.timeout = Millis(0);
   req.connect_timeout = seconds(config_.api.connect_timeout_seconds);
+  // A trickle must not hold a download slot forever: a speed floor, and a
+  // deadline scaled to the announced size (else to kUnannouncedDownloadBytes).
+  req.min_bytes_per_second = config_.limits.download_min_bytes_per_second;
+  req.stall_time = seconds(config_.limits.download_stall_seconds);
+  req.deadline_expected_bytes = std::min(req.max_body_bytes, kUnannouncedDownloadBytes);
   std::string key = shot.key();
   busy_.insert(key);
   ++downloads_on_wire_;

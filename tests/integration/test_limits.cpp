@@ -158,3 +158,22 @@ TEST_CASE("estimate: the cost, and whether balance and budget cover it") {
   CHECK(out.find("balance 1 (less the reserve 0): does NOT cover it") != std::string::npos);
   CHECK(code == 1);
 }
+
+TEST_CASE("trickling outputs free their download slot: each download is cut after the stall time and the shot HELD") {
+  Rig rig({"--trickle-downloads", "4"});
+  // One download slot: before downloads had a speed floor, the first trickle held it for hours.
+  std::string text = test::read(rig.config);
+  std::string limits = "limits: {max_in_flight: 8, submits_per_minute: 60000}";
+  REQUIRE(text.find(limits) != std::string::npos);
+  text.replace(text.find(limits), limits.size(),
+               "limits: {max_in_flight: 8, submits_per_minute: 60000, max_concurrent_downloads: 1,"
+               " download_min_bytes_per_second: 16384, download_stall_seconds: 1}");
+  text.replace(text.find("max_attempts: 5"), 15, "max_attempts: 1");
+  test::write(rig.config, text);
+  rig.start_daemon();
+  rig.drop("slow.yaml", manifest("slow", 2));
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("slow"); }, std::chrono::seconds(20)), rig.log());
+  auto held = rig.held_lines();
+  CHECK(held.size() == 2);
+  for (const auto& line : held) CHECK_MESSAGE(line.find("too slow") != std::string::npos, line);
+}

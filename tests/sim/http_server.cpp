@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
+#include <string_view>
 
 namespace sim {
 
@@ -41,13 +42,27 @@ const char* reason(int status) {
   }
 }
 
-bool send_all(int fd, const std::string& data) {
+bool send_all(int fd, std::string_view data) {
   size_t off = 0;
   while (off < data.size()) {
     ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
     off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Sends `body` at about `rate` bytes a second, a tenth of a second's worth at a
+// time. Waiting is a poll on the socket: the client closing it (or stop()
+// shutting it down) ends the trickle at once.
+bool send_slowly(int fd, std::string_view body, double rate) {
+  size_t chunk = std::max<size_t>(1, static_cast<size_t>(rate / 10));
+  int pause_ms = std::max(1, static_cast<int>(1000.0 * static_cast<double>(chunk) / rate));
+  for (size_t off = 0; off < body.size(); off += chunk) {
+    if (!send_all(fd, body.substr(off, chunk))) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (off + chunk < body.size() && ::poll(&p, 1, pause_ms) > 0) return false;
   }
   return true;
 }
@@ -162,15 +177,18 @@ void HttpServer::serve(int fd) {
 
     Response res = handler_(req);
     if (res.drop) break;
-    if (req.header("connection") == "close") keep = false;
+    if (req.header("connection") == "close" || !res.announce_length) keep = false;
     std::string out = "HTTP/1.1 " + std::to_string(res.status) + " " + reason(res.status) + "\r\n";
     out += "Content-Type: " + res.content_type + "\r\n";
-    out += "Content-Length: " + std::to_string(res.body.size()) + "\r\n";
+    if (res.announce_length) out += "Content-Length: " + std::to_string(res.body.size()) + "\r\n";
     for (const auto& [k, v] : res.headers) out += k + ": " + v + "\r\n";
     if (!keep) out += "Connection: close\r\n";
     out += "\r\n";
-    if (req.method != "HEAD") out += res.body;
     if (!send_all(fd, out)) break;
+    if (req.method == "HEAD") continue;
+    bool sent = res.trickle_bytes_per_second > 0 ? send_slowly(fd, res.body, res.trickle_bytes_per_second)
+                                                  : send_all(fd, res.body);
+    if (!sent) break;
   }
   std::lock_guard<std::mutex> lock(mu_);
   clients_.erase(fd);

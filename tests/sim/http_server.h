@@ -34,6 +34,8 @@ struct Response {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
   bool drop = false;  // close the connection without answering
+  double trickle_bytes_per_second = 0;  // > 0: the body is sent this slowly
+  bool announce_length = true;  // false: no Content-Length; the body ends when the connection closes
 };
 
 using Handler = std::function<Response(const Request&)>;

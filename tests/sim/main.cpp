@@ -33,6 +33,12 @@ int main(int argc, char** argv) {
   app.add_option("--expiry", o.expiry_seconds, "simulated seconds a finished record is kept")->capture_default_str();
   app.add_option("--output-shape", o.output_shape, "string, video, video_url or mixed")
       ->capture_default_str()->check(CLI::IsMember({"string", "video", "video_url", "mixed"}));
+  app.add_option("--trickle-downloads", o.trickle_bytes_per_second,
+                 "send output files at this many bytes a second (0: at full speed)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--output-error-bytes", o.output_error_bytes,
+                 "output files answer 500 with a body of this many bytes (0: they serve the video)")
+      ->check(CLI::Range(0LL, 1LL << 32));
   app.add_option("--seed", o.seed, "seed for the fault generator (the last one given counts)")
       ->capture_default_str()
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);

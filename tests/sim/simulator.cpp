@@ -317,8 +317,16 @@ Response Simulator::output(const Request& req, const std::string& name) {
   std::string id = name.size() > 4 ? name.substr(0, name.size() - 4) : name;
   auto it = jobs_.find(id);
   if (it == jobs_.end() || job_state(*it->second, now()) != "COMPLETED") return error(404, "No such output");
+  if (opt_.output_error_bytes > 0) {
+    Response huge;
+    huge.status = 500;
+    huge.content_type = "text/plain";
+    huge.body.assign(static_cast<size_t>(opt_.output_error_bytes), 'x');
+    return huge;
+  }
   std::string_view data = sample_mp4();
   Response r;
+  r.trickle_bytes_per_second = opt_.trickle_bytes_per_second;
   r.content_type = "video/mp4";
   r.headers.emplace_back("Accept-Ranges", "bytes");
   std::string range = req.header("range");

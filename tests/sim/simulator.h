@@ -33,6 +33,8 @@ struct Options {
   double rate_window_seconds = 60;
   double expiry_seconds = 3600;  // how long finished records stay
   std::string output_shape = "mixed";  // string | video | video_url | mixed
+  double trickle_bytes_per_second = 0;  // > 0: output files are sent this slowly
+  long long output_error_bytes = 0;     // > 0: output files answer 500 with a body this large
   uint64_t seed = 1;
   std::string ledger_path;
 };

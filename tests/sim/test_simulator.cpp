@@ -310,3 +310,120 @@ TEST_CASE("a download onto a full disk is reported as a local write failure") {
   CHECK(out->error == NetError::local_write);
   CHECK(out->error_text.find("No space left") != std::string::npos);
 }
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+TEST_CASE("a 500 with a 50 MB body keeps at most the cap of it and is an ordinary answer, API call or download") {
+  sim::Options o;
+  o.time_scale = 0.0001;
+  o.output_error_bytes = 50ll << 20;
+  sim::Simulator s(o);
+  s.start(0);
+  Client c{.base = s.base_url()};
+  std::string url = c.finished_output();
+
+  HttpRequest api;  // an API call's shape: max_body_bytes 16 MiB, body in memory
+  api.url = url;
+  HttpResponse a = c.run(api);
+  CHECK(a.error == NetError::none);
+  CHECK(a.status == 500);
+  CHECK(a.body.size() == static_cast<size_t>(kMaxErrorBodyBytes));
+  CHECK(a.body_bytes == kMaxErrorBodyBytes);
+
+  int fd = ::open("part", O_RDWR | O_CREAT | O_TRUNC, 0644);
+  HttpRequest dl;  // a download's shape: a sink and a 2 GiB cap
+  dl.url = url;
+  dl.sink_fd = fd;
+  dl.max_body_bytes = 2ll << 30;
+  HttpResponse d = c.run(dl);
+  ::close(fd);
+  CHECK(d.error == NetError::none);
+  CHECK(d.status == 500);
+  CHECK(d.body.size() == static_cast<size_t>(kMaxErrorBodyBytes));
+  CHECK(test::read("part").empty());  // an error page never goes to the video file
+
+  // The cut connection is not reused half-read: the next call is answered normally.
+  CHECK(c.call("GET", "/v1/get-user-credits").status == 200);
+}
+
+TEST_CASE("a download trickling under the minimum speed is cut after the stall time, as a transfer cut short") {
+  sim::Options o;
+  o.time_scale = 0.0001;
+  o.trickle_bytes_per_second = 4;
+  sim::Simulator s(o);
+  s.start(0);
+  Client c{.base = s.base_url()};
+  int fd = ::open("part", O_RDWR | O_CREAT | O_TRUNC, 0644);
+  HttpRequest dl;
+  dl.url = c.finished_output();
+  dl.sink_fd = fd;
+  dl.min_bytes_per_second = 16384;
+  dl.stall_time = Millis(1000);
+  dl.deadline_expected_bytes = 256ll << 20;
+  auto started = std::chrono::steady_clock::now();
+  HttpResponse r = c.run(dl);
+  double took = seconds_since(started);
+  ::close(fd);
+  CHECK(r.error == NetError::unknown_outcome);
+  CHECK(r.error_text.find("too slow") != std::string::npos);
+  CHECK(took >= 0.9);
+  CHECK(took < 1 + 2.5);  // the stall time and libcurl's once-a-second check
+  // What trickled in stays for a Range resume.
+  std::string part = test::read("part");
+  CHECK_FALSE(part.empty());
+  CHECK(part == std::string(sim::sample_mp4().substr(0, part.size())));
+}
+
+TEST_CASE("an unannounced body that outlasts its size-scaled deadline is cut at the deadline") {
+  // 100 bytes/s is above the 50 bytes/s floor, so only the deadline can stop it:
+  // 0.5 s connect + 1 s stall + 50 assumed bytes / 50 bytes/s = 2.5 s.
+  sim::HttpServer server([](const sim::Request&) {
+    sim::Response r;
+    r.content_type = "video/mp4";
+    r.body.assign(100000, 'v');
+    r.trickle_bytes_per_second = 100;
+    r.announce_length = false;
+    return r;
+  });
+  server.start(0);
+  Client c{.base = "http://127.0.0.1:" + std::to_string(server.port())};
+  int fd = ::open("part", O_RDWR | O_CREAT | O_TRUNC, 0644);
+  HttpRequest dl;
+  dl.url = c.base + "/v.mp4";
+  dl.sink_fd = fd;
+  dl.connect_timeout = Millis(500);
+  dl.timeout = Millis(0);
+  dl.min_bytes_per_second = 50;
+  dl.stall_time = Millis(1000);
+  dl.deadline_expected_bytes = 50;
+  auto started = std::chrono::steady_clock::now();
+  HttpResponse r = c.run(dl);
+  double took = seconds_since(started);
+  ::close(fd);
+  CHECK(r.error == NetError::unknown_outcome);
+  CHECK(r.error_text.find("deadline") != std::string::npos);
+  CHECK(took >= 2.4);
+  CHECK(took < 2.5 + 0.5);
+  CHECK(test::read("part").size() >= 100);
+}
+
+TEST_CASE("the size-scaled deadline takes the announced length, else the assumed size, never past max_body_bytes") {
+  HttpRequest r;
+  r.connect_timeout = Millis(15000);
+  r.stall_time = Millis(30000);
+  r.min_bytes_per_second = 16384;
+  r.deadline_expected_bytes = 256ll << 20;
+  r.max_body_bytes = 2ll << 30;
+  CHECK(transfer_deadline(r, -1) == Millis(45000 + 16384 * 1000));         // 256 MiB assumed
+  CHECK(transfer_deadline(r, 32ll << 20) == Millis(45000 + 2048 * 1000));  // 32 MiB announced
+  CHECK(transfer_deadline(r, 0) == Millis(45000));
+  CHECK(transfer_deadline(r, 1ll << 62) == Millis(45000 + 131072ll * 1000));  // a lying length
+  r.min_bytes_per_second = 3;
+  CHECK(transfer_deadline(r, 10) == Millis(45000 + 3333));
+}

@@ -32,6 +32,8 @@ TEST_CASE("a minimal config takes the documented defaults") {
   CHECK_FALSE(c.api.allow_loopback_http);
   CHECK(c.spool.active == "/s/active");
   CHECK(c.limits.max_in_flight == 8);
+  CHECK(c.limits.download_min_bytes_per_second == 16384);
+  CHECK(c.limits.download_stall_seconds == 30);
   CHECK(c.input_roots == std::vector<std::string>{"/projects"});
 }
 
@@ -48,6 +50,14 @@ TEST_CASE("a wrong config names the key") {
   CHECK(error_of(std::string(kMinimal) + "state_dir2: x\n").find("state_dir2") != std::string::npos);
   CHECK(error_of("spool: {incoming: rel, done: /b, failed: /c}\n").find("spool.incoming: must be an absolute path") != std::string::npos);
   CHECK(error_of(std::string(kMinimal) + "poll: {min_interval_seconds: 5, max_interval_seconds: 1}\n").find("poll.max_interval_seconds") != std::string::npos);
+  CHECK(error_of(std::string(kMinimal) + "limits: {download_min_bytes_per_second: 0}\n").find("limits.download_min_bytes_per_second: must be between 1 and") != std::string::npos);
+  CHECK(error_of(std::string(kMinimal) + "limits: {download_min_bytes_per_second: fast}\n").find("limits.download_min_bytes_per_second: must be an integer") != std::string::npos);
+  CHECK(error_of(std::string(kMinimal) + "limits: {download_stall_seconds: 0}\n").find("limits.download_stall_seconds: must be between 1 and 3600") != std::string::npos);
+  CHECK(error_of(std::string(kMinimal) + "limits: {download_stall_seconds: 2.5}\n").find("limits.download_stall_seconds: must be an integer") != std::string::npos);
+  CHECK(error_of(std::string(kMinimal) + "limits: {download_stall_secs: 5}\n").find("limits.download_stall_secs: unknown key") != std::string::npos);
+  Config c = parse_config(std::string(kMinimal) + "limits: {download_min_bytes_per_second: 1000, download_stall_seconds: 5}\n", "wb.yaml");
+  CHECK(c.limits.download_min_bytes_per_second == 1000);
+  CHECK(c.limits.download_stall_seconds == 5);
 }
 
 TEST_CASE("plain http is refused unless it is loopback and allowed") {

@@ -356,3 +356,29 @@ TEST_CASE("a full or unwritable output disk makes the download wait and retry, w
   FakeTransport::deliver(dl, std::string(sim::sample_mp4()));
   CHECK(rig.shot("b/s1").state == ShotState::done);
 }
+
+TEST_CASE("a download carries the configured speed floor and deadline, and a trickle cut short resumes, then is HELD") {
+  Rig rig;
+  rig.config.limits.download_min_bytes_per_second = 1000;
+  rig.config.limits.download_stall_seconds = 7;
+  rig.restart();
+  rig.accept(kOne);
+  rig.up_to_download();
+  std::string video(sim::sample_mp4());
+  long long written = 0;
+  for (int i = 0; i < rig.config.retry.max_attempts; ++i) {
+    rig.step(Millis(120000));
+    auto dl = rig.net.take("cdn.example/v.mp4");
+    CHECK(dl.request.min_bytes_per_second == 1000);
+    CHECK(dl.request.stall_time == Millis(7000));
+    CHECK(dl.request.deadline_expected_bytes > 0);
+    CHECK(dl.request.deadline_expected_bytes <= rig.config.limits.max_download_bytes);
+    CHECK(dl.request.resume_from == written);  // each retry resumes where the trickle stopped
+    REQUIRE(::write(dl.request.sink_fd, video.data() + written, 10) == 10);
+    written += 10;
+    FakeTransport::fail(dl, NetError::unknown_outcome);  // cut: too slow, or past the deadline
+  }
+  Shot s = rig.shot("b/s1");
+  CHECK(s.state == ShotState::held);
+  CHECK(s.reason.find("outcome unknown") != std::string::npos);
+}
