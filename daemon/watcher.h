@@ -2,7 +2,8 @@
 // arrived complete: renamed into the folder (IN_MOVED_TO), or written in place
 // and then unchanged for the settle time. A queue overflow, a lost watch or a
 // start-up triggers a full rescan, so no file is missed and none is taken twice
-// (a taken file is moved out of the folder by the daemon).
+// (the daemon claims a taken file by renaming it into spool.incoming/.claimed/;
+// dot-names such as that folder and the spool lock .wanbatch.lock are ignored).
 #pragma once
 
 #include <map>
