@@ -1,7 +1,9 @@
 #include "daemon/daemon.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
@@ -15,10 +17,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
+#include <functional>
 #include <thread>
 
 #include "daemon/control.h"
 #include "daemon/watcher.h"
+#include "jobs/crash_point.h"
 #include "jobs/curl_transport.h"
 #include "jobs/manifest.h"
 #include "jobs/scheduler.h"
@@ -30,6 +34,10 @@ namespace wb {
 namespace {
 
 constexpr Millis kDrainTimeout{20000};
+constexpr const char* kSpoolLockName = ".wanbatch.lock";
+// Manifests are claimed (renamed) into this folder of spool.incoming before they
+// are read, so the daemon moves on exactly the bytes it read.
+constexpr const char* kClaimDirName = ".claimed";
 
 std::string trim(std::string s) {
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
@@ -47,34 +55,61 @@ std::string read_key_file(const std::string& path) {
   return key;
 }
 
-class StateLock {
+// An exclusive flock on a lock file, held for the life of the object, with
+// `content` written into the file for whoever finds it taken. On conflict the
+// holder's content goes to `busy`, whose message is thrown as a wb::Error.
+class FileLock {
  public:
-  explicit StateLock(const std::string& state_dir) {
-    std::string path = join_path(state_dir, "wanbatch.lock");
+  FileLock(const std::string& path, const std::string& content,
+           const std::function<std::string(const std::string& holder)>& busy) {
     fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd_ < 0) throw Error("cannot open " + path + ": " + std::strerror(errno));
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-      char buf[32] = {};
+      char buf[4096] = {};
       ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
-      std::string pid = n > 0 ? trim(std::string(buf, static_cast<size_t>(n))) : "?";
+      std::string holder = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
       ::close(fd_);
       fd_ = -1;
-      throw Error("another wanbatch daemon (pid " + pid + ") is already using the state directory " + state_dir);
+      throw Error(busy(holder));
     }
-    std::string me = std::to_string(::getpid()) + "\n";
-    if (::ftruncate(fd_, 0) == 0 && ::pwrite(fd_, me.data(), me.size(), 0) < 0) {
-      // The pid is informational only.
+    if (::ftruncate(fd_, 0) == 0 && ::pwrite(fd_, content.data(), content.size(), 0) < 0) {
+      // The content is informational only.
     }
   }
-  ~StateLock() {
+  ~FileLock() {
     if (fd_ >= 0) ::close(fd_);
   }
-  StateLock(const StateLock&) = delete;
-  StateLock& operator=(const StateLock&) = delete;
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
 
  private:
   int fd_ = -1;
 };
+
+// state_dir/wanbatch.lock: one daemon per state directory. Holds the pid.
+FileLock lock_state_dir(const std::string& state_dir) {
+  return FileLock(join_path(state_dir, "wanbatch.lock"), std::to_string(::getpid()) + "\n",
+                  [&](const std::string& holder) {
+                    std::string pid = trim(holder);
+                    return "another wanbatch daemon (pid " + (pid.empty() ? "?" : pid) +
+                           ") is already using the state directory " + state_dir;
+                  });
+}
+
+// spool.incoming/.wanbatch.lock: one daemon per spool, or every manifest would
+// be taken (and every shot billed) once per daemon. Holds the pid and the
+// state_dir, one a line; the watcher ignores the dot-name.
+FileLock lock_spool(const std::string& incoming, const std::string& state_dir) {
+  return FileLock(join_path(incoming, kSpoolLockName), std::to_string(::getpid()) + "\n" + state_dir + "\n",
+                  [&](const std::string& holder) {
+                    auto nl = holder.find('\n');
+                    std::string pid = trim(holder.substr(0, nl));
+                    std::string dir = nl == std::string::npos ? "" : trim(holder.substr(nl + 1));
+                    return "another wanbatch daemon (pid " + (pid.empty() ? "?" : pid) + ", state_dir " +
+                           (dir.empty() ? "?" : dir) + ") is already taking manifests from spool.incoming " +
+                           incoming + "; two daemons on one spool would render (and bill) every shot twice";
+                  });
+}
 
 // Missing folders (a share not yet mounted) are waited for, never created blindly,
 // except spool.active, which is wanbatch's own.
@@ -122,7 +157,14 @@ class Daemon {
                    [] { return std::chrono::steady_clock::now(); }, std::move(key)),
         watcher_(c.spool.incoming, Millis(static_cast<int64_t>(c.spool.settle_seconds * 1000))),
         control_(control_socket_path(c.state_dir)),
-        signal_fd_(signal_fd) {
+        signal_fd_(signal_fd),
+        claim_dir_(join_path(c.spool.incoming, kClaimDirName)) {
+    // Private to the daemon, inside spool.incoming so a claim is a rename on one filesystem.
+    if (::mkdir(claim_dir_.c_str(), 0700) != 0 && errno != EEXIST)
+      throw Error("cannot create " + claim_dir_ + ": " + std::strerror(errno));
+    struct stat st {};
+    if (::lstat(claim_dir_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      throw Error(claim_dir_ + " is not a folder (a symlink?); remove it, wanbatch creates it");
     rules_.input_roots = c.input_roots;
     rules_.max_shots = c.limits.max_shots_per_manifest;
     rules_.max_bytes = c.limits.max_manifest_bytes;
@@ -134,6 +176,7 @@ class Daemon {
     scheduler_.load();
     for (const auto& b : store_->batches())
       if (b.finished) retire_manifest(b);  // a stop between finishing and moving the file
+    take_left_claims();
     sd_notify(0, "READY=1");
     uint64_t watchdog_usec = 0;
     Millis notify_every{5000};
@@ -196,9 +239,40 @@ class Daemon {
   }
 
  private:
+  // A manifest the watcher found ready in spool.incoming: claim it (rename it into
+  // the claim folder), then read, record and move on that very file. A file
+  // renamed over the name meanwhile is a new file in spool.incoming, taken in turn.
   void take(const std::string& name) {
-    std::string path = join_path(c_.spool.incoming, name);
-    ManifestResult r = load_manifest(path, rules_);
+    std::string claimed = join_path(claim_dir_, name);
+    struct stat st {};
+    if (::lstat(claimed.c_str(), &st) == 0) {
+      // A claimed file of this name that could not be moved on before: its turn first.
+      take_claimed(name);
+      if (::lstat(claimed.c_str(), &st) == 0) {
+        spdlog::error("{}: not taken: a manifest of that name is still in {} (taken again at the next start)",
+                      name, claim_dir_);
+        return;
+      }
+    }
+    std::string from = join_path(c_.spool.incoming, name);
+    int rc = ::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, claimed.c_str(), RENAME_NOREPLACE);
+    // A filesystem without RENAME_NOREPLACE (some network shares): the name was
+    // just seen free, and only this daemon (the spool lock) writes the claim folder.
+    if (rc != 0 && (errno == EINVAL || errno == ENOSYS)) rc = ::rename(from.c_str(), claimed.c_str());
+    if (rc != 0) {
+      if (errno != ENOENT) spdlog::error("{}: cannot claim it into {}: {}", name, claim_dir_, std::strerror(errno));
+      return;  // ENOENT: gone before it was taken
+    }
+    crash_point("claimed");
+    take_claimed(name);
+  }
+
+  // Reads, records and moves on the claimed manifest `name` (in claim_dir_). Read
+  // as if it were in spool.incoming: its relative media paths resolve there.
+  void take_claimed(const std::string& name) {
+    std::string path = join_path(claim_dir_, name);
+    ManifestResult r = load_manifest(path, rules_, join_path(c_.spool.incoming, name));
+    crash_point("manifest_read");
     if (!r.manifest) {
       refuse(name, format_problems(name, r.problems));
       return;
@@ -209,7 +283,8 @@ class Daemon {
     try {
       a = scheduler_.accept(m, name, active);
     } catch (const Error& e) {
-      spdlog::error("{}: cannot record the batch: {} (will retry)", name, e.what());
+      spdlog::error("{}: cannot record the batch: {} (left in {}; taken again at the next start)", name, e.what(),
+                    claim_dir_);
       return;
     }
     if (a == Scheduler::Accept::name_taken) {
@@ -217,10 +292,48 @@ class Daemon {
                        "' already exists with different content; give this manifest another batch: name\n");
       return;
     }
+    if (a == Scheduler::Accept::already_added) {
+      auto b = store_->batch(m.batch);
+      struct stat st {};
+      if (b && b->finished) {
+        spdlog::warn("{}: batch '{}' already finished from these same bytes; nothing to render, moved to {}. To "
+                     "render it again, give the manifest a new batch: name (`wanbatch retry {}` re-runs only "
+                     "its failed and HELD shots)",
+                     name, m.batch, c_.spool.done, m.batch);
+        move_on(path, unique_target(c_.spool.done, name));
+        return;
+      }
+      if (b && ::lstat(b->manifest_path.c_str(), &st) == 0) {
+        refuse(name, name + ":0: batch: batch '" + m.batch + "' is already running from these same bytes (" +
+                         b->manifest_path + "); this copy changes nothing\n");
+        return;
+      }
+      // Recorded, and the daemon stopped before the file was moved: move it now.
+      if (b) active = b->manifest_path;
+    }
+    move_on(path, active);
+  }
+
+  // At start: manifests claimed before a stop are taken again, before any new one.
+  void take_left_claims() {
+    std::vector<std::string> names;
+    if (DIR* d = ::opendir(claim_dir_.c_str())) {
+      while (struct dirent* e = ::readdir(d))
+        if (SpoolWatcher::eligible(e->d_name)) names.emplace_back(e->d_name);
+      ::closedir(d);
+    }
+    std::sort(names.begin(), names.end());
+    for (const auto& name : names) {
+      spdlog::info("{}: taking again, claimed before the last stop", name);
+      take_claimed(name);
+    }
+  }
+
+  void move_on(const std::string& from, const std::string& to) {
     try {
-      move_file(path, active);
+      move_file(from, to);
     } catch (const Error& e) {
-      spdlog::error("{}: accepted, but {}", name, e.what());
+      spdlog::error("{}: {} (left in {}; taken again at the next start)", basename_of(from), e.what(), claim_dir_);
     }
   }
 
@@ -244,12 +357,13 @@ class Daemon {
     }
   }
 
+  // Moves the claimed manifest `name` to spool.failed with its errors beside it.
   void refuse(const std::string& name, const std::string& errors) {
     spdlog::warn("{}: refused:\n{}", name, errors);
     try {
       std::string target = unique_target(c_.spool.failed, name);
       write_file_atomic(c_.spool.failed, basename_of(target) + ".error.txt", errors);
-      move_file(join_path(c_.spool.incoming, name), target);
+      move_file(join_path(claim_dir_, name), target);
     } catch (const Error& e) {
       spdlog::error("{}: cannot move to {}: {}", name, c_.spool.failed, e.what());
     }
@@ -273,6 +387,7 @@ class Daemon {
   ControlServer control_;
   int signal_fd_;
   ManifestRules rules_;
+  std::string claim_dir_;
 };
 
 }  // namespace
@@ -319,7 +434,8 @@ int run_daemon(const Config& config) {
   ::signal(SIGPIPE, SIG_IGN);
   if (!wait_for_folders(config, sfd)) return 0;
   try {
-    StateLock lock(config.state_dir);
+    FileLock state_lock = lock_state_dir(config.state_dir);
+    FileLock spool_lock = lock_spool(config.spool.incoming, config.state_dir);
     Daemon d(config, std::move(key), sfd);
     return d.run();
   } catch (const Error& e) {

@@ -3,7 +3,8 @@
 // and then seen unchanged (size and mtime) for the settle time, on the monotonic
 // clock. A queue overflow, a lost watch or a
 // start-up triggers a full rescan, so no file is missed and none is taken twice
-// (a taken file is moved out of the folder by the daemon).
+// (the daemon claims a taken file by renaming it into spool.incoming/.claimed/;
+// dot-names such as that folder and the spool lock .wanbatch.lock are ignored).
 #pragma once
 
 #include <map>

@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 
+#include "jobs/output.h"
 #include "jobs/paths.h"
 #include "jobs/util.h"
 #include "jobs/yaml_safe.h"
@@ -257,6 +258,8 @@ ManifestResult parse_manifest(const std::string& text, const std::string& file,
             check.problem(n, where + ".id", "must match [A-Za-z0-9._-]{1,64}, got '" + *v + "'");
           else if (!ids.insert(*v).second)
             check.problem(n, where + ".id", "'" + *v + "' is used by an earlier shot");
+          else if (std::string clash = shot_id_clash(*v); !clash.empty())
+            check.problem(n, where + ".id", clash);
           spec.id = *v;
           where = "shots[" + spec.id + "]";
         }
@@ -316,7 +319,7 @@ ManifestResult parse_manifest(const std::string& text, const std::string& file,
   return result;
 }
 
-ManifestResult load_manifest(const std::string& file, const ManifestRules& rules) {
+ManifestResult load_manifest(const std::string& file, const ManifestRules& rules, const std::string& as_file) {
   ManifestResult result;
   int fd = ::open(file.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
   if (fd < 0) {
@@ -345,7 +348,7 @@ ManifestResult load_manifest(const std::string& file, const ManifestRules& rules
   }
   ::close(fd);
   if (!result.problems.empty()) return result;
-  return parse_manifest(text, file, rules);
+  return parse_manifest(text, as_file.empty() ? file : as_file, rules);
 }
 
 std::string format_problems(const std::string& file, const std::vector<ManifestProblem>& problems) {

@@ -65,7 +65,12 @@ ManifestResult parse_manifest(const std::string& text, const std::string& file,
                               const ManifestRules& rules);
 
 // Reads the file (bounded by rules.max_bytes, never blocking on a FIFO) and parses it.
-ManifestResult load_manifest(const std::string& file, const ManifestRules& rules);
+// `as_file`, when given, is where the manifest logically sits (its name and folder
+// count as in parse_manifest) while its bytes are read from `file`: the daemon
+// reads a claimed manifest from spool.incoming/.claimed/ as if it were still in
+// spool.incoming.
+ManifestResult load_manifest(const std::string& file, const ManifestRules& rules,
+                             const std::string& as_file = "");
 
 // "file:line: field: message" lines, one per problem.
 std::string format_problems(const std::string& file, const std::vector<ManifestProblem>& problems);

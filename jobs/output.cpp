@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 
@@ -13,7 +14,36 @@ namespace wb {
 
 namespace {
 std::string part_name(const std::string& shot) { return "." + shot + ".mp4.part"; }
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+void check_shot_id(const std::string& shot) {
+  if (!is_valid_id(shot)) throw Error("invalid shot id " + shot);
+  if (std::string why = shot_id_clash(shot); !why.empty()) throw Error("shot id " + why);
+}
 }  // namespace
+
+const std::vector<std::string>& batch_file_names() {
+  static const std::vector<std::string> names = {"report.json"};
+  return names;
+}
+
+bool is_batch_file(const std::string& name) {
+  for (const auto& b : batch_file_names())
+    if (lower(name) == b) return true;
+  return false;
+}
+
+std::string shot_id_clash(const std::string& id) {
+  for (const char* ext : {".mp4", ".json"})
+    if (is_batch_file(id + ext))
+      return "'" + id + "' is reserved: the shot's " + id + ext + " would be the batch's " + lower(id + ext) +
+             "; pick another id";
+  return "";
+}
 
 std::string OutputDir::batch_dir(const std::string& batch) const {
   if (!is_valid_id(batch)) throw Error("invalid batch name " + batch);
@@ -31,7 +61,7 @@ std::string OutputDir::batch_dir(const std::string& batch) const {
 }
 
 int OutputDir::open_part(const std::string& batch, const std::string& shot, bool resume, long long& offset) const {
-  if (!is_valid_id(shot)) throw Error("invalid shot id " + shot);
+  check_shot_id(shot);
   std::string path = join_path(batch_dir(batch), part_name(shot));
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | (resume ? 0 : O_TRUNC) | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) throw Error("cannot open " + path + ": " + std::strerror(errno));
@@ -41,6 +71,7 @@ int OutputDir::open_part(const std::string& batch, const std::string& shot, bool
 }
 
 std::string OutputDir::commit_part(const std::string& batch, const std::string& shot, int fd) const {
+  check_shot_id(shot);
   std::string dir = batch_dir(batch);
   if (::fsync(fd) != 0) throw Error("cannot sync the video for " + shot + ": " + std::strerror(errno));
   std::string final_path = join_path(dir, shot + ".mp4");
@@ -58,9 +89,18 @@ void OutputDir::discard_part(const std::string& batch, const std::string& shot) 
 }
 
 std::string OutputDir::write(const std::string& batch, const std::string& name, const std::string& data) const {
+  if (!is_batch_file(name)) throw Error("not a batch file: " + name);
   std::string dir = batch_dir(batch);
   write_file_atomic(dir, name, data);
   return join_path(dir, name);
+}
+
+std::string OutputDir::write_sidecar(const std::string& batch, const std::string& shot,
+                                     const std::string& data) const {
+  check_shot_id(shot);
+  std::string dir = batch_dir(batch);
+  write_file_atomic(dir, shot + ".json", data);
+  return join_path(dir, shot + ".json");
 }
 
 }  // namespace wb

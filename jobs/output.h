@@ -2,11 +2,23 @@
 // sidecar <shot>.json and the batch's report.json. Names come from validated ids
 // only; every file is written under a temporary name and renamed, and nothing is
 // ever written through a symlink.
+//
+// Batch files and shot files share the batch folder but never a name: a shot id
+// whose <id>.mp4 or <id>.json would be a batch file (compared without case, for
+// case-insensitive shares) is refused by manifest validation, and the writers
+// below refuse it again.
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace wb {
+
+// The names of the files a batch folder holds for the batch as a whole.
+const std::vector<std::string>& batch_file_names();
+bool is_batch_file(const std::string& name);
+// Why `id` cannot name a shot's files (they would be a batch file), or "".
+std::string shot_id_clash(const std::string& id);
 
 class OutputDir {
  public:
@@ -16,6 +28,7 @@ class OutputDir {
   // a symlink in place of the folder, permissions).
   std::string batch_dir(const std::string& batch) const;
 
+  // The shot functions throw wb::Error for an invalid or clashing shot id.
   // Opens <batch>/.<shot>.mp4.part for writing. Truncated, unless `resume`:
   // then positioned at its end, with its size in `offset`. Returns the fd.
   int open_part(const std::string& batch, const std::string& shot, bool resume, long long& offset) const;
@@ -26,8 +39,11 @@ class OutputDir {
 
   void discard_part(const std::string& batch, const std::string& shot) const;
 
-  // Writes <batch>/<name> atomically.
+  // Writes the batch file <batch>/<name> (one of batch_file_names()) atomically.
   std::string write(const std::string& batch, const std::string& name, const std::string& data) const;
+
+  // Writes the shot's sidecar <batch>/<shot>.json atomically.
+  std::string write_sidecar(const std::string& batch, const std::string& shot, const std::string& data) const;
 
   const std::string& root() const { return root_; }
 

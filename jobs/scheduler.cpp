@@ -805,7 +805,7 @@ void Scheduler::on_download(const std::string& key, int fd, const HttpResponse& 
     VideoInfo video{static_cast<long long>(st.st_size), sha256_fd_hex(fd), check.has_audio};
     shot->file = output_.commit_part(shot->batch, shot->spec.id, fd);
     crash_point("renamed");
-    output_.write(shot->batch, shot->spec.id + ".json", sidecar_json(*shot, video, to_epoch_ms(wall_())));
+    output_.write_sidecar(shot->batch, shot->spec.id, sidecar_json(*shot, video, to_epoch_ms(wall_())));
   } catch (const Error& e) {
     shot->reason = std::string("waiting: cannot write the video: ") + e.what();
     save(*shot);

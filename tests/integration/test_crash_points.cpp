@@ -1,5 +1,6 @@
-// SIGKILL at each persisted step (WANBATCH_CRASH_AT, jobs/crash_point.h), then
-// a clean restart: every shot ends, none is billed twice, a HELD shot is only
+// SIGKILL at each persisted step (WANBATCH_CRASH_AT, jobs/crash_point.h), from
+// the claim of the manifest on, then a clean restart: the claimed manifest is
+// taken again, every shot ends, none is billed twice, a HELD shot is only
 // an ambiguous submit, and every DONE video is valid. The four shots are all
 // submitted in one tick, so a kill at a submit step catches the others on the
 // wire too: they are HELD, as they must be. A kill at a later step loses nothing.
@@ -9,10 +10,11 @@
 #include "tests/integration/rig.h"
 
 TEST_CASE("a kill just before or after each persisted step loses nothing and pays nothing twice") {
-  for (std::string point : {"accepted", "before_submitting", "submitting", "request_id", "status_change",
-                            "download_start", "renamed", "done"}) {
+  for (std::string point : {"claimed", "manifest_read", "accepted", "before_submitting", "submitting", "request_id",
+                            "status_change", "download_start", "renamed", "done"}) {
     for (const char* nth : {"1", "3"}) {
-      if (point == "accepted" && std::string(nth) != "1") continue;  // one batch, one acceptance
+      bool once = point == "claimed" || point == "manifest_read" || point == "accepted";
+      if (once && std::string(nth) != "1") continue;  // one manifest, one claim, one acceptance
       CAPTURE(point);
       CAPTURE(nth);
       test::mkdirs(test::cwd() + "/" + point + nth);
@@ -24,6 +26,7 @@ TEST_CASE("a kill just before or after each persisted step loses nothing and pay
         CHECK_MESSAGE(rig.daemon->wait(std::chrono::seconds(30)) == 128 + SIGKILL, rig.log());
         rig.start_daemon();
         REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("kp"); }), rig.log());
+        CHECK(test::list(rig.root + "/spool/incoming/.claimed").empty());
         json st = rig.states("kp");
         CHECK(st.value("DONE", 0) + st.value("HELD", 0) == 4);
         for (auto& [shot, n] : rig.billed()) CHECK_MESSAGE(n == 1, shot);

@@ -310,7 +310,7 @@ TEST_CASE("submits the state store forgot are restored or HELD from the submit j
   CHECK(rig.store->repairs().empty());
 }
 
-TEST_CASE("a damaged journal line is reported; with a healthy store the store decides") {
+TEST_CASE("a damaged journal line is reported, and with a healthy store the store decides") {
   Rig rig;
   rig.accept(shots_yaml("b", 1));
   rig.raw_tick();

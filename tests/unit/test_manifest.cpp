@@ -127,6 +127,33 @@ TEST_CASE("duplicate shot ids and duplicate keys are refused") {
   CHECK(k.problems[0].message == "appears twice");
 }
 
+TEST_CASE("a shot id whose files would be a batch file is refused, in any case") {
+  Fixture f;
+  for (const char* id : {"report", "REPORT", "Report"}) {
+    CAPTURE(id);
+    auto r = f.parse(std::string("shots:\n  - {id: a, prompt: p, image: frames/a.png}\n  - {id: ") + id +
+                     ", prompt: p, image: frames/a.png}\n");
+    REQUIRE(r.problems.size() == 1);
+    CHECK(r.problems[0].field == "shots[1].id");
+    CHECK(r.problems[0].line == 3);
+    CHECK(r.problems[0].message.find("is reserved: the shot's " + std::string(id) +
+                                     ".json would be the batch's report.json") != std::string::npos);
+  }
+  CHECK(f.problem("shots: [{id: report.json, prompt: p, image: frames/a.png}]").empty());
+  CHECK(f.problem("shots: [{id: reports, prompt: p, image: frames/a.png}]").empty());
+}
+
+TEST_CASE("a manifest read from one place counts as sitting where it is said to be") {
+  Fixture f;
+  test::mkdirs(f.root + "/media/spool/.claimed");
+  test::write(f.root + "/media/spool/.claimed/reel.yaml", "shots: [{id: a, prompt: p, image: ../frames/a.png}]\n");
+  auto r = load_manifest(f.root + "/media/spool/.claimed/reel.yaml", f.rules, f.root + "/media/spool/reel.yaml");
+  REQUIRE_MESSAGE(r.manifest, format_problems("reel.yaml", r.problems));
+  CHECK(r.manifest->base_dir == f.root + "/media/spool");
+  CHECK(r.manifest->batch == "reel");
+  CHECK(r.manifest->shots[0].image.path == f.root + "/media/frames/a.png");
+}
+
 TEST_CASE("anchors, aliases, tags and several documents are refused") {
   Fixture f;
   CHECK(f.problem("a: &x [1]\nb: *x\n").find("anchors") != std::string::npos);
