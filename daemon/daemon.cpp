@@ -135,7 +135,8 @@ bool wait_for_folders(const Config& c, int signal_fd) {
       last_note = now;
     }
     struct signalfd_siginfo si {};
-    if (::read(signal_fd, &si, sizeof si) == sizeof si) return false;
+    while (::read(signal_fd, &si, sizeof si) == sizeof si)
+      if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
 }
@@ -149,7 +150,7 @@ std::string unique_target(const std::string& dir, const std::string& name) {
 
 class Daemon {
  public:
-  Daemon(const Config& c, std::string key, int signal_fd)
+  Daemon(Config& c, std::string key, int signal_fd)
       : c_(c),
         transport_(c.api.allow_loopback_http),
         store_(Store::open(join_path(c.state_dir, "db"), Store::Mode::read_write)),
@@ -220,10 +221,26 @@ class Daemon {
       bool control_ready = std::any_of(fds.begin() + 2, fds.end(), [](const pollfd& p) { return p.revents != 0; });
       if (control_ready || control_.until_next_deadline(mono_now) == Millis(0))
         control_.serve(mono_now, [this](const nlohmann::json& r) { return command(r); });
+      bool stop_requested = false;
       if (fds[1].revents) {
         struct signalfd_siginfo si {};
         while (::read(signal_fd_, &si, sizeof si) == sizeof si) {
+          switch (si.ssi_signo) {
+            case SIGHUP:
+              reload();
+              break;
+            case SIGUSR1:
+              log_status();
+              break;
+            case SIGUSR2:
+              spdlog::info("SIGUSR2 received: no action is bound to it");
+              break;
+            default:  // SIGTERM, SIGINT
+              stop_requested = true;
+          }
         }
+      }
+      if (stop_requested) {
         if (!stopping) {
           spdlog::info("stopping: no new submits; waiting for {} submits on the wire",
                        scheduler_.submits_on_the_wire());
@@ -239,6 +256,79 @@ class Daemon {
   }
 
  private:
+  // SIGHUP: the config file is read again. Settings the running loop reads live
+  // take effect at once; the rest need a restart and are named in the log. A
+  // file that does not load changes nothing.
+  void reload() {
+    Config fresh;
+    try {
+      fresh = load_config(c_.path);
+    } catch (const Error& e) {
+      spdlog::error("SIGHUP: the config was not reloaded, nothing changed: {}", e.what());
+      return;
+    }
+    std::vector<std::string> applied, restart;
+    auto live = [&](const char* key, auto& field, const auto& value) {
+      if (field == value) return;
+      field = value;
+      applied.push_back(key);
+    };
+    auto later = [&](const char* key, bool same) {
+      if (!same) restart.push_back(key);
+    };
+    if (fresh.log_level != c_.log_level) {
+      spdlog::set_level(spdlog::level::from_str(fresh.log_level));
+      c_.log_level = fresh.log_level;
+      applied.push_back("log_level");
+    }
+    live("limits.max_in_flight", c_.limits.max_in_flight, fresh.limits.max_in_flight);
+    live("limits.max_concurrent_uploads", c_.limits.max_concurrent_uploads, fresh.limits.max_concurrent_uploads);
+    live("limits.max_concurrent_downloads", c_.limits.max_concurrent_downloads, fresh.limits.max_concurrent_downloads);
+    live("limits.credit_reserve", c_.limits.credit_reserve, fresh.limits.credit_reserve);
+    live("limits.daily_budget_credits", c_.limits.daily_budget_credits, fresh.limits.daily_budget_credits);
+    live("poll.min_interval_seconds", c_.poll.min_interval_seconds, fresh.poll.min_interval_seconds);
+    live("poll.max_interval_seconds", c_.poll.max_interval_seconds, fresh.poll.max_interval_seconds);
+    live("retry.max_attempts", c_.retry.max_attempts, fresh.retry.max_attempts);
+    live("retry.base_delay_seconds", c_.retry.base_delay_seconds, fresh.retry.base_delay_seconds);
+    live("retry.max_delay_seconds", c_.retry.max_delay_seconds, fresh.retry.max_delay_seconds);
+    live("credits.check_interval_seconds", c_.credits.check_interval_seconds, fresh.credits.check_interval_seconds);
+    live("on_expired", c_.on_expired, fresh.on_expired);
+    later("api", fresh.api.base_url == c_.api.base_url && fresh.api.storage_url == c_.api.storage_url &&
+                     fresh.api.model == c_.api.model && fresh.api.key_env == c_.api.key_env &&
+                     fresh.api.key_file == c_.api.key_file &&
+                     fresh.api.allow_loopback_http == c_.api.allow_loopback_http &&
+                     fresh.api.request_timeout_seconds == c_.api.request_timeout_seconds &&
+                     fresh.api.connect_timeout_seconds == c_.api.connect_timeout_seconds);
+    later("spool", fresh.spool.incoming == c_.spool.incoming && fresh.spool.active == c_.spool.active &&
+                       fresh.spool.done == c_.spool.done && fresh.spool.failed == c_.spool.failed &&
+                       fresh.spool.settle_seconds == c_.spool.settle_seconds);
+    later("state_dir", fresh.state_dir == c_.state_dir);
+    later("output_root", fresh.output_root == c_.output_root);
+    later("input_roots", fresh.input_roots == c_.input_roots);
+    later("limits.submits_per_minute", fresh.limits.submits_per_minute == c_.limits.submits_per_minute);
+    later("limits (sizes)", fresh.limits.max_shots_per_manifest == c_.limits.max_shots_per_manifest &&
+                                fresh.limits.max_manifest_bytes == c_.limits.max_manifest_bytes &&
+                                fresh.limits.max_media_bytes == c_.limits.max_media_bytes &&
+                                fresh.limits.max_download_bytes == c_.limits.max_download_bytes);
+    later("pricing", fresh.pricing.credits_per_second_720p == c_.pricing.credits_per_second_720p &&
+                         fresh.pricing.credits_per_second_1080p == c_.pricing.credits_per_second_1080p);
+    later("schedule.window", fresh.window == c_.window);
+    auto join = [](const std::vector<std::string>& v) {
+      std::string out;
+      for (const auto& k : v) out += (out.empty() ? "" : ", ") + k;
+      return out.empty() ? std::string("none") : out;
+    };
+    spdlog::info("SIGHUP: config {} reloaded; applied: {}; changed but needing a restart: {}", c_.path,
+                 join(applied), join(restart));
+  }
+
+  // SIGUSR1: one line on what the daemon is doing, for an operator without the CLI.
+  void log_status() {
+    spdlog::info("status: {} unfinished batches, {} shots under way, {} submits on the wire{}",
+                 scheduler_.unfinished_batches(), scheduler_.active_shots(), scheduler_.submits_on_the_wire(),
+                 scheduler_.paused() ? ", submits PAUSED" : "");
+  }
+
   // A manifest the watcher found ready in spool.incoming: claim it (rename it into
   // the claim folder), then read, record and move on that very file. A file
   // renamed over the name meanwhile is a new file in spool.incoming, taken in turn.
@@ -379,7 +469,7 @@ class Daemon {
     }
   }
 
-  const Config& c_;
+  Config& c_;  // live: SIGHUP reloads what can change while running
   CurlTransport transport_;
   std::unique_ptr<Store> store_;
   Scheduler scheduler_;
@@ -416,8 +506,9 @@ std::string load_api_key(const ApiConfig& api) {
   return key;
 }
 
-int run_daemon(const Config& config) {
+int run_daemon(const Config& config_at_start) {
   ::prctl(PR_SET_DUMPABLE, 0);
+  Config config = config_at_start;  // SIGHUP changes this copy
   std::string key;
   try {
     key = load_api_key(config.api);
@@ -427,9 +518,12 @@ int run_daemon(const Config& config) {
   }
   sigset_t mask;
   sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
+  // Every signal whose default would end the process without a drain is read
+  // from the signalfd instead: TERM and INT drain and stop, HUP reloads, USR1
+  // logs a status line, USR2 is logged and ignored (docs/OPERATIONS.md).
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&mask, sig);
   sigprocmask(SIG_BLOCK, &mask, nullptr);
+  ::signal(SIGXFSZ, SIG_IGN);  // a file size limit is an EFBIG write error, not a kill
   int sfd = ::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
   ::signal(SIGPIPE, SIG_IGN);
   if (!wait_for_folders(config, sfd)) return 0;

@@ -2,7 +2,8 @@
 # Sourced, not run.
 
 WANBATCH_PACKAGES=(cmake make g++ pkg-config libcurl4-openssl-dev libyaml-cpp-dev nlohmann-json3-dev
-  libspdlog-dev librocksdb-dev doctest-dev libcli11-dev libsystemd-dev libssl-dev zlib1g-dev)
+  libspdlog-dev librocksdb-dev doctest-dev libcli11-dev libsystemd-dev libssl-dev zlib1g-dev
+  libfaketime)
 
 log_dir() {
   mkdir -p "$ROOT/build-logs"
