@@ -5,7 +5,8 @@
 // twice, every DONE video is valid and is the one rendered for its shot, the
 // daemon never dies by itself, and HELD only for reasons a person must see.
 // Knobs: WANBATCH_CHAOS_SECONDS (of killing, 20), WANBATCH_FAULT_RATE (per
-// kind, 0.01), WANBATCH_FAULT_KINDS (comma list, default all), WANBATCH_CHAOS_SHOTS (200).
+// kind, 0.01), WANBATCH_FAULT_KINDS (comma list, default all), WANBATCH_CHAOS_SHOTS (200),
+// WANBATCH_TRICKLE_SECONDS (3), WANBATCH_CHAOS_SEED (random).
 #include <doctest/doctest.h>
 
 #include <cstdlib>
@@ -68,7 +69,7 @@ TEST_CASE("chaos: random kills over a batch behind the fault proxy with every ho
   Rig rig({"--fail-rate", "0.05", "--expiry", "600", "--seed", std::to_string(seed)});
 
   std::vector<std::string> argv = {FAULTPROXY_BIN, "--upstream", rig.base, "--port", "0", "--port-file",
-                                   rig.root + "/proxy.port", "--seed", std::to_string(seed), "--trickle-seconds", "3"};
+                                   rig.root + "/proxy.port", "--seed", std::to_string(seed), "--trickle-seconds", env_or("WANBATCH_TRICKLE_SECONDS", "3")};
   if (kinds == "all") {
     argv.insert(argv.end(), {"--all", rate});
   } else {
