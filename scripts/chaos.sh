@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The chaos suite (ctest label chaos): random kills over a 200-shot batch with
 # 5xx, dropped answers, FAILED jobs and expiry switched on in the simulator, and
-# 20,000 manifests dropped at once onto a stopped daemon (inotify overflow).
-# Prints the tally of each round.
+# 20,000 manifests dropped at once onto a stopped daemon (inotify overflow),
+# and random kills over a 200-shot batch behind segmind-faultproxy with every
+# hostile answer shape switched on (WANBATCH_FAULT_RATE per kind, default 0.01;
+# WANBATCH_FAULT_KINDS to pick some). Prints the tally of each round.
 #   scripts/chaos.sh [SECONDS_OF_KILLING_PER_ROUND] [ROUNDS]     (default 60 and 1)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"

@@ -69,6 +69,19 @@ bool send_slowly(int fd, std::string_view body, double rate) {
 
 }  // namespace
 
+void HttpServer::send_raw(int fd, const Response& res) {
+  size_t head = std::min(res.raw_head, res.raw.size());
+  if (head > 0 && !send_all(fd, res.raw.substr(0, head))) return;
+  size_t chunk = res.raw_chunk ? res.raw_chunk : res.raw.size();
+  for (size_t off = head; off < res.raw.size() && !stopping_; off += chunk) {
+    if (off > head && res.raw_pause.count() > 0) {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (idle_.wait_for(lock, res.raw_pause, [this] { return stopping_.load(); })) return;
+    }
+    if (!send_all(fd, res.raw.substr(off, chunk))) return;
+  }
+}
+
 HttpServer::HttpServer(Handler handler) : handler_(std::move(handler)) {}
 
 HttpServer::~HttpServer() { stop(); }
@@ -96,6 +109,7 @@ void HttpServer::stop() {
   if (acceptor_.joinable()) acceptor_.join();
   if (listen_fd_ >= 0) ::close(listen_fd_);
   std::unique_lock<std::mutex> lock(mu_);
+  idle_.notify_all();  // wakes trickles (send_raw)
   for (int fd : clients_) ::shutdown(fd, SHUT_RDWR);
   idle_.wait(lock, [this] { return clients_.empty(); });
 }
@@ -177,6 +191,10 @@ void HttpServer::serve(int fd) {
 
     Response res = handler_(req);
     if (res.drop) break;
+    if (!res.raw.empty()) {
+      send_raw(fd, res);
+      break;
+    }
     if (req.header("connection") == "close" || !res.announce_length) keep = false;
     std::string out = "HTTP/1.1 " + std::to_string(res.status) + " " + reason(res.status) + "\r\n";
     out += "Content-Type: " + res.content_type + "\r\n";

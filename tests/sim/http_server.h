@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -36,6 +37,13 @@ struct Response {
   bool drop = false;  // close the connection without answering
   double trickle_bytes_per_second = 0;  // > 0: the body is sent this slowly
   bool announce_length = true;  // false: no Content-Length; the body ends when the connection closes
+  // When not empty: these bytes are written verbatim instead of an answer built
+  // from the fields above (status line, headers and body as given, so they may
+  // lie), then the connection is closed. For fault injection (tests/faultproxy).
+  std::string raw;
+  size_t raw_head = 0;                    // bytes written at once before the chunks
+  size_t raw_chunk = 0;                   // bytes per later write; 0: all at once
+  std::chrono::milliseconds raw_pause{0};  // pause between chunks: a trickle
 };
 
 using Handler = std::function<Response(const Request&)>;
@@ -55,6 +63,7 @@ class HttpServer {
  private:
   void accept_loop();
   void serve(int fd);
+  void send_raw(int fd, const Response& res);
 
   Handler handler_;
   int listen_fd_ = -1;
