@@ -205,16 +205,25 @@ int cmd_estimate(const Config& config, const std::vector<std::string>& files, st
 }
 
 int cmd_status(const Config& config, bool json, std::ostream& out, std::ostream& err) {
-  std::unique_ptr<Store> store;
-  try {
-    store = Store::open(join_path(config.state_dir, "db"), Store::Mode::read_only);
-  } catch (const Error& e) {
-    err << e.what() << "\n";
-    return 1;
+  std::vector<std::pair<BatchRecord, std::vector<Shot>>> rows;
+  // A read-only view of a store the daemon is writing: a table file it compacts
+  // away while we read is an error; a fresh view a moment later is not.
+  for (int attempt = 1;; ++attempt) {
+    try {
+      auto store = Store::open(join_path(config.state_dir, "db"), Store::Mode::read_only);
+      rows.clear();
+      for (auto& b : store->batches()) rows.emplace_back(b, store->shots(b.name));
+      break;
+    } catch (const Error& e) {
+      if (attempt < 5 && std::string(e.what()).find("no state in") == std::string::npos) {
+        ::usleep(100000);
+        continue;
+      }
+      err << e.what() << "\n";
+      return 1;
+    }
   }
   nlohmann::json batches = nlohmann::json::array();
-  std::vector<std::pair<BatchRecord, std::vector<Shot>>> rows;
-  for (auto& b : store->batches()) rows.emplace_back(b, store->shots(b.name));
   for (auto& [b, shots] : rows)
     batches.push_back({{"batch", b.name}, {"shots", static_cast<int>(shots.size())}, {"states", count_states(shots)},
                        {"finished", b.finished}, {"priority", b.priority}});

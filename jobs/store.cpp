@@ -6,6 +6,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <map>
 
@@ -136,6 +138,13 @@ std::unique_ptr<Store> Store::open(const std::string& dir, Mode mode) {
   rocksdb::Status s = mode == Mode::read_write
                           ? rocksdb::DB::Open(options, dir, &raw)
                           : rocksdb::DB::OpenForReadOnly(options, dir, &raw);
+  // A read-only open beside a running daemon can race its flushes and
+  // compactions (a table file named in the MANIFEST is deleted meanwhile): try
+  // again on a fresh view.
+  for (int i = 0; i < 20 && mode == Mode::read_only && (s.IsCorruption() || s.IsIOError()); ++i) {
+    ::usleep(50000);
+    s = rocksdb::DB::OpenForReadOnly(options, dir, &raw);
+  }
   bool damaged = false;
   if (mode == Mode::read_write && s.IsCorruption()) {
     spdlog::error("the state store's write-ahead log is damaged ({}); recovering to its last consistent point "
