@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 
+#include "jobs/http.h"
 #include "jobs/throttle.h"
 #include "jobs/util.h"
 #include "jobs/yaml_safe.h"
@@ -80,12 +81,6 @@ class Section {
   std::map<std::string, Handler> handlers_;
 };
 
-bool valid_remote_url(const std::string& url, bool allow_loopback) {
-  if (url.rfind("https://", 0) == 0) return url.size() > 8;
-  if (!allow_loopback) return false;
-  return url.rfind("http://127.0.0.1", 0) == 0 || url.rfind("http://localhost", 0) == 0 ||
-         url.rfind("http://[::1]", 0) == 0;
-}
 
 }  // namespace
 
@@ -113,7 +108,7 @@ Config parse_config(const std::string& text, const std::string& path) {
     s.on("connect_timeout_seconds", [&](auto& v, auto& key) { c.api.connect_timeout_seconds = s.number(v, key, 1, 600); });
     s.run();
     for (auto [name, url] : {std::pair{"api.base_url", c.api.base_url}, {"api.storage_url", c.api.storage_url}}) {
-      if (!valid_remote_url(url, c.api.allow_loopback_http))
+      if (!url_allowed(url, c.api.allow_loopback_http))
         s.fail(name, n, "must be an https URL (plain http only to 127.0.0.1 with api.allow_loopback_http: true), got '" + url + "'");
     }
   });

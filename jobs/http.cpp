@@ -33,22 +33,36 @@ std::chrono::milliseconds transfer_deadline(const HttpRequest& request, long lon
 }
 
 bool url_allowed(const std::string& url, bool allow_loopback_http) {
-  auto host_ok = [](const std::string& rest) {
-    // rest starts right after "scheme://"; refuse userinfo tricks like https://a@b.
-    auto end = rest.find_first_of("/?#");
-    std::string authority = rest.substr(0, end);
-    return !authority.empty() && authority.find('@') == std::string::npos &&
-           authority.find_first_of(" \t\r\n\\") == std::string::npos;
-  };
-  if (url.rfind("https://", 0) == 0) return host_ok(url.substr(8));
-  if (!allow_loopback_http || url.rfind("http://", 0) != 0) return false;
-  std::string rest = url.substr(7);
-  if (!host_ok(rest)) return false;
+  // scheme://host[:port][/path][?query][#fragment], nothing else: no userinfo,
+  // no spaces or control characters anywhere, a host of letters, digits, dots
+  // and dashes (or [::1]), a port of digits.
+  for (unsigned char c : url)
+    if (c <= 0x20 || c == 0x7f || c == '\\') return false;
+  bool https = url.rfind("https://", 0) == 0;
+  bool http = !https && url.rfind("http://", 0) == 0;
+  if (!https && !(http && allow_loopback_http)) return false;
+  std::string rest = url.substr(https ? 8 : 7);
   std::string authority = rest.substr(0, rest.find_first_of("/?#"));
-  std::string host = authority;
-  if (host.rfind("[::1]", 0) == 0) return host.size() == 5 || host[5] == ':';
-  host = host.substr(0, host.find(':'));
-  return host == "127.0.0.1" || host == "localhost";
+  if (authority.empty() || authority.find('@') != std::string::npos) return false;
+  std::string host = authority, port;
+  if (host.front() == '[') {
+    auto close = host.find(']');
+    if (close == std::string::npos) return false;
+    port = host.substr(close + 1);
+    host = host.substr(0, close + 1);
+    if (!port.empty() && port.front() != ':') return false;
+  } else if (auto colon = host.find(':'); colon != std::string::npos) {
+    port = host.substr(colon);
+    host = host.substr(0, colon);
+  }
+  if (!port.empty()) {
+    port.erase(0, 1);
+    if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return false;
+  }
+  if (http) return host == "127.0.0.1" || host == "localhost" || host == "[::1]";
+  if (host.empty() || host.front() == '.' || host.front() == '-') return false;
+  if (host.front() == '[') return host.size() > 2 && host.find_first_not_of("0123456789abcdefABCDEF:.", 1) == host.size() - 1;
+  return host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == std::string::npos;
 }
 
 }  // namespace wb

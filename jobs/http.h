@@ -82,7 +82,10 @@ class Transport {
   virtual size_t active() const = 0;
 };
 
-// https anywhere; plain http only to a loopback host, and only when allowed.
+// The one URL rule, applied to the config at start and to every request and
+// redirect: https anywhere; plain http only to 127.0.0.1, localhost or [::1],
+// and only when allowed; no userinfo, no spaces or control characters, a plain
+// host name and a numeric port.
 bool url_allowed(const std::string& url, bool allow_loopback_http);
 
 }  // namespace wb

@@ -63,6 +63,14 @@ TEST_CASE("a wrong config names the key") {
 TEST_CASE("plain http is refused unless it is loopback and allowed") {
   CHECK(error_of(std::string(kMinimal) + "api: {base_url: http://127.0.0.1:1}\n").find("api.base_url") != std::string::npos);
   CHECK(error_of(std::string(kMinimal) + "api: {base_url: http://evil.example, allow_loopback_http: true}\n").find("api.base_url") != std::string::npos);
+  // One URL rule at start, the transport's: lookalike hosts and userinfo are refused.
+  for (const char* url : {"http://127.0.0.1.evil.com", "http://127.0.0.1@evil.com", "https://user@host",
+                          "http://localhost.evil.com:80", "https://host name", "http://127.0.0.1:80x",
+                          "https://", "https://.evil", "http://[::1].evil.com"}) {
+    CAPTURE(url);
+    CHECK(error_of(std::string(kMinimal) + "api: {base_url: '" + url + "', allow_loopback_http: true}\n")
+              .find("api.base_url") != std::string::npos);
+  }
   Config c = parse_config(std::string(kMinimal) +
                               "api: {base_url: 'http://127.0.0.1:8080', storage_url: 'http://127.0.0.1:8080/upload-asset', allow_loopback_http: true}\n",
                           "wb.yaml");
