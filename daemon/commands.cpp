@@ -104,10 +104,10 @@ int cmd_submit(const Config& config, const std::vector<std::string>& files, std:
 }
 
 int cmd_control(const Config& config, const std::string& command, const std::string& target,
-                std::ostream& out, std::ostream& err) {
+                std::ostream& out, std::ostream& err, bool yes) {
   nlohmann::json answer;
   try {
-    answer = control_request(config.state_dir, {{"command", command}, {"target", target}});
+    answer = control_request(config.state_dir, {{"command", command}, {"target", target}, {"yes", yes}});
   } catch (const Error& e) {
     err << e.what() << "\n";
     return 1;
@@ -124,6 +124,7 @@ int cmd_control(const Config& config, const std::string& command, const std::str
   out << command << ": " << changed.size() << " shot(s)";
   for (const auto& id : changed) out << " " << id;
   out << "\n";
+  for (const auto& what : answer.value("plan", std::vector<std::string>{})) out << "  " << what << "\n";
   for (const auto& why : answer.value("skipped", std::vector<std::string>{})) out << "  left alone: " << why << "\n";
   return 0;
 }

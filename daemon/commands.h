@@ -24,8 +24,9 @@ int cmd_submit(const Config& config, const std::vector<std::string>& files, std:
 int cmd_status(const Config& config, bool json, std::ostream& out, std::ostream& err);
 
 // pause, resume, retry TARGET, cancel TARGET: sent to the running daemon.
+// `yes`: retry may resubmit (a new billed job); without it, only free resumes.
 int cmd_control(const Config& config, const std::string& command, const std::string& target,
-                std::ostream& out, std::ostream& err);
+                std::ostream& out, std::ostream& err, bool yes = false);
 
 // What the manifests will cost by the estimate, and whether the balance and the
 // budgets cover it. 0 when covered, 1 when something does not cover it.

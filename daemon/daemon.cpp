@@ -438,8 +438,10 @@ class Daemon {
       }
       if (cmd == "retry" || cmd == "cancel") {
         std::string target = request.value("target", "");
-        auto r = cmd == "retry" ? scheduler_.retry(target) : scheduler_.cancel(target);
-        return {{"ok", true}, {"changed", r.changed}, {"skipped", r.skipped}};
+        bool yes = request.contains("yes") && request["yes"].is_boolean() && request["yes"].get<bool>();
+        auto r = cmd == "retry" ? scheduler_.retry(target, yes ? Scheduler::Resubmit::yes : Scheduler::Resubmit::no)
+                                : scheduler_.cancel(target);
+        return {{"ok", true}, {"changed", r.changed}, {"skipped", r.skipped}, {"plan", r.plan}};
       }
       return {{"ok", false}, {"error", "unknown command '" + cmd + "'"}};
     } catch (const Error& e) {

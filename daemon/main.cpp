@@ -42,8 +42,14 @@ int main(int argc, char** argv) {
   status->add_flag("--json", json, R"(print {"batches":[{"batch":NAME,"shots":N,"states":{...}}]})");
 
   std::string target;
-  auto* retry = app.add_subcommand("retry", "put HELD, FAILED and REJECTED shots back to PENDING (a new submit: a new job)");
+  bool yes = false;
+  auto* retry = app.add_subcommand(
+      "retry",
+      "render HELD, FAILED and REJECTED shots again: a shot HELD while its job was followed resumes at that step "
+      "(no new submit, no cost); the others need a new submit, a new billed job, which is done only with --yes "
+      "(without it, they are listed with their estimated cost)");
   retry->add_option("target", target, "BATCH or BATCH/SHOT")->required();
+  retry->add_flag("--yes,-y", yes, "also resubmit the shots that need a new (billed) job");
   auto* cancel = app.add_subcommand(
       "cancel", "cancel shots that have not ended (a job already submitted cannot be stopped at the provider)");
   cancel->add_option("target", target, "BATCH or BATCH/SHOT")->required();
@@ -71,7 +77,7 @@ int main(int argc, char** argv) {
     if (*validate) return wb::cmd_validate(config, files, std::cout, std::cerr);
     if (*submit) return wb::cmd_submit(config, files, std::cout, std::cerr);
     if (*status) return wb::cmd_status(config, json, std::cout, std::cerr);
-    if (*retry) return wb::cmd_control(config, "retry", target, std::cout, std::cerr);
+    if (*retry) return wb::cmd_control(config, "retry", target, std::cout, std::cerr, yes);
     if (*cancel) return wb::cmd_control(config, "cancel", target, std::cout, std::cerr);
     if (*pause) return wb::cmd_control(config, "pause", "", std::cout, std::cerr);
     if (*resume) return wb::cmd_control(config, "resume", "", std::cout, std::cerr);

@@ -197,6 +197,9 @@ Millis Scheduler::poll_interval(const Shot& shot, int64_t now_ms) const {
 }
 
 void Scheduler::end(Shot& shot, ShotState state, const std::string& reason) {
+  bool following = shot.state == ShotState::in_flight || shot.state == ShotState::fetching ||
+                   shot.state == ShotState::downloading;
+  shot.held_from = state == ShotState::held && following ? shot.state : ShotState::pending;
   shot.state = state;
   shot.reason = reason;
   save(shot, Sync::yes);
@@ -850,23 +853,13 @@ void Scheduler::requeue(Shot shot, const std::string& ledger_event, const std::s
   shot.submit_attempts = 0;
   shot.due_ms = 0;
   shot.submitted_ms = shot.completed_ms = 0;
+  shot.held_from = ShotState::pending;
   store_.put_shot(shot, Sync::yes);
-  if (!batches_.count(shot.batch)) {
-    // Reopen a finished batch; its report is written again when it ends.
-    if (auto b = store_.batch(shot.batch)) {
-      b->finished = false;
-      b->finished_ms = 0;
-      store_.put_batch(*b);
-      batches_[b->name] = *b;
-      batch_spent_[b->name] = 0;
-      for (const auto& s : store_.shots(b->name))
-        if (s.cost) batch_spent_[b->name] += *s.cost;
-    }
-  }
+  reopen_batch(shot.batch);
   shots_[shot.key()] = std::move(shot);
 }
 
-Scheduler::OperatorResult Scheduler::retry(const std::string& target) {
+Scheduler::OperatorResult Scheduler::retry(const std::string& target, Resubmit allow_resubmit) {
   OperatorResult r;
   for (auto& s : target_shots(target)) {
     if (s.damaged) {
@@ -877,11 +870,66 @@ Scheduler::OperatorResult Scheduler::retry(const std::string& target) {
       if (!id_is_batch(target)) r.skipped.push_back(s.spec.id + ": is " + to_string(s.state));
       continue;
     }
-    spdlog::info("{}: retried by an operator (was {})", s.key(), to_string(s.state));
+    // Resume where it stopped when the job can still be followed: a record
+    // that expired can no longer be polled, but its output file lives on.
+    bool expired = s.reason.rfind("expired", 0) == 0;
+    ShotState resume = ShotState::pending;
+    if (s.state == ShotState::held && !s.request_id.empty() && is_plain_token(s.request_id)) {
+      if (s.held_from == ShotState::downloading && !s.output_url.empty()) resume = ShotState::downloading;
+      else if (!expired && (s.held_from == ShotState::in_flight || s.held_from == ShotState::fetching))
+        resume = s.held_from;
+    }
+    if (resume != ShotState::pending) {
+      spdlog::info("{}: resumed by an operator at {} (request_id {}), no new submit", s.key(), to_string(resume),
+                   s.request_id);
+      r.changed.push_back(s.spec.id);
+      r.plan.push_back(s.spec.id + ": resumes at " + to_string(resume) + " (request_id " + s.request_id +
+                       "), no new submit, no cost");
+      resume_at(s, resume);
+      continue;
+    }
+    std::string cost = format_credits(cost_.estimate(s.spec));
+    if (allow_resubmit == Resubmit::no) {
+      r.skipped.push_back(s.spec.id + ": needs a new submit, a new billed job (~" + cost +
+                          " credits); not done: run again with --yes");
+      continue;
+    }
+    spdlog::info("{}: retried by an operator (was {}), a new submit", s.key(), to_string(s.state));
     r.changed.push_back(s.spec.id);
+    r.plan.push_back(s.spec.id + ": a new submit, a new billed job (~" + cost + " credits)");
     requeue(s, "operator_retry", "");
   }
   return r;
+}
+
+void Scheduler::resume_at(Shot shot, ShotState step) {
+  auto entry = ledger_entry(shot, "operator_resume", wall_());
+  entry["request_id"] = shot.request_id;
+  entry["step"] = to_string(step);
+  store_.append_ledger(entry);
+  shot.state = step == ShotState::downloading && shot.output_url.empty() ? ShotState::fetching : step;
+  shot.held_from = ShotState::pending;
+  shot.reason.clear();
+  shot.attempts = 0;
+  shot.due_ms = 0;
+  shot.followed_since_ms = mono_ms(mono_());
+  store_.put_shot(shot, Sync::yes);
+  reopen_batch(shot.batch);
+  shots_[shot.key()] = std::move(shot);
+}
+
+void Scheduler::reopen_batch(const std::string& name) {
+  if (batches_.count(name)) return;
+  // Reopen a finished batch; its report is written again when it ends.
+  if (auto b = store_.batch(name)) {
+    b->finished = false;
+    b->finished_ms = 0;
+    store_.put_batch(*b);
+    batches_[b->name] = *b;
+    batch_spent_[b->name] = 0;
+    for (const auto& s : store_.shots(b->name))
+      if (s.cost) batch_spent_[b->name] += *s.cost;
+  }
 }
 
 Scheduler::OperatorResult Scheduler::cancel(const std::string& target) {

@@ -60,9 +60,14 @@ class Scheduler {
   struct OperatorResult {
     std::vector<std::string> changed;
     std::vector<std::string> skipped;  // "id: why"
+    std::vector<std::string> plan;     // retry: "id: what is done and what it costs"
   };
-  // HELD, FAILED and REJECTED shots go back to PENDING (a new submit, a new job).
-  OperatorResult retry(const std::string& target);
+  // HELD, FAILED and REJECTED shots go again. A shot HELD while following a job
+  // whose record (or output file) may still be there resumes at that step, free
+  // of charge; the others need a new submit, a new billed job, done only with
+  // `allow_resubmit` and otherwise listed with their estimated cost.
+  enum class Resubmit { no, yes };
+  OperatorResult retry(const std::string& target, Resubmit allow_resubmit = Resubmit::yes);
   // Shots not yet ended become CANCELLED; a submit on the wire cannot be cancelled.
   OperatorResult cancel(const std::string& target);
 
@@ -115,6 +120,9 @@ class Scheduler {
   void finish_pending_batches();
   std::vector<Shot> target_shots(const std::string& target) const;
   void requeue(Shot shot, const std::string& ledger_event, const std::string& reason);
+  // Back to following its job at `step` (operator retry of a HELD shot).
+  void resume_at(Shot shot, ShotState step);
+  void reopen_batch(const std::string& name);
   // An API request with the key, the JSON headers and the configured timeouts;
   // a POST when it has a body.
   HttpRequest api_request(std::string url, std::string json_body = "") const;

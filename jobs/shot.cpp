@@ -73,6 +73,7 @@ std::string shot_to_json(const Shot& s) {
                       {"file", s.file}};
   j["cost"] = s.cost ? nlohmann::json(*s.cost) : nlohmann::json(nullptr);
   if (s.damaged) j["damaged"] = true;
+  if (s.held_from != ShotState::pending) j["held_from"] = to_string(s.held_from);
   return j.dump();
 }
 
@@ -112,6 +113,7 @@ Shot shot_from_json(const std::string& text) {
   s.file = j.value("file", "");
   if (j.contains("cost") && j["cost"].is_number()) s.cost = j["cost"].get<double>();
   s.damaged = j.value("damaged", false);
+  s.held_from = shot_state_from(j.value("held_from", "PENDING")).value_or(ShotState::pending);
   return s;
 }
 

@@ -54,6 +54,9 @@ struct Shot {
   std::string metrics_json;  // the provider's metrics object, as JSON text
   std::string file;          // output video path once DONE
   bool damaged = false;      // its stored record was unreadable; a HELD stand-in
+  // For a HELD shot: the step it stopped at (IN_FLIGHT, FETCHING, DOWNLOADING),
+  // from which `wanbatch retry` can resume without a new submit; else pending.
+  ShotState held_from = ShotState::pending;
 
   std::string key() const { return batch + "/" + spec.id; }
 };

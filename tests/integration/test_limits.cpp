@@ -135,7 +135,14 @@ TEST_CASE("operator commands: pause, resume, retry a HELD shot, cancel") {
   CHECK(st["CANCELLED"] == 1);
   CHECK(cli(rig, {"retry", "ops/nope"}, &code).find("no shot") != std::string::npos);
   CHECK(code == 1);
-  CHECK(cli(rig, {"retry", "ops/sh000"}).find("retry: 1 shot(s) sh000") != std::string::npos);
+  // An ambiguous submit needs a new (billed) job: listed with its cost, done only with --yes.
+  std::string dry = cli(rig, {"retry", "ops/sh000"});
+  CHECK(dry.find("retry: 0 shot(s)") != std::string::npos);
+  CHECK(dry.find("sh000: needs a new submit, a new billed job (~") != std::string::npos);
+  CHECK(rig.billed()["sh000"] == 1);
+  std::string done = cli(rig, {"retry", "ops/sh000", "--yes"});
+  CHECK(done.find("retry: 1 shot(s) sh000") != std::string::npos);
+  CHECK(done.find("sh000: a new submit, a new billed job (~") != std::string::npos);
   REQUIRE(test::eventually([&] { return rig.billed()["sh000"] == 2; }));
   CHECK(rig.billed()["sh010"] == 1);
 }

@@ -362,3 +362,63 @@ TEST_CASE("an unreadable shot or batch record is set aside: the shot HELD, the r
   REQUIRE(r.skipped.size() == 1);
   CHECK(r.skipped[0].find("unreadable") != std::string::npos);
 }
+
+TEST_CASE("retry resumes a shot HELD at the status, result or download step without a new submit") {
+  Rig rig;
+  rig.config.retry.max_attempts = 2;
+  rig.config.limits.submits_per_minute = 600;
+  rig.start();
+  rig.accept(shots_yaml("b", 3));
+  rig.raw_tick();
+  rig.answer_credits();
+  for (int i = 0; i < 3; ++i) rig.raw_tick(Millis(200));
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r0"})");
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r2"})");
+  // s0: its status answers are malformed until HELD; s1: its download is not an
+  // MP4 until HELD; s2: its record expired (404).
+  for (int i = 0; i < 20; ++i) {
+    rig.raw_tick(Millis(61000));
+    rig.answer_credits();
+    while (rig.net.has("/v2/requests/r0/status")) rig.answer("/v2/requests/r0/status", 200, "{}");
+    while (rig.net.has("/v2/requests/r1/status")) rig.answer("/v2/requests/r1/status", 200, R"({"status":"COMPLETED"})");
+    while (rig.net.has("/v2/requests/r1"))
+      rig.answer("/v2/requests/r1", 200, R"({"status":"COMPLETED","output":"https://cdn.example/r1.mp4"})");
+    while (rig.net.has("cdn.example/r1.mp4")) {
+      auto dl = rig.net.take("cdn.example/r1.mp4");
+      FakeTransport::deliver(dl, "not a video at all");
+    }
+    while (rig.net.has("/v2/requests/r2/status")) rig.answer("/v2/requests/r2/status", 404, R"({"error":"not found"})");
+  }
+  REQUIRE(rig.shot("b/s0").state == ShotState::held);
+  REQUIRE(rig.shot("b/s1").state == ShotState::held);
+  REQUIRE(rig.shot("b/s2").state == ShotState::held);
+  CHECK(rig.shot("b/s0").held_from == ShotState::in_flight);
+  CHECK(rig.shot("b/s1").held_from == ShotState::downloading);
+  rig.net.calls.clear();
+
+  auto r = rig.sched->retry("b", Scheduler::Resubmit::no);
+  CHECK(r.changed == std::vector<std::string>{"s0", "s1"});
+  REQUIRE(r.skipped.size() == 1);
+  CHECK(r.skipped[0].find("s2: needs a new submit, a new billed job (~") == 0);
+  CHECK(rig.shot("b/s0").state == ShotState::in_flight);
+  CHECK(rig.shot("b/s0").request_id == "r0");
+  CHECK(rig.shot("b/s1").state == ShotState::downloading);
+  CHECK(rig.shot("b/s2").state == ShotState::held);
+  CHECK(rig.store->ledger().back()["event"] == "operator_resume");
+  rig.raw_tick();
+  CHECK(rig.net.has("/v2/requests/r0/status"));
+  CHECK(rig.net.has("cdn.example/r1.mp4"));
+  CHECK_FALSE(rig.net.has("/v2/wan2.7-i2v"));
+  auto dl = rig.net.take("cdn.example/r1.mp4");
+  FakeTransport::deliver(dl, std::string(sim::sample_mp4()));
+  CHECK(rig.shot("b/s1").state == ShotState::done);
+
+  // With consent, the expired one is submitted again.
+  auto again = rig.sched->retry("b/s2", Scheduler::Resubmit::yes);
+  CHECK(again.changed == std::vector<std::string>{"s2"});
+  REQUIRE(again.plan.size() == 1);
+  CHECK(again.plan[0].find("a new submit, a new billed job") != std::string::npos);
+  rig.raw_tick(Millis(1000));
+  CHECK(rig.net.has("/v2/wan2.7-i2v"));
+}
