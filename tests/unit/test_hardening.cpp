@@ -17,6 +17,13 @@ using test::FakeTransport;
 
 namespace {
 
+std::string shots_yaml(const std::string& batch, int n) {
+  std::string y = "batch: " + batch + "\nshots:\n";
+  for (int i = 0; i < n; ++i)
+    y += "  - {id: s" + std::to_string(i) + ", prompt: p, image: 'https://cdn.example/a.png'}\n";
+  return y;
+}
+
 struct Rig : test::SchedulerRig {
   Rig() {
     config.credits.check_interval_seconds = 300;
@@ -42,14 +49,17 @@ struct Rig : test::SchedulerRig {
   void answer_credits() {
     while (net.has("/v1/get-user-credits")) answer("/v1/get-user-credits", 200, R"({"credits":1000})");
   }
+  // A fast submit rate, batch `b` of `n` shots accepted, and every submit on the wire.
+  void submit_fast(int n) {
+    config.limits.submits_per_minute = 600;
+    start();
+    accept(shots_yaml("b", n));
+    raw_tick();
+    answer_credits();
+    for (int i = 0; i < n; ++i) raw_tick(Millis(200));
+    REQUIRE(net.calls.size() == static_cast<size_t>(n));
+  }
 };
-
-std::string shots_yaml(const std::string& batch, int n) {
-  std::string y = "batch: " + batch + "\nshots:\n";
-  for (int i = 0; i < n; ++i)
-    y += "  - {id: s" + std::to_string(i) + ", prompt: p, image: 'https://cdn.example/a.png'}\n";
-  return y;
-}
 
 }  // namespace
 
@@ -201,13 +211,7 @@ TEST_CASE("a malformed status answer is HELD after retry.max_attempts, not follo
 
 TEST_CASE("one request_id answered for two submits: the second shot is HELD, the first keeps it") {
   Rig rig;
-  rig.config.limits.submits_per_minute = 600;
-  rig.start();
-  rig.accept(shots_yaml("b", 2));
-  rig.raw_tick();
-  rig.answer_credits();
-  rig.raw_tick();
-  rig.raw_tick(Millis(200));
+  rig.submit_fast(2);
   rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"same"})");
   rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"same"})");
   CHECK(rig.shot("b/s0").state == ShotState::in_flight);
@@ -260,15 +264,7 @@ void edit_raw_store(Rig& rig, F edit) {
 
 TEST_CASE("submits the state store forgot are restored or HELD from the submit journal, never sent again") {
   Rig rig;
-  rig.config.limits.submits_per_minute = 600;
-  rig.start();
-  rig.accept(shots_yaml("b", 3));
-  rig.raw_tick();
-  rig.answer_credits();
-  rig.raw_tick();
-  rig.raw_tick(Millis(200));
-  rig.raw_tick(Millis(200));
-  REQUIRE(rig.net.calls.size() == 3);
+  rig.submit_fast(3);
   rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r0"})");  // s0 accepted
   rig.answer("/v2/wan2.7-i2v", 400, R"({"error":"bad prompt"})");  // s1 refused: no job
   // s2's POST is still on the wire. The store now loses everything since accept
@@ -366,12 +362,7 @@ TEST_CASE("an unreadable shot or batch record is set aside: the shot HELD, the r
 TEST_CASE("retry resumes a shot HELD at the status, result or download step without a new submit") {
   Rig rig;
   rig.config.retry.max_attempts = 2;
-  rig.config.limits.submits_per_minute = 600;
-  rig.start();
-  rig.accept(shots_yaml("b", 3));
-  rig.raw_tick();
-  rig.answer_credits();
-  for (int i = 0; i < 3; ++i) rig.raw_tick(Millis(200));
+  rig.submit_fast(3);
   rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r0"})");
   rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
   rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r2"})");
