@@ -65,7 +65,7 @@ SubmitJournal::~SubmitJournal() {
 
 void SubmitJournal::open_for_append() {
   if (fd_ >= 0) ::close(fd_);
-  fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  fd_ = ::open(path_.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd_ < 0) throw Error("cannot open the submit journal " + path_ + ": " + std::strerror(errno));
   // A torn last line (an append cut by a crash) must not swallow the next entry.
   off_t end = ::lseek(fd_, 0, SEEK_END);

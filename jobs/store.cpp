@@ -310,7 +310,10 @@ void Store::reconcile_with_journal(bool store_damaged) {
     puts.emplace_back(ledger_key(), entry.dump());
     put_raw(puts);
   }
-  if (store_damaged && (journal.damaged_lines > 0 || journal.torn_tail)) {
+  // A torn last line is an append cut by a crash before its fsync returned: the
+  // store write and the POST that follow it never happened. Damage is a bad line
+  // with good ones after it.
+  if (store_damaged && journal.damaged_lines > 0) {
     // Neither record can prove that a PENDING shot was never submitted.
     std::vector<std::pair<std::string, std::string>> puts;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));

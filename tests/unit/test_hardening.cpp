@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <rocksdb/db.h>
 
+#include "jobs/journal.h"
 #include "jobs/json_safe.h"
 #include "jobs/scheduler.h"
 #include "jobs/segmind.h"
@@ -412,4 +413,33 @@ TEST_CASE("retry resumes a shot HELD at the status, result or download step with
   CHECK(again.plan[0].find("a new submit, a new billed job") != std::string::npos);
   rig.raw_tick(Millis(1000));
   CHECK(rig.net.has("/v2/wan2.7-i2v"));
+}
+
+TEST_CASE("the journal tells a torn last append from damage, and appends cleanly after a torn one") {
+  std::string path = test::cwd() + "/submits.journal";
+  {
+    SubmitJournal j(path);
+    j.append({{"shot", "b/s0"}, {"event", "attempt"}, {"attempt", 1}});
+    j.append({{"shot", "b/s0"}, {"event", "accepted"}, {"request_id", "r0"}});
+  }
+  std::string text = test::read(path);
+  test::write(path, text + text.substr(0, 30));  // an append cut short by a crash
+  auto torn = SubmitJournal::read(path);
+  CHECK(torn.entries.size() == 2);
+  CHECK(torn.damaged_lines == 0);
+  CHECK(torn.torn_tail);
+  {
+    SubmitJournal j(path);
+    j.append({{"shot", "b/s1"}, {"event", "attempt"}, {"attempt", 1}});
+  }
+  auto after = SubmitJournal::read(path);
+  CHECK(after.entries.size() == 3);
+  CHECK(after.damaged_lines == 1);  // the torn line now has a good one after it
+  CHECK_FALSE(after.torn_tail);
+  std::string garbled = text;
+  garbled[5] = 'x';
+  test::write(path, garbled);
+  auto damaged = SubmitJournal::read(path);
+  CHECK(damaged.entries.size() == 1);
+  CHECK(damaged.damaged_lines == 1);
 }
