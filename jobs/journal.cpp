@@ -1,6 +1,7 @@
 #include "jobs/journal.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -93,6 +94,7 @@ void SubmitJournal::rewrite(const std::vector<nlohmann::json>& entries) {
   std::string data;
   for (const auto& e : entries) data += line_of(e);
   write_file_atomic(dirname_of(path_), basename_of(path_), data, Durability::fsync);
+  ::chmod(path_.c_str(), 0600);
   open_for_append();
 }
 

@@ -230,6 +230,29 @@ void Store::reconcile_with_journal(bool store_damaged) {
     spdlog::error("the submit journal {} has {} damaged line(s)", journal_->path(), journal.damaged_lines);
     repairs_.push_back("submit journal: " + std::to_string(journal.damaged_lines) + " damaged line(s)");
   }
+  // Is the journal whole? Its header must be of the generation the store
+  // recorded, and it must reach at least as far as the store's own ledger.
+  bool incomplete = false;
+  if (auto generation = meta("journal_generation")) {
+    const nlohmann::json* header =
+        journal.entries.empty() || journal.entries.front().value("event", "") != "journal_start"
+            ? nullptr
+            : &journal.entries.front();
+    uint64_t reach = 0;
+    for (const auto& e : journal.entries)
+      if (e.contains("seq") && e["seq"].is_number_unsigned()) reach = std::max(reach, e["seq"].get<uint64_t>());
+    if (!header || std::to_string(header->value("generation", uint64_t{0})) != *generation) {
+      incomplete = true;
+      spdlog::error("the submit journal {} is missing, emptied or of another generation (the store expects "
+                    "generation {})",
+                    journal_->path(), *generation);
+    } else if (reach < ledger_seq_) {
+      incomplete = true;
+      spdlog::error("the submit journal {} ends at ledger entry {}, before the state store's {}: it lost entries",
+                    journal_->path(), reach, ledger_seq_);
+    }
+    if (incomplete) repairs_.push_back("submit journal incomplete");
+  }
   std::map<std::string, nlohmann::json> last;  // shot key -> its last entry
   for (const auto& e : journal.entries)
     if (e.contains("shot") && e["shot"].is_string()) last[e["shot"].get<std::string>()] = e;
@@ -258,8 +281,7 @@ void Store::reconcile_with_journal(bool store_damaged) {
       if (db_->Get(rocksdb::ReadOptions(), "b/" + stand_in.batch, &ignored).IsNotFound())
         puts.emplace_back("b/" + stand_in.batch, batch_json(batch_stand_in("b/" + stand_in.batch)).dump());
       nlohmann::json entry = {{"time", now}, {"shot", key}, {"event", "held_unverified"}};
-      journal_->append(entry);
-      puts.emplace_back(ledger_key(), entry.dump());
+      puts.emplace_back(journal_then_key(entry), entry.dump());
       put_raw(puts);
       spdlog::error("{}: {}", key, stand_in.reason);
       repairs_.push_back(key + ": record lost, HELD");
@@ -306,14 +328,13 @@ void Store::reconcile_with_journal(bool store_damaged) {
     std::vector<std::pair<std::string, std::string>> puts;
     puts.emplace_back("s/" + key, shot_to_json(shot));
     if (!shot.request_id.empty() && shot.state == ShotState::in_flight) puts.emplace_back("r/" + shot.request_id, key);
-    journal_->append(entry);
-    puts.emplace_back(ledger_key(), entry.dump());
+    puts.emplace_back(journal_then_key(entry), entry.dump());
     put_raw(puts);
   }
   // A torn last line is an append cut by a crash before its fsync returned: the
   // store write and the POST that follow it never happened. Damage is a bad line
   // with good ones after it.
-  if (store_damaged && journal.damaged_lines > 0) {
+  if (store_damaged && (journal.damaged_lines > 0 || incomplete)) {
     // Neither record can prove that a PENDING shot was never submitted.
     std::vector<std::pair<std::string, std::string>> puts;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
@@ -325,9 +346,8 @@ void Store::reconcile_with_journal(bool store_damaged) {
                     "be proven unsent. Check the provider's dashboard, then `wanbatch retry` it if it was not run";
       nlohmann::json entry = {{"time", now}, {"shot", shot.key()}, {"event", "held_unverified"},
                               {"attempt", shot.submit_attempts}};
-      journal_->append(entry);
       puts.emplace_back(it->key().ToString(), shot_to_json(shot));
-      puts.emplace_back(ledger_key(), entry.dump());
+      puts.emplace_back(journal_then_key(entry), entry.dump());
     }
     check(it->status(), "scan s/");
     if (!puts.empty()) {
@@ -343,20 +363,31 @@ void Store::reconcile_with_journal(bool store_damaged) {
 
 // Once everything the store holds is in its table files (synced by the flush),
 // no damage to the write-ahead log can take it back: the journal starts over.
+// The new journal opens with a header naming its generation and the ledger
+// sequence it starts after; the store keeps the generation (in its table files,
+// by the flush). A journal that is missing, emptied, of another generation, or
+// ends before the store's ledger is incomplete (reconcile_with_journal).
 void Store::compact_journal() {
+  uint64_t generation = std::stoull(meta("journal_generation").value_or("0")) + 1;
+  write({{"meta/journal_generation", std::to_string(generation)}}, Sync::yes);
   rocksdb::FlushOptions fo;
   fo.wait = true;
   check(db_->Flush(fo), "flush");
-  journal_->rewrite({});
+  journal_->rewrite({{{"event", "journal_start"}, {"generation", generation}, {"seq", ledger_seq_}}});
   journal_entries_ = 0;
 }
 
-void Store::journal_append(const nlohmann::json& entry) {
-  if (!journal_) return;
-  // Before the append, never after: every earlier entry has reached the store.
-  if (journal_entries_ >= kJournalCompactEvery) compact_journal();
-  journal_->append(entry);
-  ++journal_entries_;
+std::string Store::journal_then_key(const nlohmann::json& entry) {
+  // Compact before the append, never after: every earlier entry has reached the store.
+  if (journal_ && journal_entries_ >= kJournalCompactEvery) compact_journal();
+  std::string key = ledger_key();
+  if (journal_) {
+    nlohmann::json line = entry;
+    line["seq"] = ledger_seq_;
+    journal_->append(line);
+    ++journal_entries_;
+  }
+  return key;
 }
 
 Store::~Store() = default;
@@ -429,11 +460,11 @@ void Store::put_shot(const Shot& shot, Sync sync) {
 }
 
 void Store::put_shot_and_ledger(const Shot& shot, const nlohmann::json& ledger_entry) {
-  journal_append(ledger_entry);
+  std::string key = journal_then_key(ledger_entry);
   std::vector<std::pair<std::string, std::string>> puts;
   puts.emplace_back(shot_key(shot.batch, shot.spec.id), shot_to_json(shot));
   if (!shot.request_id.empty()) puts.emplace_back("r/" + shot.request_id, shot.key());
-  puts.emplace_back(ledger_key(), ledger_entry.dump());
+  puts.emplace_back(key, ledger_entry.dump());
   write(puts, Sync::yes);
 }
 
@@ -473,8 +504,7 @@ void Store::put_asset(const std::string& sha256, const std::string& url) {
 }
 
 void Store::append_ledger(const nlohmann::json& entry) {
-  journal_append(entry);
-  write({{ledger_key(), entry.dump()}}, Sync::yes);
+  write({{journal_then_key(entry), entry.dump()}}, Sync::yes);
 }
 
 std::vector<nlohmann::json> Store::ledger() const {

@@ -90,7 +90,9 @@ class Store {
   void reconcile_with_journal(bool store_damaged);
   void put_raw(const std::vector<std::pair<std::string, std::string>>& puts);
   void compact_journal();
-  void journal_append(const nlohmann::json& entry);
+  // Allocates the next ledger key and appends `entry` (with its sequence) to the
+  // journal, fsynced; the caller then writes the entry under that key.
+  std::string journal_then_key(const nlohmann::json& entry);
   static constexpr int kJournalCompactEvery = 50000;
   void write(const std::vector<std::pair<std::string, std::string>>& puts, Sync sync);
   std::vector<std::string> scan(const std::string& prefix) const;

@@ -318,7 +318,7 @@ TEST_CASE("a damaged journal line is reported, and with a healthy store the stor
   rig.store.reset();
   std::string journal = test::read(rig.root + "/state/submits.journal");
   REQUIRE(journal.size() > 40);
-  journal[20] ^= 0x55;  // the first line (attempt) garbled, the second (accepted) intact
+  journal[journal.find('\n') + 20] ^= 0x55;  // the attempt line garbled; the header and `accepted` intact
   test::write(rig.root + "/state/submits.journal", journal);
   rig.store = Store::open(rig.root + "/state/db", Store::Mode::read_write);
   REQUIRE(rig.store->repairs().size() == 1);
