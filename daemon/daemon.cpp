@@ -61,7 +61,8 @@ std::string read_key_file(const std::string& path) {
 class FileLock {
  public:
   FileLock(const std::string& path, const std::string& content,
-           const std::function<std::string(const std::string& holder)>& busy) {
+           const std::function<std::string(const std::string& holder)>& busy)
+      : path_(path), content_(content) {
     fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd_ < 0) throw Error("cannot open " + path + ": " + std::strerror(errno));
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
@@ -82,7 +83,33 @@ class FileLock {
   FileLock(const FileLock&) = delete;
   FileLock& operator=(const FileLock&) = delete;
 
+  // Whether the lock is still ours at its path. A flock lives on the file, not
+  // the name: a lock file deleted or replaced (a clean-up job) would let a second
+  // daemon lock a new one. A missing or replaced file is locked again here;
+  // false when another process holds the file now at the path.
+  bool still_ours() {
+    struct stat held {}, now {};
+    if (::fstat(fd_, &held) == 0 && ::lstat(path_.c_str(), &now) == 0 && held.st_dev == now.st_dev &&
+        held.st_ino == now.st_ino)
+      return true;
+    int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) return false;
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd);
+      return false;
+    }
+    if (::ftruncate(fd, 0) == 0 && ::pwrite(fd, content_.data(), content_.size(), 0) < 0) {
+      // informational only
+    }
+    ::close(fd_);
+    fd_ = fd;
+    spdlog::warn("the lock file {} was removed or replaced; locked again", path_);
+    return true;
+  }
+
  private:
+  std::string path_;
+  std::string content_;
   int fd_ = -1;
 };
 
@@ -150,8 +177,9 @@ std::string unique_target(const std::string& dir, const std::string& name) {
 
 class Daemon {
  public:
-  Daemon(Config& c, std::string key, int signal_fd)
+  Daemon(Config& c, std::string key, int signal_fd, FileLock& spool_lock)
       : c_(c),
+        spool_lock_(spool_lock),
         transport_(c.api.allow_loopback_http),
         store_(Store::open(join_path(c.state_dir, "db"), Store::Mode::read_write)),
         scheduler_(c, *store_, transport_, [] { return std::chrono::system_clock::now(); },
@@ -189,8 +217,19 @@ class Daemon {
     for (;;) {
       MonoPoint now = std::chrono::steady_clock::now();
       Millis watch_next{1000};  // take_ready (re)creates a lost or missing watch itself
-      if (!stopping)
-        for (const auto& name : watcher_.take_ready(now, watch_next)) take(name);
+      if (!stopping && !spool_lost_) {
+        auto ready = watcher_.take_ready(now, watch_next);
+        if (!ready.empty() && !spool_lock_.still_ours()) {
+          // Another daemon locked the spool after our lock file was removed: taking
+          // manifests now would render (and bill) them twice. Serve what we have.
+          spool_lost_ = true;
+          spdlog::error("another process now holds the spool lock {}/{} (our lock file was removed): this daemon "
+                        "takes no more manifests; stop the other daemon, then restart this one",
+                        c_.spool.incoming, kSpoolLockName);
+        }
+        if (!spool_lost_)
+          for (const auto& name : ready) take(name);
+      }
       Millis next = std::min({scheduler_.tick(), watch_next, Millis(1000)});
       if (std::chrono::steady_clock::now() - last_notify >= notify_every) {
         // The watchdog ping doubles as a liveness proof of the loop itself.
@@ -336,13 +375,11 @@ class Daemon {
     std::string claimed = join_path(claim_dir_, name);
     struct stat st {};
     if (::lstat(claimed.c_str(), &st) == 0) {
-      // A claimed file of this name that could not be moved on before: its turn first.
-      take_claimed(name);
-      if (::lstat(claimed.c_str(), &st) == 0) {
-        spdlog::error("{}: not taken: a manifest of that name is still in {} (taken again at the next start)",
-                      name, claim_dir_);
-        return;
-      }
+      // A claimed file of this name could not be moved on before. Only a start
+      // takes leftovers again: here it might be another daemon's claim in progress.
+      spdlog::error("{}: not taken: a manifest of that name is still in {} (taken again at the next start)", name,
+                    claim_dir_);
+      return;
     }
     std::string from = join_path(c_.spool.incoming, name);
     int rc = ::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, claimed.c_str(), RENAME_NOREPLACE);
@@ -472,6 +509,8 @@ class Daemon {
   }
 
   Config& c_;  // live: SIGHUP reloads what can change while running
+  FileLock& spool_lock_;
+  bool spool_lost_ = false;
   CurlTransport transport_;
   std::unique_ptr<Store> store_;
   Scheduler scheduler_;
@@ -532,7 +571,7 @@ int run_daemon(const Config& config_at_start) {
   try {
     FileLock state_lock = lock_state_dir(config.state_dir);
     FileLock spool_lock = lock_spool(config.spool.incoming, config.state_dir);
-    Daemon d(config, std::move(key), sfd);
+    Daemon d(config, std::move(key), sfd, spool_lock);
     return d.run();
   } catch (const Error& e) {
     spdlog::error("{}", e.what());

@@ -528,6 +528,17 @@ void Scheduler::on_submit(const std::string& key, const HttpResponse& r) {
       entry["event"] = "duplicate_request_id";
       entry["request_id"] = a.request_id;
       store_.append_ledger(entry);
+      // Which of the two submits the job belongs to is unknown, so the shot that
+      // holds the id is not trusted with it either: its own job may be another.
+      if (Shot* first = find(*owner); first && first->state != ShotState::submitting) {
+        end(*first, ShotState::held,
+            "ambiguous submit: the provider answered this shot's request_id " + a.request_id + " again for " + key +
+                "; which job is whose is unknown, and this shot's own job may never have been followed. Check the "
+                "provider's dashboard, then `wanbatch retry` it");
+      } else if (!first) {
+        spdlog::warn("{}: its request_id {} was answered again for {}; its video may be {}'s job", *owner,
+                     a.request_id, key, key);
+      }
       end(*shot, ShotState::held,
           "ambiguous submit: the provider answered request_id " + a.request_id + ", which already belongs to " +
               *owner + "; this submit may have started a job of its own and been billed. Check the provider's "
@@ -873,8 +884,9 @@ Scheduler::OperatorResult Scheduler::retry(const std::string& target, Resubmit a
     // Resume where it stopped when the job can still be followed: a record
     // that expired can no longer be polled, but its output file lives on.
     bool expired = s.reason.rfind("expired", 0) == 0;
+    bool ambiguous = s.reason.rfind("ambiguous submit", 0) == 0;  // whose job it is, is unknown
     ShotState resume = ShotState::pending;
-    if (s.state == ShotState::held && !s.request_id.empty() && is_plain_token(s.request_id)) {
+    if (s.state == ShotState::held && !ambiguous && !s.request_id.empty() && is_plain_token(s.request_id)) {
       if (s.held_from == ShotState::downloading && !s.output_url.empty()) resume = ShotState::downloading;
       else if (!expired && (s.held_from == ShotState::in_flight || s.held_from == ShotState::fetching))
         resume = s.held_from;

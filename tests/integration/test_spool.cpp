@@ -58,6 +58,46 @@ TEST_CASE("a second daemon on the same spool refuses to start, naming the first,
   CHECK(rig.daemon->wait() == 0);
 }
 
+TEST_CASE("a spool lock file deleted under a running daemon lets no second daemon bill a manifest twice") {
+  Rig rig;
+  rig.start_daemon();
+  REQUIRE_MESSAGE(test::eventually([&] { return ready(rig); }), rig.log());
+  // A clean-up job removes the lock file; a second daemon (its own state and
+  // output) then locks a new one and runs.
+  REQUIRE(::unlink((rig.root + "/spool/incoming/.wanbatch.lock").c_str()) == 0);
+  test::mkdirs(rig.root + "/state2");
+  test::mkdirs(rig.root + "/out2");
+  std::string text = test::read(rig.config);
+  for (std::string dir : {"/state", "/out"}) {
+    std::string from = ": " + rig.root + dir + "\n";
+    REQUIRE(text.find(from) != std::string::npos);
+    text.replace(text.find(from), from.size(), ": " + rig.root + dir + "2\n");
+  }
+  test::write(rig.root + "/second.yaml", text);
+  test::Process second({WANBATCH_BIN, "--config", rig.root + "/second.yaml", "daemon"},
+                       {{"SEGMIND_API_KEY", "test-key"}}, rig.root + "/second.log");
+  REQUIRE(test::eventually([&] { return test::read(rig.root + "/second.log").find("loaded") != std::string::npos; }));
+  for (int i = 0; i < 6; ++i) {
+    rig.drop("m" + std::to_string(i) + ".yaml", manifest("m" + std::to_string(i), 2));
+    ::usleep(20000);
+  }
+  auto done = [&](const std::string& b) {
+    return test::exists(rig.root + "/out/" + b + "/report.json") || test::exists(rig.root + "/out2/" + b + "/report.json");
+  };
+  REQUIRE(test::eventually([&] {
+    for (int i = 0; i < 6; ++i)
+      if (!done("m" + std::to_string(i))) return false;
+    return true;
+  }));
+  // The prompts name the shot, not the batch: 6 batches of sh000 and sh010.
+  auto billed = rig.billed();
+  CHECK(billed["sh000"] == 6);
+  CHECK(billed["sh010"] == 6);
+  CHECK(rig.log().find("takes no more manifests") != std::string::npos);
+  second.signal(SIGTERM);
+  second.wait();
+}
+
 TEST_CASE("a manifest renamed over the one being taken is taken too, and nothing vanishes") {
   // Stopped right after the claim, then right after the read: each time a second
   // manifest is renamed over the same name in spool.incoming.

@@ -210,12 +210,14 @@ TEST_CASE("a malformed status answer is HELD after retry.max_attempts, not follo
   CHECK(rig.shot("b/s0").reason.find("unexpected status answer") != std::string::npos);
 }
 
-TEST_CASE("one request_id answered for two submits: the second shot is HELD, the first keeps it") {
+TEST_CASE("one request_id answered for two submits: both shots are HELD, neither trusted with the job") {
   Rig rig;
   rig.submit_fast(2);
   rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"same"})");
   rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"same"})");
-  CHECK(rig.shot("b/s0").state == ShotState::in_flight);
+  CHECK(rig.shot("b/s0").state == ShotState::held);
+  CHECK(rig.shot("b/s0").reason.find("answered this shot's request_id same again for b/s1") != std::string::npos);
+  CHECK(rig.sched->retry("b/s0", Scheduler::Resubmit::no).changed.empty());  // never resumed on a doubtful id
   CHECK(rig.shot("b/s1").state == ShotState::held);
   CHECK(rig.shot("b/s1").reason.find("already belongs to b/s0") != std::string::npos);
   CHECK(rig.shot("b/s1").request_id.empty());
