@@ -48,13 +48,14 @@ SubmitJournal::Contents SubmitJournal::read(const std::string& path) {
       c.damaged_lines += bad_run;
       bad_run = 0;
       c.entries.push_back(std::move(*entry));
-    } else if (!line.empty() || !complete) {
+    } else if (!complete) {
+      c.torn_tail = true;  // the last bytes, without their newline: an append cut short
+    } else if (!line.empty()) {
       ++bad_run;
     }
   }
-  c.torn_tail = bad_run > 0;
-  // A damaged region at the very end looks like a torn append; it is told apart
-  // by the caller from the store (a torn append was never followed by a POST).
+  // A bad line with its newline was written whole: damage, wherever it stands.
+  c.damaged_lines += bad_run;
   return c;
 }
 

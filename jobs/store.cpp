@@ -185,8 +185,11 @@ std::unique_ptr<Store> Store::open(const std::string& dir, Mode mode) {
   it.reset();
   if (mode == Mode::read_write) {
     store->set_aside_unreadable();
-    store->journal_ = std::make_unique<SubmitJournal>(join_path(dirname_of(dir), "submits.journal"));
-    store->reconcile_with_journal(damaged);
+    const std::string journal_path = join_path(dirname_of(dir), "submits.journal");
+    // Read before it is opened for appending, which ends a torn last line.
+    SubmitJournal::Contents journal = SubmitJournal::read(journal_path);
+    store->journal_ = std::make_unique<SubmitJournal>(journal_path);
+    store->reconcile_with_journal(damaged, journal);
   }
   return store;
 }
@@ -224,8 +227,7 @@ void Store::set_aside_unreadable() {
 // A store behind that is repaired from the journal: the request_id restored
 // (the job is followed, never resubmitted) or the shot HELD. When both records
 // are damaged, no PENDING shot can be proven unsent: all of them are HELD.
-void Store::reconcile_with_journal(bool store_damaged) {
-  SubmitJournal::Contents journal = SubmitJournal::read(journal_->path());
+void Store::reconcile_with_journal(bool store_damaged, const SubmitJournal::Contents& journal) {
   if (journal.damaged_lines > 0) {
     spdlog::error("the submit journal {} has {} damaged line(s)", journal_->path(), journal.damaged_lines);
     repairs_.push_back("submit journal: " + std::to_string(journal.damaged_lines) + " damaged line(s)");
@@ -241,7 +243,9 @@ void Store::reconcile_with_journal(bool store_damaged) {
     uint64_t reach = 0;
     for (const auto& e : journal.entries)
       if (e.contains("seq") && e["seq"].is_number_unsigned()) reach = std::max(reach, e["seq"].get<uint64_t>());
-    if (!header || std::to_string(header->value("generation", uint64_t{0})) != *generation) {
+    uint64_t expected = std::stoull(*generation);
+    uint64_t found = header ? header->value("generation", uint64_t{0}) : 0;
+    if (!header || (found != expected && found != expected + 1)) {
       incomplete = true;
       spdlog::error("the submit journal {} is missing, emptied or of another generation (the store expects "
                     "generation {})",
@@ -334,7 +338,10 @@ void Store::reconcile_with_journal(bool store_damaged) {
   // A torn last line is an append cut by a crash before its fsync returned: the
   // store write and the POST that follow it never happened. Damage is a bad line
   // with good ones after it.
-  if (store_damaged && (journal.damaged_lines > 0 || incomplete)) {
+  // A journal that is incomplete cannot vouch for the store either: a write-ahead
+  // log cut at a record boundary replays cleanly, so "the store looks whole" is
+  // no proof. Every shot that cannot be proven unsent is HELD.
+  if ((store_damaged && journal.damaged_lines > 0) || incomplete) {
     // Neither record can prove that a PENDING shot was never submitted.
     std::vector<std::pair<std::string, std::string>> puts;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
@@ -342,8 +349,8 @@ void Store::reconcile_with_journal(bool store_damaged) {
       Shot shot = read_shot(it->key().ToString(), it->value().ToString());
       if (shot.state != ShotState::pending && shot.state != ShotState::submitting) continue;
       shot.state = ShotState::held;
-      shot.reason = "state damaged: both the state store and the submit journal lost records, so this shot cannot "
-                    "be proven unsent. Check the provider's dashboard, then `wanbatch retry` it if it was not run";
+      shot.reason = "state damaged: the submit journal is damaged or incomplete, so this shot cannot be proven "
+                    "unsent. Check the provider's dashboard, then `wanbatch retry --yes` it if it was not run";
       nlohmann::json entry = {{"time", now}, {"shot", shot.key()}, {"event", "held_unverified"},
                               {"attempt", shot.submit_attempts}};
       puts.emplace_back(it->key().ToString(), shot_to_json(shot));
@@ -351,7 +358,7 @@ void Store::reconcile_with_journal(bool store_damaged) {
     }
     check(it->status(), "scan s/");
     if (!puts.empty()) {
-      spdlog::error("both the state store and the submit journal are damaged: {} shot(s) that could not be proven "
+      spdlog::error("the submit journal cannot vouch for the state store: {} shot(s) that could not be proven "
                     "unsent are HELD",
                     puts.size() / 2);
       repairs_.push_back(std::to_string(puts.size() / 2) + " shot(s) HELD unverified");
@@ -369,11 +376,13 @@ void Store::reconcile_with_journal(bool store_damaged) {
 // ends before the store's ledger is incomplete (reconcile_with_journal).
 void Store::compact_journal() {
   uint64_t generation = std::stoull(meta("journal_generation").value_or("0")) + 1;
-  write({{"meta/journal_generation", std::to_string(generation)}}, Sync::yes);
   rocksdb::FlushOptions fo;
   fo.wait = true;
   check(db_->Flush(fo), "flush");
+  // The journal first, then the store's record of it: a crash between the two
+  // leaves a journal one generation ahead, which is whole (the flush was done).
   journal_->rewrite({{{"event", "journal_start"}, {"generation", generation}, {"seq", ledger_seq_}}});
+  write({{"meta/journal_generation", std::to_string(generation)}}, Sync::yes);
   journal_entries_ = 0;
 }
 

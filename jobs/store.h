@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "jobs/journal.h"
 #include "jobs/shot.h"
 
 namespace rocksdb {
@@ -87,7 +88,7 @@ class Store {
  private:
   Store() = default;
   void set_aside_unreadable();
-  void reconcile_with_journal(bool store_damaged);
+  void reconcile_with_journal(bool store_damaged, const SubmitJournal::Contents& journal);
   void put_raw(const std::vector<std::pair<std::string, std::string>>& puts);
   void compact_journal();
   // Allocates the next ledger key and appends `entry` (with its sequence) to the
@@ -99,7 +100,7 @@ class Store {
   std::string ledger_key();
 
   std::unique_ptr<rocksdb::DB> db_;
-  std::unique_ptr<class SubmitJournal> journal_;  // read_write only
+  std::unique_ptr<SubmitJournal> journal_;  // read_write only
   uint64_t ledger_seq_ = 0;
   std::vector<std::string> repairs_;
   int journal_entries_ = 0;

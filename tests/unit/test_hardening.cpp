@@ -2,6 +2,7 @@
 // that would have caught it: a stepped wall clock, hostile API answers, a store
 // that forgot a submit, an unreadable record, request_ids that are not tokens.
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 #include <rocksdb/db.h>
@@ -444,4 +445,49 @@ TEST_CASE("the journal tells a torn last append from damage, and appends cleanly
   auto damaged = SubmitJournal::read(path);
   CHECK(damaged.entries.size() == 1);
   CHECK(damaged.damaged_lines == 1);
+}
+
+TEST_CASE("a journal deleted, emptied or of an old generation HOLDs every shot that cannot be proven unsent") {
+  const std::string top = test::cwd();
+  for (int how = 0; how < 3; ++how) {
+    CAPTURE(how);
+    std::string dir = top + "/case" + std::to_string(how);
+    test::mkdirs(dir);
+    REQUIRE(::chdir(dir.c_str()) == 0);
+    Rig rig;
+    rig.submit_fast(2);
+    rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r0"})");
+    rig.answer("/v2/wan2.7-i2v", 503, "busy");  // s1: not accepted, back to PENDING
+    std::string path = rig.root + "/state/submits.journal";
+    std::string old = test::read(path);  // this generation's journal
+    rig.sched.reset();
+    rig.store.reset();
+    rig.store = Store::open(rig.root + "/state/db", Store::Mode::read_write);  // a new generation starts
+    rig.store.reset();
+    if (how == 0) std::remove(path.c_str());
+    if (how == 1) test::write(path, "");
+    if (how == 2) test::write(path, old);  // replayed from before the last start
+    rig.store = Store::open(rig.root + "/state/db", Store::Mode::read_write);
+    rig.start();
+    CHECK(rig.shot("b/s0").state == ShotState::in_flight);  // known, followed
+    CHECK(rig.shot("b/s1").state == ShotState::held);
+    CHECK(rig.shot("b/s1").reason.find("cannot be proven unsent") != std::string::npos);
+    REQUIRE(::chdir(top.c_str()) == 0);
+  }
+}
+
+TEST_CASE("an append torn by a crash is not damage: nothing is HELD at the next start") {
+  Rig rig;
+  rig.submit_fast(2);
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r0"})");
+  rig.answer("/v2/wan2.7-i2v", 503, "busy");
+  rig.sched.reset();
+  rig.store.reset();
+  std::string path = rig.root + "/state/submits.journal";
+  std::string text = test::read(path);
+  test::write(path, text + "0123456789abcdef {\"event\":\"att");  // cut before its newline
+  rig.store = Store::open(rig.root + "/state/db", Store::Mode::read_write);
+  CHECK(rig.store->repairs().empty());
+  rig.start();
+  CHECK(rig.shot("b/s1").state == ShotState::pending);
 }
