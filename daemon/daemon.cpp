@@ -206,6 +206,7 @@ class Daemon {
     for (const auto& b : store_->batches())
       if (b.finished) retire_manifest(b);  // a stop between finishing and moving the file
     take_left_claims();
+    readopt_lost_batches();
     sd_notify(0, "READY=1");
     uint64_t watchdog_usec = 0;
     Millis notify_every{5000};
@@ -295,6 +296,39 @@ class Daemon {
   }
 
  private:
+  // A manifest in spool.active whose batch the state store does not know: the
+  // store lost the batch's record (a damaged store). Its shots may have been
+  // submitted and billed, so they come back HELD, never PENDING: seen in
+  // `status` and the report, and released by a person with `retry --yes`.
+  void readopt_lost_batches() {
+    DIR* d = ::opendir(c_.spool.active.c_str());
+    if (!d) return;
+    std::vector<std::string> names;
+    while (struct dirent* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name.find("__") != std::string::npos && name[0] != '.') names.push_back(name);
+    }
+    ::closedir(d);
+    std::sort(names.begin(), names.end());
+    for (const auto& name : names) {
+      std::string path = join_path(c_.spool.active, name);
+      std::string original = name.substr(name.find("__") + 2);
+      ManifestResult r = load_manifest(path, rules_, join_path(c_.spool.incoming, original));
+      if (!r.manifest || store_->batch(r.manifest->batch)) continue;
+      spdlog::error("batch {}: its manifest {} is in spool.active but the state store lost the batch: taken again "
+                    "with every shot HELD",
+                    r.manifest->batch, path);
+      try {
+        scheduler_.accept(*r.manifest, original, path,
+                          "state damaged: the state store lost this batch's record, so this shot may have been "
+                          "submitted and billed. Check the provider's dashboard, then `wanbatch retry --yes` it if "
+                          "it was not run");
+      } catch (const Error& e) {
+        spdlog::error("batch {}: cannot record it again: {}", r.manifest->batch, e.what());
+      }
+    }
+  }
+
   // SIGHUP: the config file is read again. Settings the running loop reads live
   // take effect at once; the rest need a restart and are named in the log. A
   // file that does not load changes nothing.

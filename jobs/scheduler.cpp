@@ -126,7 +126,7 @@ void Scheduler::load() {
 }
 
 Scheduler::Accept Scheduler::accept(const Manifest& m, const std::string& manifest_name,
-                                    const std::string& manifest_path) {
+                                    const std::string& manifest_path, const std::string& held_reason) {
   if (auto existing = store_.batch(m.batch)) {
     return existing->sha256 == m.sha256 ? Accept::already_added : Accept::name_taken;
   }
@@ -146,13 +146,20 @@ Scheduler::Accept Scheduler::accept(const Manifest& m, const std::string& manife
     s.batch = m.batch;
     s.index = static_cast<int>(i);
     s.spec = m.shots[i];
+    if (!held_reason.empty()) {
+      s.state = ShotState::held;
+      s.reason = held_reason;
+    }
     shots.push_back(std::move(s));
   }
   store_.add_batch(b, shots);
   crash_point("accepted");
   batches_[b.name] = b;
-  for (auto& s : shots) shots_[s.key()] = std::move(s);
-  spdlog::info("batch {}: accepted {} shots from {}", b.name, b.shot_count, manifest_name);
+  for (auto& s : shots)
+    if (!is_terminal(s.state)) shots_[s.key()] = std::move(s);
+  spdlog::info("batch {}: accepted {} shots from {}{}", b.name, b.shot_count, manifest_name,
+               held_reason.empty() ? "" : ", all HELD: " + held_reason);
+  maybe_finish(b.name);
   return Accept::added;
 }
 

@@ -45,8 +45,10 @@ class Scheduler {
   // Records a validated manifest as a batch of PENDING shots in one synced write.
   // already_added: a batch of that name from the same bytes exists (a restart
   // between recording and moving the file); name_taken: from other bytes.
+  // With `held_reason`, every shot is recorded HELD with it instead (a batch the
+  // state store lost, found again in spool.active: its shots may have been billed).
   Accept accept(const Manifest& manifest, const std::string& manifest_name,
-                const std::string& manifest_path);
+                const std::string& manifest_path, const std::string& held_reason = "");
 
   // Starts every request that is due. Returns the time until the next due work.
   Millis tick();

@@ -138,3 +138,20 @@ TEST_CASE("both the write-ahead log and the journal garbled: unprovable shots ar
     CHECK(rig.log().find(said[how]) != std::string::npos);
   }
 }
+
+TEST_CASE("a batch the state store lost entirely comes back from spool.active with every shot HELD, never resubmitted") {
+  DamageRig rig;
+  rig.kill_in_flight();
+  // The store and its journal both gone (a restored backup from before the batch,
+  // a wiped disk): only the manifest in spool.active still tells of the batch.
+  fs::remove_all(rig.root + "/state/db");
+  fs::remove(rig.root + "/state/submits.journal");
+  rig.start_daemon();
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("dmg"); }, std::chrono::seconds(30)), rig.log());
+  json st = rig.states("dmg");
+  CHECK(st.value("HELD", 0) == 6);
+  for (const auto& line : rig.held_lines()) CHECK(line.find("lost this batch's record") != std::string::npos);
+  for (auto& [shot, n] : rig.billed()) CHECK_MESSAGE(n == 1, shot);
+  rig.daemon->signal(SIGTERM);
+  rig.daemon->wait();
+}
