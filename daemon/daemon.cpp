@@ -93,8 +93,13 @@ class FileLock {
         held.st_ino == now.st_ino)
       return true;
     int fd = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) return false;
+    if (fd < 0) {
+      spdlog::error("the lock file {} was replaced by something that cannot be locked: {}", path_,
+                    std::strerror(errno));
+      return false;
+    }
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      spdlog::error("the lock file {} was replaced, and another process holds the new one", path_);
       ::close(fd);
       return false;
     }
@@ -224,8 +229,8 @@ class Daemon {
           // Another daemon locked the spool after our lock file was removed: taking
           // manifests now would render (and bill) them twice. Serve what we have.
           spool_lost_ = true;
-          spdlog::error("another process now holds the spool lock {}/{} (our lock file was removed): this daemon "
-                        "takes no more manifests; stop the other daemon, then restart this one",
+          spdlog::error("the spool lock {}/{} is no longer this daemon's: it takes no more manifests (its jobs go "
+                        "on); put the lock file right or stop the other daemon, then restart this one",
                         c_.spool.incoming, kSpoolLockName);
         }
         if (!spool_lost_)

@@ -93,6 +93,7 @@ TEST_CASE("a spool lock file deleted under a running daemon lets no second daemo
   auto billed = rig.billed();
   CHECK(billed["sh000"] == 6);
   CHECK(billed["sh010"] == 6);
+  CHECK(rig.log().find("another process holds the new one") != std::string::npos);
   CHECK(rig.log().find("takes no more manifests") != std::string::npos);
   second.signal(SIGTERM);
   second.wait();
