@@ -51,6 +51,14 @@ struct Rig : test::SchedulerRig {
   void answer_credits() {
     while (net.has("/v1/get-user-credits")) answer("/v1/get-user-credits", 200, R"({"credits":1000})");
   }
+  // Batch `b` of one shot, submitted and accepted as request r0.
+  void one_in_flight() {
+    accept(shots_yaml("b", 1));
+    raw_tick();
+    answer_credits();
+    raw_tick();
+    answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r0"})");
+  }
   // A fast submit rate, batch `b` of `n` shots accepted, and every submit on the wire.
   void submit_fast(int n) {
     config.limits.submits_per_minute = 600;
@@ -100,11 +108,7 @@ TEST_CASE("a wall clock stepped back two hours stalls no poll, submit or credit 
 
 TEST_CASE("a wall clock stepped forward rushes nothing: no poll before its interval") {
   Rig rig;
-  rig.accept(shots_yaml("b", 1));
-  rig.raw_tick();
-  rig.answer_credits();
-  rig.raw_tick();
-  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r0"})");
+  rig.one_in_flight();
   rig.raw_tick(Millis(2100));
   rig.answer("/v2/requests/r0/status", 200, R"({"status":"QUEUED"})");
   rig.clock.step_wall(std::chrono::hours(5));
@@ -193,11 +197,7 @@ TEST_CASE("a request_id that is not a plain token is never followed, and URLs ca
 TEST_CASE("a malformed status answer is HELD after retry.max_attempts, not followed forever") {
   Rig rig;
   rig.config.retry.max_attempts = 3;
-  rig.accept(shots_yaml("b", 1));
-  rig.raw_tick();
-  rig.answer_credits();
-  rig.raw_tick();
-  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r0"})");
+  rig.one_in_flight();
   int polls = 0;
   for (int i = 0; i < 50 && rig.shot("b/s0").state == ShotState::in_flight; ++i) {
     rig.raw_tick(Millis(120000));
@@ -228,11 +228,7 @@ TEST_CASE("one request_id answered for two submits: both shots are HELD, neither
 
 TEST_CASE("a full output disk shows why the shot waits in its stored record") {
   Rig rig;
-  rig.accept(shots_yaml("b", 1));
-  rig.raw_tick();
-  rig.answer_credits();
-  rig.raw_tick();
-  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r0"})");
+  rig.one_in_flight();
   rig.raw_tick(Millis(2100));
   rig.answer("/status", 200, R"({"status":"COMPLETED"})");
   rig.raw_tick();
@@ -312,11 +308,7 @@ TEST_CASE("submits the state store forgot are restored or HELD from the submit j
 
 TEST_CASE("a damaged journal line is reported, and with a healthy store the store decides") {
   Rig rig;
-  rig.accept(shots_yaml("b", 1));
-  rig.raw_tick();
-  rig.answer_credits();
-  rig.raw_tick();
-  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r0"})");
+  rig.one_in_flight();
   rig.sched.reset();
   rig.store.reset();
   std::string journal = test::read(rig.root + "/state/submits.journal");
