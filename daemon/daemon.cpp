@@ -319,7 +319,15 @@ class Daemon {
       std::string path = join_path(c_.spool.active, name);
       std::string original = name.substr(name.find("__") + 2);
       ManifestResult r = load_manifest(path, rules_, join_path(c_.spool.incoming, original));
-      if (!r.manifest || store_->batch(r.manifest->batch)) continue;
+      if (!r.manifest) {
+        std::string batch = name.substr(0, name.find("__"));
+        if (!store_->batch(batch))
+          spdlog::error("{}: in spool.active, but the state store has no batch {} and the file no longer loads:\n{}"
+                        "its shots may have been submitted and billed; check the provider's dashboard",
+                        path, batch, format_problems(name, r.problems));
+        continue;
+      }
+      if (store_->batch(r.manifest->batch)) continue;
       spdlog::error("batch {}: its manifest {} is in spool.active but the state store lost the batch: taken again "
                     "with every shot HELD",
                     r.manifest->batch, path);
