@@ -221,79 +221,95 @@ class Daemon {
     bool stopping = false;
     auto drain_deadline = std::chrono::steady_clock::now();
     for (;;) {
-      MonoPoint now = std::chrono::steady_clock::now();
-      Millis watch_next{1000};  // take_ready (re)creates a lost or missing watch itself
-      if (!stopping && !spool_lost_) {
-        auto ready = watcher_.take_ready(now, watch_next);
-        if (!ready.empty() && !spool_lock_.still_ours()) {
-          // Another daemon locked the spool after our lock file was removed: taking
-          // manifests now would render (and bill) them twice. Serve what we have.
-          spool_lost_ = true;
-          spdlog::error("the spool lock {}/{} is no longer this daemon's: it takes no more manifests (its jobs go "
-                        "on); put the lock file right or stop the other daemon, then restart this one",
-                        c_.spool.incoming, kSpoolLockName);
+      try {
+        MonoPoint now = std::chrono::steady_clock::now();
+        Millis watch_next{1000};  // take_ready (re)creates a lost or missing watch itself
+        if (!stopping && !spool_lost_) {
+          auto ready = watcher_.take_ready(now, watch_next);
+          if (!ready.empty() && !spool_lock_.still_ours()) {
+            // Another daemon locked the spool after our lock file was removed: taking
+            // manifests now would render (and bill) them twice. Serve what we have.
+            spool_lost_ = true;
+            spdlog::error("the spool lock {}/{} is no longer this daemon's: it takes no more manifests (its jobs go "
+                          "on); put the lock file right or stop the other daemon, then restart this one",
+                          c_.spool.incoming, kSpoolLockName);
+          }
+          if (!spool_lost_)
+            for (const auto& name : ready) take(name);
         }
-        if (!spool_lost_)
-          for (const auto& name : ready) take(name);
-      }
-      Millis next = std::min({scheduler_.tick(), watch_next, Millis(1000)});
-      if (std::chrono::steady_clock::now() - last_notify >= notify_every) {
-        // The watchdog ping doubles as a liveness proof of the loop itself.
-        std::string status = std::to_string(scheduler_.unfinished_batches()) + " batches, " +
-                             std::to_string(scheduler_.active_shots()) + " shots under way" +
-                             (scheduler_.paused() ? ", submits PAUSED" : "") + (stopping ? ", stopping" : "");
-        sd_notifyf(0, "WATCHDOG=1\nSTATUS=%s", status.c_str());
-        last_notify = std::chrono::steady_clock::now();
-      }
-      if (stopping) {
-        if (scheduler_.submits_on_the_wire() == 0) break;
-        if (std::chrono::steady_clock::now() > drain_deadline) {
-          spdlog::warn("stopping with {} submits unanswered; they will be HELD as ambiguous",
-                       scheduler_.submits_on_the_wire());
-          break;
+        Millis next = std::min({scheduler_.tick(), watch_next, Millis(1000)});
+        if (std::chrono::steady_clock::now() - last_notify >= notify_every) {
+          // The watchdog ping doubles as a liveness proof of the loop itself.
+          std::string status = std::to_string(scheduler_.unfinished_batches()) + " batches, " +
+                               std::to_string(scheduler_.active_shots()) + " shots under way" +
+                               (scheduler_.paused() ? ", submits PAUSED" : "") + (stopping ? ", stopping" : "");
+          sd_notifyf(0, "WATCHDOG=1\nSTATUS=%s", status.c_str());
+          last_notify = std::chrono::steady_clock::now();
         }
-        next = std::min(next, Millis(100));
-      }
-      // The control clients' deadlines wake the loop too; their fds are waited on
-      // after the watcher's and the signal's.
-      next = std::min(next, control_.until_next_deadline(std::chrono::steady_clock::now()));
-      std::vector<pollfd> fds = {{watcher_.fd(), POLLIN, 0}, {signal_fd_, POLLIN, 0}};
-      auto control_fds = control_.waits();
-      fds.insert(fds.end(), control_fds.begin(), control_fds.end());
-      transport_.perform(next, fds);
-      if (fds[0].revents) watcher_.drain_events();
-      auto mono_now = std::chrono::steady_clock::now();
-      bool control_ready = std::any_of(fds.begin() + 2, fds.end(), [](const pollfd& p) { return p.revents != 0; });
-      if (control_ready || control_.until_next_deadline(mono_now) == Millis(0))
-        control_.serve(mono_now, [this](const nlohmann::json& r) { return command(r); });
-      bool stop_requested = false;
-      if (fds[1].revents) {
-        struct signalfd_siginfo si {};
-        while (::read(signal_fd_, &si, sizeof si) == sizeof si) {
-          switch (si.ssi_signo) {
-            case SIGHUP:
-              reload();
-              break;
-            case SIGUSR1:
-              log_status();
-              break;
-            case SIGUSR2:
-              spdlog::info("SIGUSR2 received: no action is bound to it");
-              break;
-            default:  // SIGTERM, SIGINT
-              stop_requested = true;
+        if (stopping) {
+          if (scheduler_.submits_on_the_wire() == 0) break;
+          if (std::chrono::steady_clock::now() > drain_deadline) {
+            spdlog::warn("stopping with {} submits unanswered; they will be HELD as ambiguous",
+                         scheduler_.submits_on_the_wire());
+            break;
+          }
+          next = std::min(next, Millis(100));
+        }
+        // The control clients' deadlines wake the loop too; their fds are waited on
+        // after the watcher's and the signal's.
+        next = std::min(next, control_.until_next_deadline(std::chrono::steady_clock::now()));
+        std::vector<pollfd> fds = {{watcher_.fd(), POLLIN, 0}, {signal_fd_, POLLIN, 0}};
+        auto control_fds = control_.waits();
+        fds.insert(fds.end(), control_fds.begin(), control_fds.end());
+        transport_.perform(next, fds);
+        if (fds[0].revents) watcher_.drain_events();
+        auto mono_now = std::chrono::steady_clock::now();
+        bool control_ready = std::any_of(fds.begin() + 2, fds.end(), [](const pollfd& p) { return p.revents != 0; });
+        if (control_ready || control_.until_next_deadline(mono_now) == Millis(0))
+          control_.serve(mono_now, [this](const nlohmann::json& r) { return command(r); });
+        bool stop_requested = false;
+        if (fds[1].revents) {
+          struct signalfd_siginfo si {};
+          while (::read(signal_fd_, &si, sizeof si) == sizeof si) {
+            switch (si.ssi_signo) {
+              case SIGHUP:
+                reload();
+                break;
+              case SIGUSR1:
+                log_status();
+                break;
+              case SIGUSR2:
+                spdlog::info("SIGUSR2 received: no action is bound to it");
+                break;
+              default:  // SIGTERM, SIGINT
+                stop_requested = true;
+            }
           }
         }
-      }
-      if (stop_requested) {
-        if (!stopping) {
-          spdlog::info("stopping: no new submits; waiting for {} submits on the wire",
-                       scheduler_.submits_on_the_wire());
-          sd_notify(0, "STOPPING=1");
-          scheduler_.stop_submitting();
-          stopping = true;
-          drain_deadline = std::chrono::steady_clock::now() + kDrainTimeout;
+        if (stop_requested) {
+          if (!stopping) {
+            spdlog::info("stopping: no new submits; waiting for {} submits on the wire",
+                         scheduler_.submits_on_the_wire());
+            sd_notify(0, "STOPPING=1");
+            scheduler_.stop_submitting();
+            stopping = true;
+            drain_deadline = std::chrono::steady_clock::now() + kDrainTimeout;
+          }
         }
+      } catch (const Error& e) {
+        // A write the state store or the journal refused (a full or failing state
+        // disk): nothing that depends on it went out, so the loop serves on and
+        // tries again in a second instead of exiting into a restart loop while
+        // jobs in flight go unfollowed.
+        if (std::chrono::steady_clock::now() - last_error_log_ > std::chrono::seconds(30)) {
+          spdlog::error("{} (the daemon serves on and tries again every second)", e.what());
+          last_error_log_ = std::chrono::steady_clock::now();
+        }
+        sd_notifyf(0, "WATCHDOG=1\nSTATUS=error: %s", e.what());  // the loop itself is alive
+        // A second's pause that runs no callback (they may write again); a signal
+        // ends it early and is read at the next pass.
+        pollfd sig{signal_fd_, POLLIN, 0};
+        ::poll(&sig, 1, 1000);
       }
     }
     spdlog::info("stopped");
@@ -558,6 +574,7 @@ class Daemon {
   Config& c_;  // live: SIGHUP reloads what can change while running
   FileLock& spool_lock_;
   bool spool_lost_ = false;
+  std::chrono::steady_clock::time_point last_error_log_{};
   CurlTransport transport_;
   std::unique_ptr<Store> store_;
   Scheduler scheduler_;

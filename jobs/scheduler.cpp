@@ -503,7 +503,14 @@ void Scheduler::start_submit(Shot& shot, TimePoint now) {
   ++shot.submit_attempts;
   shot.reason.clear();
   // Synced before the POST leaves: a crash from here on is an ambiguous submit.
-  store_.put_shot_and_ledger(shot, ledger_entry(shot, "attempt", now));
+  try {
+    store_.put_shot_and_ledger(shot, ledger_entry(shot, "attempt", now));
+  } catch (const Error&) {
+    // Not recorded (a full state disk), so not sent: the shot waits as it was.
+    shot.state = ShotState::pending;
+    --shot.submit_attempts;
+    throw;
+  }
   crash_point("submitting");
   HttpRequest req = api_request(submit_url(config_.api), submit_body(shot));
   req.connection = ConnectionUse::fresh;

@@ -365,7 +365,12 @@ void Store::reconcile_with_journal(bool store_damaged, const SubmitJournal::Cont
       put_raw(puts);
     }
   }
-  compact_journal();
+  try {
+    compact_journal();
+  } catch (const Error& e) {
+    // A full state disk: the journal keeps growing until a later compaction.
+    spdlog::warn("the submit journal was not compacted: {}", e.what());
+  }
 }
 
 // Once everything the store holds is in its table files (synced by the flush),
@@ -406,7 +411,13 @@ void Store::write(const std::vector<std::pair<std::string, std::string>>& puts, 
   for (const auto& [k, v] : puts) batch.Put(k, v);
   rocksdb::WriteOptions wo;
   wo.sync = sync == Sync::yes;
-  check(db_->Write(wo, &batch), "write");
+  rocksdb::Status s = db_->Write(wo, &batch);
+  if (!s.ok() && !s.IsCorruption()) {
+    // After a failed write (ENOSPC) RocksDB refuses every write until resumed:
+    // once the disk has room again, one Resume() and the write goes through.
+    if (db_->Resume().ok()) s = db_->Write(wo, &batch);
+  }
+  check(s, "write");
 }
 
 std::vector<std::string> Store::scan(const std::string& prefix) const {

@@ -5,6 +5,8 @@
 #include <doctest/doctest.h>
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <filesystem>
 
@@ -154,4 +156,55 @@ TEST_CASE("a batch the state store lost entirely comes back from spool.active wi
   for (auto& [shot, n] : rig.billed()) CHECK_MESSAGE(n == 1, shot);
   rig.daemon->signal(SIGTERM);
   rig.daemon->wait();
+}
+
+namespace {
+// A small tmpfs mounted over `dir` for the test's life (root only).
+struct Tmpfs {
+  std::string dir;
+  bool mounted = false;
+  Tmpfs(std::string d, const std::string& size) : dir(std::move(d)) {
+    mounted = test::run({"/usr/bin/mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", dir}) == 0;
+  }
+  ~Tmpfs() {
+    if (mounted) test::run({"/usr/bin/umount", "-l", dir});
+  }
+};
+}  // namespace
+
+TEST_CASE("a full state disk mid-batch: the daemon serves on, and finishes once there is room") {
+  Rig rig({"--render-seconds", "1500"});  // 3 s renders
+  Tmpfs state(rig.root + "/state", "64m");
+  if (!state.mounted) {
+    MESSAGE("cannot mount a tmpfs here (not root?); skipped");
+    return;
+  }
+  rig.start_daemon();
+  REQUIRE(test::eventually([&] { return rig.log().find("loaded") != std::string::npos; }));
+  REQUIRE(test::run({WANBATCH_BIN, "--config", rig.config, "pause"}) == 0);
+  rig.drop("full.yaml", manifest("full", 40));
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.states("full").value("PENDING", 0) == 40; }), rig.log());
+  // Fill the state disk to the last byte, then let the submits go: their journal
+  // lines and records cannot be written.
+  std::string filler = rig.root + "/state/filler";
+  {
+    int fd = ::open(filler.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    REQUIRE(fd >= 0);
+    std::string block(1 << 16, 'x');
+    while (::write(fd, block.data(), block.size()) > 0) {
+    }
+    while (::write(fd, block.data(), 1) > 0) {
+    }
+    ::close(fd);
+  }
+  REQUIRE(test::run({WANBATCH_BIN, "--config", rig.config, "resume"}) == 0);
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.log().find("serves on") != std::string::npos; }), rig.log());
+  CHECK(rig.daemon->running());
+  fs::remove(filler);
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("full"); }, std::chrono::seconds(60)), rig.log());
+  CHECK(rig.daemon->running());
+  CHECK(rig.states("full").value("DONE", 0) + rig.states("full").value("HELD", 0) == 40);
+  for (auto& [shot, n] : rig.billed()) CHECK_MESSAGE(n == 1, shot);
+  rig.daemon->signal(SIGTERM);
+  CHECK(rig.daemon->wait() == 0);
 }
