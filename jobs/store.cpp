@@ -79,38 +79,29 @@ BatchRecord batch_stand_in(const std::string& key) {
   return b;
 }
 
-Shot read_shot(const std::string& key, const std::string& value) {
+// The record, or nullopt when its bytes are not one.
+std::optional<Shot> parse_shot(const std::string& value) {
   try {
     return shot_from_json(value);
   } catch (const std::exception&) {
-    return shot_stand_in(key);
+    return std::nullopt;
   }
 }
 
-BatchRecord read_batch(const std::string& key, const std::string& value) {
+std::optional<BatchRecord> parse_batch(const std::string& value) {
   try {
     return batch_from(value);
   } catch (const std::exception&) {
-    return batch_stand_in(key);
+    return std::nullopt;
   }
 }
 
-bool readable_shot(const std::string& value) {
-  try {
-    shot_from_json(value);
-    return true;
-  } catch (const std::exception&) {
-    return false;
-  }
+Shot read_shot(const std::string& key, const std::string& value) {
+  return parse_shot(value).value_or(shot_stand_in(key));
 }
 
-bool readable_batch(const std::string& value) {
-  try {
-    batch_from(value);
-    return true;
-  } catch (const std::exception&) {
-    return false;
-  }
+BatchRecord read_batch(const std::string& key, const std::string& value) {
+  return parse_batch(value).value_or(batch_stand_in(key));
 }
 
 void check(const rocksdb::Status& s, const std::string& what) {
@@ -204,7 +195,7 @@ void Store::set_aside_unreadable() {
     bool shots = prefix[0] == 's';
     for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
       std::string key = it->key().ToString(), value = it->value().ToString();
-      if (shots ? readable_shot(value) : readable_batch(value)) continue;
+      if (shots ? parse_shot(value).has_value() : parse_batch(value).has_value()) continue;
       spdlog::error("state store: record {} is unreadable; set aside (raw bytes kept under q/{}@{}), {}", key, key,
                     stamp, shots ? "the shot is HELD" : "the batch goes on with a stand-in record");
       repairs_.push_back("unreadable record " + key);
