@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
                  "daemon config file (default: $WANBATCH_CONFIG or /etc/wanbatch/wanbatch.yaml)");
   app.set_version_flag("--version", "wanbatch 0.1.0");
 
-  auto* daemon = app.add_subcommand("daemon", "run the daemon: watch the spool and render every batch");
+  auto* daemon = app.add_subcommand("daemon", "run the daemon: watch the spool and render every batch (SIGTERM drains and stops, SIGHUP reloads the config, SIGUSR1 logs a status line; docs/OPERATIONS.md)");
   std::string log_level;
   daemon->add_option("--log-level", log_level, "debug, info, warn or error (overrides log_level)");
 
