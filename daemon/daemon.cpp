@@ -343,7 +343,8 @@ class Daemon {
                         path, batch, format_problems(name, r.problems));
         continue;
       }
-      if (store_->batch(r.manifest->batch)) continue;
+      auto known = store_->batch(r.manifest->batch);
+      if (known && !known->damaged) continue;  // a stand-in (from the journal) is completed
       spdlog::error("batch {}: its manifest {} is in spool.active but the state store lost the batch: taken again "
                     "with every shot HELD",
                     r.manifest->batch, path);

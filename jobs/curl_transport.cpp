@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <exception>
 #include <cctype>
 #include <chrono>
 #include <cstring>
@@ -321,9 +322,16 @@ void CurlTransport::perform(std::chrono::milliseconds max_wait, std::span<pollfd
   impl_->cut_overdue();
   auto refused = std::move(impl_->refused);
   impl_->refused.clear();
+  // Every refused request is answered, even when one answer's callback throws
+  // (a store write on a full disk): the first exception is rethrown after.
+  std::exception_ptr failed;
   for (auto& t : refused) {
     auto done = std::move(t->done);
-    done(std::move(t->response));
+    try {
+      done(std::move(t->response));
+    } catch (...) {
+      if (!failed) failed = std::current_exception();
+    }
   }
   for (size_t w = 0; w < waits.size(); ++w) {
     short& revents = extra[index[w]].revents;
@@ -331,6 +339,7 @@ void CurlTransport::perform(std::chrono::milliseconds max_wait, std::span<pollfd
     if (waits[w].revents & CURL_WAIT_POLLPRI) revents |= POLLPRI;
     if (waits[w].revents & CURL_WAIT_POLLOUT) revents |= POLLOUT;
   }
+  if (failed) std::rethrow_exception(failed);
 }
 
 }  // namespace wb

@@ -127,8 +127,13 @@ void Scheduler::load() {
 
 Scheduler::Accept Scheduler::accept(const Manifest& m, const std::string& manifest_name,
                                     const std::string& manifest_path, const std::string& held_reason) {
+  std::vector<Shot> known;  // shots a stand-in batch already has (from the journal)
   if (auto existing = store_.batch(m.batch)) {
-    return existing->sha256 == m.sha256 ? Accept::already_added : Accept::name_taken;
+    // A stand-in for a batch the store lost is completed from its manifest; the
+    // journal's shots keep their HELD stand-ins.
+    if (!(existing->damaged && !held_reason.empty()))
+      return existing->sha256 == m.sha256 ? Accept::already_added : Accept::name_taken;
+    known = store_.shots(m.batch);
   }
   BatchRecord b;
   b.name = m.batch;
@@ -142,6 +147,8 @@ Scheduler::Accept Scheduler::accept(const Manifest& m, const std::string& manife
   b.shot_count = static_cast<int>(m.shots.size());
   std::vector<Shot> shots;
   for (size_t i = 0; i < m.shots.size(); ++i) {
+    if (std::any_of(known.begin(), known.end(), [&](const Shot& k) { return k.spec.id == m.shots[i].id; }))
+      continue;
     Shot s;
     s.batch = m.batch;
     s.index = static_cast<int>(i);

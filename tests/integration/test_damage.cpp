@@ -208,3 +208,27 @@ TEST_CASE("a full state disk mid-batch: the daemon serves on, and finishes once 
   rig.daemon->signal(SIGTERM);
   CHECK(rig.daemon->wait() == 0);
 }
+
+TEST_CASE("a store lost with its journal kept: the journal's shots stand in HELD, the batch's other shots come back HELD") {
+  // Two submits a window get through; the other four shots are still PENDING when
+  // the daemon is killed.
+  Rig rig({"--render-seconds", "2500", "--rate-limit", "2", "--rate-window", "100000"});
+  rig.start_daemon();
+  rig.drop("part.yaml", manifest("part", 6));
+  REQUIRE_MESSAGE(test::eventually([&] {
+                    json st = rig.states("part");
+                    return st.value("IN_FLIGHT", 0) == 2 && st.value("PENDING", 0) == 4;
+                  }),
+                  rig.log());
+  rig.daemon->signal(SIGKILL);
+  rig.daemon->wait();
+  fs::remove_all(rig.root + "/state/db");
+  rig.start_daemon();
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("part"); }, std::chrono::seconds(30)), rig.log());
+  json st = rig.states("part");
+  CHECK(st.value("HELD", 0) == 6);  // none lost, none sent again
+  for (auto& [shot, n] : rig.billed()) CHECK_MESSAGE(n == 1, shot);
+  CHECK(rig.billed().size() == 2);
+  rig.daemon->signal(SIGTERM);
+  rig.daemon->wait();
+}
