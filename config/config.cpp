@@ -142,6 +142,10 @@ Config parse_config(const std::string& text, const std::string& path) {
     s.on("submits_per_minute", [&](auto& v, auto& key) { l.submits_per_minute = s.number(v, key, 0.1, 100000); });
     s.on("credit_reserve", [&](auto& v, auto& key) { l.credit_reserve = s.number(v, key, 0, 1e12); });
     s.on("daily_budget_credits", [&](auto& v, auto& key) { l.daily_budget_credits = s.number(v, key, 0, 1e12); });
+    s.on("requests_per_minute", [&](auto& v, auto& key) {
+      l.requests_per_minute = s.number(v, key, 0, 1e6);
+      if (l.requests_per_minute > 0 && l.requests_per_minute < 1) s.fail(key, v, "must be 0 (no budget) or at least 1");
+    });
     s.run();
   });
   top.on("pricing", [&](const YAML::Node& n, const std::string& k) {
@@ -174,6 +178,7 @@ Config parse_config(const std::string& text, const std::string& path) {
     Section s(n, k, path);
     s.on("min_interval_seconds", [&](auto& v, auto& key) { c.poll.min_interval_seconds = s.number(v, key, 0.01, 3600); });
     s.on("max_interval_seconds", [&](auto& v, auto& key) { c.poll.max_interval_seconds = s.number(v, key, 0.01, 3600); });
+    s.on("target_delay_fraction", [&](auto& v, auto& key) { c.poll.target_delay_fraction = s.number(v, key, 0.001, 0.5); });
     s.run();
     if (c.poll.max_interval_seconds < c.poll.min_interval_seconds)
       s.fail("poll.max_interval_seconds", n, "must not be below poll.min_interval_seconds");

@@ -15,7 +15,8 @@
 #include "jobs/curl_transport.h"
 #include "jobs/manifest.h"
 #include "jobs/segmind.h"
-#include "jobs/spend.h"
+#include "jobs/engine/requests.h"
+#include "jobs/engine/spend.h"
 #include "jobs/throttle.h"
 #include "jobs/store.h"
 #include "jobs/util.h"
@@ -131,75 +132,81 @@ int cmd_control(const Config& config, const std::string& command, const std::str
 
 int cmd_estimate(const Config& config, const std::vector<std::string>& files, std::ostream& out,
                  std::ostream& err) {
-  // Observed costs and today's spend from the store, when there is one.
-  CostModel model(config.pricing);
-  double spent_today = 0;
+  // The same money arithmetic as the daemon's submit gate (jobs/engine/spend.h):
+  // observed costs and today's spend from the store, when there is one.
+  Spend spend(config.limits, config.pricing);
   const std::string today = local_day(std::chrono::system_clock::now());
   try {
     auto store = Store::open(join_path(config.state_dir, "db"), Store::Mode::read_only);
-    for (const auto& s : store->all_shots()) {
-      if (!s.cost) continue;
-      model.observe(s.spec, *s.cost);
-      if (s.completed_ms && local_day(from_epoch_ms(s.completed_ms)) == today) spent_today += *s.cost;
+    if (store->meta("index_version")) {
+      if (auto costs = store->meta("cost_model")) spend.costs().load(*costs);
+      spend.set_day_spent(today, store->spent_on(today));
+    } else {  // a store no daemon of this version has opened yet: its records
+      Micro spent_today = 0;
+      for (const auto& s : store->all_shots()) {
+        if (!s.cost) continue;
+        spend.costs().observe(s.spec, *s.cost);
+        if (s.completed_ms && local_day(from_epoch_ms(s.completed_ms)) == today) spent_today += to_micro(*s.cost);
+      }
+      spend.set_day_spent(today, spent_today);
     }
   } catch (const Error&) {
     // No state yet: the price table alone.
   }
-  std::optional<double> balance;
   try {
-    std::string key = load_api_key(config.api);
+    ApiRequests api(config.api, load_api_key(config.api));
     CurlTransport transport(config.api.allow_loopback_http);
-    HttpRequest req;
-    req.url = credits_url(config.api);
-    req.headers = {"x-api-key: " + key};
     std::optional<HttpResponse> answer;
-    transport.start(req, [&](HttpResponse r) { answer = std::move(r); });
-    for (int i = 0; i < 3000 && !answer; ++i) transport.perform(Millis(10), {});
-    if (answer) balance = parse_credits(*answer);
-    if (!balance) err << "could not read the credit balance" << (answer ? ": " + error_message(*answer) : "") << "\n";
+    transport.start(api.credits(), [&](HttpResponse r) { answer = std::move(r); });
+    // The request carries the configured timeouts; this bounds the wait besides.
+    auto deadline = std::chrono::steady_clock::now() +
+                    std::chrono::milliseconds(static_cast<int64_t>(
+                        (config.api.request_timeout_seconds + config.api.connect_timeout_seconds) * 1000 + 1000));
+    while (!answer && std::chrono::steady_clock::now() < deadline) transport.perform(Millis(10), {});
+    std::optional<double> balance = answer ? parse_credits(*answer) : std::nullopt;
+    if (balance) spend.set_balance(*balance);
+    else err << "could not read the credit balance" << (answer ? ": " + error_message(*answer) : "") << "\n";
   } catch (const Error& e) {
     err << "credit balance unknown: " << e.what() << "\n";
   }
   bool covered = true;
-  double total = 0;
+  Micro total = 0;
   for (const auto& f : files) {
     ManifestResult r = load_manifest(f, rules_of(config));
     if (!r.manifest) {
       err << format_problems(f, r.problems);
       return 2;
     }
-    double sum = 0;
+    Micro sum = 0;
     std::map<std::string, int> seconds;
     for (const auto& shot : r.manifest->shots) {
-      sum += model.estimate(shot);
+      sum += spend.costs().estimate(shot);
       seconds[shot.resolution] += shot.duration;
     }
     total += sum;
-    char line[160];
-    std::snprintf(line, sizeof line, "%s: batch %s, %zu shots, ~%.2f credits", f.c_str(), r.manifest->batch.c_str(),
-                  r.manifest->shots.size(), sum);
-    out << line;
+    out << f << ": batch " << r.manifest->batch << ", " << r.manifest->shots.size() << " shots, ~"
+        << format_credits(sum) << " credits";
     for (auto& [res, secs] : seconds)
-      out << ", " << res << " " << secs << " s at " << model.per_second(res) << "/s";
+      out << ", " << res << " " << secs << " s at " << spend.costs().per_second(res) << "/s";
     out << "\n";
     if (r.manifest->budget_credits) {
-      bool ok = sum <= *r.manifest->budget_credits + 1e-9;
+      bool ok = Spend::batch_budget_gate(r.manifest->budget_credits, 0, sum).empty();
       covered &= ok;
-      out << "  budget_credits " << *r.manifest->budget_credits << (ok ? ": covers it\n" : ": does NOT cover it (shots beyond it will wait)\n");
+      out << "  budget_credits " << *r.manifest->budget_credits
+          << (ok ? ": covers it\n" : ": does NOT cover it (shots beyond it will wait)\n");
     }
   }
   if (config.limits.daily_budget_credits > 0) {
-    double left = config.limits.daily_budget_credits - spent_today;
-    bool ok = total <= left + 1e-9;
+    bool ok = spend.daily_gate(today, total).empty();
     covered &= ok;
-    out << "daily budget " << config.limits.daily_budget_credits << ", " << left << " left today: "
-        << (ok ? "covers it\n" : "does NOT cover it\n");
+    out << "daily budget " << config.limits.daily_budget_credits << ", "
+        << format_credits(to_micro(config.limits.daily_budget_credits) - spend.spent_on(today))
+        << " left today: " << (ok ? "covers it\n" : "does NOT cover it\n");
   }
-  if (balance) {
-    double usable = *balance - config.limits.credit_reserve;
-    bool ok = total <= usable + 1e-9;
+  if (spend.balance()) {
+    bool ok = spend.balance_gate(total).empty();
     covered &= ok;
-    out << "balance " << *balance << " (less the reserve " << config.limits.credit_reserve << "): "
+    out << "balance " << *spend.balance() << " (less the reserve " << config.limits.credit_reserve << "): "
         << (ok ? "covers it\n" : "does NOT cover it\n");
   }
   return covered ? 0 : 1;

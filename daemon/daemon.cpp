@@ -25,7 +25,7 @@
 #include "jobs/crash_point.h"
 #include "jobs/curl_transport.h"
 #include "jobs/manifest.h"
-#include "jobs/scheduler.h"
+#include "jobs/engine/scheduler.h"
 #include "jobs/store.h"
 #include "jobs/util.h"
 

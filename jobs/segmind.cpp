@@ -1,5 +1,7 @@
 #include "jobs/segmind.h"
 
+#include <cmath>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "jobs/json_safe.h"
@@ -271,6 +273,14 @@ ResultAnswer classify_result(const HttpResponse& r) {
     if (m.contains("cost") && m["cost"].is_number()) a.cost = m["cost"].get<double>();
     if (m.contains("remaining_credits") && m["remaining_credits"].is_number())
       a.remaining_credits = m["remaining_credits"].get<double>();
+    // Timings teach the poll policy; a value that is not a plausible duration is left out.
+    auto seconds_of = [&](const char* k) -> std::optional<double> {
+      if (!m.contains(k) || !m[k].is_number()) return std::nullopt;
+      double v = m[k].get<double>();
+      return std::isfinite(v) && v >= 0 && v <= 86400 ? std::optional<double>(v) : std::nullopt;
+    };
+    a.inference_time = seconds_of("inference_time");
+    a.queue_time = seconds_of("queue_time");
   }
   return a;
 }

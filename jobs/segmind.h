@@ -5,7 +5,7 @@
 #include <optional>
 #include <string>
 
-#include "config/config.h"
+#include "jobs/settings.h"
 #include "jobs/http.h"
 #include "jobs/shot.h"
 #include "jobs/util.h"
@@ -47,6 +47,8 @@ struct ResultAnswer {
   std::string output_url;
   std::optional<double> cost;
   std::optional<double> remaining_credits;
+  // Seconds the job rendered and waited in the provider's queue (metrics), when given.
+  std::optional<double> inference_time, queue_time;
   std::string metrics_json;
   std::string message;
   std::optional<TimePoint> reset_at;

@@ -8,11 +8,13 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <map>
 
 #include "jobs/journal.h"
 #include "jobs/json_safe.h"
+#include "jobs/throttle.h"
 #include "jobs/util.h"
 
 namespace wb {
@@ -175,36 +177,87 @@ std::unique_ptr<Store> Store::open(const std::string& dir, Mode mode) {
   }
   it.reset();
   if (mode == Mode::read_write) {
-    store->set_aside_unreadable();
+    // A store from before the indexes, or one that was damaged, is read whole
+    // once: every record checked, the indexes and aggregates built again.
+    const bool indexed = store->meta("index_version").value_or("") == "1";
+    store->set_aside_unreadable(!indexed || damaged);
     const std::string journal_path = join_path(dirname_of(dir), "submits.journal");
     // Read before it is opened for appending, which ends a torn last line.
     SubmitJournal::Contents journal = SubmitJournal::read(journal_path);
     store->journal_ = std::make_unique<SubmitJournal>(journal_path);
     store->reconcile_with_journal(damaged, journal);
+    if (!indexed || !store->repairs_.empty()) store->build_indexes();
   }
   return store;
 }
 
 void Store::put_raw(const std::vector<std::pair<std::string, std::string>>& puts) { write(puts, Sync::yes); }
 
-void Store::set_aside_unreadable() {
+void Store::set_aside_unreadable(bool all) {
   std::vector<std::pair<std::string, std::string>> puts;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
   const std::string stamp = std::to_string(to_epoch_ms(std::chrono::system_clock::now()));
-  for (const char* prefix : {"b/", "s/"}) {
-    bool shots = prefix[0] == 's';
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
-      std::string key = it->key().ToString(), value = it->value().ToString();
-      if (shots ? parse_shot(value).has_value() : parse_batch(value).has_value()) continue;
-      spdlog::error("state store: record {} is unreadable; set aside (raw bytes kept under q/{}@{}), {}", key, key,
-                    stamp, shots ? "the shot is HELD" : "the batch goes on with a stand-in record");
-      repairs_.push_back("unreadable record " + key);
-      puts.emplace_back("q/" + key + "@" + stamp, value);
-      puts.emplace_back(key, shots ? shot_to_json(shot_stand_in(key)) : batch_json(batch_stand_in(key)).dump());
+  auto consider = [&](const std::string& key, const std::string& value) {
+    bool shots = key[0] == 's';
+    if (shots ? parse_shot(value).has_value() : parse_batch(value).has_value()) return;
+    spdlog::error("state store: record {} is unreadable; set aside (raw bytes kept under q/{}@{}), {}", key, key,
+                  stamp, shots ? "the shot is HELD" : "the batch goes on with a stand-in record");
+    repairs_.push_back("unreadable record " + key);
+    puts.emplace_back("q/" + key + "@" + stamp, value);
+    puts.emplace_back(key, shots ? shot_to_json(shot_stand_in(key)) : batch_json(batch_stand_in(key)).dump());
+  };
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  if (all) {
+    for (const char* prefix : {"b/", "s/"}) {
+      for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next())
+        consider(it->key().ToString(), it->value().ToString());
+      check(it->status(), std::string("scan ") + prefix);
     }
-    check(it->status(), std::string("scan ") + prefix);
+  } else {
+    // Finished records are not read at start (a garbled one reads as a stand-in
+    // when `status` shows it); unfinished ones are, through their index.
+    for (const auto& [index, record] : {std::pair<const char*, const char*>{"ub/", "b/"}, {"u/", "s/"}}) {
+      for (it->Seek(index); it->Valid() && it->key().starts_with(index); it->Next()) {
+        std::string key = record + it->key().ToString().substr(std::string(index).size()), value;
+        auto st = db_->Get(rocksdb::ReadOptions(), key, &value);
+        if (st.ok()) consider(key, value);
+      }
+      check(it->status(), std::string("scan ") + index);
+    }
   }
   if (!puts.empty()) put_raw(puts);
+}
+
+void Store::build_indexes() {
+  // One pass over every record of a store from before the indexes. write()
+  // keeps u/ and ub/ from here on; d/ and the cost model are summed once.
+  std::map<std::string, int64_t> days;
+  nlohmann::json costs = nlohmann::json::object();
+  rocksdb::WriteBatch batch;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek("s/"); it->Valid() && it->key().starts_with("s/"); it->Next()) {
+    auto shot = parse_shot(it->value().ToString());
+    if (!shot || !is_terminal(shot->state)) batch.Put("u/" + it->key().ToString().substr(2), "");
+    if (!shot || !shot->cost) continue;
+    int64_t micro = std::llround(*shot->cost * 1e6);
+    if (shot->completed_ms) days[local_day(from_epoch_ms(shot->completed_ms))] += micro;
+    if (shot->spec.duration > 0 && *shot->cost >= 0) {
+      auto& c = costs[shot->spec.resolution];
+      c["micro"] = c.value("micro", int64_t{0}) + micro;
+      c["seconds"] = c.value("seconds", int64_t{0}) + shot->spec.duration;
+    }
+  }
+  check(it->status(), "scan s/");
+  for (it->Seek("b/"); it->Valid() && it->key().starts_with("b/"); it->Next()) {
+    auto b = parse_batch(it->value().ToString());
+    if (!b || !b->finished) batch.Put("ub/" + it->key().ToString().substr(2), "");
+  }
+  check(it->status(), "scan b/");
+  for (const auto& [day, micro] : days) batch.Put("d/" + day, std::to_string(micro));
+  batch.Put("meta/cost_model", costs.dump());
+  batch.Put("meta/index_version", "1");
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  check(db_->Write(wo, &batch), "write the indexes");
 }
 
 // Implementation note. Every ledger entry reaches the journal (fsynced) before
@@ -399,7 +452,20 @@ Store::~Store() = default;
 
 void Store::write(const std::vector<std::pair<std::string, std::string>>& puts, Sync sync) {
   rocksdb::WriteBatch batch;
-  for (const auto& [k, v] : puts) batch.Put(k, v);
+  for (const auto& [k, v] : puts) {
+    batch.Put(k, v);
+    if (k.starts_with("s/")) {
+      auto shot = parse_shot(v);
+      std::string index = "u/" + k.substr(2);
+      if (shot && is_terminal(shot->state)) batch.Delete(index);
+      else batch.Put(index, "");
+    } else if (k.starts_with("b/")) {
+      auto b = parse_batch(v);
+      std::string index = "ub/" + k.substr(2);
+      if (b && b->finished) batch.Delete(index);
+      else batch.Put(index, "");
+    }
+  }
   rocksdb::WriteOptions wo;
   wo.sync = sync == Sync::yes;
   rocksdb::Status s = db_->Write(wo, &batch);
@@ -490,6 +556,50 @@ std::vector<Shot> Store::shots(const std::string& batch) const {
 }
 
 std::vector<Shot> Store::all_shots() const { return shots(""); }
+
+std::vector<BatchRecord> Store::unfinished_batches() const {
+  std::vector<BatchRecord> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek("ub/"); it->Valid() && it->key().starts_with("ub/"); it->Next())
+    if (auto b = batch(it->key().ToString().substr(3)); b && !b->finished) out.push_back(*b);
+  check(it->status(), "scan ub/");
+  return out;
+}
+
+std::vector<Shot> Store::unfinished_shots() const {
+  std::vector<Shot> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  std::string value;
+  for (it->Seek("u/"); it->Valid() && it->key().starts_with("u/"); it->Next()) {
+    std::string key = "s/" + it->key().ToString().substr(2);
+    auto s = db_->Get(rocksdb::ReadOptions(), key, &value);
+    if (s.IsNotFound()) continue;
+    check(s, "read " + key);
+    out.push_back(read_shot(key, value));
+  }
+  check(it->status(), "scan u/");
+  return out;
+}
+
+void Store::put_shot_spent(const Shot& shot, const std::string& day, int64_t cost_micro,
+                           const std::string& cost_model_json) {
+  write({{shot_key(shot.batch, shot.spec.id), shot_to_json(shot)},
+         {"d/" + day, std::to_string(spent_on(day) + cost_micro)},
+         {"meta/cost_model", cost_model_json}},
+        Sync::yes);
+}
+
+int64_t Store::spent_on(const std::string& day) const {
+  std::string v;
+  auto s = db_->Get(rocksdb::ReadOptions(), "d/" + day, &v);
+  if (s.IsNotFound()) return 0;
+  check(s, "read d/" + day);
+  try {
+    return std::stoll(v);
+  } catch (const std::exception&) {
+    return 0;  // a garbled aggregate counts nothing rather than stopping the daemon
+  }
+}
 
 std::optional<std::string> Store::shot_by_request(const std::string& request_id) const {
   std::string v;

@@ -7,6 +7,13 @@
 //   a/<sha256>             uploaded asset URL (JSON)
 //   l/<20-digit seq>       the submit ledger: every POST attempt and its outcome
 //   q/<key>@<ms>           the raw bytes of a record that could not be read
+//   u/<batch>/<shot>       index: the shot is unfinished (kept by every shot write)
+//   ub/<batch>             index: the batch is unfinished (kept by every batch write)
+//   d/<YYYY-MM-DD>         micro-credits spent that local day (an aggregate)
+//   meta/cost_model, meta/render_model   what was learned, small aggregates
+// The indexes and aggregates let a daemon start read unfinished work only,
+// however much finished history the store holds; a store from before them is
+// indexed once, at its first read-write open (meta/index_version).
 // Writes that matter for money (SUBMITTING, request_id, ledger) are synced, and
 // each ledger entry is first appended to the submit journal beside the store
 // (jobs/journal.h), an independent record checked against the store at open.
@@ -71,10 +78,19 @@ class Store {
   void put_batch(const BatchRecord& batch);
   std::optional<BatchRecord> batch(const std::string& name) const;
   std::vector<BatchRecord> batches() const;
+  // Unfinished batches and shots only (the u/ and ub/ indexes).
+  std::vector<BatchRecord> unfinished_batches() const;
+  std::vector<Shot> unfinished_shots() const;
 
   void put_shot(const Shot& shot, Sync sync);
   // The shot, its request_id index entry and a ledger entry, in one synced write.
   void put_shot_and_ledger(const Shot& shot, const nlohmann::json& ledger_entry);
+  // The shot with its newly known cost, in one synced write with the day's
+  // spend aggregate (+ `cost_micro` on local day `day`) and the cost model.
+  void put_shot_spent(const Shot& shot, const std::string& day, int64_t cost_micro,
+                      const std::string& cost_model_json);
+  // Micro-credits spent on a local day ("YYYY-MM-DD"), from the aggregate.
+  int64_t spent_on(const std::string& day) const;
   std::vector<Shot> shots(const std::string& batch) const;
   std::vector<Shot> all_shots() const;
   std::optional<std::string> shot_by_request(const std::string& request_id) const;
@@ -87,7 +103,10 @@ class Store {
 
  private:
   Store() = default;
-  void set_aside_unreadable();
+  // Every shot and batch record when `all`, else the unfinished ones (the indexes).
+  void set_aside_unreadable(bool all);
+  // Builds the u/, ub/, d/ indexes and the cost model from every record, once.
+  void build_indexes();
   void reconcile_with_journal(bool store_damaged, const SubmitJournal::Contents& journal);
   void put_raw(const std::vector<std::pair<std::string, std::string>>& puts);
   void compact_journal();
@@ -95,6 +114,8 @@ class Store {
   // journal, fsynced; the caller then writes the entry under that key.
   std::string journal_then_key(const nlohmann::json& entry);
   static constexpr int kJournalCompactEvery = 50000;
+  // Writes atomically; a put of a shot or batch record also puts or deletes
+  // its unfinished-index entry, so no caller can leave the index behind.
   void write(const std::vector<std::pair<std::string, std::string>>& puts, Sync sync);
   std::vector<std::string> scan(const std::string& prefix) const;
   std::string ledger_key();

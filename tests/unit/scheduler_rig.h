@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "jobs/scheduler.h"
+#include "jobs/engine/scheduler.h"
 #include "tests/support.h"
 
 namespace test {
@@ -44,6 +44,21 @@ struct SchedulerRig {
   void answer(const std::string& part, long status, const std::string& body) {
     auto call = net.take(part);
     FakeTransport::reply(call, status, body);
+  }
+
+  // Moves the clock from one due time to the next (as the daemon's loop sleeps)
+  // until a request whose URL contains `part` is on the wire; fails the test
+  // after `limit` of simulated time. When a poll happens is the policy's
+  // business (tests/unit/test_poll_policy.cpp); these tests follow it.
+  void until(const std::string& part, wb::Millis limit = wb::Millis(3600 * 1000)) {
+    wb::Millis waited(0);
+    tick();
+    while (!net.has(part)) {
+      REQUIRE_MESSAGE(waited < limit, "no request to " << part << " within " << limit.count() << " ms");
+      wb::Millis d = std::max(sched->tick(), wb::Millis(1));
+      waited += d;
+      tick(d);
+    }
   }
 
   // Advances the clock and ticks; answers balance checks with `balance` and

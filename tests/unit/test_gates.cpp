@@ -5,8 +5,8 @@
 #include <cstdlib>
 #include <ctime>
 
-#include "jobs/scheduler.h"
-#include "jobs/spend.h"
+#include "jobs/engine/scheduler.h"
+#include "jobs/engine/spend.h"
 #include "tests/unit/scheduler_rig.h"
 
 using namespace wb;
@@ -80,13 +80,13 @@ TEST_CASE("the cost model starts from the price table and learns from observed c
   CostModel m(p);
   ShotSpec s;
   s.duration = 10;
-  CHECK(m.estimate(s) == doctest::Approx(1.0));
+  CHECK(from_micro(m.estimate(s)) == doctest::Approx(1.0));
   s.resolution = "1080P";
-  CHECK(m.estimate(s) == doctest::Approx(1.5));
+  CHECK(from_micro(m.estimate(s)) == doctest::Approx(1.5));
   m.observe(s, 3.0);  // 0.3 per second observed
-  CHECK(m.estimate(s) == doctest::Approx(3.0));
+  CHECK(from_micro(m.estimate(s)) == doctest::Approx(3.0));
   s.resolution = "720P";
-  CHECK(m.estimate(s) == doctest::Approx(1.0));
+  CHECK(from_micro(m.estimate(s)) == doctest::Approx(1.0));
 }
 
 TEST_CASE("a batch budget stops the batch exactly at its cap") {

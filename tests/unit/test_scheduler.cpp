@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "jobs/scheduler.h"
+#include "jobs/engine/scheduler.h"
 #include "jobs/segmind.h"
 #include "tests/sim/simulator.h"
 #include "tests/unit/scheduler_rig.h"
@@ -33,7 +33,7 @@ struct Rig : test::SchedulerRig {
   void up_to_download() {
     step();
     answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
-    step(Millis(100));
+    until("/status");
     answer("/status", 200, R"({"status":"COMPLETED"})");
     step();
     answer("/v2/requests/r1", 200, R"({"status":"COMPLETED","output":"https://cdn.example/v.mp4"})");
@@ -41,6 +41,7 @@ struct Rig : test::SchedulerRig {
 
   // Answers submit -> status COMPLETED -> result -> download for one shot.
   void complete(const std::string& request_id) {
+    until("/v2/requests/" + request_id + "/status");
     auto poll = net.take("/v2/requests/" + request_id + "/status");
     FakeTransport::reply(poll, 200, R"({"status":"COMPLETED"})");
     step();
@@ -76,7 +77,7 @@ TEST_CASE("one shot goes from PENDING to DONE with a video, a sidecar and a repo
 
   rig.step();
   CHECK_FALSE(rig.net.has("/status"));  // not due yet
-  rig.step(Millis(100));
+  rig.until("/v2/requests/r1/status");
   auto poll = rig.net.take("/v2/requests/r1/status");
   FakeTransport::reply(poll, 200, R"({"status":"PROCESSING"})");
   rig.step(Millis(400));
@@ -104,7 +105,7 @@ TEST_CASE("every API request carries the key header and nothing else does") {
   for (auto& h : submit.request.headers) has_key |= h == "x-api-key: SECRET-KEY";
   CHECK(has_key);
   FakeTransport::reply(submit, 200, R"({"request_id":"r1"})");
-  rig.step(Millis(100));
+  rig.until("/status");
   rig.answer("/status", 200, R"({"status":"COMPLETED"})");
   rig.step();
   auto fetch = rig.net.take("/v2/requests/r1");
@@ -215,7 +216,7 @@ TEST_CASE("a restart resumes polling by request_id and holds a shot caught in SU
   CHECK(rig.shot("b/b").state == ShotState::held);
   CHECK(rig.shot("b/b").reason.find("ambiguous submit") == 0);
   CHECK(rig.store->ledger().back()["event"] == "ambiguous_on_restart");
-  rig.step();
+  rig.until("/v2/requests/ra/status", Millis(1000));  // followed again within a second
   CHECK(rig.net.has("/v2/requests/ra/status"));
   CHECK_FALSE(rig.net.has("/v2/wan2.7-i2v"));
   rig.complete("ra");
@@ -231,7 +232,8 @@ TEST_CASE("FAILED ends the shot with the provider's error - an expired record is
   rig.step();
   rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"ra"})");
   rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"rb"})");
-  rig.step(Millis(100));
+  rig.until("/v2/requests/ra/status");
+  rig.until("/v2/requests/rb/status");
   auto pa = rig.net.take("/v2/requests/ra/status");
   auto pb = rig.net.take("/v2/requests/rb/status");
   FakeTransport::reply(pa, 422, R"({"status":"FAILED","error":"Content blocked"})");
@@ -251,7 +253,7 @@ TEST_CASE("polls that fail are retried without limit and never resubmit") {
   rig.step();
   rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
   for (int i = 0; i < 12; ++i) {
-    rig.step(Millis(1000));
+    rig.until("/status");
     auto p = rig.net.take("/status");
     if (i % 2) FakeTransport::reply(p, 503, "");
     else FakeTransport::fail(p, NetError::unknown_outcome);

@@ -1,0 +1,66 @@
+#include "jobs/engine/batches.h"
+
+#include <spdlog/spdlog.h>
+
+#include "jobs/paths.h"
+#include "jobs/report.h"
+#include "jobs/throttle.h"
+
+namespace wb {
+
+void Batches::maybe_finish(const std::string& batch) {
+  if (!core_.book.batch(batch) || core_.book.open_in_batch(batch) > 0) return;
+  finishing_.insert(batch);
+  finish_pending();
+}
+
+void Batches::check_all() {
+  for (const auto& [name, b] : core_.book.batches()) finishing_.insert(name);
+  finish_pending();
+}
+
+void Batches::finish_pending() {
+  for (auto it = finishing_.begin(); it != finishing_.end();) {
+    const std::string name = *it;
+    const BatchRecord* b = core_.book.batch(name);
+    if (!b || core_.book.open_in_batch(name) > 0) {
+      it = finishing_.erase(it);
+      continue;
+    }
+    BatchRecord rec = *b;
+    int64_t now_ms = to_epoch_ms(core_.wall());
+    try {
+      output_.write(name, "report.json", batch_report_json(rec, core_.store.shots(name), now_ms));
+    } catch (const Error& e) {
+      spdlog::warn("batch {}: cannot write its report yet: {}", name, e.what());
+      ++it;
+      continue;
+    }
+    rec.finished = true;
+    rec.finished_ms = now_ms;
+    core_.store.put_batch(rec);
+    core_.book.erase_batch(name);
+    core_.spend.forget_batch(name);
+    it = finishing_.erase(it);
+    spdlog::info("batch {}: finished; report in {}", name, join_path(output_.root(), name + "/report.json"));
+    core_.events.emit(Event::batch(name));
+    if (on_finished) on_finished(rec);
+  }
+}
+
+void Batches::reopen(const std::string& name) {
+  if (core_.book.batch(name)) return;
+  // Reopen a finished batch; its report is written again when it ends.
+  auto b = core_.store.batch(name);
+  if (!b) return;
+  b->finished = false;
+  b->finished_ms = 0;
+  core_.store.put_batch(*b);
+  core_.book.add_batch(*b);
+  Micro spent = 0;
+  for (const auto& s : core_.store.shots(name))
+    if (s.cost) spent += to_micro(*s.cost);
+  core_.spend.set_batch_spent(name, spent);
+}
+
+}  // namespace wb

@@ -1,0 +1,79 @@
+#include "jobs/engine/core.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "jobs/throttle.h"
+
+namespace wb {
+
+MonoPoint mono_until(TimePoint reset_at, TimePoint wall_now, MonoPoint mono_now) {
+  int64_t ahead = std::clamp<int64_t>(to_epoch_ms(reset_at) - to_epoch_ms(wall_now), 0, 3600 * 1000);
+  return mono_now + Millis(ahead);
+}
+
+Core::Core(const Settings& s, Store& st, Transport& t, NowFn w, MonoFn m, std::string api_key)
+    : settings(s),
+      store(st),
+      transport(t),
+      wall(std::move(w)),
+      mono(std::move(m)),
+      api(s.api, std::move(api_key)),
+      budget(s.limits.requests_per_minute, mono()),
+      spend(s.limits, s.pricing) {}
+
+Millis Core::backoff(int attempts) {
+  return backoff_delay(attempts, settings.retry.base_delay_seconds, settings.retry.max_delay_seconds, unit_random());
+}
+
+void Core::move(Shot& shot, ShotState state) {
+  ShotState from = shot.state;
+  book.set_state(shot, state);
+  if (from != state) events.emit(Event::shot(shot.key(), from, state, shot.reason));
+}
+
+void Core::end(Shot& shot, ShotState state, const std::string& reason) {
+  const ShotState from = shot.state;
+  shot.held_from = state == ShotState::held && is_followed(from) ? from : ShotState::pending;
+  shot.state = state;
+  shot.reason = reason;
+  save(shot, Sync::yes);
+  if (state == ShotState::done)
+    spdlog::info("{}: DONE -> {}", shot.key(), shot.file);
+  else
+    spdlog::warn("{}: {}: {}", shot.key(), to_string(state), reason);
+  const std::string key = shot.key();
+  const std::string batch = shot.batch;
+  shot.state = from;  // the book unindexes what it indexed
+  spend.release(key);
+  book.erase(key);
+  events.emit(Event::shot(key, from, state, reason));
+  if (on_shot_ended) on_shot_ended(batch);
+}
+
+void Core::retry_later(Shot& shot, const std::string& why, bool limited) {
+  ++shot.attempts;
+  if (limited && shot.attempts >= settings.retry.max_attempts) {
+    end(shot, ShotState::held,
+        "gave up after " + std::to_string(shot.attempts) + " attempts at " + std::string(to_string(shot.state)) +
+            ": " + why);
+    return;
+  }
+  book.set_due(shot, mono_ms(mono() + backoff(shot.attempts - 1)));
+  spdlog::info("{}: {} retry {} later: {}", shot.key(), to_string(shot.state), shot.attempts, why);
+}
+
+void Core::send(const std::string& key, const std::string& endpoint, HttpRequest request,
+                std::function<void(const HttpResponse&)> on_answer) {
+  book.set_busy(key);
+  transport.start(std::move(request), [this, key, endpoint, on_answer = std::move(on_answer)](HttpResponse r) {
+    events.emit(Event::request(key, endpoint, r.status));
+    // The answer is handled before the shot is queued again: the handler sets
+    // its next due time (or ends it), then clear_busy() queues it.
+    on_answer(r);
+    book.clear_busy(key);
+  });
+}
+
+}  // namespace wb

@@ -1,0 +1,72 @@
+// What every part of the engine shares (the settings, the store, the
+// transport, the clocks, the shot book, the event stream, the request builder,
+// the request budget and the money), and the few actions every part takes on a
+// shot: save it, move it to a state, end it, retry a step later, send a
+// request on its behalf. The parts (submitter, follower, uploader, downloader,
+// batches, operator) each hold a Core& and nothing of each other.
+#pragma once
+
+#include <functional>
+#include <random>
+#include <string>
+
+#include "jobs/engine/book.h"
+#include "jobs/engine/events.h"
+#include "jobs/engine/requests.h"
+#include "jobs/engine/spend.h"
+#include "jobs/http.h"
+#include "jobs/settings.h"
+#include "jobs/store.h"
+#include "jobs/util.h"
+
+namespace wb {
+
+using NowFn = std::function<TimePoint()>;
+// A provider's wall-clock reset time as a monotonic deadline. At most an hour
+// ahead: a wall clock that stepped back must not stall the work for the step.
+MonoPoint mono_until(TimePoint reset_at, TimePoint wall_now, MonoPoint mono_now);
+
+using MonoFn = std::function<MonoPoint()>;
+
+class Core {
+ public:
+  // `wall` is for what people read (timestamps, local days, the submit window);
+  // `mono` drives every interval and due time.
+  Core(const Settings& settings, Store& store, Transport& transport, NowFn wall, MonoFn mono, std::string api_key);
+
+  const Settings& settings;
+  Store& store;
+  Transport& transport;
+  NowFn wall;
+  MonoFn mono;
+  ShotBook book;
+  EventBus events;
+  ApiRequests api;
+  RequestBudget budget;
+  Spend spend;
+  std::mt19937_64 rng{std::random_device{}()};
+
+  int64_t now_ms() const { return mono_ms(mono()); }
+  double unit_random() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng); }
+  Millis backoff(int attempts);
+
+  void save(Shot& shot, Sync sync = Sync::no) { store.put_shot(shot, sync); }
+  // A step forward (not an end): the state changes in the book and the event
+  // is told; the caller saves.
+  void move(Shot& shot, ShotState state);
+  // Ends a shot (DONE, FAILED, REJECTED, CANCELLED, HELD): saved synced, out of
+  // the book, its batch checked for its end (on_shot_ended).
+  void end(Shot& shot, ShotState state, const std::string& reason);
+  // One more attempt at the shot's current step after a backoff; `limited`
+  // attempts end it HELD after retry.max_attempts.
+  void retry_later(Shot& shot, const std::string& why, bool limited);
+  // Starts `request` for the shot `key` (busy until the answer), tells the
+  // events which endpoint was asked, and hands the answer to `on_answer`.
+  void send(const std::string& key, const std::string& endpoint, HttpRequest request,
+            std::function<void(const HttpResponse&)> on_answer);
+
+  // Set by the batches part: a shot of this batch ended or left the book.
+  std::function<void(const std::string& batch)> on_shot_ended;
+};
+
+}  // namespace wb

@@ -1,0 +1,58 @@
+#include "jobs/engine/credits.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <limits>
+
+#include "jobs/segmind.h"
+
+namespace wb {
+
+namespace {
+Millis seconds(double s) { return Millis(static_cast<int64_t>(s * 1000.0)); }
+}  // namespace
+
+int64_t Credits::tick(MonoPoint now) {
+  if (!on_wire_ && now >= next_check_ && core_.budget.try_take(now, RequestBudget::Use::follow)) {
+    on_wire_ = true;
+    core_.transport.start(core_.api.credits(), [this](HttpResponse r) {
+      core_.events.emit(Event::request("", "credits", r.status));
+      on_wire_ = false;
+      state_.balance_read = true;  // answered or failed: submits need not wait for it any longer
+      Millis interval = seconds(core_.settings.credits.check_interval_seconds);
+      if (state_.credits_wait) interval = std::min(interval, Millis(30000));
+      next_check_ = core_.mono() + interval;
+      auto balance = parse_credits(r);
+      if (!balance) {
+        spdlog::warn("credit balance check failed: {}", error_message(r));
+        return;
+      }
+      set_balance(*balance);
+      spdlog::debug("credit balance {}", *balance);
+    });
+  }
+  if (on_wire_) return std::numeric_limits<int64_t>::max();
+  return std::max(mono_ms(next_check_), mono_ms(now) + 1);
+}
+
+void Credits::soon() {
+  next_check_ = std::min(next_check_,
+                         core_.mono() + std::min(Millis(30000), seconds(core_.settings.credits.check_interval_seconds)));
+}
+
+void Credits::set_balance(double balance) {
+  core_.spend.set_balance(balance);
+  state_.balance = balance;
+  if (!state_.credits_wait) return;
+  Micro smallest = std::numeric_limits<Micro>::max();
+  for (const auto& [key, shot] : core_.book.pending())
+    if (const Shot* s = core_.book.find(shot)) smallest = std::min(smallest, core_.spend.costs().estimate(s->spec));
+  auto left = core_.spend.available();
+  if (smallest == std::numeric_limits<Micro>::max() || (left && *left >= smallest)) {
+    state_.credits_wait = false;
+    spdlog::info("credit balance {} covers the next shot: submits resume", balance);
+  }
+}
+
+}  // namespace wb

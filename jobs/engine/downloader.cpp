@@ -1,0 +1,138 @@
+#include "jobs/engine/downloader.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "jobs/crash_point.h"
+#include "jobs/mp4.h"
+#include "jobs/report.h"
+#include "jobs/segmind.h"
+
+namespace wb {
+
+namespace {
+// The size a download's deadline assumes when the server announces none (a
+// Wan 2.7 video is tens of MB): at 16 KiB/s, about four and a half hours.
+constexpr long long kUnannouncedDownloadBytes = 256ll << 20;
+}  // namespace
+
+void Downloader::due(Shot& shot) {
+  if (on_wire_ < core_.settings.limits.max_concurrent_downloads && waiting_.empty()) {
+    start(shot);
+    return;
+  }
+  if (waiting_set_.insert(shot.key()).second) waiting_.push_back(shot.key());
+}
+
+void Downloader::start_waiting() {
+  while (on_wire_ < core_.settings.limits.max_concurrent_downloads && !waiting_.empty()) {
+    std::string key = waiting_.front();
+    waiting_.pop_front();
+    waiting_set_.erase(key);
+    Shot* s = core_.book.find(key);
+    if (s && s->state == ShotState::downloading && !core_.book.busy(key)) start(*s);
+  }
+}
+
+void Downloader::start(Shot& shot) {
+  int fd = -1;
+  long long offset = 0;
+  const MonoPoint now = core_.mono();
+  try {
+    // A retry after a partial download resumes it with a Range request.
+    fd = output_.open_part(shot.batch, shot.spec.id, shot.attempts > 0, offset);
+  } catch (const Error& e) {
+    // The output share is missing or unwritable: wait, never lose the shot.
+    std::string reason = std::string("waiting for the output folder: ") + e.what();
+    if (reason != shot.reason) {
+      shot.reason = reason;
+      core_.save(shot);
+      spdlog::warn("{}: {}", shot.key(), shot.reason);
+    }
+    core_.book.set_due(shot, mono_ms(now + std::min(core_.backoff(shot.attempts++), Millis(30000))));
+    return;
+  }
+  HttpRequest req;
+  crash_point("download_start");
+  const auto& limits = core_.settings.limits;
+  req.url = shot.output_url;
+  req.sink_fd = fd;
+  req.resume_from = offset;
+  req.max_body_bytes = limits.max_download_bytes - offset;
+  req.max_redirects = 5;
+  req.timeout = Millis(0);
+  req.connect_timeout = Millis(static_cast<int64_t>(core_.settings.api.connect_timeout_seconds * 1000));
+  // A trickle must not hold a download slot forever: a speed floor, and a
+  // deadline scaled to the announced size (else to kUnannouncedDownloadBytes).
+  req.min_bytes_per_second = limits.download_min_bytes_per_second;
+  req.stall_time = Millis(static_cast<int64_t>(limits.download_stall_seconds) * 1000);
+  req.deadline_expected_bytes = std::min(req.max_body_bytes, kUnannouncedDownloadBytes);
+  std::string key = shot.key();
+  ++on_wire_;
+  core_.send(key, "download", std::move(req), [this, key, fd](const HttpResponse& r) {
+    --on_wire_;
+    on_answer(key, fd, r);
+    ::close(fd);
+  });
+}
+
+void Downloader::on_answer(const std::string& key, int fd, const HttpResponse& r) {
+  Shot* shot = core_.book.find(key);
+  if (!shot) return;
+  const MonoPoint now = core_.mono();
+  auto wait_for_disk = [&](const std::string& why) {
+    std::string reason = "waiting: cannot write the video: " + why;
+    if (reason != shot->reason) {
+      shot->reason = std::move(reason);
+      core_.save(*shot);  // `status` shows why it waits
+    }
+    core_.book.set_due(*shot, mono_ms(now + std::min(core_.backoff(shot->attempts++), Millis(60000))));
+    spdlog::warn("{}: {} (will retry)", key, shot->reason);
+  };
+  if (r.error == NetError::local_write) {
+    output_.discard_part(shot->batch, shot->spec.id);
+    wait_for_disk(r.error_text);
+    return;
+  }
+  bool complete = r.error == NetError::none && (r.status == 200 || (r.status == 206 && r.body_bytes > 0));
+  if (!complete) {
+    // A transfer cut short keeps its .part for a Range resume; anything else starts over.
+    bool resumable = r.error == NetError::unknown_outcome || r.error == NetError::not_sent;
+    if (!resumable) output_.discard_part(shot->batch, shot->spec.id);
+    if (r.error == NetError::none && (r.status == 403 || r.status == 404 || r.status == 410) &&
+        shot->attempts + 1 < core_.settings.retry.max_attempts) {
+      // The output URL has gone: ask for the result again (it may carry a fresh URL).
+      ++shot->attempts;
+      shot->due_ms = mono_ms(now + core_.backoff(shot->attempts - 1));
+      core_.move(*shot, ShotState::fetching);
+      core_.save(*shot);
+      return;
+    }
+    core_.retry_later(*shot, "download: " + error_message(r), true);
+    return;
+  }
+  Mp4Check check = check_mp4_fd(fd);
+  if (!check.ok) {
+    output_.discard_part(shot->batch, shot->spec.id);
+    core_.retry_later(*shot, "downloaded file is not a valid MP4: " + check.error, true);
+    return;
+  }
+  try {
+    struct stat st {};
+    ::fstat(fd, &st);
+    VideoInfo video{static_cast<long long>(st.st_size), sha256_fd_hex(fd), check.has_audio};
+    shot->file = output_.commit_part(shot->batch, shot->spec.id, fd);
+    crash_point("renamed");
+    output_.write_sidecar(shot->batch, shot->spec.id, sidecar_json(*shot, video, to_epoch_ms(core_.wall())));
+  } catch (const Error& e) {
+    wait_for_disk(e.what());
+    return;
+  }
+  core_.end(*shot, ShotState::done, "");
+  crash_point("done");
+}
+
+}  // namespace wb

@@ -1,0 +1,36 @@
+// Downloading a finished video into the output folder: a .part file resumed
+// with Range after a cut, checked as an MP4, renamed into place with its
+// sidecar, and the shot DONE. At most limits.max_concurrent_downloads at
+// once; due shots beyond that wait their turn in order.
+#pragma once
+
+#include <deque>
+#include <set>
+#include <string>
+
+#include "jobs/engine/core.h"
+#include "jobs/output.h"
+
+namespace wb {
+
+class Downloader {
+ public:
+  Downloader(Core& core, OutputDir& output) : core_(core), output_(output) {}
+  // The shot's download is due: starts it, or queues it for a free slot.
+  void due(Shot& shot);
+  // Starts queued downloads while there are slots.
+  void start_waiting();
+  int on_the_wire() const { return on_wire_; }
+
+ private:
+  void start(Shot& shot);
+  void on_answer(const std::string& key, int fd, const HttpResponse& r);
+
+  Core& core_;
+  OutputDir& output_;
+  std::deque<std::string> waiting_;
+  std::set<std::string> waiting_set_;
+  int on_wire_ = 0;
+};
+
+}  // namespace wb

@@ -1,0 +1,29 @@
+#include "jobs/engine/events.h"
+
+#include <spdlog/spdlog.h>
+
+#include <exception>
+
+namespace wb {
+
+const char* to_string(Event::Kind kind) {
+  switch (kind) {
+    case Event::Kind::shot_changed: return "shot_changed";
+    case Event::Kind::batch_finished: return "batch_finished";
+    case Event::Kind::request_made: return "request_made";
+    case Event::Kind::limit_hit: return "limit_hit";
+  }
+  return "?";
+}
+
+void EventBus::emit(const Event& event) const {
+  for (const auto& sink : sinks_) {
+    try {
+      sink(event);
+    } catch (const std::exception& e) {
+      spdlog::warn("an event sink failed on {} {}: {}", to_string(event.kind), event.key, e.what());
+    }
+  }
+}
+
+}  // namespace wb

@@ -1,0 +1,138 @@
+#include "jobs/engine/operator.h"
+
+#include <spdlog/spdlog.h>
+
+#include "jobs/engine/submitter.h"
+#include "jobs/segmind.h"
+
+namespace wb {
+
+namespace {
+bool id_is_batch(const std::string& target) { return target.find('/') == std::string::npos; }
+}  // namespace
+
+std::vector<Shot> Operator::target_shots(const std::string& target) const {
+  auto slash = target.find('/');
+  std::string batch = target.substr(0, slash);
+  std::string id = slash == std::string::npos ? "" : target.substr(slash + 1);
+  if (!is_valid_id(batch) || (slash != std::string::npos && !is_valid_id(id)))
+    throw Error("'" + target + "' is not BATCH or BATCH/SHOT");
+  if (!core_.store.batch(batch)) throw Error("no batch named '" + batch + "'");
+  std::vector<Shot> out;
+  for (auto& s : core_.store.shots(batch)) {
+    const Shot* live = core_.book.find(s.key());
+    if (id.empty() || s.spec.id == id) out.push_back(live ? *live : s);
+  }
+  if (out.empty()) throw Error("batch '" + batch + "' has no shot '" + id + "'");
+  return out;
+}
+
+void Operator::requeue(Shot shot, const std::string& ledger_event, const std::string& reason) {
+  auto entry = ledger_entry(shot, ledger_event, core_.wall());
+  entry["previous_request_id"] = shot.request_id;
+  entry["previous_state"] = to_string(shot.state);
+  core_.store.append_ledger(entry);
+  shot.state = ShotState::pending;
+  shot.reason = reason;
+  shot.request_id.clear();
+  shot.remote_status.clear();
+  shot.output_url.clear();
+  shot.metrics_json.clear();
+  shot.cost.reset();
+  shot.file.clear();
+  shot.attempts = 0;
+  shot.submit_attempts = 0;
+  shot.due_ms = 0;
+  shot.submitted_ms = shot.completed_ms = 0;
+  shot.held_from = ShotState::pending;
+  core_.store.put_shot(shot, Sync::yes);
+  batches_.reopen(shot.batch);
+  core_.spend.release(shot.key());
+  core_.book.add(std::move(shot));
+}
+
+void Operator::resume_at(Shot shot, ShotState step) {
+  auto entry = ledger_entry(shot, "operator_resume", core_.wall());
+  entry["request_id"] = shot.request_id;
+  entry["step"] = to_string(step);
+  core_.store.append_ledger(entry);
+  shot.state = step == ShotState::downloading && shot.output_url.empty() ? ShotState::fetching : step;
+  shot.held_from = ShotState::pending;
+  shot.reason.clear();
+  shot.attempts = 0;
+  shot.due_ms = 0;
+  shot.followed_since_ms = core_.now_ms();
+  core_.store.put_shot(shot, Sync::yes);
+  batches_.reopen(shot.batch);
+  Shot& s = core_.book.add(std::move(shot));
+  if (on_followed) on_followed(s);
+}
+
+OperatorResult Operator::retry(const std::string& target, Resubmit allow_resubmit) {
+  OperatorResult r;
+  for (auto& s : target_shots(target)) {
+    if (s.damaged) {
+      r.skipped.push_back(s.spec.id + ": its stored record was unreadable; render it again under a new batch name");
+      continue;
+    }
+    if (s.state != ShotState::held && s.state != ShotState::failed && s.state != ShotState::rejected) {
+      if (!id_is_batch(target)) r.skipped.push_back(s.spec.id + ": is " + to_string(s.state));
+      continue;
+    }
+    // Resume where it stopped when the job can still be followed: a record
+    // that expired can no longer be polled, but its output file lives on.
+    bool expired = s.reason.rfind("expired", 0) == 0;
+    bool ambiguous = s.reason.rfind("ambiguous submit", 0) == 0;  // whose job it is, is unknown
+    ShotState resume = ShotState::pending;
+    if (s.state == ShotState::held && !ambiguous && !s.request_id.empty() && is_plain_token(s.request_id)) {
+      if (s.held_from == ShotState::downloading && !s.output_url.empty()) resume = ShotState::downloading;
+      else if (!expired && (s.held_from == ShotState::in_flight || s.held_from == ShotState::fetching))
+        resume = s.held_from;
+    }
+    if (resume != ShotState::pending) {
+      spdlog::info("{}: resumed by an operator at {} (request_id {}), no new submit", s.key(), to_string(resume),
+                   s.request_id);
+      r.changed.push_back(s.spec.id);
+      r.plan.push_back(s.spec.id + ": resumes at " + to_string(resume) + " (request_id " + s.request_id +
+                       "), no new submit, no cost");
+      resume_at(s, resume);
+      continue;
+    }
+    std::string cost = format_credits(core_.spend.costs().estimate(s.spec));
+    if (allow_resubmit == Resubmit::no) {
+      r.skipped.push_back(s.spec.id + ": needs a new submit, a new billed job (~" + cost +
+                          " credits); not done: run again with --yes");
+      continue;
+    }
+    spdlog::info("{}: retried by an operator (was {}), a new submit", s.key(), to_string(s.state));
+    r.changed.push_back(s.spec.id);
+    r.plan.push_back(s.spec.id + ": a new submit, a new billed job (~" + cost + " credits)");
+    requeue(s, "operator_retry", "");
+  }
+  return r;
+}
+
+OperatorResult Operator::cancel(const std::string& target) {
+  OperatorResult r;
+  for (auto& s : target_shots(target)) {
+    if (is_terminal(s.state)) {
+      if (!id_is_batch(target)) r.skipped.push_back(s.spec.id + ": already " + to_string(s.state));
+      continue;
+    }
+    Shot* live = core_.book.find(s.key());
+    if (!live) continue;
+    if (live->state == ShotState::submitting) {
+      r.skipped.push_back(s.spec.id + ": a submit is on the wire; try again in a moment");
+      continue;
+    }
+    std::string why = "cancelled by an operator";
+    if (!live->request_id.empty())
+      why += "; the provider's job " + live->request_id + " cannot be cancelled and may still be billed";
+    r.changed.push_back(s.spec.id);
+    if (live->state == ShotState::downloading) output_.discard_part(live->batch, live->spec.id);
+    core_.end(*live, ShotState::cancelled, why);
+  }
+  return r;
+}
+
+}  // namespace wb

@@ -1,0 +1,45 @@
+// What an operator asks of shots ("BATCH" or "BATCH/SHOT"): retry and cancel.
+// A HELD shot whose job can still be followed resumes at its step for free; a
+// new submit (a new billed job) is made only when allowed, and otherwise
+// listed with its estimated cost.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "jobs/engine/batches.h"
+#include "jobs/engine/core.h"
+#include "jobs/output.h"
+
+namespace wb {
+
+struct OperatorResult {
+  std::vector<std::string> changed;
+  std::vector<std::string> skipped;  // "id: why"
+  std::vector<std::string> plan;     // retry: "id: what is done and what it costs"
+};
+
+enum class Resubmit { no, yes };
+
+class Operator {
+ public:
+  Operator(Core& core, Batches& batches, OutputDir& output) : core_(core), batches_(batches), output_(output) {}
+  OperatorResult retry(const std::string& target, Resubmit allow_resubmit);
+  OperatorResult cancel(const std::string& target);
+  // Back to PENDING for a new submit, with a ledger line saying why.
+  void requeue(Shot shot, const std::string& ledger_event, const std::string& reason);
+  // A shot followed again (after a resume or a requeue): the follower learns of it.
+  std::function<void(Shot&)> on_followed;
+
+ private:
+  std::vector<Shot> target_shots(const std::string& target) const;
+  // Back to following its job at `step` (operator retry of a HELD shot).
+  void resume_at(Shot shot, ShotState step);
+
+  Core& core_;
+  Batches& batches_;
+  OutputDir& output_;
+};
+
+}  // namespace wb

@@ -1,0 +1,226 @@
+#include "jobs/engine/poll_planner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace wb {
+
+namespace {
+
+double secs(int64_t ms) { return static_cast<double>(ms) / 1000.0; }
+int64_t millis(double s) { return static_cast<int64_t>(std::ceil(s * 1000.0)); }
+
+// Rebuild a class's plans at 1, 2, 4 ... 256 observations, then every 256.
+size_t next_rebuild(size_t built_at) {
+  if (built_at >= 256) return built_at + 256;
+  size_t n = 1;
+  while (n <= built_at) n *= 2;
+  return n;
+}
+
+}  // namespace
+
+void PollPlanner::set_bounds(const PollConfig& poll) {
+  poll_ = poll;
+  plans_.clear();
+}
+
+RenderClass PollPlanner::class_of(const ShotSpec& spec) { return {spec.resolution, spec.duration}; }
+
+const PollPlanner::Plan& PollPlanner::plan_for(const RenderClass& cls, double spread_s) {
+  // Start windows in half-octaves of the poll floor: plans are shared, not per job.
+  int bucket = 0;
+  double q = 0;
+  if (spread_s > poll_.min_interval_seconds / 2) {
+    bucket = 1 + static_cast<int>(std::lround(2 * std::log2(spread_s / poll_.min_interval_seconds)));
+    bucket = std::clamp(bucket, 1, 40);
+    q = poll_.min_interval_seconds * std::exp2((bucket - 1) / 2.0);
+  }
+  Plan& p = plans_[cls.key() + "|" + std::to_string(bucket)];
+  size_t n = model_.observations(cls) + learned_elsewhere_;
+  if (!p.plan || n >= next_rebuild(p.built_at)) {
+    RenderDist dist = model_.dist(cls);
+    p.plan = std::make_unique<PollPlan>(dist, q, PollBounds{poll_.target_delay_fraction, poll_.min_interval_seconds,
+                                                             poll_.max_interval_seconds});
+    p.mean_s = dist.empty() ? RenderModel::prior_median(cls) : dist.mean();
+    p.dist = std::move(dist);
+    p.built_at = n;
+  }
+  return p;
+}
+
+void PollPlanner::submitted(const Shot& shot, int64_t submitted_ms) {
+  Job j;
+  j.cls = class_of(shot.spec);
+  j.submitted_s = j.start_s = j.last_poll_s = secs(submitted_ms);
+  // With a queue seen, a new job waits when every worker is taken.
+  auto w = workers();
+  if (w && static_cast<int>(jobs_.size()) - queued_count_ >= *w) j.queued = true;
+  if (auto old = jobs_.find(shot.key()); old != jobs_.end() && old->second.queued) --queued_count_;
+  if (j.queued) ++queued_count_;
+  jobs_[shot.key()] = j;
+  starts_dirty_ = true;
+}
+
+void PollPlanner::seen(const Shot& shot, const std::string& status, int64_t now_ms) {
+  auto it = jobs_.find(shot.key());
+  if (it == jobs_.end()) return;
+  Job& j = it->second;
+  const double now = secs(now_ms);
+  if (status == "QUEUED") {
+    if (!j.queued) {
+      j.queued = true;
+      ++queued_count_;
+      starts_dirty_ = true;
+    }
+    queue_seen_ = true;
+    most_seen_processing_ = std::max(most_seen_processing_, static_cast<int>(jobs_.size()) - queued_count_);
+    j.start_s = now;  // it starts no earlier than now
+    j.start_spread_s = 0;
+  } else if (status == "PROCESSING" && !j.started_known) {
+    if (j.queued || queue_seen_) {
+      // It started since it was last seen waiting; the queue's estimate narrows when.
+      double lo = j.last_poll_s;
+      if (j.queued && j.expected_start_s > lo && j.expected_start_s < now)
+        lo = std::max(lo, j.expected_start_s - 0.05 * expected_render_s(shot.spec));
+      j.start_s = lo;
+      j.start_spread_s = std::max(0.0, now - lo);
+    }
+    if (j.queued) {
+      j.queued = false;
+      --queued_count_;
+      starts_dirty_ = true;
+    }
+    j.started_known = true;
+  }
+  j.last_poll_s = now;
+}
+
+bool PollPlanner::completed(const Shot& shot, std::optional<double> render_s, std::optional<double> queue_s) {
+  auto it = jobs_.find(shot.key());
+  RenderClass cls = class_of(shot.spec);
+  bool learned = render_s && model_.observe(cls, *render_s);
+  if (learned) ++learned_elsewhere_;
+  if (it != jobs_.end()) {
+    if (render_s && queue_s) queue_.observe_completed(it->second.submitted_s, *queue_s, *render_s);
+    if (it->second.queued) --queued_count_;
+    jobs_.erase(it);
+  }
+  starts_dirty_ = true;
+  return learned;
+}
+
+void PollPlanner::forget(const std::string& key) {
+  auto it = jobs_.find(key);
+  if (it == jobs_.end()) return;
+  if (it->second.queued) --queued_count_;
+  jobs_.erase(it);
+  starts_dirty_ = true;
+}
+
+std::optional<int> PollPlanner::workers() const {
+  if (auto w = queue_.workers()) return w;
+  if (queue_seen_) return std::max(1, most_seen_processing_);
+  return std::nullopt;
+}
+
+double PollPlanner::expected_render_s(const ShotSpec& spec) { return plan_for(class_of(spec), 0).mean_s; }
+
+void PollPlanner::plan_queue(double now) {
+  if (!starts_dirty_ && now < starts_planned_at_ + poll_.min_interval_seconds) return;
+  starts_dirty_ = false;
+  starts_planned_at_ = now;
+  std::vector<double> ends;
+  std::vector<std::pair<double, std::string>> waiting;  // submitted, key
+  double mean = 0;
+  for (auto& [key, j] : jobs_) {
+    if (j.queued) {
+      waiting.push_back({j.submitted_s, key});
+      continue;
+    }
+    const Plan& p = plan_for(j.cls, 0);
+    double ran = std::max(0.0, j.last_poll_s - j.start_s);
+    ends.push_back(std::max(now, j.last_poll_s + (p.dist.empty() ? p.mean_s : p.dist.mean_residual(ran))));
+  }
+  if (waiting.empty()) return;
+  std::sort(waiting.begin(), waiting.end());
+  for (auto& [s, key] : waiting) mean += plan_for(jobs_[key].cls, 0).mean_s;
+  mean /= static_cast<double>(waiting.size());
+  auto starts = queue_.expected_starts(now, ends, static_cast<int>(waiting.size()), mean);
+  if (!queue_.workers()) {
+    // No completed job has shown the provider's concurrency yet: FIFO onto the
+    // workers seen busy at once.
+    int w = std::max(1, most_seen_processing_);
+    std::vector<double> free = ends;
+    std::sort(free.begin(), free.end());
+    free.resize(static_cast<size_t>(w), now);
+    std::sort(free.begin(), free.end());
+    starts.clear();
+    for (size_t i = 0; i < waiting.size(); ++i) {
+      std::pop_heap(free.begin(), free.end(), std::greater<>());
+      double s = std::max(now, free.back());
+      starts.push_back(s);
+      free.back() = s + mean;
+      std::push_heap(free.begin(), free.end(), std::greater<>());
+    }
+  }
+  for (size_t i = 0; i < waiting.size() && i < starts.size(); ++i) jobs_[waiting[i].second].expected_start_s = starts[i];
+}
+
+int64_t PollPlanner::next_poll(const Shot& shot, int64_t now_ms, double jitter) {
+  auto it = jobs_.find(shot.key());
+  if (it == jobs_.end()) {
+    submitted(shot, shot.followed_since_ms);
+    it = jobs_.find(shot.key());
+  }
+  Job& j = it->second;
+  const double now = secs(now_ms);
+  double t;
+  if (j.queued) {
+    plan_queue(now);
+    // Poll where a job that starts at its expected start would first be polled.
+    double margin = 0.05 * plan_for(j.cls, 0).mean_s;
+    const Plan& p = plan_for(j.cls, 2 * margin);
+    double start = std::max(now, j.expected_start_s) - margin;
+    t = p.plan->next_poll_at(now, start, start, jitter);
+    t = std::max(t, now + poll_.min_interval_seconds);
+  } else {
+    const Plan& p = plan_for(j.cls, j.start_spread_s);
+    t = p.plan->next_poll_at(now, j.start_s, j.last_poll_s, jitter);
+  }
+  return millis(std::max(t, now));
+}
+
+int64_t PollPlanner::first_poll_after_restart(const Shot& shot, int64_t now_ms, double unit) {
+  auto it = jobs_.find(shot.key());
+  if (it == jobs_.end()) {
+    submitted(shot, shot.followed_since_ms);
+    it = jobs_.find(shot.key());
+  }
+  Job& j = it->second;
+  // Nothing is known since the restart: as if polled just now, then the
+  // first poll somewhere in the gap the policy would leave.
+  double last = j.last_poll_s;
+  j.last_poll_s = std::max(last, secs(now_ms));
+  int64_t next = next_poll(shot, now_ms, 0);
+  j.last_poll_s = last;
+  return now_ms + static_cast<int64_t>(unit * static_cast<double>(std::max<int64_t>(0, next - now_ms)));
+}
+
+std::optional<int> PollPlanner::queue_room() {
+  auto w = workers();
+  if (!w) return std::nullopt;
+  double mean = 0;
+  int n = 0;
+  for (auto& [key, j] : jobs_) {
+    mean += plan_for(j.cls, 0).mean_s;
+    if (++n >= 16) break;
+  }
+  if (n == 0) return std::nullopt;
+  auto cap = queue_.submit_ahead_cap(mean / n);
+  int allowed = cap ? *cap : *w;  // a queue seen, its size not learned yet: one per worker
+  return allowed - queued_count_;
+}
+
+}  // namespace wb

@@ -1,0 +1,94 @@
+// When each followed job is polled next: the engine's side of the learned
+// policy. It keeps, per job, what is known of it (submitted, started, last
+// seen not completed), learns render times per class (RenderModel, persisted
+// in the store as one small record) and the provider's queue (QueueModel),
+// and asks the pure placement (poll_policy.h) for each next poll. Plans are
+// built per class and rebuilt only when a class has learned enough more
+// (1, 2, 4 ... 256 observations, then every 256), so a poll costs a lookup.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "jobs/engine/poll_policy.h"
+#include "jobs/engine/queue_model.h"
+#include "jobs/engine/render_model.h"
+#include "jobs/settings.h"
+#include "jobs/shot.h"
+
+namespace wb {
+
+class PollPlanner {
+ public:
+  explicit PollPlanner(const PollConfig& poll) : poll_(poll) {}
+  void set_bounds(const PollConfig& poll);
+
+  // Learned render times: from / to the store's record.
+  void load(const nlohmann::json& model) { model_ = RenderModel::from_json(model); plans_.clear(); }
+  nlohmann::json save() const { return model_.to_json(); }
+  const RenderModel& model() const { return model_; }
+
+  // A job was accepted at `now_ms` (monotonic); or, after a restart, is followed
+  // again (`submitted_ms` back in time, nothing else known).
+  void submitted(const Shot& shot, int64_t submitted_ms);
+  // A status answer: QUEUED or PROCESSING, seen at now_ms.
+  void seen(const Shot& shot, const std::string& status, int64_t now_ms);
+  // The job completed; metrics' inference_time and queue_time when given.
+  // Returns true when the render model learned (the caller persists it).
+  bool completed(const Shot& shot, std::optional<double> render_s, std::optional<double> queue_s);
+  void forget(const std::string& key);
+
+  // The next status poll of a followed job (monotonic ms), `jitter` in [0, 1).
+  int64_t next_poll(const Shot& shot, int64_t now_ms, double jitter);
+  // The first poll of a job followed again after a restart: spread over the
+  // gap the policy would leave at this point, so that thousands do not poll at once.
+  int64_t first_poll_after_restart(const Shot& shot, int64_t now_ms, double unit);
+
+  // How many more jobs may be submitted to wait at the provider, or nullopt
+  // when no queue has been seen (no cap from here).
+  std::optional<int> queue_room();
+  int waiting_at_provider() const { return queued_count_; }
+  std::optional<int> workers() const;
+  // The expected render time of a shot's class, seconds.
+  double expected_render_s(const ShotSpec& spec);
+
+ private:
+  struct Job {
+    RenderClass cls;
+    double submitted_s = 0;
+    double start_s = 0;        // earliest it may have started rendering
+    double start_spread_s = 0; // it started within [start_s, start_s + spread]
+    double last_poll_s = 0;    // last seen not completed
+    bool queued = false;       // last seen QUEUED (or believed to wait)
+    bool started_known = false;
+    double expected_start_s = 0;  // while queued: the queue model's estimate
+  };
+  struct Plan {
+    size_t built_at = 0;  // observations when built
+    std::unique_ptr<PollPlan> plan;
+    RenderDist dist;
+    double mean_s = 0;
+  };
+  static RenderClass class_of(const ShotSpec& spec);
+  const Plan& plan_for(const RenderClass& cls, double spread_s);
+  // Sets the expected start of every queued job (FIFO, oldest first), when
+  // something changed or a poll interval has passed.
+  void plan_queue(double now_s);
+
+  PollConfig poll_;
+  RenderModel model_;
+  QueueModel queue_;
+  std::map<std::string, Job> jobs_;               // by shot key
+  std::map<std::string, Plan> plans_;             // by class key + spread bucket
+  int most_seen_processing_ = 0;  // while no queue model: a provisional worker count
+  bool queue_seen_ = false;       // some job of ours was seen QUEUED
+  int queued_count_ = 0;          // jobs believed waiting at the provider
+  size_t learned_elsewhere_ = 0;  // observations of every class (neighbours shift priors)
+  bool starts_dirty_ = true;
+  double starts_planned_at_ = -1e18;
+};
+
+}  // namespace wb

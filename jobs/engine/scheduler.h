@@ -1,0 +1,108 @@
+// The engine's front: it owns the parts (jobs/engine/*.h) and wires them.
+// The daemon (or a test) drives it single-threaded: tick() starts what is due,
+// the Transport runs the requests and their answers change the shots. Time
+// comes from injected clocks so tests step it without sleeping.
+//
+//   book       the unfinished shots and batches, due-time queue, submit order
+//   gates      why submits wait (pure)            spend     money and budgets
+//   submitter  the money path                     follower  status and result
+//   planner    when to poll (learned)             uploader  local media
+//   downloader videos into the output folder      batches   reports, batch ends
+//   operator   retry and cancel                   credits   the balance
+//   events     what happened, for sinks (report, metrics, notifications)
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "jobs/engine/batches.h"
+#include "jobs/engine/core.h"
+#include "jobs/engine/credits.h"
+#include "jobs/engine/downloader.h"
+#include "jobs/engine/follower.h"
+#include "jobs/engine/gates.h"
+#include "jobs/engine/operator.h"
+#include "jobs/engine/poll_planner.h"
+#include "jobs/engine/submitter.h"
+#include "jobs/engine/uploader.h"
+#include "jobs/manifest.h"
+#include "jobs/output.h"
+#include "jobs/throttle.h"
+
+namespace wb {
+
+class Scheduler {
+ public:
+  Scheduler(const Settings& settings, Store& store, Transport& transport, NowFn wall, MonoFn mono,
+            std::string api_key);
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Loads unfinished work from the store (only that: finished history is not
+  // read). A shot found in SUBMITTING (the daemon stopped between sending a
+  // submit and recording its request_id) becomes HELD.
+  void load();
+
+  enum class Accept { added, already_added, name_taken };
+  // Records a validated manifest as a batch of PENDING shots in one synced write.
+  // already_added: a batch of that name from the same bytes exists (a restart
+  // between recording and moving the file); name_taken: from other bytes.
+  // With `held_reason`, every shot is recorded HELD with it instead (a batch the
+  // state store lost, found again in spool.active: its shots may have been billed).
+  Accept accept(const Manifest& manifest, const std::string& manifest_name, const std::string& manifest_path,
+                const std::string& held_reason = "");
+
+  // Starts every request that is due. Returns the time until the next due work.
+  Millis tick();
+
+  // Operator pause of submits (persisted); polls and downloads go on.
+  void set_paused(bool paused);
+  bool paused() const { return submit_state_.paused; }
+
+  using OperatorResult = wb::OperatorResult;
+  using Resubmit = wb::Resubmit;
+  OperatorResult retry(const std::string& target, Resubmit allow_resubmit = Resubmit::yes) {
+    return operator_.retry(target, allow_resubmit);
+  }
+  OperatorResult cancel(const std::string& target) { return operator_.cancel(target); }
+
+  // Stop starting submits (shutdown); other work continues.
+  void stop_submitting() { stopping_ = true; }
+  size_t submits_on_the_wire() const { return submitter_.on_the_wire(); }
+  size_t active_shots() const { return core_.book.size(); }
+  size_t unfinished_batches() const { return core_.book.batches().size(); }
+  // Why submits wait right now, daemon-wide ("" when they do not).
+  const std::string& submit_wait() const { return submit_wait_; }
+
+  // Runs when a batch has ended; the argument is the batch record (finished).
+  std::function<void(const BatchRecord&)> on_batch_finished;
+  // The event stream: subscribe sinks here.
+  EventBus& events() { return core_.events; }
+
+ private:
+  // Submits in order while no gate stops them; returns the next time to look (ms).
+  int64_t submit_due(TimePoint wall, MonoPoint now, int64_t next_ms);
+  void set_submit_wait(const std::string& reason, const std::string& limit);
+  void save_render_model();
+
+  Core core_;
+  OutputDir output_;
+  SubmitState submit_state_;
+  SubmitBucket bucket_;
+  TimeWindow window_;
+  PollPlanner planner_;
+  Submitter submitter_;
+  Follower follower_;
+  Uploader uploader_;
+  Downloader downloader_;
+  Batches batches_;
+  Operator operator_;
+  Credits credits_;
+  bool stopping_ = false;
+  std::string submit_wait_;
+  int64_t model_saved_ms_ = 0;
+  bool model_dirty_ = false;
+};
+
+}  // namespace wb
