@@ -18,6 +18,10 @@ struct Simulator::Job {
   std::string id;
   uint64_t seq = 0;
   double submitted = 0, start = 0, end = 0;
+  double first_completed = -1, last_download = -1;
+  int duration = 5;
+  std::string resolution = "720P";
+  int status_requests = 0, result_requests = 0, download_requests = 0;
   bool fails = false;
   bool charged = false;
   double cost = 0;
@@ -59,7 +63,31 @@ std::string make_id(std::mt19937_64& rng) {
   return buf;
 }
 
+// FNV-1a: a hash that is the same in every build, so a seed names one set of render times.
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
 }  // namespace
+
+double render_time(const Options& o, int duration, const std::string& resolution, uint64_t draw) {
+  double mean = o.render_seconds;
+  if (o.render_by_class) mean *= (duration / 5.0) * (resolution == "1080P" ? 2.25 : 1.0);
+  if (o.render_sigma <= 0 && o.render_tail_share <= 0) return mean;
+  std::mt19937_64 rng(draw);
+  double t = mean;
+  if (o.render_sigma > 0) {
+    // mu = -sigma^2/2 keeps the factor's mean at 1, so the class mean holds.
+    std::lognormal_distribution<double> factor(-o.render_sigma * o.render_sigma / 2, o.render_sigma);
+    t *= factor(rng);
+  }
+  std::uniform_real_distribution<double> u(0, 1);
+  if (o.render_tail_share > 0 && u(rng) < o.render_tail_share && o.render_tail_max > 1)
+    t *= std::exp(u(rng) * std::log(o.render_tail_max));
+  return t;
+}
 
 Simulator::Simulator(Options options)
     : opt_(std::move(options)),
@@ -85,6 +113,45 @@ Simulator::Stats Simulator::stats() {
   return stats_;
 }
 
+std::vector<Simulator::JobView> Simulator::jobs() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return jobs_view();
+}
+
+std::vector<Simulator::JobView> Simulator::jobs_view() const {
+  std::vector<JobView> out(jobs_.size());
+  for (const auto& [id, j] : jobs_) {
+    JobView& v = out[j->seq];
+    v.id = j->id;
+    v.duration = j->duration;
+    v.resolution = j->resolution;
+    v.render = j->end - j->start;
+    v.submitted = j->submitted;
+    v.start = j->start;
+    v.finish = j->end;
+    v.first_completed = j->first_completed;
+    v.last_download = j->last_download;
+    v.fails = j->fails;
+    v.status_requests = j->status_requests;
+    v.result_requests = j->result_requests;
+    v.download_requests = j->download_requests;
+  }
+  return out;
+}
+
+void Simulator::count(const Request& req) {
+  const std::string& p = req.path;
+  Endpoints& e = stats_.endpoints;
+  if (starts_with(p, "/sim/")) return;
+  if (p == "/v2/" + opt_.model && req.method == "POST") ++e.submit;
+  else if (starts_with(p, "/v2/requests/") && p.size() > 7 && p.compare(p.size() - 7, 7, "/status") == 0) ++e.status;
+  else if (starts_with(p, "/v2/requests/")) ++e.result;
+  else if (p == "/upload-asset") ++e.upload;
+  else if (starts_with(p, "/outputs/")) ++e.download;
+  else if (p == "/v1/get-user-credits") ++e.credits;
+  else ++e.other;
+}
+
 void Simulator::settle(double t) {
   for (auto& [id, j] : jobs_) {
     if (!j->charged && !j->fails && j->end <= t) {
@@ -105,7 +172,8 @@ Response Simulator::handle(const Request& req) {
   double t = now();
   settle(t);
   const std::string& p = req.path;
-  if (p != "/sim/stats") ++stats_.requests;
+  if (p != "/sim/stats" && p != "/sim/jobs") ++stats_.requests;
+  count(req);
   bool is_api = starts_with(p, "/v2/") || starts_with(p, "/v1/");
   if (starts_with(p, "/sim/")) {
     if (p == "/sim/stats")
@@ -115,7 +183,35 @@ Response Simulator::handle(const Request& req) {
                                  {"submits_dropped", stats_.submits_dropped},
                                  {"rate_limited", stats_.rate_limited},
                                  {"errors_injected", stats_.errors_injected},
-                                 {"credits", stats_.credits}});
+                                 {"credits", stats_.credits},
+                                 {"endpoints", {{"submit", stats_.endpoints.submit},
+                                                {"status", stats_.endpoints.status},
+                                                {"result", stats_.endpoints.result},
+                                                {"upload", stats_.endpoints.upload},
+                                                {"download", stats_.endpoints.download},
+                                                {"credits", stats_.endpoints.credits},
+                                                {"other", stats_.endpoints.other}}}});
+    if (p == "/sim/jobs") {
+      json list = json::array();
+      for (const auto& v : jobs_view()) {
+        auto opt = [](double x) { return x < 0 ? json(nullptr) : json(x); };
+        list.push_back({{"id", v.id},
+                        {"class", v.resolution + "/" + std::to_string(v.duration) + "s"},
+                        {"duration", v.duration},
+                        {"resolution", v.resolution},
+                        {"render", v.render},
+                        {"submitted", v.submitted},
+                        {"start", v.start},
+                        {"finish", v.finish},
+                        {"first_completed", opt(v.first_completed)},
+                        {"last_download", opt(v.last_download)},
+                        {"fails", v.fails},
+                        {"requests", {{"status", v.status_requests},
+                                      {"result", v.result_requests},
+                                      {"download", v.download_requests}}}});
+      }
+      return json_response(200, {{"now", t}, {"jobs", list}});
+    }
     if (p == "/sim/credits" && req.method == "POST") {
       auto j = json::parse(req.body, nullptr, false);
       if (j.is_discarded() || !j.is_object()) return error(400, "body must be {\"add\": n} or {\"set\": n}");
@@ -228,7 +324,11 @@ Response Simulator::submit(const Request& req) {
   job->submitted = t;
   auto worker = std::min_element(worker_free_.begin(), worker_free_.end());
   job->start = std::max(t, *worker);
-  job->end = job->start + opt_.render_seconds;
+  job->duration = duration;
+  job->resolution = resolution;
+  std::string prompt = body["prompt"].get<std::string>();
+  uint64_t draw = opt_.seed ^ fnv1a(prompt + "\n" + std::to_string(duration) + "\n" + resolution);
+  job->end = job->start + render_time(opt_, duration, resolution, draw);
   *worker = job->end;
   job->fails = opt_.fail_rate > 0 && std::uniform_real_distribution<double>(0, 1)(rng_) < opt_.fail_rate;
   job->cost = cost;
@@ -270,8 +370,10 @@ Response Simulator::status(const std::string& id, bool full) {
   auto it = jobs_.find(id);
   if (it == jobs_.end() || t > it->second->end + opt_.expiry_seconds)
     return error(404, "Request " + id + " not found");
-  const Job& j = *it->second;
+  Job& j = *it->second;
+  ++(full ? j.result_requests : j.status_requests);
   std::string state = job_state(j, t);
+  if (state == "COMPLETED" && j.first_completed < 0) j.first_completed = t;
   json timing = {{"queue_time", std::max(0.0, std::min(t, j.start) - j.submitted)},
                  {"inference_time", std::max(0.0, std::min(t, j.end) - j.start)},
                  {"total_time", std::min(t, j.end) - j.submitted}};
@@ -316,7 +418,9 @@ Response Simulator::upload(const Request& req) {
 Response Simulator::output(const Request& req, const std::string& name) {
   std::string id = name.size() > 4 ? name.substr(0, name.size() - 4) : name;
   auto it = jobs_.find(id);
+  if (it != jobs_.end()) ++it->second->download_requests;
   if (it == jobs_.end() || job_state(*it->second, now()) != "COMPLETED") return error(404, "No such output");
+  it->second->last_download = now();
   if (opt_.output_error_bytes > 0) {
     Response huge;
     huge.status = 500;

@@ -23,6 +23,17 @@ struct Options {
   int workers = 4;
   double time_scale = 1.0;    // real seconds per simulated second
   double render_seconds = 138;
+  // Render time by class: the mean is render_seconds x (duration / 5), x 2.25 at
+  // 1080P, when render_by_class; otherwise render_seconds for every job.
+  bool render_by_class = false;
+  // Per-job draw around that mean, from a generator seeded by seed and the job's
+  // prompt, duration and resolution (the same shot renders as long whichever
+  // client sends it, in whatever order): a lognormal factor of mean 1 and this
+  // sigma (0: none), and a share of slow jobs whose time is multiplied by a
+  // log-uniform factor between 1 and render_tail_max.
+  double render_sigma = 0;
+  double render_tail_share = 0;
+  double render_tail_max = 1;
   double credits = 1000;
   double price_per_second_720p = 0.1;
   double price_per_second_1080p = 0.15;
@@ -41,6 +52,10 @@ struct Options {
 
 std::string_view sample_mp4();
 
+// The render time of one job of this class (Options: render_by_class and the
+// spread); `draw` seeds its generator.
+double render_time(const Options& o, int duration, const std::string& resolution, uint64_t draw);
+
 class Simulator {
  public:
   explicit Simulator(Options options);
@@ -52,8 +67,20 @@ class Simulator {
 
   Response handle(const Request& req);
 
+  // Requests by endpoint, whatever their answer (/sim/ endpoints not counted).
+  struct Endpoints {
+    int submit = 0;    // POST /v2/<model>
+    int status = 0;    // GET /v2/requests/<id>/status
+    int result = 0;    // GET /v2/requests/<id>
+    int upload = 0;    // /upload-asset
+    int download = 0;  // /outputs/<id>.mp4
+    int credits = 0;   // /v1/get-user-credits
+    int other = 0;
+  };
+
   struct Stats {
     int requests = 0;  // every request answered or dropped
+    Endpoints endpoints;
     int submits_accepted = 0;
     int uploads = 0;  // files received by /upload-asset
     int submits_dropped = 0;
@@ -63,6 +90,21 @@ class Simulator {
   };
   Stats stats();
 
+  // One job as seen by the provider, in simulated seconds since the start; for
+  // detection delay = first_completed - finish. -1: not happened (yet).
+  struct JobView {
+    std::string id;
+    int duration = 5;
+    std::string resolution;
+    double render = 0;           // the job's own render time (finish - start)
+    double submitted = 0, start = 0, finish = 0;
+    double first_completed = -1;  // the first status or result answer saying COMPLETED
+    double last_download = -1;    // the last output download served
+    bool fails = false;
+    int status_requests = 0, result_requests = 0, download_requests = 0;
+  };
+  std::vector<JobView> jobs();  // in submit order
+
  private:
   struct Job;
   double now() const;  // simulated seconds since start
@@ -71,6 +113,8 @@ class Simulator {
   Response upload(const Request& req);
   Response output(const Request& req, const std::string& id);
   void settle(double t);
+  void count(const Request& req);
+  std::vector<JobView> jobs_view() const;
   std::string job_state(const Job& j, double t) const;
 
   Options opt_;

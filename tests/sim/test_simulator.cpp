@@ -427,3 +427,140 @@ TEST_CASE("the size-scaled deadline takes the announced length, else the assumed
   r.min_bytes_per_second = 3;
   CHECK(transfer_deadline(r, 10) == Millis(45000 + 3333));
 }
+
+TEST_CASE("render time by class: x duration/5 and x2.25 at 1080P, only with render_by_class") {
+  sim::Options o;
+  CHECK(sim::render_time(o, 10, "1080P", 1) == doctest::Approx(138));  // today's behaviour
+  o.render_by_class = true;
+  CHECK(sim::render_time(o, 5, "720P", 1) == doctest::Approx(138));
+  CHECK(sim::render_time(o, 10, "720P", 1) == doctest::Approx(276));
+  CHECK(sim::render_time(o, 5, "1080P", 1) == doctest::Approx(310.5));
+  CHECK(sim::render_time(o, 10, "1080P", 1) == doctest::Approx(621));
+  CHECK(sim::render_time(o, 2, "720P", 1) == doctest::Approx(55.2));
+}
+
+TEST_CASE("the lognormal spread keeps the class mean, varies per draw and repeats for the same draw") {
+  sim::Options o;
+  o.render_by_class = true;
+  o.render_sigma = 0.3;
+  double sum = 0, lo = 1e9, hi = 0;
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) {
+    double t = sim::render_time(o, 10, "720P", static_cast<uint64_t>(i) * 7919 + 1);
+    sum += t;
+    lo = std::min(lo, t);
+    hi = std::max(hi, t);
+  }
+  CHECK(sum / n == doctest::Approx(276).epsilon(0.02));
+  CHECK(lo < 276 * 0.6);
+  CHECK(hi > 276 * 1.6);
+  CHECK(sim::render_time(o, 10, "720P", 42) == sim::render_time(o, 10, "720P", 42));
+  CHECK(sim::render_time(o, 10, "720P", 42) != sim::render_time(o, 10, "720P", 43));
+}
+
+TEST_CASE("the heavy tail slows about its share of jobs, by at most its maximum factor") {
+  sim::Options o;
+  o.render_tail_share = 0.1;
+  o.render_tail_max = 4;
+  int slow = 0;
+  double hi = 0;
+  const int n = 20000;
+  for (int i = 0; i < n; ++i) {
+    double t = sim::render_time(o, 5, "720P", static_cast<uint64_t>(i) * 104729 + 3);
+    CHECK(t >= 138);
+    if (t > 138) ++slow;
+    hi = std::max(hi, t);
+  }
+  CHECK(slow == doctest::Approx(n * 0.1).epsilon(0.1));
+  CHECK(hi <= 138 * 4);
+  CHECK(hi > 138 * 3.5);
+}
+
+TEST_CASE("the same seed gives each shot the same render time whatever the submit order") {
+  sim::Options o;
+  o.render_by_class = true;
+  o.render_sigma = 0.25;
+  o.render_tail_share = 0.2;
+  o.render_tail_max = 3;
+  o.workers = 100;
+  o.seed = 11;
+  o.time_scale = 1;  // nothing finishes during the test
+  std::map<std::string, double> first, second;
+  for (bool reversed : {false, true}) {
+    sim::Simulator s(o);
+    s.start(0);
+    Client c{.base = s.base_url()};
+    for (int k = 0; k < 6; ++k) {
+      int i = reversed ? 5 - k : k;
+      json body = good_body();
+      body["prompt"] = "shot " + std::to_string(i);
+      body["duration"] = i % 2 ? 10 : 5;
+      body["resolution"] = i % 3 ? "720P" : "1080P";
+      REQUIRE(classify_submit(c.submit(body)).verdict == Verdict::ok);
+    }
+    auto jobs = s.jobs();
+    REQUIRE(jobs.size() == 6);
+    for (int k = 0; k < 6; ++k) {
+      int i = reversed ? 5 - k : k;
+      (reversed ? second : first)["shot " + std::to_string(i)] = jobs[static_cast<size_t>(k)].render;
+      CHECK(jobs[static_cast<size_t>(k)].resolution == (i % 3 ? "720P" : "1080P"));
+    }
+  }
+  CHECK(first == second);
+  CHECK(first["shot 0"] != first["shot 3"]);  // same class, different shots
+}
+
+TEST_CASE("/sim/stats counts requests by endpoint, and /sim/jobs tells when a job finished and COMPLETED was first served") {
+  sim::Options o;
+  o.render_by_class = true;
+  o.time_scale = 0.0002;  // 1080P, 10 s: 621 s -> 0.124 s
+  sim::Simulator s(o);
+  s.start(0);
+  Client c{.base = s.base_url()};
+  json body = good_body();
+  body["duration"] = 10;
+  body["resolution"] = "1080P";
+  auto a = classify_submit(c.submit(body));
+  REQUIRE(a.verdict == Verdict::ok);
+  auto before = json::parse(c.call("GET", "/sim/jobs").body)["jobs"][0];
+  CHECK(before["first_completed"].is_null());
+  CHECK(before["last_download"].is_null());
+  int polls = 0;
+  std::string state;
+  while (state != "COMPLETED" && polls < 1000) {
+    state = classify_status(c.call("GET", "/v2/requests/" + a.request_id + "/status")).status;
+    ++polls;
+    if (state != "COMPLETED") ::usleep(5000);
+  }
+  REQUIRE(state == "COMPLETED");
+  auto raw = c.call("GET", "/v2/requests/" + a.request_id);
+  auto res = classify_result(raw);
+  REQUIRE(res.verdict == Verdict::ok);
+  json metrics = json::parse(raw.body)["metrics"];
+  CHECK(metrics["inference_time"].get<double>() == doctest::Approx(621));
+  CHECK(metrics["queue_time"].get<double>() == 0);  // a free worker took it at once
+  CHECK(metrics["total_time"].get<double>() == doctest::Approx(621).epsilon(0.01));
+  CHECK(c.call("GET", res.output_url).status == 200);
+  CHECK(c.call("GET", "/v1/get-user-credits").status == 200);
+  CHECK(c.call("GET", "/assets/none.png").status == 404);
+  CHECK(c.call("POST", "/upload-asset", "{}", {"Content-Type: application/json"}).status == 400);
+
+  auto stats = json::parse(c.call("GET", "/sim/stats").body);
+  json expected = {{"submit", 1}, {"status", polls}, {"result", 1}, {"upload", 1},
+                   {"download", 1}, {"credits", 1}, {"other", 1}};
+  CHECK(stats["endpoints"] == expected);
+  CHECK(stats["requests"] == polls + 6);
+
+  auto view = json::parse(c.call("GET", "/sim/jobs").body);
+  REQUIRE(view["jobs"].size() == 1);
+  json j = view["jobs"][0];
+  CHECK(j["id"] == a.request_id);
+  CHECK(j["class"] == "1080P/10s");
+  CHECK(j["render"].get<double>() == doctest::Approx(621));
+  CHECK(j["finish"].get<double>() - j["start"].get<double>() == doctest::Approx(621));
+  double finish = j["finish"].get<double>(), seen = j["first_completed"].get<double>();
+  CHECK(seen >= finish);
+  CHECK(j["last_download"].get<double>() >= seen);
+  CHECK(view["now"].get<double>() >= j["last_download"].get<double>());
+  CHECK(j["requests"] == json{{"status", polls}, {"result", 1}, {"download", 1}});
+}
