@@ -283,7 +283,8 @@ measure_start() {  # DIR LOG: sets LOADED_S, PING_S (seconds from the exec)
   start_daemon "$1" "$2"
   local ping loaded
   ping=$(wait_ping "$1" 60)
-  loaded=$(log_epoch "$(wait_log "$2" "loaded [0-9]* unfinished shots" 5)")
+  loaded=$(wait_log "$2" "loaded [0-9]* unfinished shots" 5) || fail_setup "no 'loaded' line in $2"
+  loaded=$(log_epoch "$loaded")
   stop_pid "$DAEMON_PID" TERM
   : >"$2"
   LOADED_S=$(calc "printf \"%.3f\", $loaded - $DAEMON_START")
