@@ -12,6 +12,7 @@
 
 #include "daemon/control.h"
 #include "daemon/daemon.h"
+#include "jobs/credits.h"
 #include "jobs/curl_transport.h"
 #include "jobs/manifest.h"
 #include "jobs/segmind.h"
@@ -131,21 +132,22 @@ int cmd_control(const Config& config, const std::string& command, const std::str
 
 int cmd_estimate(const Config& config, const std::vector<std::string>& files, std::ostream& out,
                  std::ostream& err) {
-  // Observed costs and today's spend from the store, when there is one.
+  // Observed costs and today's spend from the store, when there is one. Every
+  // figure shown and every comparison is in micro-credits (jobs/credits.h).
   CostModel model(config.pricing);
-  double spent_today = 0;
+  MicroCredits spent_today = 0;
   const std::string today = local_day(std::chrono::system_clock::now());
   try {
     auto store = Store::open(join_path(config.state_dir, "db"), Store::Mode::read_only);
     for (const auto& s : store->all_shots()) {
       if (!s.cost) continue;
       model.observe(s.spec, *s.cost);
-      if (s.completed_ms && local_day(from_epoch_ms(s.completed_ms)) == today) spent_today += *s.cost;
+      if (s.completed_ms && local_day(from_epoch_ms(s.completed_ms)) == today) spent_today += to_micro(*s.cost);
     }
   } catch (const Error&) {
     // No state yet: the price table alone.
   }
-  std::optional<double> balance;
+  std::optional<MicroCredits> balance;
   try {
     std::string key = load_api_key(config.api);
     CurlTransport transport(config.api.allow_loopback_http);
@@ -155,51 +157,53 @@ int cmd_estimate(const Config& config, const std::vector<std::string>& files, st
     std::optional<HttpResponse> answer;
     transport.start(req, [&](HttpResponse r) { answer = std::move(r); });
     for (int i = 0; i < 3000 && !answer; ++i) transport.perform(Millis(10), {});
-    if (answer) balance = parse_credits(*answer);
-    if (!balance) err << "could not read the credit balance" << (answer ? ": " + error_message(*answer) : "") << "\n";
+    std::optional<double> read = answer ? parse_credits(*answer) : std::nullopt;
+    if (read) balance = to_micro(*read);
+    else err << "could not read the credit balance" << (answer ? ": " + error_message(*answer) : "") << "\n";
   } catch (const Error& e) {
     err << "credit balance unknown: " << e.what() << "\n";
   }
   bool covered = true;
-  double total = 0;
+  MicroCredits total = 0;
   for (const auto& f : files) {
     ManifestResult r = load_manifest(f, rules_of(config));
     if (!r.manifest) {
       err << format_problems(f, r.problems);
       return 2;
     }
-    double sum = 0;
+    MicroCredits sum = 0;
     std::map<std::string, int> seconds;
     for (const auto& shot : r.manifest->shots) {
-      sum += model.estimate(shot);
+      sum += to_micro(model.estimate(shot));
       seconds[shot.resolution] += shot.duration;
     }
     total += sum;
-    char line[160];
-    std::snprintf(line, sizeof line, "%s: batch %s, %zu shots, ~%.2f credits", f.c_str(), r.manifest->batch.c_str(),
-                  r.manifest->shots.size(), sum);
-    out << line;
+    out << f << ": batch " << r.manifest->batch << ", " << r.manifest->shots.size() << " shots, ~"
+        << credits_text(sum) << " credits";
     for (auto& [res, secs] : seconds)
-      out << ", " << res << " " << secs << " s at " << model.per_second(res) << "/s";
+      out << ", " << res << " " << secs << " s at " << credits_text(to_micro(model.per_second(res))) << "/s";
     out << "\n";
     if (r.manifest->budget_credits) {
-      bool ok = sum <= *r.manifest->budget_credits + 1e-9;
+      MicroCredits budget = to_micro(*r.manifest->budget_credits);
+      bool ok = sum <= budget;
       covered &= ok;
-      out << "  budget_credits " << *r.manifest->budget_credits << (ok ? ": covers it\n" : ": does NOT cover it (shots beyond it will wait)\n");
+      out << "  budget_credits " << credits_text(budget)
+          << (ok ? ": covers it\n" : ": does NOT cover it (shots beyond it will wait)\n");
     }
   }
   if (config.limits.daily_budget_credits > 0) {
-    double left = config.limits.daily_budget_credits - spent_today;
-    bool ok = total <= left + 1e-9;
+    MicroCredits daily = to_micro(config.limits.daily_budget_credits);
+    MicroCredits left = daily - spent_today;
+    bool ok = total <= left;
     covered &= ok;
-    out << "daily budget " << config.limits.daily_budget_credits << ", " << left << " left today: "
+    out << "daily budget " << credits_text(daily) << ", " << credits_text(left) << " left today: "
         << (ok ? "covers it\n" : "does NOT cover it\n");
   }
   if (balance) {
-    double usable = *balance - config.limits.credit_reserve;
-    bool ok = total <= usable + 1e-9;
+    MicroCredits reserve = to_micro(config.limits.credit_reserve);
+    bool ok = total <= *balance - reserve;
     covered &= ok;
-    out << "balance " << *balance << " (less the reserve " << config.limits.credit_reserve << "): "
+    out << "balance " << credits_text(*balance) << " (less the reserve " << credits_text(reserve) << "): "
         << (ok ? "covers it\n" : "does NOT cover it\n");
   }
   return covered ? 0 : 1;

@@ -187,7 +187,8 @@ TEST_CASE("estimate: the cost, and whether balance and budget cover it") {
   int code = 0;
   std::string out = cli(rig, {"estimate", rig.root + "/media/est.yaml"}, &code);
   // 4 shots of 4 s: sh010 at 1080P (0.15/s), the rest 720P (0.1/s): 0.6 + 3 x 0.4 = 1.8
-  CHECK_MESSAGE(out.find("4 shots, ~1.80 credits") != std::string::npos, out);
+  // (0.15 x 4 is 0.6000000000000001 as a double: shown exactly, as every figure)
+  CHECK_MESSAGE(out.find("4 shots, ~1.8 credits, 1080P 4 s at 0.15/s, 720P 12 s at 0.1/s\n") != std::string::npos, out);
   CHECK(out.find("budget_credits 1.5: does NOT cover it") != std::string::npos);
   CHECK(out.find("balance 1 (less the reserve 0): does NOT cover it") != std::string::npos);
   CHECK(code == 1);
