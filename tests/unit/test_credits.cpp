@@ -84,9 +84,9 @@ TEST_CASE("every micro-credit figure is written in JSON as its exact decimal and
     return text == credits_text(m) && to_micro(json::parse(text).get<double>()) == m;
   };
   int wrong = 0;
-  for (MicroCredits m = -100000; m <= 3000000; ++m) wrong += !same(m);
+  for (MicroCredits m = -100000; m <= 1000000; ++m) wrong += !same(m);
   std::mt19937_64 rng(8);
-  for (int i = 0; i < 200000; ++i)
+  for (int i = 0; i < 100000; ++i)
     wrong += !same(static_cast<MicroCredits>(rng() % static_cast<uint64_t>(kMaxMicroCredits)) * (i % 2 ? 1 : -1));
   CHECK(wrong == 0);
 }
