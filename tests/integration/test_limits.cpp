@@ -192,6 +192,11 @@ TEST_CASE("estimate: the cost, and whether balance and budget cover it") {
   CHECK(out.find("budget_credits 1.5: does NOT cover it") != std::string::npos);
   CHECK(out.find("balance 1 (less the reserve 0): does NOT cover it") != std::string::npos);
   CHECK(code == 1);
+  // A balance of more than six digits is shown whole (ostream's default wrote 1.23457e+06).
+  sim_post(rig.base, "/sim/credits", R"({"set": 1234567.89})");
+  out = cli(rig, {"estimate", rig.root + "/media/est.yaml"}, &code);
+  CHECK_MESSAGE(out.find("balance 1234567.89 (less the reserve 0): covers it") != std::string::npos, out);
+  CHECK(code == 1);  // the batch's budget still does not
 }
 
 TEST_CASE("trickling outputs free their download slot: each download is cut after the stall time and the shot HELD") {
