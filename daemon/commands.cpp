@@ -12,6 +12,7 @@
 
 #include "daemon/control.h"
 #include "daemon/daemon.h"
+#include "jobs/credits.h"
 #include "jobs/curl_transport.h"
 #include "jobs/manifest.h"
 #include "jobs/segmind.h"
@@ -185,28 +186,29 @@ int cmd_estimate(const Config& config, const std::vector<std::string>& files, st
     }
     total += sum;
     out << f << ": batch " << r.manifest->batch << ", " << r.manifest->shots.size() << " shots, ~"
-        << format_credits(sum) << " credits";
+        << credits_text(sum) << " credits";
     for (auto& [res, secs] : seconds)
-      out << ", " << res << " " << secs << " s at " << spend.costs().per_second(res) << "/s";
+      out << ", " << res << " " << secs << " s at " << credits_text(to_micro(spend.costs().per_second(res))) << "/s";
     out << "\n";
     if (r.manifest->budget_credits) {
       bool ok = Spend::batch_budget_gate(r.manifest->budget_credits, 0, sum).empty();
       covered &= ok;
-      out << "  budget_credits " << *r.manifest->budget_credits
+      out << "  budget_credits " << credits_text(to_micro(*r.manifest->budget_credits))
           << (ok ? ": covers it\n" : ": does NOT cover it (shots beyond it will wait)\n");
     }
   }
   if (config.limits.daily_budget_credits > 0) {
     bool ok = spend.daily_gate(today, total).empty();
     covered &= ok;
-    out << "daily budget " << config.limits.daily_budget_credits << ", "
-        << format_credits(to_micro(config.limits.daily_budget_credits) - spend.spent_on(today))
+    out << "daily budget " << credits_text(to_micro(config.limits.daily_budget_credits)) << ", "
+        << credits_text(to_micro(config.limits.daily_budget_credits) - spend.spent_on(today))
         << " left today: " << (ok ? "covers it\n" : "does NOT cover it\n");
   }
   if (spend.balance()) {
     bool ok = spend.balance_gate(total).empty();
     covered &= ok;
-    out << "balance " << *spend.balance() << " (less the reserve " << config.limits.credit_reserve << "): "
+    out << "balance " << credits_text(to_micro(*spend.balance())) << " (less the reserve "
+        << credits_text(to_micro(config.limits.credit_reserve)) << "): "
         << (ok ? "covers it\n" : "does NOT cover it\n");
   }
   return covered ? 0 : 1;

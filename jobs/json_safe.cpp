@@ -1,5 +1,8 @@
 #include "jobs/json_safe.h"
 
+#include <charconv>
+#include <cmath>
+
 namespace wb {
 
 bool json_depth_within(std::string_view text, int max_depth) {
@@ -37,6 +40,57 @@ std::optional<nlohmann::json> parse_json_bounded(std::string_view text, int max_
   auto j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded()) return std::nullopt;
   return j;
+}
+
+namespace {
+
+void write_float(std::string& out, double x) {
+  if (!std::isfinite(x)) {  // as nlohmann writes them
+    out += "null";
+    return;
+  }
+  double magnitude = std::fabs(x);
+  auto format = magnitude == 0 || (magnitude >= 1e-7 && magnitude < 1e16) ? std::chars_format::fixed
+                                                                          : std::chars_format::general;
+  char digits[400];  // a fixed 1e16 or a general DBL_MAX needs far fewer
+  auto end = std::to_chars(digits, digits + sizeof digits, x, format).ptr;
+  out.append(digits, end);
+}
+
+void new_line(std::string& out, int indent, int level) {
+  if (indent < 0) return;
+  out += '\n';
+  out.append(static_cast<size_t>(indent) * static_cast<size_t>(level), ' ');
+}
+
+void write_json(std::string& out, const nlohmann::json& j, int indent, int level) {
+  if (j.is_number_float()) return write_float(out, j.get<double>());
+  if (!j.is_structured() || j.empty()) {
+    out += j.dump();
+    return;
+  }
+  out += j.is_object() ? '{' : '[';
+  bool first = true;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (!first) out += ',';
+    first = false;
+    new_line(out, indent, level + 1);
+    if (j.is_object()) {
+      out += nlohmann::json(it.key()).dump();
+      out += indent < 0 ? ":" : ": ";
+    }
+    write_json(out, *it, indent, level + 1);
+  }
+  new_line(out, indent, level);
+  out += j.is_object() ? '}' : ']';
+}
+
+}  // namespace
+
+std::string json_text(const nlohmann::json& j, int indent) {
+  std::string out;
+  write_json(out, j, indent, 0);
+  return out;
 }
 
 }  // namespace wb

@@ -3,6 +3,8 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "jobs/credits.h"
+#include "jobs/json_safe.h"
 #include "jobs/segmind.h"
 #include "jobs/util.h"
 
@@ -13,10 +15,17 @@ using nlohmann::json;
 
 json time_or_null(int64_t ms) { return ms > 0 ? json(iso8601_utc(from_epoch_ms(ms))) : json(nullptr); }
 
+json cost_of(const Shot& s) { return s.cost ? credits_json(to_micro(*s.cost)) : json(nullptr); }
+
+// The provider's metrics as it sent them, but its figures of money rounded to
+// micro-credits like every other figure of money we show.
 json metrics_of(const Shot& s) {
   if (s.metrics_json.empty()) return nullptr;
-  auto j = json::parse(s.metrics_json, nullptr, false);
-  return j.is_discarded() ? json(nullptr) : j;
+  auto j = parse_json_bounded(s.metrics_json);
+  if (!j || !j->is_object()) return j ? *j : json(nullptr);
+  for (const char* money : {"cost", "remaining_credits"})
+    if (j->contains(money) && (*j)[money].is_number()) (*j)[money] = credits_json(to_micro((*j)[money].get<double>()));
+  return *j;
 }
 }  // namespace
 
@@ -26,7 +35,7 @@ std::string sidecar_json(const Shot& s, const VideoInfo& video, int64_t download
             {"request_id", s.request_id},
             {"parameters", json::parse(submit_body(s))},
             {"seed", s.spec.seed ? json(*s.spec.seed) : json(nullptr)},
-            {"cost", s.cost ? json(*s.cost) : json(nullptr)},
+            {"cost", cost_of(s)},
             {"metrics", metrics_of(s)},
             {"timings",
              {{"submitted_at", time_or_null(s.submitted_ms)},
@@ -35,19 +44,19 @@ std::string sidecar_json(const Shot& s, const VideoInfo& video, int64_t download
             {"video", {{"file", s.spec.id + ".mp4"}, {"bytes", video.bytes}, {"sha256", video.sha256},
                        {"has_audio", video.has_audio}}}};
   if (!s.spec.image.path.empty()) j["source_image"] = s.spec.image.path;
-  return j.dump(2) + "\n";
+  return json_text(j, 2) + "\n";
 }
 
 std::string batch_report_json(const BatchRecord& b, const std::vector<Shot>& shots, int64_t now_ms) {
-  double cost = 0;
+  MicroCredits cost = 0;
   json list = json::array();
   for (const auto& s : shots) {
-    if (s.cost) cost += *s.cost;
+    if (s.cost) cost += to_micro(*s.cost);
     json item = {{"id", s.spec.id}, {"state", to_string(s.state)}};
     if (!s.reason.empty()) item["reason"] = s.reason;
     if (!s.request_id.empty()) item["request_id"] = s.request_id;
     if (s.state == ShotState::done) item["file"] = s.spec.id + ".mp4";
-    if (s.cost) item["cost"] = *s.cost;
+    if (s.cost) item["cost"] = cost_of(s);
     if (s.submitted_ms && s.completed_ms)
       item["seconds_to_complete"] = static_cast<double>(s.completed_ms - s.submitted_ms) / 1000.0;
     list.push_back(item);
@@ -59,9 +68,9 @@ std::string batch_report_json(const BatchRecord& b, const std::vector<Shot>& sho
             {"finished_at", time_or_null(now_ms)},
             {"shots", static_cast<int>(shots.size())},
             {"states", count_states(shots)},
-            {"total_cost", cost},
+            {"total_cost", credits_json(cost)},
             {"items", list}};
-  return j.dump(2) + "\n";
+  return json_text(j, 2) + "\n";
 }
 
 }  // namespace wb

@@ -46,6 +46,7 @@ class FakeTransport : public wb::Transport {
     wb::HttpCallback done;
   };
   void start(wb::HttpRequest request, wb::HttpCallback done) override {
+    started.push_back(request);
     calls.push_back({std::move(request), std::move(done)});
   }
   size_t active() const override { return calls.size(); }
@@ -59,6 +60,7 @@ class FakeTransport : public wb::Transport {
   static void deliver(Call& call, const std::string& data, long status = 200);
 
   std::deque<Call> calls;
+  std::vector<wb::HttpRequest> started;  // every request ever started, in order, answered or not
 };
 
 // A child process. Killed (SIGKILL) on destruction if still running.

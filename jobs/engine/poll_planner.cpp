@@ -184,7 +184,7 @@ int64_t PollPlanner::next_poll(const Shot& shot, int64_t now_ms, double jitter) 
     const Plan& p = plan_for(j.cls, 2 * margin);
     double start = std::max(now, j.expected_start_s) - margin;
     t = p.plan->next_poll_at(now, start, start, jitter);
-    t = std::max(t, now + poll_.min_interval_seconds);
+    t = std::clamp(t, now + poll_.min_interval_seconds, now + poll_.max_interval_seconds);
   } else {
     const Plan& p = plan_for(j.cls, j.start_spread_s);
     t = p.plan->next_poll_at(now, j.start_s, j.last_poll_s, jitter);

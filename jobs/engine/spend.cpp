@@ -8,8 +8,6 @@
 
 namespace wb {
 
-Micro to_micro(double credits) { return std::isfinite(credits) ? std::llround(credits * 1e6) : 0; }
-double from_micro(Micro micro) { return static_cast<double>(micro) / 1e6; }
 
 std::string format_credits(Micro micro) {
   // Rounded half away from zero to the cent, from the exact integer.

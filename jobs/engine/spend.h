@@ -14,16 +14,15 @@
 #include <optional>
 #include <string>
 
+#include "jobs/credits.h"
 #include "jobs/manifest.h"
 #include "jobs/settings.h"
 #include "jobs/util.h"
 
 namespace wb {
 
-using Micro = int64_t;  // millionths of a credit
-Micro to_micro(double credits);
-double from_micro(Micro micro);
-// "12.35": two decimals, as people read credits.
+using Micro = MicroCredits;  // millionths of a credit (jobs/credits.h)
+// "12.35": two decimals, as a waiting reason shows credits (exact: from the integer).
 std::string format_credits(Micro micro);
 
 class CostModel {

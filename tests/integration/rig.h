@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "daemon/control.h"
+#include "jobs/store.h"
 #include "tests/support.h"
 
 using nlohmann::json;
@@ -103,7 +105,38 @@ struct Rig {
   }
 
   std::string log() { return test::read(root + "/daemon.log"); }
+
+  // The daemon's own submit ledger (key space l/), read from its store as
+  // `wanbatch status` reads it, also while the daemon runs.
+  std::vector<json> daemon_ledger() {
+    std::vector<json> out;
+    bool read = test::eventually([&] {
+      try {
+        out = wb::Store::open(root + "/state/db", wb::Store::Mode::read_only)->ledger();
+        return true;
+      } catch (const wb::Error&) {
+        return false;  // a table file compacted away under the read: read again
+      }
+    });
+    REQUIRE(read);
+    return out;
+  }
+
+  // Returns once the daemon has answered `turns` control pings one after the
+  // other. The loop ticks, then serves the control socket, so a ping answered
+  // after a first one was comes from a later turn (unless it connected before
+  // that serve's last accept: a few microseconds, hence three): every submit the
+  // gates allowed when this was called has its `attempt` in the ledger by then.
+  void loop_turns(int turns = 3) {
+    for (int i = 0; i < turns; ++i) REQUIRE(wb::control_request(root + "/state", {{"command", "ping"}})["ok"] == true);
+  }
 };
+
+inline int count_events(const std::vector<json>& ledger, const std::string& event) {
+  int n = 0;
+  for (const auto& e : ledger) n += e.value("event", "") == event;
+  return n;
+}
 
 inline std::string manifest(const std::string& batch, int shots) {
   std::string text = "batch: " + batch + "\ndefaults:\n  duration: 4\nshots:\n";

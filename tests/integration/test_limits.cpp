@@ -14,6 +14,18 @@ using nlohmann::json;
 
 namespace {
 
+wb::HttpResponse sim_get(const std::string& base, const std::string& path) {
+  wb::CurlTransport t(true);
+  wb::HttpRequest r;
+  r.url = base + path;
+  r.headers = {"x-api-key: test-key"};
+  std::optional<wb::HttpResponse> out;
+  t.start(r, [&](wb::HttpResponse resp) { out = std::move(resp); });
+  for (int i = 0; i < 500 && !out; ++i) t.perform(wb::Millis(10), {});
+  REQUIRE(out);
+  return *out;
+}
+
 json sim_post(const std::string& base, const std::string& path, const std::string& body) {
   wb::CurlTransport t(true);
   wb::HttpRequest r;
@@ -42,11 +54,24 @@ std::string cli(Rig& rig, std::vector<std::string> args, int* code = nullptr) {
 void submit_then_stop_until_expired(Rig& rig) {
   rig.start_daemon();
   rig.drop("late.yaml", manifest("late", 3));
-  REQUIRE(test::eventually([&] { return rig.billed().size() == 3; }));
-  ::usleep(50000);
+  // Killed once all three request_ids are recorded (none left SUBMITTING).
+  REQUIRE(test::eventually([&] {
+    json st = rig.states("late");
+    return rig.billed().size() == 3 && !st.empty() && st.value("PENDING", 0) + st.value("SUBMITTING", 0) == 0;
+  }));
   rig.daemon->signal(SIGKILL);
   rig.daemon->wait();
-  ::usleep(1500000);
+  // Down until the simulator has forgotten every one of them.
+  std::vector<std::string> ids;
+  std::istringstream ledger(test::read(rig.ledger));
+  for (std::string line; std::getline(ledger, line);)
+    if (!line.empty()) ids.push_back(json::parse(line)["request_id"]);
+  REQUIRE(ids.size() == 3);
+  REQUIRE(test::eventually([&] {
+    for (const auto& id : ids)
+      if (sim_get(rig.base, "/v2/requests/" + id + "/status").status != 404) return false;
+    return true;
+  }));
   rig.start_daemon();
 }
 
@@ -92,7 +117,9 @@ TEST_CASE("a batch budget stops the batch at its cap and says why") {
   REQUIRE_MESSAGE(test::eventually([&] {
     return rig.states("capped").value("DONE", 0) == 5;
   }), rig.log());
-  ::usleep(500000);
+  // The five costs are known; the gates have had their turns since and sent nothing more.
+  rig.loop_turns();
+  CHECK(count_events(rig.daemon_ledger(), "attempt") == 5);
   CHECK(rig.billed().size() == 5);
   std::string st = cli(rig, {"status"});
   CHECK_MESSAGE(st.find("5 shot(s) waiting: batch budget 2.00 would be exceeded") != std::string::npos, st);
@@ -160,10 +187,16 @@ TEST_CASE("estimate: the cost, and whether balance and budget cover it") {
   int code = 0;
   std::string out = cli(rig, {"estimate", rig.root + "/media/est.yaml"}, &code);
   // 4 shots of 4 s: sh010 at 1080P (0.15/s), the rest 720P (0.1/s): 0.6 + 3 x 0.4 = 1.8
-  CHECK_MESSAGE(out.find("4 shots, ~1.80 credits") != std::string::npos, out);
+  // (0.15 x 4 is 0.6000000000000001 as a double: shown exactly, as every figure)
+  CHECK_MESSAGE(out.find("4 shots, ~1.8 credits, 1080P 4 s at 0.15/s, 720P 12 s at 0.1/s\n") != std::string::npos, out);
   CHECK(out.find("budget_credits 1.5: does NOT cover it") != std::string::npos);
   CHECK(out.find("balance 1 (less the reserve 0): does NOT cover it") != std::string::npos);
   CHECK(code == 1);
+  // A balance of more than six digits is shown whole (ostream's default wrote 1.23457e+06).
+  sim_post(rig.base, "/sim/credits", R"({"set": 1234567.89})");
+  out = cli(rig, {"estimate", rig.root + "/media/est.yaml"}, &code);
+  CHECK_MESSAGE(out.find("balance 1234567.89 (less the reserve 0): covers it") != std::string::npos, out);
+  CHECK(code == 1);  // the batch's budget still does not
 }
 
 TEST_CASE("trickling outputs free their download slot: each download is cut after the stall time and the shot HELD") {

@@ -23,9 +23,12 @@ TEST_CASE("SIGHUP, SIGUSR1 and SIGUSR2 mid-batch: no kill, no drain, nothing HEL
   rig.start_daemon();
   rig.drop("sig.yaml", manifest("sig", 20));
   REQUIRE(test::eventually([&] { return rig.states("sig").value("IN_FLIGHT", 0) > 0; }));
-  for (int i = 0; i < 5; ++i) {
+  for (int i = 1; i <= 5; ++i) {  // five bursts, each one handled before the next (signals of a kind merge)
     for (int sig : {SIGHUP, SIGUSR1, SIGUSR2}) rig.daemon->signal(sig);
-    ::usleep(50000);
+    REQUIRE(test::eventually([&] {
+      std::string log = rig.log();
+      return count(log, "SIGHUP: config") >= i && count(log, "status: ") >= i && count(log, "SIGUSR2 received") >= i;
+    }));
   }
   // A config that no longer loads changes nothing; a valid edit is applied live.
   std::string good = test::read(rig.config);

@@ -374,9 +374,12 @@ Response Simulator::status(const std::string& id, bool full) {
   ++(full ? j.result_requests : j.status_requests);
   std::string state = job_state(j, t);
   if (state == "COMPLETED" && j.first_completed < 0) j.first_completed = t;
-  json timing = {{"queue_time", std::max(0.0, std::min(t, j.start) - j.submitted)},
-                 {"inference_time", std::max(0.0, std::min(t, j.end) - j.start)},
-                 {"total_time", std::min(t, j.end) - j.submitted}};
+  // In the seconds the client lives in (simulated seconds times the time scale),
+  // as a real provider's timings match the client's clock.
+  const double k = opt_.time_scale;
+  json timing = {{"queue_time", k * std::max(0.0, std::min(t, j.start) - j.submitted)},
+                 {"inference_time", k * std::max(0.0, std::min(t, j.end) - j.start)},
+                 {"total_time", k * (std::min(t, j.end) - j.submitted)}};
   if (state == "FAILED")
     return json_response(422, {{"status", "FAILED"},
                                {"error", "Content blocked by the safety filter (simulated failure)"},

@@ -2,7 +2,9 @@
 // no sleeps. Each test answers the requests the scheduler starts.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "jobs/engine/scheduler.h"
@@ -98,22 +100,43 @@ TEST_CASE("one shot goes from PENDING to DONE with a video, a sidecar and a repo
 
 TEST_CASE("every API request carries the key header and nothing else does") {
   Rig rig;
-  rig.accept(kOne);
+  test::write(rig.root + "/media/a.png", test::png());  // a local frame: an upload too
+  rig.accept("batch: b\nshots: [{id: s1, prompt: wind, image: a.png}]\n");
   rig.step();
-  auto submit = rig.net.take("/v2/wan2.7-i2v");
-  bool has_key = false;
-  for (auto& h : submit.request.headers) has_key |= h == "x-api-key: SECRET-KEY";
-  CHECK(has_key);
-  FakeTransport::reply(submit, 200, R"({"request_id":"r1"})");
+  rig.answer("/upload-asset", 200, R"({"file_urls":["https://images.example/a.png"]})");
+  rig.step();
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
   rig.until("/status");
   rig.answer("/status", 200, R"({"status":"COMPLETED"})");
   rig.step();
-  auto fetch = rig.net.take("/v2/requests/r1");
-  FakeTransport::reply(fetch, 200, R"({"status":"COMPLETED","output":"https://cdn.example/v.mp4"})");
+  rig.answer("/v2/requests/r1", 200, R"({"status":"COMPLETED","output":"https://cdn.example/v.mp4"})");
   rig.step();
   auto dl = rig.net.take("cdn.example/v.mp4");
-  for (auto& h : dl.request.headers) CHECK(h.find("SECRET-KEY") == std::string::npos);
   FakeTransport::deliver(dl, std::string(sim::sample_mp4()));
+  REQUIRE(rig.shot("b/s1").state == ShotState::done);
+
+  const std::string api = rig.config.api.base_url + "/";
+  std::set<std::string> seen;  // the kinds of request checked, so that no check below ran over nothing
+  for (const auto& r : rig.net.started) {
+    std::string kind = r.url.find("/v1/get-user-credits") != std::string::npos ? "credits"
+                       : r.url.find("/upload-asset") != std::string::npos   ? "upload"
+                       : r.url.find("/v2/wan2.7-i2v") != std::string::npos  ? "submit"
+                       : r.url.find("/status") != std::string::npos         ? "status"
+                       : r.url.find("/v2/requests/") != std::string::npos   ? "result"
+                                                                            : "other";
+    seen.insert(kind);
+    auto keys = std::count(r.headers.begin(), r.headers.end(), "x-api-key: SECRET-KEY");
+    if (r.url.rfind(api, 0) == 0) {
+      CHECK_MESSAGE(keys == 1, kind << " " << r.url);
+      continue;
+    }
+    CHECK_MESSAGE(kind == "other", r.url);
+    for (const auto& h : r.headers) CHECK_MESSAGE(h.find("SECRET-KEY") == std::string::npos, r.url << ": " << h);
+    CHECK(r.url.find("SECRET-KEY") == std::string::npos);
+    CHECK(r.body.find("SECRET-KEY") == std::string::npos);
+  }
+  CHECK(seen == std::set<std::string>{"credits", "upload", "submit", "status", "result", "other"});
+  CHECK(rig.net.started.back().url == "https://cdn.example/v.mp4");  // "other" is the download
 }
 
 TEST_CASE("a submit sent but unanswered is HELD and never sent again") {
