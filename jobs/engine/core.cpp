@@ -70,9 +70,14 @@ void Core::send(const std::string& key, const std::string& endpoint, HttpRequest
   transport.start(std::move(request), [this, key, endpoint, on_answer = std::move(on_answer)](HttpResponse r) {
     events.emit(Event::request(key, endpoint, r.status));
     // The answer is handled before the shot is queued again: the handler sets
-    // its next due time (or ends it), then clear_busy() queues it.
+    // its next due time (or ends it), then clear_busy() queues it - also when
+    // the handler throws (a full state disk), so the shot is tried again.
+    struct Requeue {
+      ShotBook& book;
+      const std::string& key;
+      ~Requeue() { book.clear_busy(key); }
+    } requeue{book, key};
     on_answer(r);
-    book.clear_busy(key);
   });
 }
 
