@@ -1,5 +1,6 @@
 #include "jobs/engine/spend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -8,12 +9,19 @@
 
 namespace wb {
 
-Micro to_micro(double credits) { return std::isfinite(credits) ? std::llround(credits * 1e6) : 0; }
+Micro to_micro(double credits) {
+  if (!std::isfinite(credits)) return 0;
+  // Saturate: llround of a value out of range is unspecified (INT64_MIN on x86),
+  // and an absurd cost or balance from the provider must not turn negative.
+  return std::llround(std::clamp(credits * 1e6, -static_cast<double>(kMaxMicro), static_cast<double>(kMaxMicro)));
+}
 double from_micro(Micro micro) { return static_cast<double>(micro) / 1e6; }
 
 std::string format_credits(Micro micro) {
   // Rounded half away from zero to the cent, from the exact integer.
-  Micro cents = (micro >= 0 ? micro + 5000 : micro - 5000) / 10000;
+  Micro cents = micro / 10000;  // no overflow at either end of the type
+  if (micro % 10000 >= 5000) ++cents;
+  else if (micro % 10000 <= -5000) --cents;
   char buf[32];
   std::snprintf(buf, sizeof buf, "%s%lld.%02lld", cents < 0 ? "-" : "", std::llabs(cents) / 100LL,
                 std::llabs(cents) % 100LL);

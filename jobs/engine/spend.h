@@ -21,6 +21,9 @@
 namespace wb {
 
 using Micro = int64_t;  // millionths of a credit
+// The largest amount to_micro() gives: 1e12 credits, the most any setting or
+// manifest accepts. Beyond it credits saturate; not finite: 0.
+constexpr Micro kMaxMicro = 1'000'000'000'000'000'000;
 Micro to_micro(double credits);
 double from_micro(Micro micro);
 // "12.35": two decimals, as people read credits.
