@@ -91,6 +91,12 @@ TEST_CASE("requests: the budget refills with time, up to ten seconds' worth") {
   // A clock that goes back refills nothing and breaks nothing.
   CHECK_FALSE(b.try_take(at(0), RequestBudget::Use::follow));
   CHECK(b.next_available(at(0), RequestBudget::Use::follow) >= at(0));
+  // Nor does it take away what was there.
+  RequestBudget full(600, kT0);
+  CHECK(full.try_take(at(10'000), RequestBudget::Use::follow));
+  int left = 0;
+  while (full.try_take(at(5'000), RequestBudget::Use::follow)) ++left;
+  CHECK(left == 99);
 
   // A new rate starts full.
   b.set_rate(12, at(3'600'000));
