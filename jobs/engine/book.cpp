@@ -46,7 +46,7 @@ Shot& ShotBook::add(Shot shot) {
   Shot& s = shots_[key] = std::move(shot);
   index(s, +1);
   ++open_[s.batch];
-  if (is_followed(s.state)) due_.push({s.due_ms, key});
+  if (is_followed(s.state)) queue(s);
   return s;
 }
 
@@ -56,6 +56,7 @@ void ShotBook::erase(const std::string& key) {
   index(it->second, -1);
   if (--open_[it->second.batch] <= 0) open_.erase(it->second.batch);
   busy_.erase(key);
+  queued_.erase(key);
   shots_.erase(it);  // its queue entries go stale and are dropped when reached
 }
 
@@ -64,23 +65,33 @@ void ShotBook::set_state(Shot& shot, ShotState state) {
   index(shot, -1);
   shot.state = state;
   index(shot, +1);
-  if (is_followed(state) && !busy(shot.key())) due_.push({shot.due_ms, shot.key()});
+  if (is_followed(state) && !busy(shot.key())) queue(shot);
 }
 
 void ShotBook::set_due(Shot& shot, int64_t due_ms) {
   shot.due_ms = due_ms;
-  if (is_followed(shot.state) && !busy(shot.key())) due_.push({due_ms, shot.key()});
+  if (is_followed(shot.state) && !busy(shot.key())) queue(shot);
 }
 
 void ShotBook::clear_busy(const std::string& key) {
   if (!busy_.erase(key)) return;
-  if (Shot* s = find(key); s && is_followed(s->state)) due_.push({s->due_ms, key});
+  if (Shot* s = find(key); s && is_followed(s->state)) queue(*s);
+}
+
+void ShotBook::queue(const Shot& shot) {
+  auto [it, added] = queued_.try_emplace(shot.key(), shot.due_ms);
+  if (!added && it->second == shot.due_ms) return;
+  it->second = shot.due_ms;
+  due_.push({shot.due_ms, shot.key()});
 }
 
 Shot* ShotBook::pop_due(int64_t now_ms) {
   while (!due_.empty() && due_.top().first <= now_ms) {
     DueEntry e = due_.top();
     due_.pop();
+    auto q = queued_.find(e.second);
+    if (q == queued_.end() || q->second != e.first) continue;  // queued again since, or handed out
+    queued_.erase(q);
     Shot* s = find(e.second);
     // Stale: ended, busy, no longer followed, or due at another time since.
     if (!s || busy(e.second) || !is_followed(s->state) || s->due_ms != e.first) continue;

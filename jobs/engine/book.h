@@ -79,12 +79,17 @@ class ShotBook {
  private:
   PendingKey pending_key(const Shot& shot) const;
   void index(const Shot& shot, int sign);
+  // Queues a followed shot at its due time, unless it is queued at that time already.
+  void queue(const Shot& shot);
 
   std::map<std::string, BatchRecord> batches_;
   std::map<std::string, Shot> shots_;
   std::set<std::string> busy_;
   using DueEntry = std::pair<int64_t, std::string>;
   std::priority_queue<DueEntry, std::vector<DueEntry>, std::greater<>> due_;
+  // Per key, the due time of its live queue entry: the others are stale, and
+  // a shot is handed out once per time it was queued.
+  std::map<std::string, int64_t> queued_;
   std::map<PendingKey, std::string> pending_;
   std::map<ShotState, int> counts_;
   std::map<std::string, int> open_;

@@ -22,6 +22,9 @@ void EventBus::emit(const Event& event) const {
       sink(event);
     } catch (const std::exception& e) {
       spdlog::warn("an event sink failed on {} {}: {}", to_string(event.kind), event.key, e.what());
+    } catch (...) {
+      spdlog::warn("an event sink failed on {} {}: an exception that is not a std::exception",
+                   to_string(event.kind), event.key);
     }
   }
 }

@@ -1,5 +1,6 @@
 #include "jobs/engine/spend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -11,7 +12,9 @@ namespace wb {
 
 std::string format_credits(Micro micro) {
   // Rounded half away from zero to the cent, from the exact integer.
-  Micro cents = (micro >= 0 ? micro + 5000 : micro - 5000) / 10000;
+  Micro cents = micro / 10000;  // no overflow at either end of the type
+  if (micro % 10000 >= 5000) ++cents;
+  else if (micro % 10000 <= -5000) --cents;
   char buf[32];
   std::snprintf(buf, sizeof buf, "%s%lld.%02lld", cents < 0 ? "-" : "", std::llabs(cents) / 100LL,
                 std::llabs(cents) % 100LL);

@@ -22,6 +22,7 @@
 namespace wb {
 
 using Micro = MicroCredits;  // millionths of a credit (jobs/credits.h)
+constexpr Micro kMaxMicro = kMaxMicroCredits;  // to_micro() saturates here
 // "12.35": two decimals, as a waiting reason shows credits (exact: from the integer).
 std::string format_credits(Micro micro);
 

@@ -1,0 +1,233 @@
+// The poll planner (jobs/engine/poll_planner.h), the glue between the learned
+// policy and the shots, driven only through its own interface with fake
+// monotonic times in milliseconds: bounds on every poll, few polls once a class
+// is learned, queued jobs not polled at the floor, restarts spread out.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "jobs/engine/poll_planner.h"
+
+using namespace wb;
+
+namespace {
+
+constexpr int64_t kT0 = 5'000'000;  // ms on the fake monotonic clock
+
+Shot job(const std::string& id, int64_t followed_since_ms = kT0, const std::string& resolution = "720P",
+         int duration = 5) {
+  Shot s;
+  s.batch = "b";
+  s.spec.id = id;
+  s.spec.resolution = resolution;
+  s.spec.duration = duration;
+  s.state = ShotState::in_flight;
+  s.followed_since_ms = followed_since_ms;
+  return s;
+}
+
+PollConfig bounds(double min_s, double max_s) {
+  PollConfig p;
+  p.min_interval_seconds = min_s;
+  p.max_interval_seconds = max_s;
+  p.target_delay_fraction = 0.03;
+  return p;
+}
+
+// Render times around 100 s (lognormal, log sigma 0.05).
+std::vector<double> renders(int n, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::lognormal_distribution<double> d(std::log(100.0), 0.05);
+  std::vector<double> out;
+  for (int i = 0; i < n; ++i) out.push_back(d(rng));
+  return out;
+}
+
+void learn(PollPlanner& planner, const std::vector<double>& times) {
+  int i = 0;
+  for (double r : times) {
+    Shot s = job("learn" + std::to_string(i++));
+    planner.submitted(s, kT0);
+    planner.seen(s, "PROCESSING", kT0 + 1000);
+    planner.completed(s, r, 0.2);
+  }
+}
+
+struct Run {
+  int polls = 0;
+  double delay_s = 0;
+};
+
+// Submits one job at `submit_ms` that renders for `render_s` at once, and polls
+// it where the planner says until a poll finds it completed. Checks the bounds
+// on every poll.
+Run follow(PollPlanner& planner, const std::string& id, int64_t submit_ms, double render_s, const PollConfig& cfg,
+           std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> unit(0, 1);
+  Shot s = job(id, submit_ms);
+  planner.submitted(s, submit_ms);
+  const int64_t done_ms = submit_ms + static_cast<int64_t>(render_s * 1000);
+  const auto min_ms = static_cast<int64_t>(cfg.min_interval_seconds * 1000);
+  const auto max_ms = static_cast<int64_t>(cfg.max_interval_seconds * 1000);
+  Run run;
+  int64_t now = submit_ms;
+  while (true) {
+    int64_t next = planner.next_poll(s, now, unit(rng));
+    REQUIRE(next >= now + min_ms);
+    REQUIRE(next <= now + max_ms);
+    now = next;
+    ++run.polls;
+    REQUIRE(run.polls < 10000);
+    if (now >= done_ms) break;
+    planner.seen(s, "PROCESSING", now);
+  }
+  run.delay_s = static_cast<double>(now - done_ms) / 1000.0;
+  planner.completed(s, render_s, 0.2);
+  return run;
+}
+
+}  // namespace
+
+TEST_CASE("planner: every poll of a job is at least the floor and at most the ceiling after the last") {
+  std::mt19937_64 rng(7);
+  for (PollConfig cfg : {bounds(2, 300), bounds(2, 15), bounds(5, 6), bounds(0.5, 1000)}) {
+    CAPTURE(cfg.min_interval_seconds);
+    CAPTURE(cfg.max_interval_seconds);
+    PollPlanner planner(cfg);
+    // The prior alone, then learned; and jobs that overrun what was learned.
+    follow(planner, "prior", kT0, 130, cfg, rng);
+    learn(planner, renders(30, 1));
+    follow(planner, "learned", kT0, 101, cfg, rng);
+    follow(planner, "overrun", kT0, 2000, cfg, rng);
+    follow(planner, "early", kT0, 3, cfg, rng);
+  }
+}
+
+TEST_CASE("planner: after learning 30 renders of a class a job costs few polls and is noticed soon") {
+  const PollConfig cfg = bounds(2, 300);
+  PollPlanner planner(cfg);
+  learn(planner, renders(30, 1));
+  std::mt19937_64 rng(11);
+  const std::vector<double> jobs = renders(200, 2);
+  int most = 0;
+  double polls = 0, delay = 0, worst = 0;
+  int64_t t = kT0;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    Run r = follow(planner, "j" + std::to_string(i), t, jobs[i], cfg, rng);
+    most = std::max(most, r.polls);
+    polls += r.polls;
+    delay += r.delay_s;
+    worst = std::max(worst, r.delay_s);
+    t += 1000;
+  }
+  polls /= static_cast<double>(jobs.size());
+  delay /= static_cast<double>(jobs.size());
+  INFO("polls per job: mean " << polls << ", most " << most << "; delay mean " << delay << " s, worst " << worst
+                                 << " s");
+  CHECK(polls <= 8);
+  CHECK(most <= 12);
+  // The target is 3% of a 100 s render: 3 s on average.
+  CHECK(delay <= 3.0 * 1.2);
+  CHECK(worst <= 15);
+}
+
+TEST_CASE("planner: a job seen QUEUED behind busy workers is polled for its expected start and end, not at the floor") {
+  const PollConfig cfg = bounds(2, 300);
+  PollPlanner planner(cfg);
+  learn(planner, renders(30, 1));
+  std::mt19937_64 rng(3);
+  std::uniform_real_distribution<double> unit(0, 1);
+
+  // Two workers busy with our first two jobs; ten more wait, in submit order,
+  // each seen QUEUED before the next is submitted.
+  std::vector<Shot> shots;
+  for (int i = 0; i < 12; ++i) shots.push_back(job("q" + std::to_string(i), kT0 + i * 100));
+  for (int i = 0; i < 12; ++i) {
+    planner.submitted(shots[i], kT0 + i * 100);
+    planner.seen(shots[i], i < 2 ? "PROCESSING" : "QUEUED", kT0 + i * 100 + 50);
+  }
+  const int64_t seen_at = kT0 + 1000;
+  CHECK(planner.waiting_at_provider() == 10);
+  REQUIRE(planner.workers());
+  CHECK(*planner.workers() == 2);
+
+  // The last one starts when the fifth round ends, about 500 s later, and
+  // renders 100 s: until then every poll finds it QUEUED, then PROCESSING.
+  Shot& last = shots[11];
+  const int64_t starts_ms = kT0 + 500'000;
+  const int64_t done_ms = starts_ms + 100'000;
+  int64_t now = seen_at;
+  int queued_polls = 0, polls = 0;
+  while (true) {
+    int64_t next = planner.next_poll(last, now, unit(rng));
+    REQUIRE(next >= now + 2000);
+    now = next;
+    ++polls;
+    REQUIRE(polls < 1000);
+    if (now >= done_ms) break;
+    if (now < starts_ms) ++queued_polls;
+    planner.seen(last, now < starts_ms ? "QUEUED" : "PROCESSING", now);
+  }
+  INFO("polls while queued: " << queued_polls << ", in all: " << polls << ", noticed "
+                                 << (now - done_ms) / 1000.0 << " s after it completed");
+  // At the floor it would be 250 polls while queued; a plan that ignores the
+  // queue (each QUEUED answer as a new start) one every first gap, about six.
+  CHECK(queued_polls <= 2);
+  CHECK(polls <= 8);
+  // And its completion is still noticed soon (the target: 3% of 100 s on average).
+  CHECK(now - done_ms <= 10'000);
+}
+
+TEST_CASE("planner: after a restart the first polls of 1,000 jobs spread over the gap the policy leaves") {
+  const PollConfig cfg = bounds(2, 300);
+  PollPlanner planner(cfg);
+  const int64_t now = kT0 + 3'600'000;
+  std::mt19937_64 rng(5);
+  std::uniform_real_distribution<double> unit(0, 1);
+
+  // What the policy would leave after a poll just now, for a job followed for 60 s.
+  PollPlanner probe(cfg);
+  Shot p = job("probe", now - 60'000);
+  probe.submitted(p, now - 60'000);
+  probe.seen(p, "PROCESSING", now);
+  const int64_t gap = probe.next_poll(p, now, 0) - now;
+  REQUIRE(gap >= 2000);
+
+  std::vector<int64_t> firsts;
+  for (int i = 0; i < 1000; ++i) {
+    Shot s = job("r" + std::to_string(i), now - 60'000);
+    int64_t t = planner.first_poll_after_restart(s, now, unit(rng));
+    CHECK(t >= now);
+    CHECK(t <= now + gap);
+    firsts.push_back(t);
+  }
+  std::sort(firsts.begin(), firsts.end());
+  INFO("gap " << gap << " ms; first polls from +" << firsts.front() - now << " to +" << firsts.back() - now
+                 << " ms");
+  // Spread over the whole gap: some soon, some near its end, and never many at once.
+  CHECK(firsts.front() - now <= 1000);
+  CHECK(firsts.back() - now >= gap * 9 / 10);
+  const int64_t per_second_max = 1000 * 1000 / gap * 2 + 5;
+  size_t lo = 0;
+  size_t crowd = 0;
+  for (size_t hi = 0; hi < firsts.size(); ++hi) {
+    while (firsts[hi] - firsts[lo] >= 1000) ++lo;
+    crowd = std::max(crowd, hi - lo + 1);
+  }
+  CHECK(static_cast<int64_t>(crowd) <= per_second_max);
+  const std::set<int64_t> distinct(firsts.begin(), firsts.end());
+  CHECK(distinct.size() >= 900);
+
+  // The restart leaves what is known of the job as it was: its next poll after
+  // a real answer is placed as for any job.
+  Shot s = job("r0", now - 60'000);
+  planner.seen(s, "PROCESSING", now + 5000);
+  int64_t next = planner.next_poll(s, now + 5000, 0);
+  CHECK(next >= now + 5000 + 2000);
+  CHECK(next <= now + 5000 + 300'000);
+}
