@@ -179,6 +179,7 @@ Config parse_config(const std::string& text, const std::string& path) {
     s.on("min_interval_seconds", [&](auto& v, auto& key) { c.poll.min_interval_seconds = s.number(v, key, 0.01, 3600); });
     s.on("max_interval_seconds", [&](auto& v, auto& key) { c.poll.max_interval_seconds = s.number(v, key, 0.01, 3600); });
     s.on("target_delay_fraction", [&](auto& v, auto& key) { c.poll.target_delay_fraction = s.number(v, key, 0.001, 0.5); });
+    s.on("prior_render_seconds", [&](auto& v, auto& key) { c.poll.prior_render_seconds = s.number(v, key, 0.01, 86400); });
     s.run();
     if (c.poll.max_interval_seconds < c.poll.min_interval_seconds)
       s.fail("poll.max_interval_seconds", n, "must not be below poll.min_interval_seconds");

@@ -60,6 +60,9 @@ struct PollConfig {
   // The mean delay between a job completing and the daemon noticing, as a
   // share of its expected render time.
   double target_delay_fraction = 0.03;
+  // Before any render is observed: a 5 s 720P render takes about this long
+  // (the product page's figure), scaled by duration and resolution.
+  double prior_render_seconds = 138;
 };
 
 struct RetryConfig {

@@ -23,6 +23,7 @@ size_t next_rebuild(size_t built_at) {
 
 void PollPlanner::set_bounds(const PollConfig& poll) {
   poll_ = poll;
+  model_.set_prior_seconds(poll.prior_render_seconds);
   plans_.clear();
 }
 
@@ -43,7 +44,7 @@ const PollPlanner::Plan& PollPlanner::plan_for(const RenderClass& cls, double sp
     RenderDist dist = model_.dist(cls);
     p.plan = std::make_unique<PollPlan>(dist, q, PollBounds{poll_.target_delay_fraction, poll_.min_interval_seconds,
                                                              poll_.max_interval_seconds});
-    p.mean_s = dist.empty() ? RenderModel::prior_median(cls) : dist.mean();
+    p.mean_s = dist.empty() ? RenderModel::prior_median(cls, poll_.prior_render_seconds) : dist.mean();
     p.dist = std::move(dist);
     p.built_at = n;
   }

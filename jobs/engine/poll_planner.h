@@ -23,11 +23,15 @@ namespace wb {
 
 class PollPlanner {
  public:
-  explicit PollPlanner(const PollConfig& poll) : poll_(poll) {}
+  explicit PollPlanner(const PollConfig& poll) : poll_(poll) { model_.set_prior_seconds(poll.prior_render_seconds); }
   void set_bounds(const PollConfig& poll);
 
   // Learned render times: from / to the store's record.
-  void load(const nlohmann::json& model) { model_ = RenderModel::from_json(model); plans_.clear(); }
+  void load(const nlohmann::json& model) {
+    model_ = RenderModel::from_json(model);
+    model_.set_prior_seconds(poll_.prior_render_seconds);
+    plans_.clear();
+  }
   nlohmann::json save() const { return model_.to_json(); }
   const RenderModel& model() const { return model_; }
 

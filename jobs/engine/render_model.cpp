@@ -12,7 +12,6 @@ namespace wb {
 namespace {
 
 constexpr int kKnots = 512;
-constexpr double kPriorSeconds = 138.0;  // product page: 5 s at 720P
 constexpr double kPriorDuration = 5.0;
 constexpr double k1080Factor = 2.25;     // (1920 * 1080) / (1280 * 720)
 constexpr double kMaxSeconds = 86400.0;
@@ -152,9 +151,9 @@ std::size_t RenderModel::observations(const RenderClass& cls) const {
   return it == samples_.end() ? 0 : it->second.size();
 }
 
-double RenderModel::prior_median(const RenderClass& cls) {
+double RenderModel::prior_median(const RenderClass& cls, double base_seconds) {
   if (!cls.valid()) return 0.0;
-  return kPriorSeconds * cls.duration_seconds / kPriorDuration * (cls.resolution == "1080P" ? k1080Factor : 1.0);
+  return base_seconds * cls.duration_seconds / kPriorDuration * (cls.resolution == "1080P" ? k1080Factor : 1.0);
 }
 
 RenderDist RenderModel::dist(const RenderClass& cls) const {
@@ -185,12 +184,12 @@ RenderDist RenderModel::dist(const RenderClass& cls) const {
     }
   }
   if (best) {
-    const double ratio = prior_median(cls) / prior_median(best_cls);
+    const double ratio = prior_median(cls, prior_seconds_) / prior_median(best_cls, prior_seconds_);
     std::vector<double> s;
     for (double v : *best) s.push_back(v * ratio);
     return RenderDist::from_samples(s, std::max(bandwidth(logs(*best, 1.0)), kNeighbourMinLogSigma));
   }
-  return RenderDist::lognormal(prior_median(cls), kPriorLogSigma);
+  return RenderDist::lognormal(prior_median(cls, prior_seconds_), kPriorLogSigma);
 }
 
 nlohmann::json RenderModel::to_json() const {

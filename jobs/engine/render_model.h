@@ -82,7 +82,11 @@ class RenderModel {
   std::size_t observations(const RenderClass& cls) const;
   RenderDist dist(const RenderClass& cls) const;
   // The product page's figure scaled to the class (see above); 0 for an invalid class.
-  static double prior_median(const RenderClass& cls);
+  static double prior_median(const RenderClass& cls, double base_seconds = kDefaultPriorSeconds);
+  // The prior's 5 s 720P median (poll.prior_render_seconds); 138 s by default.
+  static constexpr double kDefaultPriorSeconds = 138.0;
+  void set_prior_seconds(double seconds) { prior_seconds_ = seconds > 0 ? seconds : kDefaultPriorSeconds; }
+  double prior_seconds() const { return prior_seconds_; }
 
   // {"version":1,"classes":{"720P/5s":[seconds, oldest first], ...}}: at most
   // 30 classes x 256 samples whatever was observed.
@@ -93,6 +97,7 @@ class RenderModel {
 
  private:
   std::map<std::string, std::deque<double>> samples_;  // by RenderClass::key()
+  double prior_seconds_ = kDefaultPriorSeconds;
 };
 
 }  // namespace wb
