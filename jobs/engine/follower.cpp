@@ -117,6 +117,14 @@ void Follower::on_fetch(const std::string& key, const HttpResponse& r) {
   shot->output_url = a.output_url;
   if (a.remaining_credits && on_balance) on_balance(*a.remaining_credits);
   if (planner_.completed(*shot, a.inference_time, a.queue_time) && on_learned) on_learned();
+  if (!planner_.started_key().empty()) {
+    // The job that took this one's worker: its start is known now, so are its polls.
+    Shot* next = core_.book.find(planner_.started_key());
+    if (next && next->state == ShotState::in_flight && !core_.book.busy(next->key())) {
+      const int64_t now = core_.now_ms();
+      core_.book.set_due(*next, planner_.next_poll(*next, now, core_.unit_random()));
+    }
+  }
   shot->metrics_json = a.metrics_json;
   shot->due_ms = 0;
   core_.move(*shot, ShotState::downloading);

@@ -76,10 +76,14 @@ void PollPlanner::seen(const Shot& shot, const std::string& status, int64_t now_
       starts_dirty_ = true;
     }
     queue_seen_ = true;
-    most_seen_processing_ = std::max(most_seen_processing_, static_cast<int>(jobs_.size()) - queued_count_);
+    // The provider's concurrency for us, until a waited job teaches it: the
+    // jobs seen rendering while this one waits.
+    int rendering = 0;
+    for (const auto& [key, other] : jobs_) rendering += other.started_known && !other.queued;
+    most_seen_processing_ = std::max(most_seen_processing_, rendering);
     j.start_s = now;  // it starts no earlier than now
     j.start_spread_s = 0;
-  } else if (status == "PROCESSING" && !j.started_known) {
+  } else if (status == "PROCESSING" && !j.started_known && !j.start_exact) {
     if (j.queued || queue_seen_) {
       // It started since it was last seen waiting; the queue's estimate narrows when.
       double lo = j.last_poll_s;
@@ -103,8 +107,36 @@ bool PollPlanner::completed(const Shot& shot, std::optional<double> render_s, st
   RenderClass cls = class_of(shot.spec);
   bool learned = render_s && model_.observe(cls, *render_s);
   if (learned) ++learned_elsewhere_;
+  started_key_.clear();
   if (it != jobs_.end()) {
-    if (render_s && queue_s) queue_.observe_completed(it->second.submitted_s, *queue_s, *render_s);
+    if (render_s && queue_s) {
+      queue_.observe_completed(it->second.submitted_s, *queue_s, *render_s);
+      // Its worker came free at `end` (our clock): with a queue, the oldest of
+      // our jobs that had not started by then took it, FIFO.
+      const double end = it->second.submitted_s + *queue_s + *render_s;
+      Job* next = nullptr;
+      std::string next_key;
+      if (queue_seen_ || queue_.workers())
+        for (auto& [key, j] : jobs_) {
+          if (key == it->first || j.start_exact || j.submitted_s >= end) continue;
+          if (j.started_known && !j.queued && j.start_s + j.start_spread_s <= end) continue;  // running by then
+          if (!next || j.submitted_s < next->submitted_s) {
+            next = &j;
+            next_key = key;
+          }
+        }
+      if (next) {
+        next->start_s = end;
+        next->start_spread_s = 0;
+        next->start_exact = next->started_known = true;
+        next->last_poll_s = std::max(next->last_poll_s, end);
+        if (next->queued) {
+          next->queued = false;
+          --queued_count_;
+        }
+        started_key_ = next_key;
+      }
+    }
     if (it->second.queued) --queued_count_;
     jobs_.erase(it);
   }

@@ -42,7 +42,11 @@ class PollPlanner {
   void seen(const Shot& shot, const std::string& status, int64_t now_ms);
   // The job completed; metrics' inference_time and queue_time when given.
   // Returns true when the render model learned (the caller persists it).
+  // Its timings also say when its worker came free: the oldest of our jobs
+  // still waiting then started at that moment (FIFO), which started_key()
+  // names until the next call, so the caller plans that job's polls again.
   bool completed(const Shot& shot, std::optional<double> render_s, std::optional<double> queue_s);
+  const std::string& started_key() const { return started_key_; }
   void forget(const std::string& key);
 
   // The next status poll of a followed job (monotonic ms), `jitter` in [0, 1).
@@ -69,6 +73,7 @@ class PollPlanner {
     bool queued = false;       // last seen QUEUED (or believed to wait)
     bool started_known = false;
     double expected_start_s = 0;  // while queued: the queue model's estimate
+    bool start_exact = false;     // learned from a predecessor's timings
   };
   struct Plan {
     size_t built_at = 0;  // observations when built
@@ -92,6 +97,7 @@ class PollPlanner {
   int queued_count_ = 0;          // jobs believed waiting at the provider
   size_t learned_elsewhere_ = 0;  // observations of every class (neighbours shift priors)
   bool starts_dirty_ = true;
+  std::string started_key_;
   double starts_planned_at_ = -1e18;
 };
 
