@@ -36,6 +36,7 @@ std::optional<ShotState> shot_state_from(const std::string& s) {
 bool is_terminal(ShotState s) { return s >= ShotState::done; }
 
 bool occupies_slot(ShotState s) { return s >= ShotState::submitting && s <= ShotState::downloading; }
+bool at_provider(ShotState s) { return s == ShotState::submitting || s == ShotState::in_flight; }
 
 std::map<std::string, int> count_states(const std::vector<Shot>& shots) {
   std::map<std::string, int> states;

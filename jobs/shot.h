@@ -28,8 +28,12 @@ enum class ShotState {
 const char* to_string(ShotState s);
 std::optional<ShotState> shot_state_from(const std::string& s);
 bool is_terminal(ShotState s);
-// Submitted to the provider and not yet ended: counts against limits.max_in_flight.
+// Submitted and not yet ended (its estimate is committed until its cost is known).
 bool occupies_slot(ShotState s);
+// The provider is working on it (a submit on the wire, QUEUED or PROCESSING):
+// counts against limits.max_in_flight. A COMPLETED job being fetched and
+// downloaded frees its slot, so the next submit need not wait for the download.
+bool at_provider(ShotState s);
 
 struct Shot {
   std::string batch;

@@ -450,14 +450,21 @@ std::string Store::journal_then_key(const nlohmann::json& entry) {
 
 Store::~Store() = default;
 
-void Store::write(const std::vector<std::pair<std::string, std::string>>& puts, Sync sync) {
+void Store::write(const std::vector<std::pair<std::string, std::string>>& puts, Sync sync, const Shot* shot) {
   rocksdb::WriteBatch batch;
   for (const auto& [k, v] : puts) {
     batch.Put(k, v);
     if (k.starts_with("s/")) {
-      auto shot = parse_shot(v);
+      // The caller's shot when it passed the one it wrote (no parse), else the record read back.
+      bool terminal;
+      if (shot && k == shot_key(shot->batch, shot->spec.id)) {
+        terminal = is_terminal(shot->state);
+      } else {
+        auto parsed = parse_shot(v);
+        terminal = parsed && is_terminal(parsed->state);
+      }
       std::string index = "u/" + k.substr(2);
-      if (shot && is_terminal(shot->state)) batch.Delete(index);
+      if (terminal) batch.Delete(index);
       else batch.Put(index, "");
     } else if (k.starts_with("b/")) {
       auto b = parse_batch(v);
@@ -494,9 +501,21 @@ std::string Store::ledger_key() {
 
 void Store::add_batch(const BatchRecord& batch, const std::vector<Shot>& shots) {
   std::vector<std::pair<std::string, std::string>> puts;
+  puts.reserve(shots.size() + 1);
   puts.emplace_back("b/" + batch.name, batch_json(batch).dump());
-  for (const auto& s : shots) puts.emplace_back(shot_key(s.batch, s.spec.id), shot_to_json(s));
-  write(puts, Sync::yes);
+  rocksdb::WriteBatch wb;
+  for (const auto& [k, v] : puts) wb.Put(k, v);
+  wb.Put("ub/" + batch.name, "");
+  for (const auto& s : shots) {
+    const std::string key = shot_key(s.batch, s.spec.id);
+    wb.Put(key, shot_to_json(s));
+    if (!is_terminal(s.state)) wb.Put("u/" + key.substr(2), "");
+  }
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  rocksdb::Status st = db_->Write(wo, &wb);
+  if (!st.ok() && !st.IsCorruption() && db_->Resume().ok()) st = db_->Write(wo, &wb);
+  check(st, "write");
 }
 
 std::optional<std::string> Store::meta(const std::string& name) const {
@@ -533,7 +552,7 @@ std::vector<BatchRecord> Store::batches() const {
 }
 
 void Store::put_shot(const Shot& shot, Sync sync) {
-  write({{shot_key(shot.batch, shot.spec.id), shot_to_json(shot)}}, sync);
+  write({{shot_key(shot.batch, shot.spec.id), shot_to_json(shot)}}, sync, &shot);
 }
 
 void Store::put_shot_and_ledger(const Shot& shot, const nlohmann::json& ledger_entry) {
@@ -542,7 +561,7 @@ void Store::put_shot_and_ledger(const Shot& shot, const nlohmann::json& ledger_e
   puts.emplace_back(shot_key(shot.batch, shot.spec.id), shot_to_json(shot));
   if (!shot.request_id.empty()) puts.emplace_back("r/" + shot.request_id, shot.key());
   puts.emplace_back(key, ledger_entry.dump());
-  write(puts, Sync::yes);
+  write(puts, Sync::yes, &shot);
 }
 
 std::vector<Shot> Store::shots(const std::string& batch) const {
@@ -586,7 +605,7 @@ void Store::put_shot_spent(const Shot& shot, const std::string& day, int64_t cos
   write({{shot_key(shot.batch, shot.spec.id), shot_to_json(shot)},
          {"d/" + day, std::to_string(spent_on(day) + cost_micro)},
          {"meta/cost_model", cost_model_json}},
-        Sync::yes);
+        Sync::yes, &shot);
 }
 
 int64_t Store::spent_on(const std::string& day) const {

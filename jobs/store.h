@@ -116,7 +116,9 @@ class Store {
   static constexpr int kJournalCompactEvery = 50000;
   // Writes atomically; a put of a shot or batch record also puts or deletes
   // its unfinished-index entry, so no caller can leave the index behind.
-  void write(const std::vector<std::pair<std::string, std::string>>& puts, Sync sync);
+  // `shot`, when given, is the shot one of the puts holds (its index entry
+  // follows from it without reading the record back).
+  void write(const std::vector<std::pair<std::string, std::string>>& puts, Sync sync, const Shot* shot = nullptr);
   std::vector<std::string> scan(const std::string& prefix) const;
   std::string ledger_key();
 

@@ -32,7 +32,7 @@ ShotBook::PendingKey ShotBook::pending_key(const Shot& shot) const {
 
 void ShotBook::index(const Shot& shot, int sign) {
   counts_[shot.state] += sign;
-  if (occupies_slot(shot.state)) in_slot_ += sign;
+  if (at_provider(shot.state)) in_slot_ += sign;
   if (shot.state == ShotState::pending) {
     if (sign > 0) pending_[pending_key(shot)] = shot.key();
     else pending_.erase(pending_key(shot));

@@ -71,7 +71,7 @@ class ShotBook {
   std::map<PendingKey, std::string>::const_iterator skip_batch(std::map<PendingKey, std::string>::const_iterator from) const;
 
   int count(ShotState state) const;
-  // Shots submitted and not yet ended (limits.max_in_flight counts these).
+  // Shots at the provider: SUBMITTING or IN_FLIGHT (limits.max_in_flight counts these).
   int in_slot() const { return in_slot_; }
   // Unfinished shots of a batch.
   int open_in_batch(const std::string& batch) const;

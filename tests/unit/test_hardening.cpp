@@ -302,6 +302,7 @@ TEST_CASE("submits the state store forgot are restored or HELD from the submit j
   CHECK(s2.reason.find("lost the record of submit attempt 1") != std::string::npos);
   rig.raw_tick(Millis(3000));
   rig.answer_credits();
+  rig.raw_tick();  // the balance read: submits may go
   CHECK(rig.within("/v2/requests/r0/status", Millis(15000)));  // followed, not resubmitted
   int submits = 0;
   for (auto& c : rig.net.calls) submits += c.request.url.find("/v2/wan2.7-i2v") != std::string::npos;
