@@ -216,6 +216,9 @@ int cmd_estimate(const Config& config, const std::vector<std::string>& files, st
 
 int cmd_status(const Config& config, bool json, std::ostream& out, std::ostream& err) {
   std::vector<std::pair<BatchRecord, std::vector<Shot>>> rows;
+  // Why every submit waits, daemon-wide ("" when none): the daemon keeps it in
+  // its store (meta "submit_wait") whenever it changes.
+  std::string submit_wait;
   // A read-only view of a store the daemon is writing: a table file it compacts
   // away while we read is an error; a fresh view a moment later is not.
   for (int attempt = 1;; ++attempt) {
@@ -223,6 +226,7 @@ int cmd_status(const Config& config, bool json, std::ostream& out, std::ostream&
       auto store = Store::open(join_path(config.state_dir, "db"), Store::Mode::read_only);
       rows.clear();
       for (auto& b : store->batches()) rows.emplace_back(b, store->shots(b.name));
+      submit_wait = store->meta("submit_wait").value_or("");
       break;
     } catch (const Error& e) {
       if (attempt < 5 && std::string(e.what()).find("no state in") == std::string::npos) {
@@ -238,7 +242,7 @@ int cmd_status(const Config& config, bool json, std::ostream& out, std::ostream&
     batches.push_back({{"batch", b.name}, {"shots", static_cast<int>(shots.size())}, {"states", count_states(shots)},
                        {"finished", b.finished}, {"priority", b.priority}});
   if (json) {
-    out << nlohmann::json{{"batches", batches}}.dump() << "\n";
+    out << nlohmann::json{{"batches", batches}, {"submit_wait", submit_wait}}.dump() << "\n";
     return 0;
   }
   if (rows.empty()) out << "no batches yet\n";
@@ -253,18 +257,26 @@ int cmd_status(const Config& config, bool json, std::ostream& out, std::ostream&
         out << "  " << s.spec.id << " " << to_string(s.state) << ": " << s.reason << "\n";
       else if (!is_terminal(s.state) && !s.reason.empty())
         waiting[s.reason].push_back(s.spec.id);
+      else if (s.state == ShotState::pending && !submit_wait.empty())
+        waiting[submit_wait].push_back(s.spec.id);  // no reason of its own: it waits with every submit
     }
     for (const auto& [reason, ids] : waiting)
       out << "  " << ids.size() << " shot(s) " << reason << " (" << ids.front() << (ids.size() > 1 ? ", ..." : "")
           << ")\n";
   }
+  std::string daemon_line;
+  bool running = false;
   try {
     auto ping = control_request(config.state_dir, {{"command", "ping"}});
-    if (ping.value("paused", false)) out << "daemon: running, submits PAUSED (wanbatch resume)\n";
-    else out << "daemon: running\n";
+    running = true;
+    daemon_line = ping.value("paused", false) ? "daemon: running, submits PAUSED (wanbatch resume)\n"
+                                              : "daemon: running\n";
   } catch (const Error&) {
-    out << "daemon: not running\n";
+    daemon_line = "daemon: not running\n";
   }
+  if (!submit_wait.empty())
+    out << "submits: " << submit_wait << (running ? "" : " (when the daemon last ran)") << "\n";
+  out << daemon_line;
   return 0;
 }
 

@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
   bool json = false;
   auto* status = app.add_subcommand(
       "status", "show each batch with its shots counted by state, why waiting shots wait, and HELD reasons");
-  status->add_flag("--json", json, R"(print {"batches":[{"batch":NAME,"shots":N,"states":{...}}]})");
+  status->add_flag("--json", json, R"(print {"batches":[{"batch":NAME,"shots":N,"states":{...}}],"submit_wait":WHY})");
 
   std::string target;
   bool yes = false;

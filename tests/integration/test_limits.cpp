@@ -217,3 +217,40 @@ TEST_CASE("trickling outputs free their download slot: each download is cut afte
   CHECK(held.size() == 2);
   for (const auto& line : held) CHECK_MESSAGE(line.find("too slow") != std::string::npos, line);
 }
+
+TEST_CASE("a request budget: submits yield to following work and status says why, daemon-wide") {
+  Rig rig;
+  // 60 requests a minute: a bucket of ten. The first balance read takes one and
+  // eight submits leave the last for following work; the other twelve wait.
+  std::string text = test::read(rig.config);
+  std::string limits = "limits: {max_in_flight: 8, submits_per_minute: 60000}";
+  REQUIRE(text.find(limits) != std::string::npos);
+  text.replace(text.find(limits), limits.size(),
+               "limits: {max_in_flight: 50, submits_per_minute: 60000, requests_per_minute: 60}");
+  test::write(rig.config, text);
+  rig.start_daemon();
+  // https images only: no uploads, so shots go strictly in order and only the
+  // next one to go carries the reason itself.
+  std::string m = "batch: frugal\nshots:\n";
+  for (int i = 0; i < 20; ++i)
+    m += "  - {id: s" + std::to_string(i) + ", prompt: \"s" + std::to_string(i) +
+         ": p\", image: 'https://cdn.example/a.png', duration: 4}\n";
+  rig.drop("frugal.yaml", m);
+  const std::string wait = "waiting: request budget (limits.requests_per_minute 60): following jobs comes first";
+  std::string st;
+  REQUIRE_MESSAGE(test::eventually([&] {
+    st = cli(rig, {"status"});
+    return st.find("\nsubmits: " + wait + "\n") != std::string::npos;
+  }), (st + rig.log()));
+  // Every pending shot is counted under the wait, not only the one that carries it.
+  auto at = st.find(" shot(s) " + wait);
+  REQUIRE_MESSAGE(at != std::string::npos, st);
+  auto line = st.rfind('\n', at) + 1;
+  CHECK_MESSAGE(std::stoi(st.substr(line, at - line)) >= 2, st);
+  json j;
+  REQUIRE(test::eventually([&] {
+    j = rig.status();
+    return j.value("submit_wait", "") == wait;
+  }));
+  CHECK(j["batches"][0]["states"].value("PENDING", 0) >= 2);
+}
