@@ -391,6 +391,12 @@ class Daemon {
     live("limits.daily_budget_credits", c_.limits.daily_budget_credits, fresh.limits.daily_budget_credits);
     live("poll.min_interval_seconds", c_.poll.min_interval_seconds, fresh.poll.min_interval_seconds);
     live("poll.max_interval_seconds", c_.poll.max_interval_seconds, fresh.poll.max_interval_seconds);
+    live("poll.target_delay_fraction", c_.poll.target_delay_fraction, fresh.poll.target_delay_fraction);
+    live("poll.prior_render_seconds", c_.poll.prior_render_seconds, fresh.poll.prior_render_seconds);
+    live("limits.requests_per_minute", c_.limits.requests_per_minute, fresh.limits.requests_per_minute);
+    live("limits.download_min_bytes_per_second", c_.limits.download_min_bytes_per_second,
+         fresh.limits.download_min_bytes_per_second);
+    live("limits.download_stall_seconds", c_.limits.download_stall_seconds, fresh.limits.download_stall_seconds);
     live("retry.max_attempts", c_.retry.max_attempts, fresh.retry.max_attempts);
     live("retry.base_delay_seconds", c_.retry.base_delay_seconds, fresh.retry.base_delay_seconds);
     live("retry.max_delay_seconds", c_.retry.max_delay_seconds, fresh.retry.max_delay_seconds);
@@ -421,6 +427,7 @@ class Daemon {
       for (const auto& k : v) out += (out.empty() ? "" : ", ") + k;
       return out.empty() ? std::string("none") : out;
     };
+    scheduler_.settings_changed();  // what the engine's parts keep of them (poll bounds, request budget)
     spdlog::info("SIGHUP: config {} reloaded; applied: {}; changed but needing a restart: {}", c_.path,
                  join(applied), join(restart));
   }

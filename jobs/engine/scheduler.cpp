@@ -170,6 +170,12 @@ Scheduler::Accept Scheduler::accept(const Manifest& m, const std::string& manife
   return Accept::added;
 }
 
+void Scheduler::settings_changed() {
+  const Settings& s = core_.settings;
+  planner_.set_bounds(s.poll);
+  if (s.limits.requests_per_minute != core_.budget.per_minute()) core_.budget.set_rate(s.limits.requests_per_minute, core_.mono());
+}
+
 void Scheduler::set_paused(bool paused) {
   submit_state_.paused = paused;
   core_.store.put_meta("paused", paused ? "1" : "0");

@@ -67,6 +67,10 @@ class Scheduler {
   }
   OperatorResult cancel(const std::string& target) { return operator_.cancel(target); }
 
+  // The settings it was given changed in place (SIGHUP): the parts that keep
+  // a copy (poll bounds, the request budget) take the new values.
+  void settings_changed();
+
   // Stop starting submits (shutdown); other work continues.
   void stop_submitting() { stopping_ = true; }
   size_t submits_on_the_wire() const { return submitter_.on_the_wire(); }

@@ -49,7 +49,9 @@ class CostModel {
 
 class Spend {
  public:
+  // `limits` is read live (a SIGHUP may change the reserve and the daily budget): it must outlive the Spend.
   Spend(const LimitsConfig& limits, const PricingConfig& pricing) : limits_(limits), costs_(pricing) {}
+  Spend(LimitsConfig&&, const PricingConfig&) = delete;
   CostModel& costs() { return costs_; }
   const CostModel& costs() const { return costs_; }
 
@@ -89,7 +91,7 @@ class Spend {
   Check check(const std::string& batch, std::optional<double> budget, const std::string& day, Micro amount) const;
 
  private:
-  LimitsConfig limits_;
+  const LimitsConfig& limits_;  // live: a SIGHUP may change the reserve and the daily budget
   CostModel costs_;
   std::map<std::string, Micro> batch_spent_;
   mutable std::map<std::string, Micro> daily_spent_;

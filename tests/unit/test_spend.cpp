@@ -128,7 +128,8 @@ TEST_CASE("spend: the cost model round-trips through its record and ignores what
 }
 
 TEST_CASE("spend: commitments add up per batch and release once") {
-  Spend sp(LimitsConfig{}, PricingConfig{});
+  const LimitsConfig no_limits;
+  Spend sp(no_limits, PricingConfig{});
   sp.commit("a/1", "a", 100);
   sp.commit("a/2", "a", 200);
   sp.commit("b/1", "b", 400);
@@ -160,7 +161,8 @@ TEST_CASE("spend: the batch budget passes exactly at the budget and fails one mi
   CHECK(Spend::batch_budget_gate(0.0, 0, 1) != "");
 
   // check(): spent and committed in the batch count; other batches do not.
-  Spend sp(LimitsConfig{}, PricingConfig{});
+  const LimitsConfig no_limits;
+  Spend sp(no_limits, PricingConfig{});
   sp.set_batch_spent("a", 500000);
   sp.commit("a/1", "a", 300000);
   sp.commit("b/1", "b", 900000);
@@ -199,7 +201,8 @@ TEST_CASE("spend: the daily budget counts the day's spend, read once, and every 
   CHECK(loads["2030-01-01"] == 1);
 
   // Without a daily budget there is no daily gate.
-  Spend free(LimitsConfig{}, PricingConfig{});
+  const LimitsConfig no_limits;
+  Spend free(no_limits, PricingConfig{});
   free.set_day_spent("2030-01-01", 1'000'000'000'000);
   CHECK(free.daily_gate("2030-01-01", 1'000'000'000'000) == "");
 }
