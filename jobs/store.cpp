@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <map>
 
+#include "jobs/credits.h"
 #include "jobs/journal.h"
 #include "jobs/json_safe.h"
 #include "jobs/throttle.h"
@@ -613,11 +614,16 @@ int64_t Store::spent_on(const std::string& day) const {
   auto s = db_->Get(rocksdb::ReadOptions(), "d/" + day, &v);
   if (s.IsNotFound()) return 0;
   check(s, "read d/" + day);
+  // A garbled aggregate fails closed: the day counts as spent to the limit, so
+  // a daily budget holds submits until the next day (logged), never lets more through.
   try {
-    return std::stoll(v);
+    size_t used = 0;
+    long long micro = std::stoll(v, &used);
+    if (used == v.size() && micro >= 0) return micro;
   } catch (const std::exception&) {
-    return 0;  // a garbled aggregate counts nothing rather than stopping the daemon
   }
+  spdlog::error("state store: the spend of {} (d/{}) is unreadable; the day counts as spent to the limit", day, day);
+  return kMaxMicroCredits;
 }
 
 std::optional<std::string> Store::shot_by_request(const std::string& request_id) const {

@@ -26,6 +26,8 @@ class Batches {
   // Every loaded unfinished batch is checked once (its shots may all have ended).
   void check_all();
 
+  // A stored unfinished shot the book lacked: the scheduler follows it again.
+  std::function<void(Shot)> on_adopt;
   // Runs when a batch has ended; the argument is the batch record (finished).
   std::function<void(const BatchRecord&)> on_finished;
 

@@ -14,7 +14,13 @@ Millis seconds(double s) { return Millis(static_cast<int64_t>(s * 1000.0)); }
 }  // namespace
 
 int64_t Credits::tick(MonoPoint now) {
-  if (!on_wire_ && now >= next_check_ && core_.budget.try_take(now, RequestBudget::Use::follow)) {
+  if (!on_wire_ && now >= next_check_ && !core_.budget.try_take(now, RequestBudget::Use::submit)) {
+    // The request budget is spent on following jobs: the balance waits a
+    // while (never a busy loop), and a tight budget is not eaten by balance reads.
+    next_check_ = core_.budget.next_available(now, RequestBudget::Use::submit) +
+                  std::max(Millis(1000), Millis(static_cast<int64_t>(60000.0 / std::max(1.0, core_.budget.per_minute()))));
+    if (!state_.balance_read) state_.balance_read = true;  // submits need not wait for a read that cannot go
+  } else if (!on_wire_ && now >= next_check_) {
     on_wire_ = true;
     core_.transport.start(core_.api.credits(), [this](HttpResponse r) {
       core_.events.emit(Event::request("", "credits", r.status));
@@ -22,6 +28,10 @@ int64_t Credits::tick(MonoPoint now) {
       state_.balance_read = true;  // answered or failed: submits need not wait for it any longer
       Millis interval = seconds(core_.settings.credits.check_interval_seconds);
       if (state_.credits_wait) interval = std::min(interval, Millis(30000));
+      // Under a request budget a balance read is one of ten a budget's minute
+      // at most, so that submits are not starved by it.
+      if (core_.budget.limited())
+        interval = std::max(interval, seconds(600.0 / core_.budget.per_minute()));
       next_check_ = core_.mono() + interval;
       auto balance = parse_credits(r);
       if (!balance) {

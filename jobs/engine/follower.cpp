@@ -115,7 +115,6 @@ void Follower::on_fetch(const std::string& key, const HttpResponse& r) {
   }
   shot->attempts = 0;
   shot->output_url = a.output_url;
-  if (a.remaining_credits && on_balance) on_balance(*a.remaining_credits);
   if (planner_.completed(*shot, a.inference_time, a.queue_time) && on_learned) on_learned();
   if (!planner_.started_key().empty()) {
     // The job that took this one's worker: its start is known now, so are its polls.
@@ -132,14 +131,20 @@ void Follower::on_fetch(const std::string& key, const HttpResponse& r) {
   if (a.cost && !shot->cost && *a.cost >= 0) {
     const std::string day = local_day(core_.wall());
     shot->cost = a.cost;
+    if (!core_.spend.costs().plausible(shot->spec, *a.cost))
+      spdlog::warn("{}: the provider's cost {} is far from the price table; counted as spent, not learned", key,
+                   *a.cost);
     core_.spend.costs().observe(shot->spec, *a.cost);
     core_.store.put_shot_spent(*shot, day, to_micro(*a.cost), core_.spend.costs().to_json());
     core_.spend.spent(shot->batch, day, *a.cost, true);
     core_.spend.release(key);
-    return;
+  } else {
+    if (a.cost) shot->cost = a.cost;
+    core_.save(*shot, Sync::yes);
   }
-  if (a.cost) shot->cost = a.cost;
-  core_.save(*shot, Sync::yes);
+  // The balance after this job's charge: read after it is counted, so the
+  // charge is not taken from it twice.
+  if (a.remaining_credits && on_balance) on_balance(*a.remaining_credits);
 }
 
 }  // namespace wb

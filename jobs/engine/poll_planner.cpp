@@ -81,8 +81,14 @@ void PollPlanner::seen(const Shot& shot, const std::string& status, int64_t now_
     int rendering = 0;
     for (const auto& [key, other] : jobs_) rendering += other.started_known && !other.queued;
     most_seen_processing_ = std::max(most_seen_processing_, rendering);
+    if (j.queued_since_s <= 0) j.queued_since_s = now;
     j.start_s = now;  // it starts no earlier than now
     j.start_spread_s = 0;
+  } else if (status == "PROCESSING" && j.queued && (j.started_known || j.start_exact)) {
+    // A provider that flips back and forth: it renders again; the start stays as known.
+    j.queued = false;
+    --queued_count_;
+    starts_dirty_ = true;
   } else if (status == "PROCESSING" && !j.started_known && !j.start_exact) {
     if (j.queued || queue_seen_) {
       // It started since it was last seen waiting; the queue's estimate narrows when.
@@ -215,8 +221,16 @@ int64_t PollPlanner::next_poll(const Shot& shot, int64_t now_ms, double jitter) 
     // Poll where a job that starts at its expected start would first be polled.
     double margin = 0.05 * plan_for(j.cls, 0).mean_s;
     const Plan& p = plan_for(j.cls, 2 * margin);
-    double start = std::max(now, j.expected_start_s) - margin;
-    t = p.plan->next_poll_at(now, start, start, jitter);
+    if (j.expected_start_s > now) {
+      double start = j.expected_start_s - margin;
+      t = p.plan->next_poll_at(now, start, start, jitter);
+    } else {
+      // Its expected start has passed and it still waits: the estimate is
+      // stale, so polls back off on how long it has waited (half of it), a
+      // handful of polls however long the queue.
+      double waited = now - (j.queued_since_s > 0 ? j.queued_since_s : j.submitted_s);
+      t = now + std::max(0.5 * waited, poll_.min_interval_seconds) * (0.95 + 0.1 * jitter);
+    }
     t = std::clamp(t, now + poll_.min_interval_seconds, now + poll_.max_interval_seconds);
   } else {
     const Plan& p = plan_for(j.cls, j.start_spread_s);

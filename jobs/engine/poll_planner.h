@@ -74,6 +74,7 @@ class PollPlanner {
     bool started_known = false;
     double expected_start_s = 0;  // while queued: the queue model's estimate
     bool start_exact = false;     // learned from a predecessor's timings
+    double queued_since_s = 0;    // first seen QUEUED
   };
   struct Plan {
     size_t built_at = 0;  // observations when built

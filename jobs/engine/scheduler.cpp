@@ -35,6 +35,7 @@ Scheduler::Scheduler(const Settings& settings, Store& store, Transport& transpor
   std::string err;
   window_ = TimeWindow::parse(settings.window, err).value_or(TimeWindow());
   core_.on_shot_ended = [this](const std::string& batch) { batches_.maybe_finish(batch); };
+  batches_.on_adopt = [this](Shot s) { follow_again(std::move(s)); };
   batches_.on_finished = [this](const BatchRecord& b) {
     if (on_batch_finished) on_batch_finished(b);
   };
@@ -58,59 +59,12 @@ Scheduler::Scheduler(const Settings& settings, Store& store, Transport& transpor
 void Scheduler::load() {
   Store& store = core_.store;
   ShotBook& book = core_.book;
-  const TimePoint now = core_.wall();
-  const int64_t mono_now = core_.now_ms();
   for (auto& b : store.unfinished_batches()) book.add_batch(b);
   if (auto model = store.meta("render_model")) planner_.load(parse_json_bounded(*model).value_or(nlohmann::json()));
   if (auto costs = store.meta("cost_model")) core_.spend.costs().load(*costs);
   core_.spend.day_loader = [&store](const std::string& day) { return store.spent_on(day); };
   std::vector<Shot> unfinished = store.unfinished_shots();
-  for (auto& s : unfinished) {
-    if (is_terminal(s.state)) continue;
-    if (s.state == ShotState::submitting) {
-      // The POST may or may not have reached the provider. Never resend blindly.
-      store.append_ledger(ledger_entry(s, "ambiguous_on_restart", now));
-      s.state = ShotState::held;
-      s.reason =
-          "ambiguous submit: the daemon stopped after sending the submit and before recording a "
-          "request_id; the job may exist and be billed. Check the provider's dashboard, then "
-          "`wanbatch retry` it if it was not run";
-      store.put_shot(s, Sync::yes);
-      spdlog::warn("{}: HELD, {}", s.key(), s.reason);
-      continue;
-    }
-    if (!book.batch(s.batch)) {
-      // Its batch record was lost or marked finished by a damaged store: the
-      // batch is open again (a stand-in record when there is none), so the shot
-      // is followed and the batch reported when it ends.
-      BatchRecord b = store.batch(s.batch).value_or(BatchRecord{});
-      if (b.name.empty()) {
-        b.name = s.batch;
-        b.damaged = true;
-      }
-      b.finished = false;
-      store.put_batch(b);
-      spdlog::warn("batch {}: reopened for its unfinished shot {}", b.name, s.key());
-      book.add_batch(b);
-    }
-    s.attempts = 0;
-    s.due_ms = 0;
-    // How long it has been followed, on the monotonic clock, from the wall time
-    // it was submitted (bounded: the wall clock may have stepped meanwhile).
-    if (s.submitted_ms)
-      s.followed_since_ms = mono_now - std::clamp<int64_t>(to_epoch_ms(now) - s.submitted_ms, 0, 3600 * 1000);
-    Shot& live = book.add(std::move(s));
-    if (occupies_slot(live.state) && !live.cost)
-      core_.spend.commit(live.key(), live.batch, core_.spend.costs().estimate(live.spec));
-    if (live.state == ShotState::in_flight) {
-      // Spread the first polls over the gap the policy would leave, so that
-      // thousands of jobs followed again do not poll at once.
-      planner_.submitted(live, live.followed_since_ms);
-      book.set_due(live, planner_.first_poll_after_restart(live, mono_now, core_.unit_random()));
-    } else if (is_followed(live.state)) {
-      book.set_due(live, mono_now + static_cast<int64_t>(core_.unit_random() * 1000));
-    }
-  }
+  for (auto& s : unfinished) follow_again(std::move(s));
   // What unfinished batches have spent so far, for their budgets.
   for (const auto& [name, b] : book.batches()) {
     Micro spent = 0;
@@ -122,6 +76,57 @@ void Scheduler::load() {
   submit_state_.paused = store.meta("paused").value_or("0") == "1";
   if (submit_state_.paused) spdlog::warn("submits are paused (wanbatch resume to resume)");
   spdlog::info("loaded {} unfinished shots in {} unfinished batches", book.size(), book.batches().size());
+}
+
+void Scheduler::follow_again(Shot s) {
+  Store& store = core_.store;
+  ShotBook& book = core_.book;
+  const TimePoint now = core_.wall();
+  const int64_t mono_now = core_.now_ms();
+  if (is_terminal(s.state)) return;
+  if (s.state == ShotState::submitting) {
+    // The POST may or may not have reached the provider. Never resend blindly.
+    store.append_ledger(ledger_entry(s, "ambiguous_on_restart", now));
+    s.state = ShotState::held;
+    s.reason =
+        "ambiguous submit: the daemon stopped after sending the submit and before recording a "
+        "request_id; the job may exist and be billed. Check the provider's dashboard, then "
+        "`wanbatch retry` it if it was not run";
+    store.put_shot(s, Sync::yes);
+    spdlog::warn("{}: HELD, {}", s.key(), s.reason);
+    return;
+  }
+  if (!book.batch(s.batch)) {
+    // Its batch record was lost or marked finished by a damaged store: the
+    // batch is open again (a stand-in record when there is none), so the shot
+    // is followed and the batch reported when it ends.
+    BatchRecord b = store.batch(s.batch).value_or(BatchRecord{});
+    if (b.name.empty()) {
+      b.name = s.batch;
+      b.damaged = true;
+    }
+    b.finished = false;
+    store.put_batch(b);
+    spdlog::warn("batch {}: reopened for its unfinished shot {}", b.name, s.key());
+    book.add_batch(b);
+  }
+  s.attempts = 0;
+  s.due_ms = 0;
+  // How long it has been followed, on the monotonic clock, from the wall time
+  // it was submitted (bounded: the wall clock may have stepped meanwhile).
+  if (s.submitted_ms)
+    s.followed_since_ms = mono_now - std::clamp<int64_t>(to_epoch_ms(now) - s.submitted_ms, 0, 3600 * 1000);
+  Shot& live = book.add(std::move(s));
+  if (occupies_slot(live.state) && !live.cost)
+    core_.spend.commit(live.key(), live.batch, core_.spend.costs().estimate(live.spec));
+  if (live.state == ShotState::in_flight) {
+    // Spread the first polls over the gap the policy would leave, so that
+    // thousands of jobs followed again do not poll at once.
+    planner_.submitted(live, live.followed_since_ms);
+    book.set_due(live, planner_.first_poll_after_restart(live, mono_now, core_.unit_random()));
+  } else if (is_followed(live.state)) {
+    book.set_due(live, mono_now + static_cast<int64_t>(core_.unit_random() * 1000));
+  }
 }
 
 Scheduler::Accept Scheduler::accept(const Manifest& m, const std::string& manifest_name,

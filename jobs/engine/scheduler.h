@@ -89,6 +89,9 @@ class Scheduler {
   int64_t submit_due(TimePoint wall, MonoPoint now, int64_t next_ms);
   void set_submit_wait(const std::string& reason, const std::string& limit);
   void save_render_model();
+  // An unfinished shot read from the store (at load, or found missing from the
+  // book) is followed again: SUBMITTING becomes HELD, a followed step is due soon.
+  void follow_again(Shot shot);
 
   Core core_;
   OutputDir output_;

@@ -28,14 +28,21 @@ double CostModel::per_second(const std::string& resolution) const {
 }
 
 Micro CostModel::estimate(const ShotSpec& shot) const {
-  auto it = observed_.find(shot.resolution);
-  if (it != observed_.end() && it->second.seconds > 0)
-    return it->second.credits * shot.duration / it->second.seconds;
+  // Through a double: the observed sum times a duration may not fit in 64 bits.
   return to_micro(per_second(shot.resolution) * shot.duration);
 }
 
+bool CostModel::plausible(const ShotSpec& shot, double cost) const {
+  // A cost far from the price table (a provider's unit mistake, a lie) must not
+  // teach the model: one such figure would hold every later shot back.
+  const double table = (shot.resolution == "1080P" ? pricing_.credits_per_second_1080p
+                                                   : pricing_.credits_per_second_720p) *
+                       shot.duration;
+  return cost >= 0 && std::isfinite(cost) && (table <= 0 ? cost <= 1000 : cost <= 100 * table);
+}
+
 void CostModel::observe(const ShotSpec& shot, double cost) {
-  if (!(cost >= 0) || shot.duration <= 0) return;
+  if (shot.duration <= 0 || !plausible(shot, cost)) return;
   auto& o = observed_[shot.resolution];
   o.credits += to_micro(cost);
   o.seconds += shot.duration;
@@ -57,7 +64,8 @@ void CostModel::load(const std::string& json) {
       continue;
     Micro credits = o["micro"].get<Micro>();
     int64_t seconds = o["seconds"].get<int64_t>();
-    if (credits >= 0 && seconds > 0) observed_[res] = {credits, seconds};
+    // At most 1,000 credits a second of video, as observe() would have let in.
+    if (credits >= 0 && seconds > 0 && credits / seconds <= to_micro(1000)) observed_[res] = {credits, seconds};
   }
 }
 

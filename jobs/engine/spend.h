@@ -33,6 +33,9 @@ class CostModel {
   // Credits per second of video for a resolution: observed average, else the table.
   double per_second(const std::string& resolution) const;
   void observe(const ShotSpec& shot, double cost);
+  // False for a cost no price could explain: negative, or over 100 times the
+  // price table's figure for the shot. Such a cost is still spent, never learned.
+  bool plausible(const ShotSpec& shot, double cost) const;
   // What was observed, as the store keeps it (meta/cost_model):
   // {"720P": {"micro": n, "seconds": n}, ...}. A record that cannot be read is ignored.
   std::string to_json() const;

@@ -7,6 +7,9 @@
 #include <nlohmann/json.hpp>
 #include <rocksdb/db.h>
 
+#include "jobs/engine/spend.h"
+#include "jobs/throttle.h"
+
 #include "jobs/journal.h"
 #include "jobs/json_safe.h"
 #include "jobs/engine/scheduler.h"
@@ -490,4 +493,108 @@ TEST_CASE("an append torn by a crash is not damage: nothing is HELD at the next 
   CHECK(rig.store->repairs().empty());
   rig.start();
   CHECK(rig.shot("b/s1").state == ShotState::pending);
+}
+
+// Found by the outside attack on issue 8.
+
+TEST_CASE("a stored unfinished shot missing from the unfinished index is followed again, and its batch waits for it") {
+  Rig rig;
+  rig.config.limits.submits_per_minute = 600;
+  rig.start();
+  rig.accept(shots_yaml("b", 2));
+  rig.raw_tick();
+  rig.answer_credits();
+  for (int i = 0; i < 4 && rig.net.has("/v2/wan2.7-i2v") + 0 < 2; ++i) rig.raw_tick(Millis(200));
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r0"})");
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
+  // An older binary (or damage) left s0 without its u/ entry.
+  edit_raw_store(rig, [](rocksdb::DB& db) { REQUIRE(db.Delete(rocksdb::WriteOptions(), "u/b/s0").ok()); });
+  rig.net.calls.clear();
+  rig.start();
+  // s1 completes; the batch would end with s0 IN_FLIGHT in the store.
+  REQUIRE(rig.within("/v2/requests/r1/status", Millis(15000)));
+  rig.answer("/v2/requests/r1/status", 200, R"({"status":"FAILED","error":"x"})");
+  rig.raw_tick();
+  CHECK(rig.finished.empty());  // not finished without s0
+  CHECK(rig.within("/v2/requests/r0/status", Millis(15000)));  // s0 is followed again
+}
+
+TEST_CASE("a garbled day's spend aggregate fails closed: the daily budget holds") {
+  Rig rig;
+  rig.config.limits.daily_budget_credits = 100;
+  rig.start();
+  const std::string day = local_day(rig.clock.now);
+  edit_raw_store(rig, [&](rocksdb::DB& db) { REQUIRE(db.Put(rocksdb::WriteOptions(), "d/" + day, "garbage").ok()); });
+  CHECK(rig.store->spent_on(day) >= to_micro(100));
+  edit_raw_store(rig, [&](rocksdb::DB& db) { REQUIRE(db.Put(rocksdb::WriteOptions(), "d/" + day, "-999999").ok()); });
+  CHECK(rig.store->spent_on(day) >= to_micro(100));
+  rig.start();
+  rig.accept(shots_yaml("b", 1));
+  rig.raw_tick();
+  rig.answer_credits();
+  rig.raw_tick();
+  CHECK_FALSE(rig.net.has("/v2/wan2.7-i2v"));
+  CHECK(rig.store->meta("submit_wait").value_or("").find("daily budget") != std::string::npos);
+}
+
+TEST_CASE("a cost no price explains is spent but never learned, and a garbled cost model cannot wrap an estimate") {
+  PricingConfig pricing;
+  CostModel m(pricing);
+  ShotSpec s;
+  s.resolution = "720P";
+  s.duration = 15;
+  const Micro table = m.estimate(s);
+  m.observe(s, 1e308);
+  m.observe(s, -3);
+  CHECK(m.estimate(s) == table);
+  m.load(R"({"720P":{"micro":1000000000000000000,"seconds":1}})");
+  CHECK(m.estimate(s) == table);  // ignored: over 1,000 credits a second
+  m.load(R"({"720P":{"micro":9000000000000,"seconds":10}})");
+  CHECK(m.estimate(s) > 0);  // 900 credits a second, 15 s: no 64-bit wrap
+}
+
+TEST_CASE("remaining_credits on a result is not charged twice: the next shot goes") {
+  Rig rig;
+  rig.config.limits.submits_per_minute = 600;
+  rig.config.limits.max_in_flight = 1;
+  rig.start();
+  rig.accept(shots_yaml("b", 3));  // 0.5 each (5 s at 0.1)
+  rig.raw_tick();
+  while (rig.net.has("/v1/get-user-credits")) rig.answer("/v1/get-user-credits", 200, R"({"credits":1.5})");
+  rig.raw_tick();
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r0"})");
+  REQUIRE(rig.within("/v2/requests/r0/status", Millis(15000)));
+  rig.answer("/v2/requests/r0/status", 200, R"({"status":"COMPLETED"})");
+  rig.raw_tick();  // r0 is fetched; its slot is free: s1 goes (0.5 committed)
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
+  REQUIRE(rig.within("/v2/requests/r1/status", Millis(15000)));
+  rig.answer("/v2/requests/r1/status", 200, R"({"status":"COMPLETED"})");
+  // r0's result: charged 0.5, the balance after it 1.0. r1 (0.5) is committed.
+  rig.answer("/v2/requests/r0", 200,
+             R"({"status":"COMPLETED","output":"https://cdn.example/v.mp4","metrics":{"cost":0.5,"remaining_credits":1.0}})");
+  rig.raw_tick(Millis(200));
+  // 1.0 less r1's 0.5 leaves 0.5 for s2; counting r0's 0.5 again left nothing.
+  CHECK_MESSAGE(rig.net.has("/v2/wan2.7-i2v"), rig.store->meta("submit_wait").value_or(""));
+}
+
+TEST_CASE("a tight request budget with frequent balance reads still lets submits through, without a busy loop") {
+  Rig rig;
+  rig.config.limits.requests_per_minute = 1;
+  rig.config.credits.check_interval_seconds = 5;
+  rig.config.limits.submits_per_minute = 600;
+  rig.start();
+  rig.accept(shots_yaml("b", 3));
+  int submits = 0, ticks = 0;
+  for (int i = 0; i < 600 && submits == 0; ++i) {  // ten minutes of fake time
+    Millis d = std::max(rig.sched->tick(), Millis(1));
+    ++ticks;
+    rig.clock.advance(std::min(d, Millis(1000)));
+    rig.answer_credits();
+    while (rig.net.has("/v2/wan2.7-i2v")) {
+      rig.answer("/v2/wan2.7-i2v", 200, "{\"request_id\":\"r" + std::to_string(submits) + "\"}");
+      ++submits;
+    }
+  }
+  CHECK(submits >= 1);
+  CHECK(ticks < 600);  // each tick waited for something, not 1 ms at a time
 }

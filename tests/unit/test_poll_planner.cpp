@@ -231,3 +231,61 @@ TEST_CASE("planner: after a restart the first polls of 1,000 jobs spread over th
   CHECK(next >= now + 5000 + 2000);
   CHECK(next <= now + 5000 + 300'000);
 }
+
+// Found by the outside attack on issue 8.
+namespace {
+Shot planner_shot(const std::string& id) {
+  Shot s;
+  s.batch = "q";
+  s.spec.id = id;
+  s.spec.resolution = "1080P";
+  s.spec.duration = 10;
+  return s;
+}
+}  // namespace
+
+TEST_CASE("planner: a job QUEUED for an hour past its expected start costs a handful of polls, not one per floor") {
+  PollConfig pc;
+  pc.min_interval_seconds = 2;
+  pc.max_interval_seconds = 15;
+  PollPlanner p(pc);
+  Shot s = planner_shot("a");
+  int64_t now = 1'000'000;
+  p.submitted(s, now);
+  int polls = 0;
+  int64_t t = p.next_poll(s, now, 0.5);
+  while (t < now + 3'600'000) {
+    ++polls;
+    p.seen(s, "QUEUED", t);
+    t = p.next_poll(s, t, 0.5);
+  }
+  CHECK(polls <= 3600 / 15 + 5);  // the ceiling bounds the gap; before: every 2 s (1,800 polls)
+  CHECK(polls >= 3600 / 15 - 5);
+  PollConfig wide = pc;
+  wide.max_interval_seconds = 300;
+  PollPlanner q(wide);
+  q.submitted(s, now);
+  polls = 0;
+  t = q.next_poll(s, now, 0.5);
+  while (t < now + 3'600'000) {
+    ++polls;
+    q.seen(s, "QUEUED", t);
+    t = q.next_poll(s, t, 0.5);
+  }
+  CHECK(polls <= 40);  // backs off on the wait
+}
+
+TEST_CASE("planner: a provider flipping QUEUED and PROCESSING leaves no job counted as waiting") {
+  PollConfig pc;
+  PollPlanner p(pc);
+  Shot a = planner_shot("a"), b = planner_shot("b");
+  p.submitted(a, 1000);
+  p.submitted(b, 1000);
+  p.seen(a, "PROCESSING", 5000);
+  p.seen(b, "QUEUED", 5000);
+  CHECK(p.waiting_at_provider() == 1);
+  p.seen(b, "PROCESSING", 9000);
+  p.seen(b, "QUEUED", 13000);
+  p.seen(b, "PROCESSING", 17000);
+  CHECK(p.waiting_at_provider() == 0);
+}
