@@ -207,13 +207,17 @@ void PollPlanner::plan_queue(double now) {
   for (size_t i = 0; i < waiting.size() && i < starts.size(); ++i) jobs_[waiting[i].second].expected_start_s = starts[i];
 }
 
-int64_t PollPlanner::next_poll(const Shot& shot, int64_t now_ms, double jitter) {
+PollPlanner::Job& PollPlanner::job_of(const Shot& shot) {
   auto it = jobs_.find(shot.key());
   if (it == jobs_.end()) {
-    submitted(shot, shot.followed_since_ms);
+    submitted(shot, shot.followed_since_ms);  // followed without being told: from its submit
     it = jobs_.find(shot.key());
   }
-  Job& j = it->second;
+  return it->second;
+}
+
+int64_t PollPlanner::next_poll(const Shot& shot, int64_t now_ms, double jitter) {
+  Job& j = job_of(shot);
   const double now = secs(now_ms);
   double t;
   if (j.queued) {
@@ -240,12 +244,7 @@ int64_t PollPlanner::next_poll(const Shot& shot, int64_t now_ms, double jitter) 
 }
 
 int64_t PollPlanner::first_poll_after_restart(const Shot& shot, int64_t now_ms, double unit) {
-  auto it = jobs_.find(shot.key());
-  if (it == jobs_.end()) {
-    submitted(shot, shot.followed_since_ms);
-    it = jobs_.find(shot.key());
-  }
-  Job& j = it->second;
+  Job& j = job_of(shot);
   // Nothing is known since the restart: as if polled just now, then the
   // first poll somewhere in the gap the policy would leave.
   double last = j.last_poll_s;

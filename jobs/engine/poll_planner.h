@@ -83,6 +83,7 @@ class PollPlanner {
     double mean_s = 0;
   };
   static RenderClass class_of(const ShotSpec& spec);
+  Job& job_of(const Shot& shot);
   const Plan& plan_for(const RenderClass& cls, double spread_s);
   // Sets the expected start of every queued job (FIFO, oldest first), when
   // something changed or a poll interval has passed.
