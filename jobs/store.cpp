@@ -243,8 +243,9 @@ void Store::build_indexes() {
     if (shot->completed_ms) days[local_day(from_epoch_ms(shot->completed_ms))] += micro;
     if (shot->spec.duration > 0 && *shot->cost >= 0) {
       auto& c = costs[shot->spec.resolution];
-      c["micro"] = c.value("micro", int64_t{0}) + micro;
-      c["seconds"] = c.value("seconds", int64_t{0}) + shot->spec.duration;
+      if (!c.is_object()) c = {{"micro", int64_t{0}}, {"seconds", int64_t{0}}};
+      c["micro"] = c["micro"].get<int64_t>() + micro;
+      c["seconds"] = c["seconds"].get<int64_t>() + shot->spec.duration;
     }
   }
   check(it->status(), "scan s/");

@@ -598,3 +598,34 @@ TEST_CASE("a tight request budget with frequent balance reads still lets submits
   CHECK(submits >= 1);
   CHECK(ticks < 600);  // each tick waited for something, not 1 ms at a time
 }
+
+TEST_CASE("a store indexed again (old, or repaired) with costs on record opens and keeps its cost model") {
+  // Found by the chaos suite: indexing a store whose shots have costs threw
+  // (nlohmann value() on null) and the daemon exited at every start.
+  Rig rig;
+  rig.config.limits.submits_per_minute = 600;
+  rig.start();
+  rig.accept(shots_yaml("b", 1));
+  rig.raw_tick();
+  rig.answer_credits();
+  rig.raw_tick();
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r0"})");
+  REQUIRE(rig.within("/v2/requests/r0/status", Millis(15000)));
+  rig.answer("/v2/requests/r0/status", 200, R"({"status":"COMPLETED"})");
+  rig.raw_tick();
+  rig.answer("/v2/requests/r0", 200,
+             R"({"status":"COMPLETED","output":"https://cdn.example/v.mp4","metrics":{"cost":0.7}})");
+  rig.raw_tick();
+  edit_raw_store(rig, [](rocksdb::DB& db) {
+    REQUIRE(db.Delete(rocksdb::WriteOptions(), "meta/index_version").ok());
+    REQUIRE(db.Delete(rocksdb::WriteOptions(), "meta/cost_model").ok());
+  });
+  auto model = rig.store->meta("cost_model");
+  REQUIRE(model);
+  CostModel m(rig.config.pricing);
+  m.load(*model);
+  ShotSpec s;
+  s.resolution = "720P";
+  s.duration = 5;
+  CHECK(m.estimate(s) == to_micro(0.7));
+}
