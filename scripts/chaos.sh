@@ -13,7 +13,11 @@ seconds=${1:-60}
 rounds=${2:-1}
 ensure_packages
 build build
+# Exit 1 when any round fails (the filtered output alone used to hide it).
+status=0
+log="$(log_dir)/chaos.log"
 for r in $(seq "$rounds"); do
-  WANBATCH_CHAOS_SECONDS=$seconds "$ROOT/build/tests/chaos_tests" --no-version=true 2>&1 |
-    grep -E "chaos tally|flood:|ERROR|FAILED|Status" || true
+  WANBATCH_CHAOS_SECONDS=$seconds "$ROOT/build/tests/chaos_tests" --no-version=true >"$log" 2>&1 || status=1
+  grep -E "chaos tally|flood:|ERROR|FAILED|Status" "$log" || true
 done
+exit $status
