@@ -1,5 +1,7 @@
 #include "jobs/engine/gates.h"
 
+#include "jobs/engine/spend.h"
+
 #include <algorithm>
 #include <cstdio>
 
@@ -22,9 +24,8 @@ std::optional<Wait> common_gate(const SubmitState& st, const TimeWindow& window,
                 mono_ms(st.blocked_until)};
   if (!st.balance_read) return Wait{"waiting: reading the credit balance", 0};
   if (st.credits_wait) {
-    char b[32] = "unknown";
-    if (st.balance) std::snprintf(b, sizeof b, "%.2f", *st.balance);
-    return Wait{std::string("waiting: insufficient credits (balance ") + b +
+    const std::string b = st.balance ? format_credits(to_micro(*st.balance)) : "unknown";
+    return Wait{"waiting: insufficient credits (balance " + b +
                     "); submits resume when the balance recovers",
                 0};
   }
