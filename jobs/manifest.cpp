@@ -7,7 +7,6 @@
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
-#include <map>
 #include <set>
 
 #include "jobs/output.h"
@@ -36,22 +35,22 @@ class Checker {
   Checker(const ManifestRules& rules, std::vector<ManifestProblem>& problems)
       : rules_(rules), problems_(problems) {}
 
-  void problem(const YAML::Node& at, const std::string& field, const std::string& msg) {
-    problems_.push_back({yaml_line(at), field, msg});
+  void problem(const YamlValue& at, const std::string& field, const std::string& msg) {
+    problems_.push_back({at.line, field, msg});
   }
 
   // Refuses duplicate keys, which yaml-cpp would otherwise let the last one win.
-  bool unique_keys(const YAML::Node& map, const std::string& where) {
-    std::set<std::string> seen;
+  bool unique_keys(const YamlValue& map, const std::string& where) {
+    std::set<std::string_view> seen;
     bool ok = true;
-    for (const auto& kv : map) {
-      if (!kv.first.IsScalar()) {
-        problem(kv.first, where, "keys must be plain strings");
+    for (const auto& [key, value] : map.entries) {
+      if (!key.is_scalar()) {
+        problem(key, where, "keys must be plain strings");
         ok = false;
         continue;
       }
-      if (!seen.insert(kv.first.Scalar()).second) {
-        problem(kv.first, where.empty() ? kv.first.Scalar() : where + "." + kv.first.Scalar(),
+      if (!seen.insert(key.text).second) {
+        problem(key, where.empty() ? key.text : where + "." + key.text,
                 "appears twice");
         ok = false;
       }
@@ -59,19 +58,18 @@ class Checker {
     return ok;
   }
 
-  std::optional<std::string> scalar(const YAML::Node& n, const std::string& field) {
-    if (!n.IsScalar()) {
+  std::optional<std::string> scalar(const YamlValue& n, const std::string& field) {
+    if (!n.is_scalar()) {
       problem(n, field, "must be a single value");
       return std::nullopt;
     }
-    return n.Scalar();
+    return n.text;
   }
 
-  std::optional<long long> integer(const YAML::Node& n, const std::string& field, long long lo,
+  std::optional<long long> integer(const YamlValue& n, const std::string& field, long long lo,
                                    long long hi) {
     long long v = 0;
-    if (!n.IsScalar() || !YAML::convert<long long>::decode(n, v) ||
-        n.Scalar().find('.') != std::string::npos) {
+    if (!yaml_integer(n, v) || n.text.find('.') != std::string::npos) {
       problem(n, field, "must be a whole number");
       return std::nullopt;
     }
@@ -84,7 +82,7 @@ class Checker {
     return v;
   }
 
-  MediaRef media(const YAML::Node& n, const std::string& field, const std::string& base_dir,
+  MediaRef media(const YamlValue& n, const std::string& field, const std::string& base_dir,
                  MediaKind kind) {
     MediaRef ref;
     auto v = scalar(n, field);
@@ -154,17 +152,15 @@ ManifestResult parse_manifest(const std::string& text, const std::string& file,
     problems.push_back({0, "(file)", "is not valid UTF-8 text"});
     return result;
   }
-  YAML::Node loaded;
+  YamlValue root;
   YamlError yerr;
-  if (!load_yaml_safely(text, YamlLimits{static_cast<size_t>(rules.max_shots) * 24 + 256, 8}, loaded,
+  if (!parse_yaml_safely(text, YamlLimits{static_cast<size_t>(rules.max_shots) * 24 + 256, 8}, root,
                         yerr)) {
     problems.push_back({yerr.line, "(yaml)", yerr.message});
     return result;
   }
-  // Only const access from here: yaml-cpp's non-const operator[] inserts missing keys.
-  const YAML::Node root = loaded;
-  if (!root.IsMap()) {
-    problems.push_back({yaml_line(root), "(top)", "the manifest must be a mapping with a shots: list"});
+  if (!root.is_map()) {
+    problems.push_back({root.line, "(top)", "the manifest must be a mapping with a shots: list"});
     return result;
   }
 
@@ -172,14 +168,14 @@ ManifestResult parse_manifest(const std::string& text, const std::string& file,
   Manifest m;
   m.sha256 = sha256_hex(text);
   check.unique_keys(root, "");
-  for (const auto& kv : root)
-    if (kv.first.IsScalar() && !kTopFields.count(kv.first.Scalar()))
-      check.problem(kv.first, kv.first.Scalar(), "unknown field (known: batch, priority, budget_credits, base_dir, defaults, shots)");
+  for (const auto& [key, value] : root.entries)
+    if (key.is_scalar() && !kTopFields.count(key.text))
+      check.problem(key, key.text, "unknown field (known: batch, priority, budget_credits, base_dir, defaults, shots)");
 
-  if (auto n = root["batch"]) {
-    if (auto v = check.scalar(n, "batch")) {
+  if (const YamlValue* n = root.find("batch")) {
+    if (auto v = check.scalar(*n, "batch")) {
       if (!is_valid_id(*v))
-        check.problem(n, "batch", "must match [A-Za-z0-9._-]{1,64}, got '" + *v + "'");
+        check.problem(*n, "batch", "must match [A-Za-z0-9._-]{1,64}, got '" + *v + "'");
       m.batch = *v;
     }
   } else {
@@ -189,12 +185,12 @@ ManifestResult parse_manifest(const std::string& text, const std::string& file,
                           "the file name '" + m.batch +
                               "' is not a valid batch name; add batch: with [A-Za-z0-9._-]{1,64}"});
   }
-  if (auto n = root["priority"])
-    if (auto v = check.integer(n, "priority", -1000000, 1000000)) m.priority = static_cast<int>(*v);
-  if (auto n = root["budget_credits"]) {
+  if (const YamlValue* n = root.find("priority"))
+    if (auto v = check.integer(*n, "priority", -1000000, 1000000)) m.priority = static_cast<int>(*v);
+  if (const YamlValue* n = root.find("budget_credits")) {
     double v = 0;
-    if (!n.IsScalar() || !YAML::convert<double>::decode(n, v) || !(v >= 0) || v > 1e12)
-      check.problem(n, "budget_credits", "must be a number of credits, 0 or more");
+    if (!yaml_number(*n, v) || !(v >= 0) || v > 1e12)
+      check.problem(*n, "budget_credits", "must be a number of credits, 0 or more");
     else
       m.budget_credits = v;
   }
@@ -203,82 +199,81 @@ ManifestResult parse_manifest(const std::string& text, const std::string& file,
     char cwd[4096];
     if (::getcwd(cwd, sizeof cwd)) m.base_dir = dirname_of(absolute_lexical(file, cwd));
   }
-  if (auto n = root["base_dir"]) {
-    if (auto v = check.scalar(n, "base_dir")) {
+  if (const YamlValue* n = root.find("base_dir")) {
+    if (auto v = check.scalar(*n, "base_dir")) {
       if (v->empty() || v->front() != '/')
-        check.problem(n, "base_dir", "must be an absolute path");
+        check.problem(*n, "base_dir", "must be an absolute path");
       else
         m.base_dir = absolute_lexical(*v, "/");
       m.base_dir_given = true;
     }
   }
 
-  const YAML::Node defaults_node = root["defaults"];
-  if (defaults_node && !defaults_node.IsMap())
-    check.problem(defaults_node, "defaults", "must be a mapping of shot fields");
-  const bool has_defaults = defaults_node && defaults_node.IsMap();
-  const YAML::Node defaults = defaults_node;
-  if (has_defaults) {
-    check.unique_keys(defaults, "defaults");
-    for (const auto& kv : defaults) {
-      std::string k = kv.first.IsScalar() ? kv.first.Scalar() : "";
+  const YamlValue* defaults_node = root.find("defaults");
+  if (defaults_node && !defaults_node->is_map())
+    check.problem(*defaults_node, "defaults", "must be a mapping of shot fields");
+  const YamlValue* defaults = defaults_node && defaults_node->is_map() ? defaults_node : nullptr;
+  if (defaults) {
+    check.unique_keys(*defaults, "defaults");
+    for (const auto& [key, value] : defaults->entries) {
+      std::string k = key.is_scalar() ? key.text : "";
       if (k == "id")
-        check.problem(kv.first, "defaults.id", "ids cannot have a default");
+        check.problem(key, "defaults.id", "ids cannot have a default");
       else if (!kShotFields.count(k))
-        check.problem(kv.first, "defaults." + k, "unknown shot field");
+        check.problem(key, "defaults." + k, "unknown shot field");
     }
   }
 
-  const YAML::Node shots = root["shots"];
-  if (!shots) {
+  const YamlValue* shots_node = root.find("shots");
+  if (!shots_node) {
     problems.push_back({0, "shots", "is required: a list of shots"});
-  } else if (!shots.IsSequence()) {
-    check.problem(shots, "shots", "must be a list of shots");
-  } else if (shots.size() == 0) {
-    check.problem(shots, "shots", "is empty; a batch needs at least one shot");
-  } else if (static_cast<int>(shots.size()) > rules.max_shots) {
-    check.problem(shots, "shots",
-                  "has " + std::to_string(shots.size()) + " shots, over limits.max_shots_per_manifest (" +
+  } else if (!shots_node->is_sequence()) {
+    check.problem(*shots_node, "shots", "must be a list of shots");
+  } else if (shots_node->items.empty()) {
+    check.problem(*shots_node, "shots", "is empty; a batch needs at least one shot");
+  } else if (static_cast<int>(shots_node->items.size()) > rules.max_shots) {
+    check.problem(*shots_node, "shots",
+                  "has " + std::to_string(shots_node->items.size()) + " shots, over limits.max_shots_per_manifest (" +
                       std::to_string(rules.max_shots) + ")");
   } else {
+    const auto& shots = shots_node->items;
     std::set<std::string> ids;
+    m.shots.reserve(shots.size());
     for (size_t i = 0; i < shots.size(); ++i) {
-      const YAML::Node s = shots[i];
+      const YamlValue& s = shots[i];
       std::string where = "shots[" + std::to_string(i) + "]";
-      if (!s.IsMap()) {
+      if (!s.is_map()) {
         check.problem(s, where, "must be a mapping with id and prompt");
         continue;
       }
       check.unique_keys(s, where);
       ShotSpec spec;
-      spec.line = yaml_line(s);
-      if (auto n = s["id"]) {
-        if (auto v = check.scalar(n, where + ".id")) {
+      spec.line = s.line;
+      if (const YamlValue* n = s.find("id")) {
+        if (auto v = check.scalar(*n, where + ".id")) {
           if (!is_valid_id(*v))
-            check.problem(n, where + ".id", "must match [A-Za-z0-9._-]{1,64}, got '" + *v + "'");
+            check.problem(*n, where + ".id", "must match [A-Za-z0-9._-]{1,64}, got '" + *v + "'");
           else if (!ids.insert(*v).second)
-            check.problem(n, where + ".id", "'" + *v + "' is used by an earlier shot");
+            check.problem(*n, where + ".id", "'" + *v + "' is used by an earlier shot");
           else if (std::string clash = shot_id_clash(*v); !clash.empty())
-            check.problem(n, where + ".id", clash);
+            check.problem(*n, where + ".id", clash);
           spec.id = *v;
           where = "shots[" + spec.id + "]";
         }
       } else {
         check.problem(s, where + ".id", "is required");
       }
-      for (const auto& kv : s)
-        if (kv.first.IsScalar() && !kShotFields.count(kv.first.Scalar()))
-          check.problem(kv.first, where + "." + kv.first.Scalar(), "unknown shot field");
-      // A field comes from the shot, else from defaults.
-      std::map<std::string, YAML::Node> merged;
-      if (has_defaults)
-        for (const auto& kv : defaults) merged[kv.first.Scalar()] = kv.second;
-      for (const auto& kv : s) merged[kv.first.Scalar()] = kv.second;
-      auto field = [&](const char* name) -> const YAML::Node* {
-        auto it = merged.find(name);
-        return it == merged.end() || it->second.IsNull() ? nullptr : &it->second;  // null = absent
+      for (const auto& [key, value] : s.entries)
+        if (key.is_scalar() && !kShotFields.count(key.text))
+          check.problem(key, where + "." + key.text, "unknown shot field");
+      // A field comes from the shot, else from defaults (a later duplicate key
+      // wins, as it did with yaml-cpp's nodes; duplicates are refused above).
+      auto field = [&](const char* name) -> const YamlValue* {
+        const YamlValue* v = s.find_last(name);
+        if (!v && defaults) v = defaults->find_last(name);
+        return !v || v->is_null() ? nullptr : v;  // null = absent
       };
-      if (const YAML::Node* n = field("prompt")) {
+      if (const YamlValue* n = field("prompt")) {
         if (auto v = check.scalar(*n, where + ".prompt")) {
           if (v->find_first_not_of(" \t\r\n") == std::string::npos)
             check.problem(*n, where + ".prompt", "is empty");
@@ -289,27 +284,27 @@ ManifestResult parse_manifest(const std::string& text, const std::string& file,
       } else {
         check.problem(s, where + ".prompt", "is required");
       }
-      if (const YAML::Node* n = field("negative_prompt"))
+      if (const YamlValue* n = field("negative_prompt"))
         if (auto v = check.scalar(*n, where + ".negative_prompt")) spec.negative_prompt = *v;
-      if (const YAML::Node* n = field("image"))
+      if (const YamlValue* n = field("image"))
         spec.image = check.media(*n, where + ".image", m.base_dir, MediaKind::image);
       else
         check.problem(s, where + ".image", "is required: the first frame to animate");
-      if (const YAML::Node* n = field("last_frame"))
+      if (const YamlValue* n = field("last_frame"))
         spec.last_frame = check.media(*n, where + ".last_frame", m.base_dir, MediaKind::image);
-      if (const YAML::Node* n = field("audio_url"))
+      if (const YamlValue* n = field("audio_url"))
         spec.audio = check.media(*n, where + ".audio_url", m.base_dir, MediaKind::audio);
-      if (const YAML::Node* n = field("duration"))
+      if (const YamlValue* n = field("duration"))
         if (auto v = check.integer(*n, where + ".duration", 2, 15)) spec.duration = static_cast<int>(*v);
-      if (const YAML::Node* n = field("resolution")) {
+      if (const YamlValue* n = field("resolution")) {
         if (auto v = check.scalar(*n, where + ".resolution")) {
           if (*v != "720P" && *v != "1080P")
             check.problem(*n, where + ".resolution", "must be 720P or 1080P, got '" + *v + "'");
           spec.resolution = *v;
         }
       }
-      if (const YAML::Node* n = field("seed")) {
-        if (!(n->IsScalar() && n->Scalar().empty()) && !n->IsNull())
+      if (const YamlValue* n = field("seed")) {
+        if (!(n->is_scalar() && n->text.empty()))
           if (auto v = check.integer(*n, where + ".seed", 0, 2147483647)) spec.seed = *v;
       }
       m.shots.push_back(std::move(spec));

@@ -45,34 +45,45 @@ std::map<std::string, int> count_states(const std::vector<Shot>& shots) {
 }
 
 std::string shot_to_json(const Shot& s) {
-  nlohmann::json spec = {{"id", s.spec.id},
-                         {"prompt", s.spec.prompt},
-                         {"negative_prompt", s.spec.negative_prompt},
-                         {"image", media_json(s.spec.image)},
-                         {"last_frame", media_json(s.spec.last_frame)},
-                         {"audio_url", media_json(s.spec.audio)},
-                         {"duration", s.spec.duration},
-                         {"resolution", s.spec.resolution},
-                         {"line", s.spec.line}};
-  spec["seed"] = s.spec.seed ? nlohmann::json(*s.spec.seed) : nlohmann::json(nullptr);
-  nlohmann::json j = {{"batch", s.batch},
-                      {"index", s.index},
-                      {"spec", spec},
-                      {"state", to_string(s.state)},
-                      {"reason", s.reason},
-                      {"image_url", s.image_url},
-                      {"last_frame_url", s.last_frame_url},
-                      {"audio_url", s.audio_url},
-                      {"request_id", s.request_id},
-                      {"submit_attempts", s.submit_attempts},
-                      {"attempts", s.attempts},
-                      {"submitted_ms", s.submitted_ms},
-                      {"completed_ms", s.completed_ms},
-                      {"remote_status", s.remote_status},
-                      {"output_url", s.output_url},
-                      {"metrics", s.metrics_json},
-                      {"file", s.file}};
-  j["cost"] = s.cost ? nlohmann::json(*s.cost) : nlohmann::json(nullptr);
+  // Fields at their defaults are left out (shot_from_json reads them back as the
+  // defaults): a new PENDING shot's record is half the size and is written at
+  // accept time for every shot of a manifest.
+  nlohmann::json spec = nlohmann::json::object();
+  spec["id"] = s.spec.id;
+  spec["prompt"] = s.spec.prompt;
+  if (!s.spec.negative_prompt.empty()) spec["negative_prompt"] = s.spec.negative_prompt;
+  if (!s.spec.image.empty()) spec["image"] = media_json(s.spec.image);
+  if (!s.spec.last_frame.empty()) spec["last_frame"] = media_json(s.spec.last_frame);
+  if (!s.spec.audio.empty()) spec["audio_url"] = media_json(s.spec.audio);
+  spec["duration"] = s.spec.duration;
+  spec["resolution"] = s.spec.resolution;
+  if (s.spec.line) spec["line"] = s.spec.line;
+  if (s.spec.seed) spec["seed"] = *s.spec.seed;
+  nlohmann::json j = nlohmann::json::object();
+  j["batch"] = s.batch;
+  j["index"] = s.index;
+  j["spec"] = std::move(spec);
+  j["state"] = to_string(s.state);
+  auto text = [&j](const char* key, const std::string& v) {
+    if (!v.empty()) j[key] = v;
+  };
+  auto number = [&j](const char* key, int64_t v) {
+    if (v) j[key] = v;
+  };
+  text("reason", s.reason);
+  text("image_url", s.image_url);
+  text("last_frame_url", s.last_frame_url);
+  text("audio_url", s.audio_url);
+  text("request_id", s.request_id);
+  number("submit_attempts", s.submit_attempts);
+  number("attempts", s.attempts);
+  number("submitted_ms", s.submitted_ms);
+  number("completed_ms", s.completed_ms);
+  text("remote_status", s.remote_status);
+  text("output_url", s.output_url);
+  text("metrics", s.metrics_json);
+  text("file", s.file);
+  if (s.cost) j["cost"] = *s.cost;
   if (s.damaged) j["damaged"] = true;
   if (s.held_from != ShotState::pending) j["held_from"] = to_string(s.held_from);
   return j.dump();

@@ -15,13 +15,17 @@ struct Refusal {
 
 class Guard : public YAML::EventHandler {
  public:
-  explicit Guard(const YamlLimits& limits) : limits_(limits) {}
+  // With `tree`, the document is also built there as YamlValues.
+  explicit Guard(const YamlLimits& limits, YamlValue* tree = nullptr) : limits_(limits), tree_(tree) {}
 
   void OnDocumentStart(const YAML::Mark& mark) override {
     if (++documents_ > 1) throw Refusal{mark.line + 1, "only one YAML document is allowed"};
   }
   void OnDocumentEnd() override {}
-  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override { node(mark, anchor); }
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    node(mark, anchor);
+    if (tree_) place(YamlValue{YamlValue::Kind::null, mark.line + 1, {}, {}, {}});
+  }
   void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override {
     throw Refusal{mark.line + 1, "YAML aliases (*name) are not allowed"};
   }
@@ -29,20 +33,29 @@ class Guard : public YAML::EventHandler {
     throw Refusal{mark.line + 1, "YAML anchors (&name) are not allowed"};
   }
   void OnScalar(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
-                const std::string&) override {
+                const std::string& value) override {
     check_tag(mark, tag);
     node(mark, anchor);
+    if (tree_) place(YamlValue{YamlValue::Kind::scalar, mark.line + 1, value, {}, {}});
   }
   void OnSequenceStart(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
                        YAML::EmitterStyle::value) override {
     open(mark, tag, anchor);
+    if (tree_) push(YamlValue::Kind::sequence, mark);
   }
-  void OnSequenceEnd() override { --depth_; }
+  void OnSequenceEnd() override {
+    --depth_;
+    if (tree_) pop();
+  }
   void OnMapStart(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
                   YAML::EmitterStyle::value) override {
     open(mark, tag, anchor);
+    if (tree_) push(YamlValue::Kind::map, mark);
   }
-  void OnMapEnd() override { --depth_; }
+  void OnMapEnd() override {
+    --depth_;
+    if (tree_) pop();
+  }
 
  private:
   void node(const YAML::Mark& mark, YAML::anchor_t anchor) {
@@ -64,7 +77,40 @@ class Guard : public YAML::EventHandler {
       throw Refusal{mark.line + 1, "YAML tags (" + tag + ") are not allowed"};
   }
 
+  // Building: `open_` holds the collections being filled, innermost last; a map
+  // takes a key, then its value (`key_pending_`).
+  struct Open {
+    YamlValue value;
+    bool key_pending = false;
+  };
+  void place(YamlValue v) {
+    if (open_.empty()) {
+      *tree_ = std::move(v);
+      return;
+    }
+    Open& o = open_.back();
+    if (o.value.kind == YamlValue::Kind::sequence) {
+      o.value.items.push_back(std::move(v));
+    } else if (!o.key_pending) {
+      o.value.entries.emplace_back(std::move(v), YamlValue{});
+      o.key_pending = true;
+    } else {
+      o.value.entries.back().second = std::move(v);
+      o.key_pending = false;
+    }
+  }
+  void push(YamlValue::Kind kind, const YAML::Mark& mark) {
+    open_.push_back(Open{YamlValue{kind, mark.line + 1, {}, {}, {}}, false});
+  }
+  void pop() {
+    YamlValue v = std::move(open_.back().value);
+    open_.pop_back();
+    place(std::move(v));
+  }
+
   const YamlLimits& limits_;
+  YamlValue* tree_;
+  std::vector<Open> open_;
   size_t nodes_ = 0;
   size_t depth_ = 0;
   int documents_ = 0;
@@ -90,6 +136,45 @@ bool load_yaml_safely(const std::string& text, const YamlLimits& limits, YAML::N
     error = {0, std::string("cannot parse YAML: ") + e.what()};
   }
   return false;
+}
+
+bool parse_yaml_safely(const std::string& text, const YamlLimits& limits, YamlValue& out, YamlError& error) {
+  try {
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    out = YamlValue{};
+    Guard guard(limits, &out);
+    while (parser.HandleNextDocument(guard)) {
+    }
+    return true;
+  } catch (const Refusal& r) {
+    error = {r.line, r.message};
+  } catch (const YAML::Exception& e) {
+    error = {e.mark.is_null() ? 0 : e.mark.line + 1, e.msg};
+  } catch (const std::exception& e) {
+    error = {0, std::string("cannot parse YAML: ") + e.what()};
+  }
+  return false;
+}
+
+const YamlValue* YamlValue::find(std::string_view key) const {
+  for (const auto& [k, v] : entries)
+    if (k.kind == Kind::scalar && k.text == key) return &v;
+  return nullptr;
+}
+
+const YamlValue* YamlValue::find_last(std::string_view key) const {
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it)
+    if (it->first.kind == Kind::scalar && it->first.text == key) return &it->second;
+  return nullptr;
+}
+
+bool yaml_integer(const YamlValue& v, long long& out) {
+  return v.is_scalar() && YAML::convert<long long>::decode(YAML::Node(v.text), out);
+}
+
+bool yaml_number(const YamlValue& v, double& out) {
+  return v.is_scalar() && YAML::convert<double>::decode(YAML::Node(v.text), out);
 }
 
 int yaml_line(const YAML::Node& node) {

@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include "jobs/manifest.h"
+#include "jobs/yaml_safe.h"
 #include "tests/support.h"
 
 using namespace wb;
@@ -218,4 +219,54 @@ TEST_CASE("with_base_dir inserts a top-level key that survives a reparse") {
 
 TEST_CASE("problems format as file:line: field: message") {
   CHECK(format_problems("m.yaml", {{3, "shots[a].duration", "bad"}}) == "m.yaml:3: shots[a].duration: bad\n");
+}
+
+TEST_CASE("the one-pass YAML tree keeps kinds, lines and document order") {
+  YamlValue v;
+  YamlError e;
+  REQUIRE(parse_yaml_safely("a: 1\nb:\n  - x\n  - {c: ~, d: ''}\ne:\n", YamlLimits{}, v, e));
+  REQUIRE(v.is_map());
+  REQUIRE(v.entries.size() == 3);
+  CHECK(v.entries[0].first.text == "a");
+  CHECK(v.find("a")->text == "1");
+  CHECK(v.find("a")->line == 1);
+  const YamlValue* b = v.find("b");
+  REQUIRE(b);
+  REQUIRE(b->is_sequence());
+  REQUIRE(b->items.size() == 2);
+  CHECK(b->line == 3);
+  CHECK(b->items[0].text == "x");
+  CHECK(b->items[1].line == 4);
+  CHECK(b->items[1].find("c")->is_null());
+  CHECK(b->items[1].find("d")->is_scalar());  // a quoted '' is a value, not null
+  CHECK(v.find("e")->is_null());
+  CHECK_FALSE(v.find("missing"));
+  long long n = 0;
+  CHECK(yaml_integer(*v.find("a"), n));
+  CHECK(n == 1);
+  CHECK_FALSE(yaml_integer(*b, n));
+  YamlValue dup;
+  REQUIRE(parse_yaml_safely("k: 1\nk: 2\n", YamlLimits{}, dup, e));
+  CHECK(dup.find("k")->text == "1");
+  CHECK(dup.find_last("k")->text == "2");
+  YamlValue refused;
+  CHECK_FALSE(parse_yaml_safely("a: &x 1\nb: *x\n", YamlLimits{}, refused, e));
+  CHECK(e.line == 1);
+}
+
+TEST_CASE("a shot's null field falls back to nothing, not to the default; an empty seed is no seed") {
+  Fixture f;
+  auto r = f.parse(
+      "defaults: {seed: 7, negative_prompt: blur}\n"
+      "shots:\n"
+      "  - {id: a, prompt: p, image: frames/a.png, seed: ~, negative_prompt: ~}\n"
+      "  - {id: b, prompt: p, image: frames/a.png, seed: ''}\n"
+      "  - {id: c, prompt: p, image: frames/a.png}\n");
+  REQUIRE(r.problems.empty());
+  const auto& s = r.manifest->shots;
+  CHECK_FALSE(s[0].seed);
+  CHECK(s[0].negative_prompt.empty());
+  CHECK_FALSE(s[1].seed);
+  CHECK(s[1].negative_prompt == "blur");
+  CHECK(s[2].seed == 7);
 }

@@ -86,3 +86,75 @@ TEST_CASE("every state name round-trips") {
   }
   CHECK_FALSE(shot_state_from("BOGUS"));
 }
+
+TEST_CASE("a shot record leaves default fields out and reads back every field") {
+  Shot fresh = shot("b", "a");
+  std::string text = shot_to_json(fresh);
+  CHECK(text.find("request_id") == std::string::npos);  // a new shot's record is small
+  CHECK(text.find("cost") == std::string::npos);
+  Shot back = shot_from_json(text);
+  CHECK(back.spec.seed == 7);
+  CHECK(back.state == ShotState::pending);
+  CHECK(back.request_id.empty());
+  CHECK_FALSE(back.cost);
+
+  Shot full = fresh;
+  full.index = 4;
+  full.spec.negative_prompt = "blur";
+  full.spec.last_frame.url = "https://cdn.example/l.png";
+  full.spec.audio.path = "/m/a.wav";
+  full.spec.duration = 8;
+  full.spec.resolution = "1080P";
+  full.spec.line = 12;
+  full.state = ShotState::held;
+  full.held_from = ShotState::in_flight;
+  full.reason = "why";
+  full.image_url = "https://x/i";
+  full.last_frame_url = "https://x/l";
+  full.audio_url = "https://x/a";
+  full.request_id = "r-1";
+  full.submit_attempts = 2;
+  full.attempts = 3;
+  full.submitted_ms = 1700000000000;
+  full.completed_ms = 1700000001000;
+  full.remote_status = "COMPLETED";
+  full.output_url = "https://x/o.mp4";
+  full.metrics_json = "{\"a\":1}";
+  full.file = "/out/b/a.mp4";
+  full.cost = 0.6;
+  full.damaged = true;
+  Shot r = shot_from_json(shot_to_json(full));
+  CHECK(r.index == 4);
+  CHECK(r.spec.negative_prompt == "blur");
+  CHECK(r.spec.last_frame.url == "https://cdn.example/l.png");
+  CHECK(r.spec.audio.path == "/m/a.wav");
+  CHECK(r.spec.duration == 8);
+  CHECK(r.spec.resolution == "1080P");
+  CHECK(r.spec.line == 12);
+  CHECK(r.state == ShotState::held);
+  CHECK(r.held_from == ShotState::in_flight);
+  CHECK(r.reason == "why");
+  CHECK(r.image_url == "https://x/i");
+  CHECK(r.last_frame_url == "https://x/l");
+  CHECK(r.audio_url == "https://x/a");
+  CHECK(r.request_id == "r-1");
+  CHECK(r.submit_attempts == 2);
+  CHECK(r.attempts == 3);
+  CHECK(r.submitted_ms == 1700000000000);
+  CHECK(r.completed_ms == 1700000001000);
+  CHECK(r.remote_status == "COMPLETED");
+  CHECK(r.output_url == "https://x/o.mp4");
+  CHECK(r.metrics_json == "{\"a\":1}");
+  CHECK(r.file == "/out/b/a.mp4");
+  CHECK(r.cost == 0.6);
+  CHECK(r.damaged);
+  // A record written before defaults were left out still reads.
+  Shot old = shot_from_json(
+      R"({"batch":"b","index":0,"spec":{"id":"a","prompt":"p","negative_prompt":"","image":{"path":"/m/a.png"},)"
+      R"("last_frame":null,"audio_url":null,"duration":5,"resolution":"720P","line":0,"seed":null},"state":"PENDING",)"
+      R"("reason":"","image_url":"","last_frame_url":"","audio_url":"","request_id":"","submit_attempts":0,"attempts":0,)"
+      R"("submitted_ms":0,"completed_ms":0,"remote_status":"","output_url":"","metrics":"","file":"","cost":null})");
+  CHECK(old.spec.image.path == "/m/a.png");
+  CHECK_FALSE(old.spec.seed);
+  CHECK_FALSE(old.cost);
+}
