@@ -64,6 +64,16 @@ class Core {
   // events which endpoint was asked, and hands the answer to `on_answer`.
   void send(const std::string& key, const std::string& endpoint, HttpRequest request,
             std::function<void(const HttpResponse&)> on_answer);
+  // Requests on the wire at once. Past this, due polls, results and downloads
+  // wait in the book (their due time passed, they go as answers come back)
+  // rather than in libcurl's queue, where each would hold an easy handle and
+  // its buffers: 5,000 due at once cost 100 MB there, and every transfer is
+  // walked on each turn of the loop. Submits may use the last kWireReserve.
+  static constexpr size_t kWireCap = 64;
+  static constexpr size_t kWireReserve = 8;
+  bool wire_room(bool submit = false) const {
+    return transport.active() < (submit ? kWireCap : kWireCap - kWireReserve);
+  }
 
   // Set by the batches part: a shot of this batch ended or left the book.
   std::function<void(const std::string& batch)> on_shot_ended;

@@ -209,11 +209,15 @@ Millis Scheduler::tick() {
   ShotBook& book = core_.book;
   batches_.finish_pending();
   downloader_.start_waiting();
-  while (Shot* s = book.pop_due(now_ms)) {
+  while (core_.wire_room()) {
+    Shot* s = book.pop_due(now_ms);
+    if (!s) break;
     if (s->state == ShotState::downloading) downloader_.due(*s);
     else follower_.start(*s);
   }
-  int64_t next_ms = std::min(book.next_due_ms(), now_ms + 60000);
+  // With the wire full, the work still due goes as answers come back (each
+  // wakes the loop); the next second is only a backstop.
+  int64_t next_ms = core_.wire_room() ? std::min(book.next_due_ms(), now_ms + 60000) : now_ms + 1000;
   next_ms = std::min(next_ms, credits_.tick(now));
   save_render_model();
   next_ms = submit_due(wall, now, next_ms);
@@ -236,6 +240,7 @@ int64_t Scheduler::submit_due(TimePoint wall, MonoPoint now, int64_t next_ms) {
     }
     return next_ms;
   };
+  if (!core_.wire_room(true)) return next_ms;  // answers coming back wake the loop
   Shot* head = book.find(book.pending().begin()->second);
   if (auto w = common_gate(submit_state_, window_, wall, now)) return stop(*w, "gate", head);
   if (auto w = in_flight_gate(book.in_slot(), limits.max_in_flight)) return stop(*w, "in_flight", head);
@@ -287,6 +292,7 @@ int64_t Scheduler::submit_due(TimePoint wall, MonoPoint now, int64_t next_ms) {
       return stop(w, "rate", s);
     }
     submitter_.start(*s);
+    if (!core_.wire_room(true)) return next_ms;
     if (auto w = in_flight_gate(book.in_slot(), limits.max_in_flight)) {
       set_submit_wait(w->reason, "in_flight");
       return next_ms;
