@@ -17,6 +17,9 @@ namespace wb {
 
 namespace {
 
+// Easy handles kept for reuse: each new one costs a dozen allocations.
+constexpr size_t kSpareHandles = 64;
+
 struct Transfer {
   HttpRequest request;
   HttpCallback done;
@@ -32,9 +35,19 @@ struct Transfer {
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   char error_buffer[CURL_ERROR_SIZE] = {};
 
+  // Where a finished transfer's easy handle goes back for the next request
+  // (curl_easy_reset clears every option; the connections live in the multi).
+  std::vector<CURL*>* spare = nullptr;
+
   ~Transfer() {
     if (headers) curl_slist_free_all(headers);
-    if (easy) curl_easy_cleanup(easy);
+    if (!easy) return;
+    if (spare && spare->size() < kSpareHandles) {
+      curl_easy_reset(easy);
+      spare->push_back(easy);
+    } else {
+      curl_easy_cleanup(easy);
+    }
   }
 };
 
@@ -132,6 +145,7 @@ bool connect_phase(CURLcode c) {
 struct CurlTransport::Impl {
   CURLM* multi = nullptr;
   bool allow_loopback_http = false;
+  std::vector<CURL*> spare;  // see kSpareHandles; declared first, so it outlives every Transfer
   std::vector<std::unique_ptr<Transfer>> transfers;
   // Requests refused before they started; answered on the next perform() so a
   // callback never runs inside start().
@@ -144,8 +158,15 @@ struct CurlTransport::Impl {
       refused.push_back(std::move(t));
       return;
     }
-    CURL* e = curl_easy_init();
+    CURL* e = nullptr;
+    if (!spare.empty()) {
+      e = spare.back();
+      spare.pop_back();
+    } else {
+      e = curl_easy_init();
+    }
     t->easy = e;
+    t->spare = &spare;
     curl_easy_setopt(e, CURLOPT_URL, t->request.url.c_str());
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, allow_loopback_http ? "http,https" : "https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
@@ -277,11 +298,17 @@ CurlTransport::CurlTransport(bool allow_loopback_http) : impl_(std::make_unique<
   impl_->multi = curl_multi_init();
   impl_->allow_loopback_http = allow_loopback_http;
   curl_multi_setopt(impl_->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 32L);
+  // Idle connections kept for reuse. libcurl's default follows the number of
+  // transfers added, so a lull closed connections the next burst opened again.
+  curl_multi_setopt(impl_->multi, CURLMOPT_MAXCONNECTS, 64L);
 }
 
 CurlTransport::~CurlTransport() {
   for (auto& t : impl_->transfers) curl_multi_remove_handle(impl_->multi, t->easy);
   impl_->transfers.clear();
+  impl_->refused.clear();
+  for (CURL* e : impl_->spare) curl_easy_cleanup(e);
+  impl_->spare.clear();
   curl_multi_cleanup(impl_->multi);
 }
 

@@ -104,11 +104,18 @@ make_config() {  # DIR: a complete instance (spool, state, out, media) and DIR/w
   yaml_set "$f" limits max_shots_per_manifest 10000
   yaml_set "$f" limits max_manifest_bytes 4194304
   yaml_set "$f" limits submits_per_minute 100000
-  yaml_set "$f" credits check_interval_seconds "$(scaled 300 0.1)"
-  yaml_set "$f" poll min_interval_seconds "$(scaled 2 0.01)"
-  yaml_set "$f" poll max_interval_seconds "$(scaled 15 0.01)"
-  yaml_set "$f" retry base_delay_seconds "$(scaled 1 0.001)"
-  yaml_set "$f" retry max_delay_seconds "$(scaled 60 0.001)"
+  # The shipped values of config/wanbatch.yaml, times the time scale.
+  local k
+  for k in credits.check_interval_seconds poll.min_interval_seconds poll.max_interval_seconds \
+           poll.prior_render_seconds retry.base_delay_seconds retry.max_delay_seconds; do
+    yaml_set "$f" "${k%%.*}" "${k#*.}" "$(scaled "$(shipped "$k")" 0.001)"
+  done
+}
+shipped() {  # SECTION.KEY: its value in the shipped config/wanbatch.yaml
+  awk -v sec="${1%%.*}" -v key="${1#*.}" '
+    /^[^ #]/ { insec = index($0, sec ":") == 1 }
+    insec && index($0, "  " key ":") == 1 { v = $0; sub(/^[^:]*:[ \t]*/, "", v); sub(/[ \t]*#.*/, "", v); print v; exit }
+  ' "$ROOT/config/wanbatch.yaml" | grep . || fail_setup "config/wanbatch.yaml has no $1"
 }
 write_manifest() {  # FILE BATCH SHOTS
   awk -v b="$2" -v n="$3" 'BEGIN {
@@ -223,7 +230,7 @@ done
 sleep "$(scaled 15 1)"   # polls settle into their intervals
 stop_pid "$DAEMON_PID" KILL
 note "B: $in_flight in flight; daemon killed (-9)"
-window=$(calc "printf \"%d\", 3 * $(scaled 15 0.01) + 1.5")   # three longest poll intervals
+window=$(calc "printf \"%d\", 3 * $(scaled 15 0.01) + 1.5")   # 10 s at the default scale: 50 simulated s after the restart
 perl "$W/stats.pl" "$SIM_PORT" "$((window + 2))" 0.02 >"$W/samples" &
 sampler=$!
 pids+=("$sampler")

@@ -293,6 +293,38 @@ TEST_CASE("the transport resumes a download with Range and appends the rest") {
   CHECK(test::read("part") == video);
 }
 
+TEST_CASE("a reused connection handle carries nothing of the request before it") {
+  // The transport keeps finished easy handles for the next request: a GET after
+  // a POST must be a GET, a plain download after a Range one must be whole.
+  sim::Options o;
+  o.time_scale = 0.0001;
+  sim::Simulator s(o);
+  s.start(0);
+  Client c{.base = s.base_url()};
+  const std::string output = c.finished_output();  // a POST, then GETs, on the same transport
+  std::string video(sim::sample_mp4());
+  HttpRequest ranged;
+  ranged.url = output;
+  ranged.resume_from = 100;
+  ranged.headers = {"X-Extra: 1"};
+  ranged.max_body_bytes = 1 << 20;
+  std::optional<HttpResponse> part = c.run(ranged);
+  REQUIRE(part);
+  CHECK(part->status == 206);
+  CHECK(part->body.size() == video.size() - 100);
+  for (int i = 0; i < 3; ++i) {
+    HttpRequest whole;
+    whole.url = output;
+    whole.max_body_bytes = 1 << 20;
+    std::optional<HttpResponse> all = c.run(whole);
+    REQUIRE(all);
+    CHECK(all->status == 200);
+    CHECK(all->body == video);
+    auto status = c.call("GET", "/v1/get-user-credits");
+    CHECK(status.status == 200);
+  }
+}
+
 TEST_CASE("a download onto a full disk is reported as a local write failure") {
   sim::Options o;
   o.time_scale = 0.0001;
