@@ -477,6 +477,10 @@ void Store::write(const std::vector<std::pair<std::string, std::string>>& puts, 
   }
   rocksdb::WriteOptions wo;
   wo.sync = sync == Sync::yes;
+  commit(wo, batch);
+}
+
+void Store::commit(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch& batch) {
   rocksdb::Status s = db_->Write(wo, &batch);
   if (!s.ok() && !s.IsCorruption()) {
     // After a failed write (ENOSPC) RocksDB refuses every write until resumed:
@@ -516,9 +520,7 @@ void Store::add_batch(const BatchRecord& batch, const std::vector<Shot>& shots) 
   rocksdb::WriteOptions wo;
   wo.sync = true;
   wo.memtable_insert_hint_per_batch = true;
-  rocksdb::Status st = db_->Write(wo, &wb);
-  if (!st.ok() && !st.IsCorruption() && db_->Resume().ok()) st = db_->Write(wo, &wb);
-  check(st, "write");
+  commit(wo, wb);
 }
 
 std::optional<std::string> Store::meta(const std::string& name) const {

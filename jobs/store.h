@@ -30,6 +30,8 @@
 
 namespace rocksdb {
 class DB;
+class WriteBatch;
+struct WriteOptions;
 }
 
 namespace wb {
@@ -107,6 +109,8 @@ class Store {
   void set_aside_unreadable(bool all);
   // Builds the u/, ub/, d/ indexes and the cost model from every record, once.
   void build_indexes();
+  // One atomic write, with the Resume() retry after a failed one (see write()).
+  void commit(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch& batch);
   void reconcile_with_journal(bool store_damaged, const SubmitJournal::Contents& journal);
   void put_raw(const std::vector<std::pair<std::string, std::string>>& puts);
   void compact_journal();

@@ -78,9 +78,14 @@ void PollPlanner::seen(const Shot& shot, const std::string& status, int64_t now_
     queue_seen_ = true;
     // The provider's concurrency for us, until a waited job teaches it: the
     // jobs seen rendering while this one waits.
-    int rendering = 0;
-    for (const auto& [key, other] : jobs_) rendering += other.started_known && !other.queued;
-    most_seen_processing_ = std::max(most_seen_processing_, rendering);
+    // Counted at most once per poll floor: with thousands queued, a walk of
+    // every job on each QUEUED answer was the planner's largest cost.
+    if (now >= rendering_counted_at_ + poll_.min_interval_seconds) {
+      rendering_counted_at_ = now;
+      int rendering = 0;
+      for (const auto& [key, other] : jobs_) rendering += other.started_known && !other.queued;
+      most_seen_processing_ = std::max(most_seen_processing_, rendering);
+    }
     if (j.queued_since_s <= 0) j.queued_since_s = now;
     j.start_s = now;  // it starts no earlier than now
     j.start_spread_s = 0;

@@ -101,6 +101,7 @@ class PollPlanner {
   bool starts_dirty_ = true;
   std::string started_key_;
   double starts_planned_at_ = -1e18;
+  double rendering_counted_at_ = -1e18;
 };
 
 }  // namespace wb

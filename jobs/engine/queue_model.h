@@ -10,7 +10,8 @@
 // users' load shows up as fewer workers. A job waited when its queue time is over 10% of
 // its render (and 1 s: queue time also holds the provider's own overhead). Until a job
 // that waited completes, no limit has been seen: workers() is empty (unlimited), and
-// then workers() is the most of our renders seen overlapping, over the last 256 jobs.
+// then workers() is the most of our renders seen overlapping, over the last 256 jobs
+// (each shrunk by 5% at both ends: our clock places them a latency late, per job).
 // Not persisted: a restart learns it again from the first jobs that wait.
 // Pure: no clock, no I/O. Times are seconds.
 #pragma once

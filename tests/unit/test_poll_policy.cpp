@@ -257,6 +257,25 @@ TEST_CASE("workers are learned from completed jobs and a queued job's expected s
   CHECK(*slow.submit_ahead_cap(1400) == 2);  // the longest render still leaves one waiting per worker
 }
 
+TEST_CASE("workers are not overcounted when our clock places back-to-back renders slightly apart") {
+  // 4 workers, FIFO, renders of 130 to 160 s: each job's submit time on our clock is
+  // late by a latency that varies per job (0 to 1.5 s), so a render placed from our
+  // clock may seem to start before the one it followed on the same worker ended.
+  QueueModel qm;
+  std::vector<double> free_at(4, 0.0);
+  for (int i = 0; i < 64; ++i) {
+    const double submit = i * 10.0;  // true submit time at the provider
+    const double render = 130 + (i * 37 % 31);
+    auto w = std::min_element(free_at.begin(), free_at.end());
+    const double start = std::max(submit, *w);
+    *w = start + render;
+    const double latency = (i * 53 % 16) / 10.0;  // 0 to 1.5 s
+    qm.observe_completed(submit + latency, start - submit, render);
+  }
+  REQUIRE(qm.workers());
+  CHECK(*qm.workers() == 4);
+}
+
 TEST_CASE("in a simulated FIFO run a queued job costs at most 3 polls before it starts") {
   const int kWorkers = 8, kJobs = 29;  // the last one has 20 queued ahead of it
   std::vector<double> history = renders(138, 80, 31);
