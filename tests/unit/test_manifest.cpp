@@ -254,7 +254,7 @@ TEST_CASE("the one-pass YAML tree keeps kinds, lines and document order") {
   CHECK(e.line == 1);
 }
 
-TEST_CASE("a shot's null field falls back to nothing, not to the default; an empty seed is no seed") {
+TEST_CASE("a shot's null field falls back to nothing, not to the default, and an empty seed is no seed") {
   Fixture f;
   auto r = f.parse(
       "defaults: {seed: 7, negative_prompt: blur}\n"
