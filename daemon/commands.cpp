@@ -131,6 +131,23 @@ int cmd_control(const Config& config, const std::string& command, const std::str
   return 0;
 }
 
+int cmd_adopt(const Config& config, const std::string& target, const std::string& request_id, std::ostream& out,
+              std::ostream& err) {
+  nlohmann::json answer;
+  try {
+    answer = control_request(config.state_dir, {{"command", "adopt"}, {"target", target}, {"request_id", request_id}});
+  } catch (const Error& e) {
+    err << e.what() << "\n";
+    return 1;
+  }
+  if (!answer.value("ok", false)) {
+    err << "adopt: " << answer.value("error", "refused") << "\n";
+    return 1;
+  }
+  for (const auto& what : answer.value("plan", std::vector<std::string>{})) out << "adopt: " << what << "\n";
+  return 0;
+}
+
 int cmd_estimate(const Config& config, const std::vector<std::string>& files, std::ostream& out,
                  std::ostream& err) {
   // The same money arithmetic as the daemon's submit gate (jobs/engine/spend.h):

@@ -25,6 +25,9 @@ int cmd_status(const Config& config, bool json, std::ostream& out, std::ostream&
 
 // pause, resume, retry TARGET, cancel TARGET: sent to the running daemon.
 // `yes`: retry may resubmit (a new billed job); without it, only free resumes.
+// `wanbatch adopt BATCH/SHOT REQUEST_ID`, through the control socket.
+int cmd_adopt(const Config& config, const std::string& target, const std::string& request_id, std::ostream& out,
+              std::ostream& err);
 int cmd_control(const Config& config, const std::string& command, const std::string& target,
                 std::ostream& out, std::ostream& err, bool yes = false);
 

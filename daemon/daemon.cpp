@@ -551,6 +551,10 @@ class Daemon {
                                 : scheduler_.cancel(target);
         return {{"ok", true}, {"changed", r.changed}, {"skipped", r.skipped}, {"plan", r.plan}};
       }
+      if (cmd == "adopt") {
+        auto r = scheduler_.adopt(request.value("target", ""), request.value("request_id", ""));
+        return {{"ok", true}, {"changed", r.changed}, {"skipped", r.skipped}, {"plan", r.plan}};
+      }
       return {{"ok", false}, {"error", "unknown command '" + cmd + "'"}};
     } catch (const Error& e) {
       return {{"ok", false}, {"error", e.what()}};

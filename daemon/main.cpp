@@ -53,6 +53,14 @@ int main(int argc, char** argv) {
   auto* cancel = app.add_subcommand(
       "cancel", "cancel shots that have not ended (a job already submitted cannot be stopped at the provider)");
   cancel->add_option("target", target, "BATCH or BATCH/SHOT")->required();
+  std::string request_id;
+  auto* adopt = app.add_subcommand(
+      "adopt",
+      "a HELD shot follows a job found on the provider's dashboard (an ambiguous submit, an expired record): "
+      "polled, fetched, downloaded, DONE, never submitted again; refused when the request_id belongs to another "
+      "shot or the shot is not HELD");
+  adopt->add_option("target", target, "BATCH/SHOT")->required();
+  adopt->add_option("request_id", request_id, "the provider's request_id of the job")->required();
   auto* pause = app.add_subcommand("pause", "stop submitting new shots (kept across restarts); polls and downloads go on");
   auto* resume = app.add_subcommand("resume", "submit again after a pause");
   auto* estimate = app.add_subcommand(
@@ -79,6 +87,7 @@ int main(int argc, char** argv) {
     if (*status) return wb::cmd_status(config, json, std::cout, std::cerr);
     if (*retry) return wb::cmd_control(config, "retry", target, std::cout, std::cerr, yes);
     if (*cancel) return wb::cmd_control(config, "cancel", target, std::cout, std::cerr);
+    if (*adopt) return wb::cmd_adopt(config, target, request_id, std::cout, std::cerr);
     if (*pause) return wb::cmd_control(config, "pause", "", std::cout, std::cerr);
     if (*resume) return wb::cmd_control(config, "resume", "", std::cout, std::cerr);
     if (*estimate) return wb::cmd_estimate(config, files, std::cout, std::cerr);

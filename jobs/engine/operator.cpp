@@ -112,6 +112,51 @@ OperatorResult Operator::retry(const std::string& target, Resubmit allow_resubmi
   return r;
 }
 
+OperatorResult Operator::adopt(const std::string& target, const std::string& request_id) {
+  if (id_is_batch(target)) throw Error("adopt takes one shot, BATCH/SHOT, not '" + target + "'");
+  if (!is_plain_token(request_id))
+    throw Error("'" + request_id + "' is not a request_id (a letter or digit, then letters, digits, '-', '_' or '.'; up to 128)");
+  Shot s = target_shots(target).front();
+  if (s.state != ShotState::held)
+    throw Error(s.key() + " is " + to_string(s.state) + "; only a HELD shot adopts a job");
+  if (s.damaged)
+    throw Error(s.key() + ": its stored record was unreadable, so what it asked for is unknown; render it again "
+                          "under a new batch name");
+  if (auto owner = core_.store.shot_by_request(request_id); owner && *owner != s.key())
+    throw Error("request_id " + request_id + " already belongs to " + *owner);
+  auto entry = ledger_entry(s, "adopted", core_.wall());
+  entry["request_id"] = request_id;
+  entry["previous_request_id"] = s.request_id;
+  entry["previous_reason"] = s.reason;
+  // Another job than the one the shot may have been billed for: its cost is
+  // counted when its result comes. The same job again: already counted.
+  if (request_id != s.request_id) {
+    s.cost.reset();
+    s.output_url.clear();
+    s.metrics_json.clear();
+  }
+  s.request_id = request_id;
+  s.state = ShotState::in_flight;
+  s.held_from = ShotState::pending;
+  s.remote_status.clear();
+  s.reason.clear();
+  s.attempts = 0;
+  s.due_ms = 0;
+  s.submitted_ms = to_epoch_ms(core_.wall());  // unknown; its record's hour counts from no later than now
+  s.completed_ms = 0;
+  s.followed_since_ms = core_.now_ms();
+  core_.store.put_shot_and_ledger(s, entry);
+  spdlog::info("{}: adopted the provider's job {} (an operator), followed without a new submit", s.key(),
+               request_id);
+  batches_.reopen(s.batch);
+  OperatorResult r;
+  r.changed.push_back(s.spec.id);
+  r.plan.push_back(s.spec.id + ": follows request_id " + request_id + ", no new submit");
+  Shot& live = core_.book.add(std::move(s));
+  if (on_followed) on_followed(live);
+  return r;
+}
+
 OperatorResult Operator::cancel(const std::string& target) {
   OperatorResult r;
   for (auto& s : target_shots(target)) {

@@ -27,6 +27,12 @@ class Operator {
   Operator(Core& core, Batches& batches, OutputDir& output) : core_(core), batches_(batches), output_(output) {}
   OperatorResult retry(const std::string& target, Resubmit allow_resubmit);
   OperatorResult cancel(const std::string& target);
+  // A HELD shot ("BATCH/SHOT") follows the provider's job `request_id`, found by a
+  // person (e.g. on the provider's dashboard after an ambiguous submit): polled,
+  // fetched, downloaded, DONE, never submitted again. Throws wb::Error, changing
+  // nothing, when the shot is not HELD, the id is not a plain token, or the id
+  // already belongs to another shot. The ledger records the adoption.
+  OperatorResult adopt(const std::string& target, const std::string& request_id);
   // Back to PENDING for a new submit, with a ledger line saying why.
   void requeue(Shot shot, const std::string& ledger_event, const std::string& reason);
   // A shot followed again (after a resume or a requeue): the follower learns of it.

@@ -66,6 +66,9 @@ class Scheduler {
     return operator_.retry(target, allow_resubmit);
   }
   OperatorResult cancel(const std::string& target) { return operator_.cancel(target); }
+  OperatorResult adopt(const std::string& target, const std::string& request_id) {
+    return operator_.adopt(target, request_id);
+  }
 
   // The settings it was given changed in place (SIGHUP): the parts that keep
   // a copy (poll bounds, the request budget) take the new values.

@@ -407,3 +407,50 @@ TEST_CASE("a download carries the configured speed floor and deadline, and a tri
   CHECK(s.state == ShotState::held);
   CHECK(s.reason.find("outcome unknown") != std::string::npos);
 }
+
+TEST_CASE("adopt: a HELD ambiguous submit follows the job a person found, to DONE, with no new submit") {
+  Rig rig;
+  rig.accept("batch: b\nshots:\n  - {id: s1, prompt: wind, image: 'https://cdn.example/a.png'}\n"
+             "  - {id: s2, prompt: rain, image: 'https://cdn.example/a.png'}\n");
+  rig.step();
+  auto first = rig.net.take("/v2/wan2.7-i2v");
+  auto second = rig.net.take("/v2/wan2.7-i2v");
+  if (nlohmann::json::parse(first.request.body)["prompt"] != "wind") std::swap(first, second);
+  FakeTransport::fail(first, NetError::unknown_outcome);  // s1: sent, no answer
+  FakeTransport::reply(second, 200, R"({"request_id":"r2"})");  // s2's job is r2
+  REQUIRE(rig.shot("b/s1").state == ShotState::held);
+  const size_t submits_before = std::count_if(rig.net.started.begin(), rig.net.started.end(), [](auto& r) {
+    return r.url.find("/v2/wan2.7-i2v") != std::string::npos;
+  });
+
+  // Refused, changing nothing: a batch target, a non-token id, an id of another
+  // shot, a shot that is not HELD.
+  CHECK_THROWS_WITH_AS(rig.sched->adopt("b", "r9"), doctest::Contains("one shot"), Error);
+  CHECK_THROWS_WITH_AS(rig.sched->adopt("b/s1", "../x"), doctest::Contains("is not a request_id"), Error);
+  CHECK_THROWS_WITH_AS(rig.sched->adopt("b/s1", "r2"), doctest::Contains("already belongs to b/s2"), Error);
+  CHECK_THROWS_WITH_AS(rig.sched->adopt("b/s2", "r7"), doctest::Contains("only a HELD shot"), Error);
+  CHECK_THROWS_WITH_AS(rig.sched->adopt("b/nope", "r7"), doctest::Contains("no shot"), Error);
+  CHECK(rig.shot("b/s1").state == ShotState::held);
+  CHECK(rig.store->ledger().back()["event"] != "adopted");
+
+  auto r = rig.sched->adopt("b/s1", "r1");
+  CHECK(r.changed == std::vector<std::string>{"s1"});
+  CHECK(rig.shot("b/s1").state == ShotState::in_flight);
+  CHECK(rig.shot("b/s1").request_id == "r1");
+  CHECK(rig.store->shot_by_request("r1") == "b/s1");
+  auto adopted = rig.store->ledger().back();
+  CHECK(adopted["event"] == "adopted");
+  CHECK(adopted["request_id"] == "r1");
+  CHECK_THROWS_WITH_AS(rig.sched->adopt("b/s1", "r1"), doctest::Contains("is IN_FLIGHT"), Error);
+
+  rig.complete("r1");
+  rig.complete("r2");
+  CHECK(rig.shot("b/s1").state == ShotState::done);
+  CHECK(rig.shot("b/s1").cost == doctest::Approx(0.5));
+  CHECK(rig.shot("b/s2").state == ShotState::done);
+  const size_t submits_after = std::count_if(rig.net.started.begin(), rig.net.started.end(), [](auto& r) {
+    return r.url.find("/v2/wan2.7-i2v") != std::string::npos;
+  });
+  CHECK(submits_after == submits_before);  // adopting sent no submit
+  CHECK(rig.finished == std::vector<std::string>{"b"});
+}
