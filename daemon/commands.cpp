@@ -37,11 +37,13 @@ ManifestRules rules_of(const Config& c) {
 
 }  // namespace
 
-int cmd_validate(const Config& config, const std::vector<std::string>& files, std::ostream& out,
+int cmd_validate(const Config& config, bool config_found, const std::vector<std::string>& files, std::ostream& out,
                  std::ostream& err) {
+  ManifestRules rules = rules_of(config);
+  if (!config_found) rules.input_roots = {"/"};  // no roots to confine media to: existence and content only
   int bad = 0;
   for (const auto& f : files) {
-    ManifestResult r = load_manifest(f, rules_of(config));
+    ManifestResult r = load_manifest(f, rules);
     if (r.manifest) {
       out << f << ": ok, batch " << r.manifest->batch << ", " << r.manifest->shots.size() << " shots\n";
     } else {
@@ -49,6 +51,11 @@ int cmd_validate(const Config& config, const std::vector<std::string>& files, st
       err << format_problems(f, r.problems);
     }
   }
+  if (config_found)
+    out << "local media checked: they exist, and lie under input_roots of " << config.path << "\n";
+  else
+    out << "local media checked: they exist; NOT checked against input_roots (no daemon config at " << config.path
+        << "; give one with --config)\n";
   return bad ? 1 : 0;
 }
 
@@ -229,72 +236,6 @@ int cmd_estimate(const Config& config, const std::vector<std::string>& files, st
         << (ok ? "covers it\n" : "does NOT cover it\n");
   }
   return covered ? 0 : 1;
-}
-
-int cmd_status(const Config& config, bool json, std::ostream& out, std::ostream& err) {
-  std::vector<std::pair<BatchRecord, std::vector<Shot>>> rows;
-  // Why every submit waits, daemon-wide ("" when none): the daemon keeps it in
-  // its store (meta "submit_wait") whenever it changes.
-  std::string submit_wait;
-  // A read-only view of a store the daemon is writing: a table file it compacts
-  // away while we read is an error; a fresh view a moment later is not.
-  for (int attempt = 1;; ++attempt) {
-    try {
-      auto store = Store::open(join_path(config.state_dir, "db"), Store::Mode::read_only);
-      rows.clear();
-      for (auto& b : store->batches()) rows.emplace_back(b, store->shots(b.name));
-      submit_wait = store->meta("submit_wait").value_or("");
-      break;
-    } catch (const Error& e) {
-      if (attempt < 5 && std::string(e.what()).find("no state in") == std::string::npos) {
-        ::usleep(100000);
-        continue;
-      }
-      err << e.what() << "\n";
-      return 1;
-    }
-  }
-  nlohmann::json batches = nlohmann::json::array();
-  for (auto& [b, shots] : rows)
-    batches.push_back({{"batch", b.name}, {"shots", static_cast<int>(shots.size())}, {"states", count_states(shots)},
-                       {"finished", b.finished}, {"priority", b.priority}});
-  if (json) {
-    out << nlohmann::json{{"batches", batches}, {"submit_wait", submit_wait}}.dump() << "\n";
-    return 0;
-  }
-  if (rows.empty()) out << "no batches yet\n";
-  for (size_t i = 0; i < rows.size(); ++i) {
-    const auto& [b, shots] = rows[i];
-    out << b.name << (b.finished ? "  (finished)" : "") << "  " << shots.size() << " shots:";
-    for (auto& [st, n] : batches[i]["states"].items()) out << " " << st << "=" << n.get<int>();
-    out << "\n";
-    std::map<std::string, std::vector<std::string>> waiting;  // reason -> shot ids
-    for (const auto& s : shots) {
-      if (s.state == ShotState::held || s.state == ShotState::failed || s.state == ShotState::rejected)
-        out << "  " << s.spec.id << " " << to_string(s.state) << ": " << s.reason << "\n";
-      else if (!is_terminal(s.state) && !s.reason.empty())
-        waiting[s.reason].push_back(s.spec.id);
-      else if (s.state == ShotState::pending && !submit_wait.empty())
-        waiting[submit_wait].push_back(s.spec.id);  // no reason of its own: it waits with every submit
-    }
-    for (const auto& [reason, ids] : waiting)
-      out << "  " << ids.size() << " shot(s) " << reason << " (" << ids.front() << (ids.size() > 1 ? ", ..." : "")
-          << ")\n";
-  }
-  std::string daemon_line;
-  bool running = false;
-  try {
-    auto ping = control_request(config.state_dir, {{"command", "ping"}});
-    running = true;
-    daemon_line = ping.value("paused", false) ? "daemon: running, submits PAUSED (wanbatch resume)\n"
-                                              : "daemon: running\n";
-  } catch (const Error&) {
-    daemon_line = "daemon: not running\n";
-  }
-  if (!submit_wait.empty())
-    out << "submits: " << submit_wait << (running ? "" : " (when the daemon last ran)") << "\n";
-  out << daemon_line;
-  return 0;
 }
 
 }  // namespace wb

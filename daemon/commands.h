@@ -11,7 +11,10 @@
 namespace wb {
 
 // Prints every problem as file:line: field: message. 0 when all are valid, 1 if not.
-int cmd_validate(const Config& config, const std::vector<std::string>& files, std::ostream& out,
+// `config_found` false: there is no daemon config (a workstation), so `config`
+// holds the defaults and local media are checked for existence (and as media)
+// but not against input_roots; the output says which of the two was done.
+int cmd_validate(const Config& config, bool config_found, const std::vector<std::string>& files, std::ostream& out,
                  std::ostream& err);
 
 // Validates all files, then drops each into spool.incoming atomically (with
@@ -19,9 +22,22 @@ int cmd_validate(const Config& config, const std::vector<std::string>& files, st
 int cmd_submit(const Config& config, const std::vector<std::string>& files, std::ostream& out,
                std::ostream& err);
 
-// Batches with shot counts by state, read from the state store (works while the
-// daemon runs).
-int cmd_status(const Config& config, bool json, std::ostream& out, std::ostream& err);
+struct StatusOptions {
+  bool json = false;
+  std::string batch;        // list this batch's shots ("" : every batch, one line each)
+  bool watch = false;       // redraw every `interval_seconds` until SIGINT or SIGTERM
+  double interval_seconds = 2;
+  bool terminal = false;    // `out` is a terminal: redraw in place, fit its width
+  bool colour = false;      // ANSI colours (a terminal, NO_COLOR unset, TERM not dumb)
+  int width = 0;            // the terminal's columns (0: unknown)
+  // For stdout: a terminal or not, colour unless NO_COLOR is set, the width.
+  static StatusOptions for_stdout();
+};
+
+// Batches at a glance (daemon/status.h), read from the state store read-only
+// (works while the daemon runs) and the daemon's live figures when it runs.
+// 0, or 1 when the store cannot be read or the batch is unknown.
+int cmd_status(const Config& config, const StatusOptions& options, std::ostream& out, std::ostream& err);
 
 // pause, resume, retry TARGET, cancel TARGET: sent to the running daemon.
 // `yes`: retry may resubmit (a new billed job); without it, only free resumes.

@@ -2,13 +2,16 @@
 // main() only parses the command line; everything else lives in wanbatch_core.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <iostream>
 
 #include "config/config.h"
 #include "daemon/commands.h"
 #include "daemon/daemon.h"
+#include "daemon/version.h"
 #include "jobs/util.h"
 
 int main(int argc, char** argv) {
@@ -17,11 +20,16 @@ int main(int argc, char** argv) {
       "Drop manifests into the spool (or use `wanbatch submit`); the daemon submits every shot,\n"
       "follows it, downloads and checks each MP4 and writes a report per batch.\n"
       "Docs: docs/MANIFEST.md, docs/CONFIG.md, docs/ARCHITECTURE.md."};
+  app.footer(
+      "Global options (--config, --version, --help) go before or after the subcommand.\n"
+      "Exit codes: 0 success (validate: every manifest valid); 1 problems found or the command failed;\n"
+      "2 usage or config error.");
   app.require_subcommand(1);
+  app.fallthrough();  // a subcommand hands options it does not know (--config) to the app
   std::string config_path = wb::default_config_path();
-  app.add_option("-c,--config", config_path,
-                 "daemon config file (default: $WANBATCH_CONFIG or /etc/wanbatch/wanbatch.yaml)");
-  app.set_version_flag("--version", "wanbatch 0.1.0");
+  auto* config_option = app.add_option(
+      "-c,--config", config_path, "daemon config file (default: $WANBATCH_CONFIG or /etc/wanbatch/wanbatch.yaml)");
+  app.set_version_flag("--version", wb::version_text(), "print the version and the git revision it was built from");
 
   auto* daemon = app.add_subcommand("daemon", "run the daemon: watch the spool and render every batch (SIGTERM drains and stops, SIGHUP reloads the config, SIGUSR1 logs a status line; docs/OPERATIONS.md)");
   std::string log_level;
@@ -29,17 +37,36 @@ int main(int argc, char** argv) {
 
   std::vector<std::string> files;
   auto* validate = app.add_subcommand(
-      "validate", "check manifests; print every problem as file:line: field: message; exit 1 if any");
+      "validate",
+      "check manifests: every rule, every local media file (exists, readable, an image or audio file by its "
+      "content) and, when a daemon config is found, that it lies under input_roots (the last line says which); "
+      "print every problem as file:line: field: message. Exit 0 all valid, 1 problems found, 2 usage or config "
+      "error. Without --config or $WANBATCH_CONFIG and no /etc/wanbatch/wanbatch.yaml, it needs no config");
   validate->add_option("files", files, "manifest files")->required();
 
   auto* submit = app.add_subcommand(
       "submit", "validate manifests, record their folder as base_dir, and drop them into the spool");
   submit->add_option("files", files, "manifest files")->required();
 
-  bool json = false;
+  wb::StatusOptions status_options = wb::StatusOptions::for_stdout();
   auto* status = app.add_subcommand(
-      "status", "show each batch with its shots counted by state, why waiting shots wait, and HELD reasons");
-  status->add_flag("--json", json, R"(print {"batches":[{"batch":NAME,"shots":N,"states":{...}}],"submit_wait":WHY})");
+      "status",
+      "one line per batch: progress bar (# done, ! failed/held/rejected/cancelled, > in flight, . pending), counts, "
+      "credits spent and the estimate for the rest against the batch budget, an ETA from the learned render "
+      "times, the in-flight cap and the submit rate; then why waiting shots wait and the shots that need a "
+      "person. With BATCH: every shot of it (state, age, take, request_id, reason). Reads the state store "
+      "read-only; works while the daemon runs");
+  status->add_option("batch", status_options.batch, "list this batch's shots");
+  status->add_flag("--json", status_options.json,
+                   R"(print JSON: {"batches":[{"batch","shots","states","progress","credits_spent",)"
+                   R"("credits_remaining_estimate","budget_credits","eta","eta_unknown","waiting",...}],)"
+                   R"("submit_wait","daemon":{...}}; with BATCH also "shot_list")");
+  status->add_flag("--watch,-w", status_options.watch,
+                   "redraw until Ctrl-C (in place on a terminal; to a pipe, one plain snapshot after another). "
+                   "Colour only on a terminal, never with NO_COLOR set or TERM=dumb");
+  status->add_option("--interval", status_options.interval_seconds, "seconds between redraws with --watch")
+      ->default_val(2)
+      ->check(CLI::Range(0.2, 3600.0));
 
   std::string target;
   bool yes = false;
@@ -67,24 +94,38 @@ int main(int argc, char** argv) {
       "estimate", "credits the manifests will cost, and whether the balance and budgets cover it (exit 1 if not)");
   estimate->add_option("files", files, "manifest files")->required();
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help and --version: 0; any usage error: 2
+  }
 
   // Logs go to stderr (journald under systemd); stdout is for command output.
   spdlog::set_default_logger(spdlog::stderr_color_mt("wanbatch"));
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
   wb::Config config;
-  try {
-    config = wb::load_config(config_path);
-  } catch (const wb::Error& e) {
-    std::cerr << "wanbatch: " << e.what() << "\n";
-    return 2;
+  // validate needs no daemon config: without one named (--config, $WANBATCH_CONFIG)
+  // and none at the default path, it checks all but input_roots.
+  const char* config_env = std::getenv("WANBATCH_CONFIG");
+  bool config_named = config_option->count() > 0 || (config_env && *config_env);
+  struct stat st {};
+  bool config_found = config_named || ::stat(config_path.c_str(), &st) == 0;
+  if (*validate && !config_found) {
+    config.path = config_path;
+  } else {
+    try {
+      config = wb::load_config(config_path);
+    } catch (const wb::Error& e) {
+      std::cerr << "wanbatch: " << e.what() << "\n";
+      return 2;
+    }
   }
   spdlog::set_level(spdlog::level::from_str(log_level.empty() ? config.log_level : log_level));
   try {
     if (*daemon) return wb::run_daemon(config);
-    if (*validate) return wb::cmd_validate(config, files, std::cout, std::cerr);
+    if (*validate) return wb::cmd_validate(config, config_found, files, std::cout, std::cerr);
     if (*submit) return wb::cmd_submit(config, files, std::cout, std::cerr);
-    if (*status) return wb::cmd_status(config, json, std::cout, std::cerr);
+    if (*status) return wb::cmd_status(config, status_options, std::cout, std::cerr);
     if (*retry) return wb::cmd_control(config, "retry", target, std::cout, std::cerr, yes);
     if (*cancel) return wb::cmd_control(config, "cancel", target, std::cout, std::cerr);
     if (*adopt) return wb::cmd_adopt(config, target, request_id, std::cout, std::cerr);

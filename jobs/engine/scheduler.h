@@ -81,6 +81,8 @@ class Scheduler {
   size_t unfinished_batches() const { return core_.book.batches().size(); }
   // Why submits wait right now, daemon-wide ("" when they do not).
   const std::string& submit_wait() const { return submit_wait_; }
+  // Submits a minute allowed now: limits.submits_per_minute, less after 429s.
+  double submit_rate_per_minute() const { return bucket_.current_per_minute(); }
 
   // Runs when a batch has ended; the argument is the batch record (finished).
   std::function<void(const BatchRecord&)> on_batch_finished;

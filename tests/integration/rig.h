@@ -81,14 +81,19 @@ struct Rig {
            test::exists(root + "/spool/done/" + batch + ".yaml");
   }
 
-  // The "id HELD: reason" lines of `wanbatch status`.
+  // "id HELD: reason" for every HELD shot of every batch, as `wanbatch status
+  // BATCH --json` lists them (the overview shows at most ten a batch).
   std::vector<std::string> held_lines() {
-    std::string out;
-    test::run({WANBATCH_BIN, "--config", config, "status"}, &out);
     std::vector<std::string> held;
-    std::istringstream lines(out);
-    for (std::string line; std::getline(lines, line);)
-      if (line.find(" HELD: ") != std::string::npos) held.push_back(line);
+    for (const auto& b : status().value("batches", json::array())) {
+      std::string out;
+      if (test::run({WANBATCH_BIN, "--config", config, "status", "--json", b["batch"].get<std::string>()}, &out) != 0)
+        continue;
+      auto j = json::parse(out, nullptr, false);
+      if (j.is_discarded()) continue;
+      for (const auto& s : j.value("shot_list", json::array()))
+        if (s["state"] == "HELD") held.push_back(s["id"].get<std::string>() + " HELD: " + s["reason"].get<std::string>());
+    }
     return held;
   }
 
