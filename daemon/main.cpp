@@ -9,6 +9,7 @@
 #include "config/config.h"
 #include "daemon/commands.h"
 #include "daemon/daemon.h"
+#include "daemon/journal_log.h"
 #include "jobs/util.h"
 
 int main(int argc, char** argv) {
@@ -62,8 +63,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   // Logs go to stderr (journald under systemd); stdout is for command output.
-  spdlog::set_default_logger(spdlog::stderr_color_mt("wanbatch"));
-  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  wb::setup_logging();
   wb::Config config;
   try {
     config = wb::load_config(config_path);

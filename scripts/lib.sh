@@ -3,7 +3,8 @@
 
 WANBATCH_PACKAGES=(cmake make g++ pkg-config libcurl4-openssl-dev libyaml-cpp-dev nlohmann-json3-dev
   libspdlog-dev librocksdb-dev doctest-dev libcli11-dev libsystemd-dev libssl-dev zlib1g-dev
-  libfaketime)
+  libfaketime
+  prometheus-cpp-dev prometheus)  # the metrics endpoint; promtool for its tests
 
 log_dir() {
   mkdir -p "$ROOT/build-logs"
