@@ -82,6 +82,37 @@ class Section {
 };
 
 
+// metrics.listen: HOST:PORT, HOST an IPv4 address or a bracketed IPv6 one, PORT
+// 0..65535 (0: any free port). Returns the problem, or "" when it is valid.
+std::string listen_problem(const std::string& v) {
+  const std::string form = "must be HOST:PORT with an IP address (127.0.0.1:9464, [::1]:9464, 0.0.0.0:9464) or "
+                           "\"\" to turn the endpoint off, got '" + v + "'";
+  auto colon = v.rfind(':');
+  if (colon == std::string::npos || colon == 0) return form;
+  std::string host = v.substr(0, colon), port = v.substr(colon + 1);
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoi(port) > 65535)
+    return form;
+  if (host.front() == '[') {
+    if (host.back() != ']' || host.size() < 4 || host.find_first_not_of("0123456789abcdefABCDEF:.", 1) != host.size() - 1)
+      return form;
+    return "";
+  }
+  int parts = 0;
+  size_t at = 0;
+  while (at <= host.size()) {
+    size_t dot = host.find('.', at);
+    std::string part = host.substr(at, dot == std::string::npos ? std::string::npos : dot - at);
+    if (part.empty() || part.size() > 3 || part.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoi(part) > 255)
+      return form;
+    ++parts;
+    if (dot == std::string::npos) break;
+    at = dot + 1;
+  }
+  return parts == 4 ? "" : form;
+}
+
 }  // namespace
 
 Config parse_config(const std::string& text, const std::string& path) {
@@ -189,6 +220,15 @@ Config parse_config(const std::string& text, const std::string& path) {
     s.on("max_attempts", [&](auto& v, auto& key) { c.retry.max_attempts = static_cast<int>(s.integer(v, key, 1, 100)); });
     s.on("base_delay_seconds", [&](auto& v, auto& key) { c.retry.base_delay_seconds = s.number(v, key, 0.001, 3600); });
     s.on("max_delay_seconds", [&](auto& v, auto& key) { c.retry.max_delay_seconds = s.number(v, key, 0.001, 86400); });
+    s.run();
+  });
+  top.on("metrics", [&](const YAML::Node& n, const std::string& k) {
+    Section s(n, k, path);
+    s.on("listen", [&](auto& v, auto& key) {
+      c.metrics_listen = v.IsNull() ? "" : s.str(v, key);
+      if (!c.metrics_listen.empty())
+        if (std::string problem = listen_problem(c.metrics_listen); !problem.empty()) s.fail(key, v, problem);
+    });
     s.run();
   });
   top.on("log_level", [&](auto& v, auto& key) {

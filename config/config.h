@@ -24,6 +24,8 @@ struct Config : Settings {
   SpoolConfig spool;
   std::string state_dir;
   std::string log_level = "info";
+  // metrics.listen: HOST:PORT of the Prometheus endpoint (/metrics); "" turns it off.
+  std::string metrics_listen = "127.0.0.1:9464";
 };
 // Loads and validates a config file. Throws wb::Error naming the file and the key.
 Config load_config(const std::string& path);

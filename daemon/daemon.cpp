@@ -21,9 +21,11 @@
 #include <thread>
 
 #include "daemon/control.h"
+#include "daemon/metrics.h"
 #include "daemon/watcher.h"
 #include "jobs/crash_point.h"
 #include "jobs/curl_transport.h"
+#include "jobs/log_context.h"
 #include "jobs/manifest.h"
 #include "jobs/engine/scheduler.h"
 #include "jobs/store.h"
@@ -189,6 +191,8 @@ class Daemon {
         store_(Store::open(join_path(c.state_dir, "db"), Store::Mode::read_write)),
         scheduler_(c, *store_, transport_, [] { return std::chrono::system_clock::now(); },
                    [] { return std::chrono::steady_clock::now(); }, std::move(key)),
+        metrics_(c.metrics_listen, scheduler_, [] { return std::chrono::steady_clock::now(); },
+                 [] { return std::chrono::system_clock::now(); }),
         watcher_(c.spool.incoming, Millis(static_cast<int64_t>(c.spool.settle_seconds * 1000))),
         control_(control_socket_path(c.state_dir)),
         signal_fd_(signal_fd),
@@ -212,6 +216,7 @@ class Daemon {
       if (b.finished) retire_manifest(b);  // a stop between finishing and moving the file
     take_left_claims();
     readopt_lost_batches();
+    metrics_.start(*store_);
     sd_notify(0, "READY=1");
     uint64_t watchdog_usec = 0;
     Millis notify_every{5000};
@@ -237,7 +242,7 @@ class Daemon {
           if (!spool_lost_)
             for (const auto& name : ready) take(name);
         }
-        Millis next = std::min({scheduler_.tick(), watch_next, Millis(1000)});
+        Millis next = std::min({scheduler_.tick(), watch_next, Millis(1000), metrics_.tick()});
         if (std::chrono::steady_clock::now() - last_notify >= notify_every) {
           // The watchdog ping doubles as a liveness proof of the loop itself.
           std::string status = std::to_string(scheduler_.unfinished_batches()) + " batches, " +
@@ -422,6 +427,7 @@ class Daemon {
     later("pricing", fresh.pricing.credits_per_second_720p == c_.pricing.credits_per_second_720p &&
                          fresh.pricing.credits_per_second_1080p == c_.pricing.credits_per_second_1080p);
     later("schedule.window", fresh.window == c_.window);
+    later("metrics.listen", fresh.metrics_listen == c_.metrics_listen);
     auto join = [](const std::vector<std::string>& v) {
       std::string out;
       for (const auto& k : v) out += (out.empty() ? "" : ", ") + k;
@@ -479,6 +485,7 @@ class Daemon {
     std::string active = join_path(c_.spool.active, m.batch + "__" + name);
     Scheduler::Accept a;
     try {
+      LogScope log_scope(m.batch);
       a = scheduler_.accept(m, name, active);
     } catch (const Error& e) {
       spdlog::error("{}: cannot record the batch: {} (left in {}; taken again at the next start)", name, e.what(),
@@ -592,6 +599,7 @@ class Daemon {
   CurlTransport transport_;
   std::unique_ptr<Store> store_;
   Scheduler scheduler_;
+  DaemonMetrics metrics_;
   SpoolWatcher watcher_;
   ControlServer control_;
   int signal_fd_;

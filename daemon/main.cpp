@@ -11,6 +11,7 @@
 #include "config/config.h"
 #include "daemon/commands.h"
 #include "daemon/daemon.h"
+#include "daemon/journal_log.h"
 #include "daemon/version.h"
 #include "jobs/util.h"
 
@@ -101,8 +102,7 @@ int main(int argc, char** argv) {
   }
 
   // Logs go to stderr (journald under systemd); stdout is for command output.
-  spdlog::set_default_logger(spdlog::stderr_color_mt("wanbatch"));
-  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  wb::setup_logging();
   wb::Config config;
   // validate needs no daemon config: without one named (--config, $WANBATCH_CONFIG)
   // and none at the default path, it checks all but input_roots.

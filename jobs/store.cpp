@@ -490,6 +490,46 @@ void Store::commit(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch& batch) 
   check(s, "write");
 }
 
+struct ShotCensus::Scan {
+  rocksdb::DB* db;
+  const rocksdb::Snapshot* snapshot;
+  std::unique_ptr<rocksdb::Iterator> it;
+  ~Scan() {
+    it.reset();  // before the snapshot it reads
+    db->ReleaseSnapshot(snapshot);
+  }
+};
+
+ShotCensus::ShotCensus(std::unique_ptr<Scan> scan) : scan_(std::move(scan)) {}
+ShotCensus::~ShotCensus() = default;
+
+bool ShotCensus::step(size_t records) {
+  if (done_) return true;
+  rocksdb::Iterator& it = *scan_->it;
+  for (size_t n = 0; n < records && it.Valid() && it.key().starts_with("s/"); ++n, it.Next()) {
+    auto j = nlohmann::json::parse(it.value().ToString(), nullptr, false);
+    if (!j.is_object() || !j.contains("state") || !j["state"].is_string()) continue;
+    if (auto state = shot_state_from(j["state"].get<std::string>())) ++counts_[*state];
+  }
+  if (it.Valid() && it.key().starts_with("s/")) return false;
+  check(it.status(), "census of s/");
+  done_ = true;
+  scan_.reset();  // the snapshot is released as soon as it is read
+  return true;
+}
+
+std::unique_ptr<ShotCensus> Store::census() const {
+  auto scan = std::make_unique<ShotCensus::Scan>();
+  scan->db = db_.get();
+  scan->snapshot = db_->GetSnapshot();
+  rocksdb::ReadOptions options;
+  options.snapshot = scan->snapshot;
+  options.fill_cache = false;  // a one-off pass over the history
+  scan->it.reset(db_->NewIterator(options));
+  scan->it->Seek("s/");
+  return std::unique_ptr<ShotCensus>(new ShotCensus(std::move(scan)));
+}
+
 std::vector<std::string> Store::scan(const std::string& prefix) const {
   std::vector<std::string> out;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));

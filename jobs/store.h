@@ -19,6 +19,7 @@
 // (jobs/journal.h), an independent record checked against the store at open.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -52,6 +53,28 @@ struct BatchRecord {
 };
 
 enum class Sync { no, yes };
+
+// The stored shots counted by state as they were when the census was made (a
+// store snapshot), read a slice at a time: a daemon counts a long history
+// without stalling its loop, and adds the changes it sees from that moment on.
+// Unreadable records are not counted. Must not outlive its Store.
+class ShotCensus {
+ public:
+  ~ShotCensus();
+  ShotCensus(const ShotCensus&) = delete;
+  ShotCensus& operator=(const ShotCensus&) = delete;
+  // Reads up to `records` more shot records; true once every one is read.
+  bool step(size_t records);
+  const std::map<ShotState, int64_t>& counts() const { return counts_; }
+
+ private:
+  friend class Store;
+  struct Scan;
+  explicit ShotCensus(std::unique_ptr<Scan> scan);
+  std::unique_ptr<Scan> scan_;
+  std::map<ShotState, int64_t> counts_;
+  bool done_ = false;
+};
 
 class Store {
  public:
@@ -95,6 +118,8 @@ class Store {
   int64_t spent_on(const std::string& day) const;
   std::vector<Shot> shots(const std::string& batch) const;
   std::vector<Shot> all_shots() const;
+  // A census of the shots by state as of now (ShotCensus above).
+  std::unique_ptr<ShotCensus> census() const;
   std::optional<std::string> shot_by_request(const std::string& request_id) const;
 
   std::optional<std::string> asset_url(const std::string& sha256) const;

@@ -221,7 +221,9 @@ std::string config_yaml(const std::string& root, const std::string& base_url, co
          "limits: {max_in_flight: 8, submits_per_minute: 60000}\n"
          "credits: {check_interval_seconds: 0.5}\n"
          "poll: {min_interval_seconds: 0.05, max_interval_seconds: 0.3}\n"
-         "retry: {max_attempts: 5, base_delay_seconds: 0.05, max_delay_seconds: 0.5}\n" + extra;
+         "retry: {max_attempts: 5, base_delay_seconds: 0.05, max_delay_seconds: 0.5}\n" +
+         // No metrics endpoint unless a test asks: tests run side by side.
+         (extra.find("metrics:") == std::string::npos ? "metrics: {listen: \"\"}\n" : "") + extra;
 }
 
 wb::Config make_config(const std::string& root, const std::string& base_url) {

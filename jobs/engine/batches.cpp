@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "jobs/log_context.h"
 #include "jobs/paths.h"
 #include "jobs/report.h"
 #include "jobs/throttle.h"
@@ -27,6 +28,7 @@ void Batches::finish_pending() {
       it = finishing_.erase(it);
       continue;
     }
+    LogScope log_scope(name);
     BatchRecord rec = *b;
     int64_t now_ms = to_epoch_ms(core_.wall());
     std::vector<Shot> stored = core_.store.shots(name);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "jobs/log_context.h"
 #include "jobs/throttle.h"
 
 namespace wb {
@@ -34,6 +35,7 @@ void Core::move(Shot& shot, ShotState state) {
 }
 
 void Core::end(Shot& shot, ShotState state, const std::string& reason) {
+  LogScope log_scope(shot.key(), shot.request_id);
   const ShotState from = shot.state;
   shot.held_from = state == ShotState::held && is_followed(from) ? from : ShotState::pending;
   shot.state = state;
@@ -53,6 +55,7 @@ void Core::end(Shot& shot, ShotState state, const std::string& reason) {
 }
 
 void Core::retry_later(Shot& shot, const std::string& why, bool limited) {
+  LogScope log_scope(shot.key(), shot.request_id);
   ++shot.attempts;
   if (limited && shot.attempts >= settings.retry.max_attempts) {
     end(shot, ShotState::held,
@@ -77,6 +80,8 @@ void Core::send(const std::string& key, const std::string& endpoint, HttpRequest
       const std::string& key;
       ~Requeue() { book.clear_busy(key); }
     } requeue{book, key};
+    const Shot* shot = book.find(key);
+    LogScope log_scope(key, shot ? shot->request_id : "");
     on_answer(r);
   });
 }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,9 @@ struct Event {
     batch_finished,  // key: the batch; its report is written
     request_made,    // endpoint: submit, status, result, upload, credits, download; http_status (0: none)
     limit_hit,       // limit: what stopped submits ("rate", "requests", "in_flight", ...); reason
+    job_completed,   // key: "batch/shot"; its result read: resolution, render_seconds and queue_seconds
+                     // (the result metrics' inference_time and queue_time), credits newly spent (0: none)
+    balance_read,    // credits: the balance just read (a balance check, or a result's remaining_credits)
   };
   Kind kind = Kind::shot_changed;
   std::string key;
@@ -28,6 +32,10 @@ struct Event {
   std::string endpoint;
   long http_status = 0;
   std::string limit;
+  std::string resolution;
+  std::optional<double> render_seconds;
+  std::optional<double> queue_seconds;
+  double credits = 0;
 
   static Event shot(std::string key, ShotState from, ShotState to, std::string reason) {
     Event e;
@@ -50,6 +58,23 @@ struct Event {
     e.key = std::move(key);
     e.endpoint = std::move(endpoint);
     e.http_status = http_status;
+    return e;
+  }
+  static Event completed(std::string key, std::string resolution, std::optional<double> render_seconds,
+                         std::optional<double> queue_seconds, double credits_spent) {
+    Event e;
+    e.kind = Kind::job_completed;
+    e.key = std::move(key);
+    e.resolution = std::move(resolution);
+    e.render_seconds = render_seconds;
+    e.queue_seconds = queue_seconds;
+    e.credits = credits_spent;
+    return e;
+  }
+  static Event balance(double credits) {
+    Event e;
+    e.kind = Kind::balance_read;
+    e.credits = credits;
     return e;
   }
   static Event limit_of(std::string limit, std::string reason) {

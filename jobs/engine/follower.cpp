@@ -128,7 +128,8 @@ void Follower::on_fetch(const std::string& key, const HttpResponse& r) {
   shot->due_ms = 0;
   core_.move(*shot, ShotState::downloading);
   // A result fetched again (the output URL had gone) is not spent again.
-  if (a.cost && !shot->cost && *a.cost >= 0) {
+  const bool newly_spent = a.cost && !shot->cost && *a.cost >= 0;
+  if (newly_spent) {
     const std::string day = local_day(core_.wall());
     shot->cost = a.cost;
     if (!core_.spend.costs().plausible(shot->spec, *a.cost))
@@ -142,6 +143,8 @@ void Follower::on_fetch(const std::string& key, const HttpResponse& r) {
     if (a.cost) shot->cost = a.cost;
     core_.save(*shot, Sync::yes);
   }
+  core_.events.emit(Event::completed(key, shot->spec.resolution, a.inference_time, a.queue_time,
+                                     newly_spent ? *a.cost : 0.0));
   // The balance after this job's charge: read after it is counted, so the
   // charge is not taken from it twice.
   if (a.remaining_credits && on_balance) on_balance(*a.remaining_credits);

@@ -32,6 +32,7 @@ void Operator::requeue(Shot shot, const std::string& ledger_event, const std::st
   entry["previous_request_id"] = shot.request_id;
   entry["previous_state"] = to_string(shot.state);
   core_.store.append_ledger(entry);
+  const ShotState from = shot.state;
   shot.state = ShotState::pending;
   shot.reason = reason;
   shot.request_id.clear();
@@ -48,7 +49,9 @@ void Operator::requeue(Shot shot, const std::string& ledger_event, const std::st
   core_.store.put_shot(shot, Sync::yes);
   batches_.reopen(shot.batch);
   core_.spend.release(shot.key());
+  const std::string key = shot.key();
   core_.book.add(std::move(shot));
+  core_.events.emit(Event::shot(key, from, ShotState::pending, reason));
 }
 
 void Operator::resume_at(Shot shot, ShotState step) {
@@ -56,6 +59,7 @@ void Operator::resume_at(Shot shot, ShotState step) {
   entry["request_id"] = shot.request_id;
   entry["step"] = to_string(step);
   core_.store.append_ledger(entry);
+  const ShotState from = shot.state;
   shot.state = step == ShotState::downloading && shot.output_url.empty() ? ShotState::fetching : step;
   shot.held_from = ShotState::pending;
   shot.reason.clear();
@@ -65,6 +69,7 @@ void Operator::resume_at(Shot shot, ShotState step) {
   core_.store.put_shot(shot, Sync::yes);
   batches_.reopen(shot.batch);
   Shot& s = core_.book.add(std::move(shot));
+  core_.events.emit(Event::shot(s.key(), from, s.state, ""));
   if (on_followed) on_followed(s);
 }
 

@@ -88,6 +88,8 @@ class Scheduler {
   std::function<void(const BatchRecord&)> on_batch_finished;
   // The event stream: subscribe sinks here.
   EventBus& events() { return core_.events; }
+  // The unfinished shots and batches, to read (a metrics snapshot).
+  const ShotBook& book() const { return core_.book; }
 
  private:
   // Submits in order while no gate stops them; returns the next time to look (ms).

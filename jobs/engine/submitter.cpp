@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "jobs/crash_point.h"
+#include "jobs/log_context.h"
 #include "jobs/segmind.h"
 
 namespace wb {
@@ -100,7 +101,10 @@ void Submitter::on_answer(const std::string& key, const HttpResponse& r) {
       shot->state = ShotState::submitting;
       core_.move(*shot, ShotState::in_flight);
       crash_point("request_id");
-      spdlog::info("{}: submitted, request_id {}", key, a.request_id);
+      {
+        LogScope log_scope(key, a.request_id);
+        spdlog::info("{}: submitted, request_id {}", key, a.request_id);
+      }
       if (on_accepted) on_accepted(*shot);
       return;
     case Verdict::ambiguous:

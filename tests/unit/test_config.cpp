@@ -76,3 +76,22 @@ TEST_CASE("plain http is refused unless it is loopback and allowed") {
                           "wb.yaml");
   CHECK(c.api.base_url == "http://127.0.0.1:8080");
 }
+
+TEST_CASE("metrics.listen: 127.0.0.1:9464 by default, an IP address and port, empty turns it off, else refused") {
+  CHECK(parse_config(kMinimal, "wb.yaml").metrics_listen == "127.0.0.1:9464");
+  for (const char* ok : {"0.0.0.0:9464", "127.0.0.1:0", "10.1.2.3:65535", "[::1]:9464", "[::]:1"})
+    CHECK(parse_config(std::string(kMinimal) + "metrics: {listen: \"" + ok + "\"}\n", "wb.yaml").metrics_listen == ok);
+  CHECK(parse_config(std::string(kMinimal) + "metrics: {listen: \"\"}\n", "wb.yaml").metrics_listen.empty());
+  CHECK(parse_config(std::string(kMinimal) + "metrics: {listen: }\n", "wb.yaml").metrics_listen.empty());
+  for (const char* bad : {"9464", ":9464", "localhost:9464", "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536",
+                          "127.0.0.1:-1", "256.0.0.1:9464", "1.2.3:9464", "1.2.3.4.5:9464", "[::1:9464",
+                          "[]:9464", "http://127.0.0.1:9464", "127.0.0.1:94 64", "[::1]:x"}) {
+    std::string e = error_of(std::string(kMinimal) + "metrics: {listen: \"" + bad + "\"}\n");
+    CHECK_MESSAGE(e.find("wb.yaml:5: metrics.listen: must be HOST:PORT") == 0, bad << " -> " << e);
+    CHECK_MESSAGE(e.find(std::string("got '") + bad + "'") != std::string::npos, e);
+  }
+  CHECK(error_of(std::string(kMinimal) + "metrics: {port: 9464}\n").find("metrics.port: unknown key") !=
+        std::string::npos);
+  CHECK(error_of(std::string(kMinimal) + "metrics: {listen: [1]}\n").find("metrics.listen: must be a string") !=
+        std::string::npos);
+}
