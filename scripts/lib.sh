@@ -3,7 +3,7 @@
 
 WANBATCH_PACKAGES=(cmake make g++ pkg-config libcurl4-openssl-dev libyaml-cpp-dev nlohmann-json3-dev
   libspdlog-dev librocksdb-dev doctest-dev libcli11-dev libsystemd-dev libssl-dev zlib1g-dev
-  libfaketime)
+  libfaketime ffmpeg)
 
 log_dir() {
   mkdir -p "$ROOT/build-logs"

@@ -54,6 +54,7 @@ void Credits::soon() {
 void Credits::set_balance(double balance) {
   core_.spend.set_balance(balance);
   state_.balance = balance;
+  core_.events.emit(Event::balance(balance));
   if (!state_.credits_wait) return;
   Micro smallest = std::numeric_limits<Micro>::max();
   for (const auto& [key, shot] : core_.book.pending())

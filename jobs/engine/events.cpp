@@ -12,6 +12,7 @@ const char* to_string(Event::Kind kind) {
     case Event::Kind::batch_finished: return "batch_finished";
     case Event::Kind::request_made: return "request_made";
     case Event::Kind::limit_hit: return "limit_hit";
+    case Event::Kind::balance_read: return "balance_read";
   }
   return "?";
 }

@@ -19,6 +19,7 @@ struct Event {
     batch_finished,  // key: the batch; its report is written
     request_made,    // endpoint: submit, status, result, upload, credits, download; http_status (0: none)
     limit_hit,       // limit: what stopped submits ("rate", "requests", "in_flight", ...); reason
+    balance_read,    // credits: the account's balance as just read (a balance check or a result)
   };
   Kind kind = Kind::shot_changed;
   std::string key;
@@ -28,6 +29,7 @@ struct Event {
   std::string endpoint;
   long http_status = 0;
   std::string limit;
+  double credits = 0;
 
   static Event shot(std::string key, ShotState from, ShotState to, std::string reason) {
     Event e;
@@ -50,6 +52,12 @@ struct Event {
     e.key = std::move(key);
     e.endpoint = std::move(endpoint);
     e.http_status = http_status;
+    return e;
+  }
+  static Event balance(double credits) {
+    Event e;
+    e.kind = Kind::balance_read;
+    e.credits = credits;
     return e;
   }
   static Event limit_of(std::string limit, std::string reason) {
