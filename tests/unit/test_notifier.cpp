@@ -166,7 +166,7 @@ TEST_CASE("a delivery is given up after 24 hours") {
   CHECK(rig.notifier->outbox_size() == 0);
 }
 
-TEST_CASE("Slack and Discord hooks get a readable message; each hook only its events") {
+TEST_CASE("Slack and Discord hooks get a readable message, each hook only its events") {
   Receiver hook;
   Rig rig;
   rig.config.notify.credits_low_below = 5;

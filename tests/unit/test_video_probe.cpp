@@ -178,6 +178,14 @@ TEST_CASE("ffprobe's answer is read defensively") {
   CHECK(f.checked);
   CHECK_FALSE(f.decodes);
   CHECK(f.problem == "no audio stream");
+  const char* video = R"({"codec_type":"video","width":96,"height":64,"nb_read_frames":")";
+  const char* audio = R"({"codec_type":"audio","nb_read_frames":")";
+  auto both = [&](const char* v, const char* a) {
+    return parse_ffprobe_json(std::string(R"({"streams":[)") + video + v + "\"}," + audio + a + "\"}]}");
+  };
+  CHECK(both("8", "8").decodes);
+  CHECK(both("0", "8").problem == "the video stream does not decode (no frame)");
+  CHECK(both("8", "0").problem == "the audio stream does not decode (no frame)");
 }
 
 namespace {
