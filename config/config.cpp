@@ -231,12 +231,74 @@ Config parse_config(const std::string& text, const std::string& path) {
     });
     s.run();
   });
+  top.on("notify", [&](const YAML::Node& n, const std::string& k) {
+    Section s(n, k, path);
+    s.on("command", [&](const YAML::Node& v, const std::string& key) {
+      if (!v.IsSequence() || v.size() == 0) s.fail(key, v, "must be a list: the program and its arguments (no shell)");
+      for (const auto& item : v) c.notify.command.push_back(s.str(item, key));
+      const std::string& prog = c.notify.command.front();
+      if (prog.empty() || prog.front() == '-' || (prog.find('/') != std::string::npos && prog.front() != '/'))
+        s.fail(key, v, "the program must be a name looked up in PATH or an absolute path");
+    });
+    s.on("command_timeout_seconds", [&](auto& v, auto& key) { c.notify.command_timeout_seconds = s.number(v, key, 1, 3600); });
+    s.on("credits_low_below", [&](auto& v, auto& key) { c.notify.credits_low_below = s.number(v, key, 0, 1e12); });
+    s.on("webhooks", [&](const YAML::Node& v, const std::string& key) {
+      if (!v.IsSequence()) s.fail(key, v, "must be a list of {url, format, secret, events}");
+      for (const auto& item : v) {
+        WebhookConfig w;
+        Section h(item, key + "[]", path);
+        h.on("url", [&](auto& x, auto& kk) { w.url = h.str(x, kk); });
+        h.on("format", [&](auto& x, auto& kk) {
+          w.format = h.str(x, kk);
+          if (w.format != "json" && w.format != "slack" && w.format != "discord")
+            h.fail(kk, x, "must be json, slack or discord");
+        });
+        h.on("secret", [&](auto& x, auto& kk) { w.secret = h.str(x, kk); });
+        h.on("events", [&](const YAML::Node& x, const std::string& kk) {
+          if (!x.IsSequence() || x.size() == 0) h.fail(kk, x, "must be a list of batch_finished, shot_held, credits_low");
+          w.events.clear();
+          for (const auto& e : x) {
+            std::string name = h.str(e, kk);
+            if (name != "batch_finished" && name != "shot_held" && name != "credits_low")
+              h.fail(kk, e, "unknown event '" + name + "' (batch_finished, shot_held, credits_low)");
+            w.events.push_back(name);
+          }
+        });
+        h.run();
+        if (w.url.empty()) h.fail(key + "[].url", item, "is required");
+        c.notify.webhooks.push_back(std::move(w));
+      }
+    });
+    s.run();
+  });
+  top.on("contact_sheet", [&](const YAML::Node& n, const std::string& k) {
+    Section s(n, k, path);
+    s.on("interval_seconds", [&](auto& v, auto& key) { c.contact_sheet.interval_seconds = s.number(v, key, 1, 3600); });
+    s.run();
+  });
+  top.on("video", [&](const YAML::Node& n, const std::string& k) {
+    Section s(n, k, path);
+    auto program = [&](const YAML::Node& v, const std::string& key) {
+      std::string p = s.str(v, key);
+      if (p.empty() || p.front() == '-' || (p.find('/') != std::string::npos && p.front() != '/'))
+        s.fail(key, v, "must be a program name looked up in PATH or an absolute path");
+      return p;
+    };
+    s.on("ffprobe", [&](auto& v, auto& key) { c.video.ffprobe = program(v, key); });
+    s.on("ffmpeg", [&](auto& v, auto& key) { c.video.ffmpeg = program(v, key); });
+    s.on("timeout_seconds", [&](auto& v, auto& key) { c.video.timeout_seconds = s.number(v, key, 1, 600); });
+    s.run();
+  });
   top.on("log_level", [&](auto& v, auto& key) {
     c.log_level = top.str(v, key);
     if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" && c.log_level != "error")
       top.fail(key, v, "must be one of debug, info, warn, error");
   });
   top.run();
+  for (const auto& w : c.notify.webhooks)
+    if (!url_allowed(w.url, c.api.allow_loopback_http))
+      throw Error(path + ": notify.webhooks[].url: must be an https URL (plain http only to 127.0.0.1 with "
+                  "api.allow_loopback_http: true), got '" + w.url + "'");
 
   auto require = [&](const std::string& value, const std::string& key) {
     if (value.empty()) throw Error(path + ": " + key + ": is required");

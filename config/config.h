@@ -19,9 +19,33 @@ struct SpoolConfig {
 };
 
 // The daemon's whole configuration: the engine's settings and its own.
+// The contact sheets (daemon/contact_sheets.h): while a batch runs, its
+// index.html is written again at most every interval_seconds.
+struct ContactSheetConfig {
+  double interval_seconds = 10;
+};
+
+// notify: who hears of a batch's end (daemon/notifier.h).
+struct WebhookConfig {
+  std::string url;
+  std::string format = "json";  // json | slack | discord
+  std::string secret;           // signs the body (X-Wanbatch-Signature) when set
+  std::vector<std::string> events = {"batch_finished"};  // batch_finished, shot_held, credits_low
+  bool operator==(const WebhookConfig&) const = default;
+};
+struct NotifyConfig {
+  std::vector<std::string> command;  // argv, no shell; run at each batch end
+  double command_timeout_seconds = 60;
+  std::vector<WebhookConfig> webhooks;
+  double credits_low_below = 0;  // credits_low fires when a balance read falls under it; 0: never
+  bool operator==(const NotifyConfig&) const = default;
+};
+
 struct Config : Settings {
   std::string path;  // the file it came from, for messages
   SpoolConfig spool;
+  ContactSheetConfig contact_sheet;
+  NotifyConfig notify;
   std::string state_dir;
   std::string log_level = "info";
   // metrics.listen: HOST:PORT of the Prometheus endpoint (/metrics); "" turns it off.

@@ -20,8 +20,10 @@
 #include <functional>
 #include <thread>
 
+#include "daemon/contact_sheets.h"
 #include "daemon/control.h"
 #include "daemon/metrics.h"
+#include "daemon/notifier.h"
 #include "daemon/watcher.h"
 #include "jobs/crash_point.h"
 #include "jobs/curl_transport.h"
@@ -208,6 +210,8 @@ class Daemon {
     rules_.max_bytes = c.limits.max_manifest_bytes;
     rules_.max_media_bytes = c.limits.max_media_bytes;
     scheduler_.on_batch_finished = [this](const BatchRecord& b) { retire_manifest(b); };
+    scheduler_.events().subscribe([this](const Event& e) { sheets_.on_event(e); });
+    scheduler_.events().subscribe([this](const Event& e) { notifier_.on_event(e); });
   }
 
   int run() {
@@ -217,6 +221,8 @@ class Daemon {
     take_left_claims();
     readopt_lost_batches();
     metrics_.start(*store_);
+    sheets_.start();
+    notifier_.load();
     sd_notify(0, "READY=1");
     uint64_t watchdog_usec = 0;
     Millis notify_every{5000};
@@ -243,6 +249,8 @@ class Daemon {
             for (const auto& name : ready) take(name);
         }
         Millis next = std::min({scheduler_.tick(), watch_next, Millis(1000), metrics_.tick()});
+        sheets_.tick(std::chrono::steady_clock::now());
+        notifier_.tick();
         if (std::chrono::steady_clock::now() - last_notify >= notify_every) {
           // The watchdog ping doubles as a liveness proof of the loop itself.
           std::string status = std::to_string(scheduler_.unfinished_batches()) + " batches, " +
@@ -407,6 +415,11 @@ class Daemon {
     live("retry.max_delay_seconds", c_.retry.max_delay_seconds, fresh.retry.max_delay_seconds);
     live("credits.check_interval_seconds", c_.credits.check_interval_seconds, fresh.credits.check_interval_seconds);
     live("on_expired", c_.on_expired, fresh.on_expired);
+    live("video.ffprobe", c_.video.ffprobe, fresh.video.ffprobe);
+    live("video.ffmpeg", c_.video.ffmpeg, fresh.video.ffmpeg);
+    live("video.timeout_seconds", c_.video.timeout_seconds, fresh.video.timeout_seconds);
+    live("notify", c_.notify, fresh.notify);
+    live("contact_sheet.interval_seconds", c_.contact_sheet.interval_seconds, fresh.contact_sheet.interval_seconds);
     later("api", fresh.api.base_url == c_.api.base_url && fresh.api.storage_url == c_.api.storage_url &&
                      fresh.api.model == c_.api.model && fresh.api.key_env == c_.api.key_env &&
                      fresh.api.key_file == c_.api.key_file &&
@@ -600,6 +613,8 @@ class Daemon {
   std::unique_ptr<Store> store_;
   Scheduler scheduler_;
   DaemonMetrics metrics_;
+  ContactSheets sheets_{c_, *store_};
+  Notifier notifier_{c_, *store_, transport_, [] { return to_epoch_ms(std::chrono::system_clock::now()); }};
   SpoolWatcher watcher_;
   ControlServer control_;
   int signal_fd_;

@@ -27,7 +27,7 @@ void check_shot_id(const std::string& shot) {
 }  // namespace
 
 const std::vector<std::string>& batch_file_names() {
-  static const std::vector<std::string> names = {"report.json"};
+  static const std::vector<std::string> names = {"report.json", "index.html"};
   return names;
 }
 
@@ -82,6 +82,11 @@ std::string OutputDir::commit_part(const std::string& batch, const std::string& 
     throw Error("cannot rename the video to " + final_path + ": " + std::strerror(errno));
   fsync_dir(dir);
   return final_path;
+}
+
+std::string OutputDir::part_path(const std::string& batch, const std::string& shot) const {
+  check_shot_id(shot);
+  return join_path(join_path(root_, batch), part_name(shot));
 }
 
 void OutputDir::discard_part(const std::string& batch, const std::string& shot) const {

@@ -37,6 +37,9 @@ class OutputDir {
   // Returns the final path.
   std::string commit_part(const std::string& batch, const std::string& shot, int fd) const;
 
+  // The path of <batch>/.<shot>.mp4.part (for a checker that reads it by name).
+  std::string part_path(const std::string& batch, const std::string& shot) const;
+
   void discard_part(const std::string& batch, const std::string& shot) const;
 
   // Writes the batch file <batch>/<name> (one of batch_file_names()) atomically.

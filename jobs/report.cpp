@@ -15,6 +15,13 @@ using nlohmann::json;
 
 json time_or_null(int64_t ms) { return ms > 0 ? json(iso8601_utc(from_epoch_ms(ms))) : json(nullptr); }
 
+// What ffprobe found, as stored with the shot (null when it was not probed).
+json video_of(const std::string& facts_json) {
+  if (facts_json.empty()) return nullptr;
+  auto j = parse_json_bounded(facts_json);
+  return j && j->is_object() ? *j : json(nullptr);
+}
+
 json cost_of(const Shot& s) { return s.cost ? credits_json(to_micro(*s.cost)) : json(nullptr); }
 
 // The provider's metrics as it sent them, but its figures of money rounded to
@@ -42,7 +49,7 @@ std::string sidecar_json(const Shot& s, const VideoInfo& video, int64_t download
               {"completed_at", time_or_null(s.completed_ms)},
               {"downloaded_at", time_or_null(downloaded_ms)}}},
             {"video", {{"file", s.spec.id + ".mp4"}, {"bytes", video.bytes}, {"sha256", video.sha256},
-                       {"has_audio", video.has_audio}}}};
+                       {"has_audio", video.has_audio}, {"probe", video_of(video.facts_json)}}}};
   if (!s.spec.image.path.empty()) j["source_image"] = s.spec.image.path;
   return json_text(j, 2) + "\n";
 }
@@ -56,6 +63,7 @@ std::string batch_report_json(const BatchRecord& b, const std::vector<Shot>& sho
     if (!s.reason.empty()) item["reason"] = s.reason;
     if (!s.request_id.empty()) item["request_id"] = s.request_id;
     if (s.state == ShotState::done) item["file"] = s.spec.id + ".mp4";
+    if (!s.video_json.empty()) item["video"] = video_of(s.video_json);
     if (s.cost) item["cost"] = cost_of(s);
     if (s.submitted_ms && s.completed_ms)
       item["seconds_to_complete"] = static_cast<double>(s.completed_ms - s.submitted_ms) / 1000.0;

@@ -14,6 +14,7 @@ struct VideoInfo {
   long long bytes = 0;
   std::string sha256;
   bool has_audio = false;
+  std::string facts_json;  // jobs/video_probe.h video_facts_json; "" when not probed
 };
 
 std::string sidecar_json(const Shot& shot, const VideoInfo& video, int64_t downloaded_ms);

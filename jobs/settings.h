@@ -71,6 +71,14 @@ struct RetryConfig {
   double max_delay_seconds = 60;
 };
 
+// The helpers that check each downloaded video (ffprobe) and take its poster
+// frame (ffmpeg): run without a shell, each killed after timeout_seconds.
+struct VideoConfig {
+  std::string ffprobe = "ffprobe";
+  std::string ffmpeg = "ffmpeg";
+  double timeout_seconds = 30;
+};
+
 // Everything the engine reads. Config (config/config.h) adds what only the
 // daemon needs: the spool, the state directory, the log level.
 struct Settings {
@@ -82,6 +90,7 @@ struct Settings {
   RetryConfig retry;
   PricingConfig pricing;
   CreditsConfig credits;
+  VideoConfig video;
   std::string window;  // schedule.window: "22:00-07:00" local, "" = always
   OnExpired on_expired = OnExpired::hold;
 };

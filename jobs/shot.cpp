@@ -83,6 +83,7 @@ std::string shot_to_json(const Shot& s) {
   text("output_url", s.output_url);
   text("metrics", s.metrics_json);
   text("file", s.file);
+  text("video", s.video_json);
   if (s.cost) j["cost"] = *s.cost;
   if (s.damaged) j["damaged"] = true;
   if (s.held_from != ShotState::pending) j["held_from"] = to_string(s.held_from);
@@ -123,6 +124,7 @@ Shot shot_from_json(const std::string& text) {
   s.output_url = j.value("output_url", "");
   s.metrics_json = j.value("metrics", "");
   s.file = j.value("file", "");
+  s.video_json = j.value("video", "");
   if (j.contains("cost") && j["cost"].is_number()) s.cost = j["cost"].get<double>();
   s.damaged = j.value("damaged", false);
   s.held_from = shot_state_from(j.value("held_from", "PENDING")).value_or(ShotState::pending);

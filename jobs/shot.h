@@ -57,6 +57,9 @@ struct Shot {
   std::optional<double> cost;
   std::string metrics_json;  // the provider's metrics object, as JSON text
   std::string file;          // output video path once DONE
+  // What ffprobe found in the downloaded video (jobs/video_probe.h
+  // video_facts_json: duration, size, codecs, differences from what was asked).
+  std::string video_json;
   bool damaged = false;      // its stored record was unreadable; a HELD stand-in
   // For a HELD shot: the step it stopped at (IN_FLIGHT, FETCHING, DOWNLOADING),
   // from which `wanbatch retry` can resume without a new submit; else pending.

@@ -3,7 +3,7 @@
 
 WANBATCH_PACKAGES=(cmake make g++ pkg-config libcurl4-openssl-dev libyaml-cpp-dev nlohmann-json3-dev
   libspdlog-dev librocksdb-dev doctest-dev libcli11-dev libsystemd-dev libssl-dev zlib1g-dev
-  libfaketime
+  libfaketime ffmpeg
   prometheus-cpp-dev prometheus)  # the metrics endpoint; promtool for its tests
 WANBATCH_PACKAGES+=(tmux)  # the test of `wanbatch status --watch` in a real terminal
 

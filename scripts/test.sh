@@ -18,6 +18,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# The contact sheet's browser test needs Chromium (it skips, saying so, without it).
+WANBATCH_PACKAGES+=(chromium)
 ensure_packages
 build "$dir" "${cmake_args[@]}"
 log="$(log_dir)/ctest-$dir.log"

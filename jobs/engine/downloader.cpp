@@ -10,6 +10,7 @@
 #include "jobs/mp4.h"
 #include "jobs/report.h"
 #include "jobs/segmind.h"
+#include "jobs/video_probe.h"
 
 namespace wb {
 
@@ -17,6 +18,8 @@ namespace {
 // The size a download's deadline assumes when the server announces none (a
 // Wan 2.7 video is tens of MB): at 16 KiB/s, about four and a half hours.
 constexpr long long kUnannouncedDownloadBytes = 256ll << 20;
+// The reason a shot carries after its first download did not decode.
+constexpr const char* kDoesNotDecode = "the downloaded video does not decode";
 }  // namespace
 
 void Downloader::due(Shot& shot) {
@@ -120,10 +123,35 @@ void Downloader::on_answer(const std::string& key, int fd, const HttpResponse& r
     core_.retry_later(*shot, "downloaded file is not a valid MP4: " + check.error, true);
     return;
   }
+  // Decoded for real before it may be DONE; a video that does not decode is
+  // downloaded once more, then HELD.
+  VideoFacts facts = probe_video(core_.settings.video, output_.part_path(shot->batch, shot->spec.id));
+  if (!facts.checked) {
+    output_.discard_part(shot->batch, shot->spec.id);
+    core_.retry_later(*shot, "cannot check the video: " + facts.problem, true);
+    return;
+  }
+  if (!facts.decodes) {
+    output_.discard_part(shot->batch, shot->spec.id);
+    std::string why = std::string(kDoesNotDecode) + ": " + facts.problem;
+    if (shot->reason.rfind(kDoesNotDecode, 0) == 0) {
+      core_.end(*shot, ShotState::held, why + " (downloaded twice)");
+      return;
+    }
+    shot->reason = why + "; downloading it again";
+    ++shot->attempts;
+    core_.save(*shot);
+    core_.book.set_due(*shot, mono_ms(now + core_.backoff(0)));
+    spdlog::warn("{}: {}", key, shot->reason);
+    return;
+  }
+  std::vector<std::string> differences = video_differences(shot->spec, facts);
+  shot->video_json = video_facts_json(facts, differences);
+  if (!differences.empty()) spdlog::warn("{}: the video differs from what was asked: {}", key, differences.front());
   try {
     struct stat st {};
     ::fstat(fd, &st);
-    VideoInfo video{static_cast<long long>(st.st_size), sha256_fd_hex(fd), check.has_audio};
+    VideoInfo video{static_cast<long long>(st.st_size), sha256_fd_hex(fd), check.has_audio, shot->video_json};
     shot->file = output_.commit_part(shot->batch, shot->spec.id, fd);
     crash_point("renamed");
     output_.write_sidecar(shot->batch, shot->spec.id, sidecar_json(*shot, video, to_epoch_ms(core_.wall())));

@@ -1,6 +1,10 @@
 // Downloading a finished video into the output folder: a .part file resumed
-// with Range after a cut, checked as an MP4, renamed into place with its
-// sidecar, and the shot DONE. At most limits.max_concurrent_downloads at
+// with Range after a cut, checked as an MP4, decoded by ffprobe
+// (jobs/video_probe.h: a video and an audio stream that decode; duration and
+// size compared with what was asked, kept in the shot's video_json), renamed
+// into place with its sidecar, and the shot DONE. One that does not decode is
+// downloaded once more, then HELD. The probe runs in the loop, bounded by
+// video.timeout_seconds (a few tens of ms for a sound file). At most limits.max_concurrent_downloads at
 // once; due shots beyond that wait their turn in order.
 #pragma once
 

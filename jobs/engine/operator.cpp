@@ -73,6 +73,18 @@ void Operator::resume_at(Shot shot, ShotState step) {
   if (on_followed) on_followed(s);
 }
 
+ShotState free_resume_step(const Shot& s) {
+  // Resume where it stopped when the job can still be followed: a record
+  // that expired can no longer be polled, but its output file lives on.
+  bool expired = s.reason.rfind("expired", 0) == 0;
+  bool ambiguous = s.reason.rfind("ambiguous submit", 0) == 0;  // whose job it is, is unknown
+  if (s.state == ShotState::held && !ambiguous && !s.request_id.empty() && is_plain_token(s.request_id)) {
+    if (s.held_from == ShotState::downloading && !s.output_url.empty()) return ShotState::downloading;
+    if (!expired && (s.held_from == ShotState::in_flight || s.held_from == ShotState::fetching)) return s.held_from;
+  }
+  return ShotState::pending;
+}
+
 OperatorResult Operator::retry(const std::string& target, Resubmit allow_resubmit) {
   OperatorResult r;
   for (auto& s : target_shots(target)) {
@@ -84,16 +96,7 @@ OperatorResult Operator::retry(const std::string& target, Resubmit allow_resubmi
       if (!id_is_batch(target)) r.skipped.push_back(s.spec.id + ": is " + to_string(s.state));
       continue;
     }
-    // Resume where it stopped when the job can still be followed: a record
-    // that expired can no longer be polled, but its output file lives on.
-    bool expired = s.reason.rfind("expired", 0) == 0;
-    bool ambiguous = s.reason.rfind("ambiguous submit", 0) == 0;  // whose job it is, is unknown
-    ShotState resume = ShotState::pending;
-    if (s.state == ShotState::held && !ambiguous && !s.request_id.empty() && is_plain_token(s.request_id)) {
-      if (s.held_from == ShotState::downloading && !s.output_url.empty()) resume = ShotState::downloading;
-      else if (!expired && (s.held_from == ShotState::in_flight || s.held_from == ShotState::fetching))
-        resume = s.held_from;
-    }
+    ShotState resume = free_resume_step(s);
     if (resume != ShotState::pending) {
       spdlog::info("{}: resumed by an operator at {} (request_id {}), no new submit", s.key(), to_string(resume),
                    s.request_id);

@@ -22,6 +22,10 @@ struct OperatorResult {
 
 enum class Resubmit { no, yes };
 
+// The step `retry` resumes a retryable shot at for free (its job can still be
+// followed), or PENDING when it needs a new submit (a new billed job: --yes).
+ShotState free_resume_step(const Shot& shot);
+
 class Operator {
  public:
   Operator(Core& core, Batches& batches, OutputDir& output) : core_(core), batches_(batches), output_(output) {}

@@ -1,0 +1,248 @@
+// Implementation: posix_spawnp with the child's ends of three O_CLOEXEC pipes
+// dup2'ed onto 0, 1, 2 and every other descriptor closed (closefrom), in its
+// own process group (so a timeout kills what it started too), with the signal
+// mask cleared and every signal at its default (the daemon blocks some for its
+// signalfd, and a child must not inherit that). Our ends are non-blocking and
+// moved along with poll(). Writing to a pipe whose reader left raises SIGPIPE:
+// it is blocked around each write and a pending one consumed.
+#include "jobs/subprocess.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace wb {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+void close_fd(int& fd) {
+  if (fd >= 0) ::close(fd);
+  fd = -1;
+}
+
+bool make_pipe(int fds[2]) { return ::pipe2(fds, O_CLOEXEC) == 0; }
+
+void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+// Reads what is there; false at end of file or on an error.
+bool drain(int fd, std::string& into, size_t max, bool& truncated) {
+  char buf[16384];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) {
+      size_t room = into.size() < max ? max - into.size() : 0;
+      if (static_cast<size_t>(n) > room) truncated = true;
+      into.append(buf, std::min(room, static_cast<size_t>(n)));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+    return false;
+  }
+}
+
+ssize_t write_nosigpipe(int fd, const char* data, size_t size) {
+  sigset_t pipe_set, old;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  ssize_t n = ::write(fd, data, size);
+  int saved = errno;
+  if (n < 0 && errno == EPIPE) {
+    const timespec zero{0, 0};
+    sigtimedwait(&pipe_set, nullptr, &zero);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  errno = saved;
+  return n;
+}
+
+std::string first_line(const std::string& s) {
+  std::string line = s.substr(0, s.find('\n'));
+  if (line.size() > 300) line = line.substr(0, 300) + "...";
+  return line;
+}
+}  // namespace
+
+std::string SubprocessResult::describe() const {
+  if (!started) return "could not run: " + error;
+  if (timed_out) return "timed out and was killed";
+  std::string what = signal ? "killed by signal " + std::to_string(signal) : "exit " + std::to_string(exit_code);
+  std::string line = first_line(err);
+  return line.empty() ? what : what + ": " + line;
+}
+
+std::vector<std::string> helper_env(const std::vector<std::string>& extra) {
+  const char* path = std::getenv("PATH");
+  std::vector<std::string> env = {std::string("PATH=") + (path && *path ? path : "/usr/local/bin:/usr/bin:/bin"),
+                                  "LANG=C.UTF-8"};
+  env.insert(env.end(), extra.begin(), extra.end());
+  return env;
+}
+
+Child::~Child() {
+  if (pid_ > 0) {
+    kill_now();
+    ::waitpid(pid_, nullptr, 0);
+  }
+  close_fd(in_);
+  close_fd(out_);
+  close_fd(err_);
+}
+
+bool Child::start(const SubprocessSpec& spec) {
+  result_ = SubprocessResult{};
+  if (spec.argv.empty() || spec.argv[0].empty()) {
+    result_.error = "no program given";
+    return false;
+  }
+  int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+  if (!make_pipe(in) || !make_pipe(out) || !make_pipe(err)) {
+    result_.error = std::string("pipe: ") + std::strerror(errno);
+    for (int fd : {in[0], in[1], out[0], out[1], err[0], err[1]})
+      if (fd >= 0) ::close(fd);
+    return false;
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, in[0], 0);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, err[1], 2);
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+
+  std::vector<char*> argv, envp;
+  for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  pid_t pid = -1;
+  int rc = posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  ::close(in[0]);
+  ::close(out[1]);
+  ::close(err[1]);
+  if (rc != 0) {
+    ::close(in[1]);
+    ::close(out[0]);
+    ::close(err[0]);
+    result_.error = spec.argv[0] + ": " + std::strerror(rc);
+    return false;
+  }
+  pid_ = pid;
+  in_ = in[1];
+  out_ = out[0];
+  err_ = err[0];
+  for (int fd : {in_, out_, err_}) set_nonblocking(fd);
+  stdin_data_ = spec.stdin_data;
+  stdin_off_ = 0;
+  if (stdin_data_.empty()) close_fd(in_);
+  max_output_ = spec.max_output_bytes;
+  timeout_ = spec.timeout;
+  deadline_ = Clock::now() + spec.timeout;
+  result_.started = true;
+  return true;
+}
+
+void Child::kill_now() {
+  if (pid_ <= 0) return;
+  ::kill(-pid_, SIGKILL);
+  ::kill(pid_, SIGKILL);
+}
+
+void Child::finish_pipes() {
+  close_fd(in_);
+  close_fd(out_);
+  close_fd(err_);
+}
+
+bool Child::step(std::chrono::milliseconds wait) {
+  if (pid_ <= 0) return true;
+  const auto step_end = Clock::now() + wait;
+  for (;;) {
+    auto now = Clock::now();
+    if (now >= deadline_) {
+      result_.timed_out = true;
+      kill_now();
+      finish_pipes();
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+      return true;
+    }
+    pollfd fds[3];
+    int n = 0;
+    if (in_ >= 0) fds[n++] = {in_, POLLOUT, 0};
+    if (out_ >= 0) fds[n++] = {out_, POLLIN, 0};
+    if (err_ >= 0) fds[n++] = {err_, POLLIN, 0};
+    if (n == 0) {
+      // Both outputs closed: it has ended or is about to.
+      int status = 0;
+      pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == 0) {
+        // Outputs closed but still running: look again shortly, up to the deadline.
+        if (now >= step_end) return false;
+        ::poll(nullptr, 0, 5);
+        continue;
+      }
+      if (WIFEXITED(status)) result_.exit_code = WEXITSTATUS(status);
+      if (WIFSIGNALED(status)) result_.signal = WTERMSIG(status);
+      // The group may have left helpers behind; they go with it.
+      ::kill(-pid_, SIGKILL);
+      pid_ = -1;
+      return true;
+    }
+    auto left = std::min(deadline_, step_end) - now;
+    int ms = static_cast<int>(std::max<long long>(0, std::chrono::ceil<std::chrono::milliseconds>(left).count()));
+    int r = ::poll(fds, n, ms);
+    if (r < 0 && errno != EINTR) {
+      result_.error = std::string("poll: ") + std::strerror(errno);
+      result_.timed_out = true;
+      kill_now();
+      finish_pipes();
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+      return true;
+    }
+    if (r == 0 && Clock::now() >= step_end && Clock::now() < deadline_) return false;
+    for (int i = 0; i < n && r > 0; ++i) {
+      if (!fds[i].revents) continue;
+      if (fds[i].fd == in_) {
+        ssize_t w = write_nosigpipe(in_, stdin_data_.data() + stdin_off_, stdin_data_.size() - stdin_off_);
+        if (w > 0) stdin_off_ += static_cast<size_t>(w);
+        if ((w < 0 && errno != EAGAIN && errno != EINTR) || stdin_off_ >= stdin_data_.size()) close_fd(in_);
+      } else if (fds[i].fd == out_) {
+        if (!drain(out_, result_.out, max_output_, result_.truncated)) close_fd(out_);
+      } else if (fds[i].fd == err_) {
+        if (!drain(err_, result_.err, max_output_, result_.truncated)) close_fd(err_);
+      }
+    }
+  }
+}
+
+SubprocessResult run_subprocess(const SubprocessSpec& spec) {
+  Child child;
+  if (!child.start(spec)) return child.result();
+  while (!child.step(std::chrono::milliseconds(1000))) {
+  }
+  return child.result();
+}
+
+}  // namespace wb

@@ -1,0 +1,76 @@
+// Running a helper program (ffprobe, ffmpeg, an operator's notify command)
+// without a shell: an argv list, an environment built by the caller (never the
+// daemon's own, which may hold the API key), no descriptor of ours but the
+// three pipes, stdin fed from a string, stdout and stderr kept up to a bound,
+// and a deadline after which the whole process group is killed.
+//
+// Child is the stepping form for an event loop (start, then step() until it
+// reports the end); run() is the blocking form, for short bounded helpers.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace wb {
+
+struct SubprocessSpec {
+  std::vector<std::string> argv;  // argv[0] is looked up in PATH when it has no '/'
+  std::vector<std::string> env;   // "NAME=value", the child's whole environment
+  std::string stdin_data;
+  std::chrono::milliseconds timeout{30000};
+  size_t max_output_bytes = 1 << 20;  // per stream; more is read and dropped
+};
+
+struct SubprocessResult {
+  bool started = false;    // false: it could not be run (error says why)
+  bool timed_out = false;  // killed at its deadline
+  int exit_code = -1;      // when it exited
+  int signal = 0;          // when a signal ended it
+  bool truncated = false;  // stdout or stderr went past max_output_bytes
+  std::string out, err;
+  std::string error;
+
+  bool ok() const { return started && !timed_out && signal == 0 && exit_code == 0; }
+  // For a log line: "exit 1: <stderr's first line>", "timed out after 30 s", ...
+  std::string describe() const;
+};
+
+// The environment a helper gets: PATH, LANG=C.UTF-8 and the given extras.
+std::vector<std::string> helper_env(const std::vector<std::string>& extra = {});
+
+class Child {
+ public:
+  Child() = default;
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  ~Child();  // kills and reaps a child still running
+
+  // Starts it; false (with result().error) when it cannot be run.
+  bool start(const SubprocessSpec& spec);
+  // Moves its pipes along for at most `wait`; true once it has ended and been
+  // reaped (then result() is final). Kills it at its deadline.
+  bool step(std::chrono::milliseconds wait);
+  bool running() const { return pid_ > 0; }
+  const SubprocessResult& result() const { return result_; }
+
+ private:
+  void finish_pipes();
+  void kill_now();
+
+  pid_t pid_ = -1;
+  int in_ = -1, out_ = -1, err_ = -1;
+  std::string stdin_data_;
+  size_t stdin_off_ = 0;
+  size_t max_output_ = 0;
+  std::chrono::steady_clock::time_point deadline_;
+  std::chrono::milliseconds timeout_{0};
+  SubprocessResult result_;
+};
+
+// Runs it to the end, blocking at most about spec.timeout.
+SubprocessResult run_subprocess(const SubprocessSpec& spec);
+
+}  // namespace wb

@@ -1,0 +1,166 @@
+#include "jobs/video_probe.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "jobs/json_safe.h"
+#include "jobs/subprocess.h"
+#include "jobs/util.h"
+
+namespace wb {
+
+namespace {
+using nlohmann::json;
+
+std::chrono::milliseconds timeout_of(const VideoConfig& c) {
+  return std::chrono::milliseconds(static_cast<int64_t>(c.timeout_seconds * 1000));
+}
+
+double number_in(const json& j, const char* key) {
+  if (!j.contains(key)) return 0;
+  const json& v = j[key];
+  if (v.is_number()) return v.get<double>();
+  if (v.is_string()) {
+    try {
+      double d = std::stod(v.get<std::string>());
+      return std::isfinite(d) ? d : 0;
+    } catch (...) {
+      return 0;
+    }
+  }
+  return 0;
+}
+
+std::string string_in(const json& j, const char* key) {
+  return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : "";
+}
+
+int asked_short_side(const std::string& resolution) {
+  if (resolution == "720P") return 720;
+  if (resolution == "1080P") return 1080;
+  return 0;
+}
+}  // namespace
+
+VideoFacts parse_ffprobe_json(const std::string& text) {
+  VideoFacts f;
+  auto parsed = parse_json_bounded(text);
+  if (!parsed || !parsed->is_object()) {
+    f.problem = "ffprobe's answer is not JSON";
+    return f;
+  }
+  const json& j = *parsed;
+  f.checked = true;
+  long video_frames = 0, audio_frames = 0;
+  if (j.contains("streams") && j["streams"].is_array()) {
+    for (const auto& s : j["streams"]) {
+      if (!s.is_object()) continue;
+      std::string type = string_in(s, "codec_type");
+      long frames = static_cast<long>(number_in(s, "nb_read_frames"));
+      if (type == "video" && !f.has_video) {
+        f.has_video = true;
+        f.width = static_cast<int>(number_in(s, "width"));
+        f.height = static_cast<int>(number_in(s, "height"));
+        f.video_codec = string_in(s, "codec_name");
+        video_frames = frames;
+        f.duration_seconds = number_in(s, "duration");
+      } else if (type == "audio" && !f.has_audio) {
+        f.has_audio = true;
+        f.audio_codec = string_in(s, "codec_name");
+        audio_frames = frames;
+      }
+    }
+  }
+  if (j.contains("format") && j["format"].is_object()) {
+    double d = number_in(j["format"], "duration");
+    if (d > 0) f.duration_seconds = d;
+  }
+  if (!f.has_video) f.problem = "no video stream";
+  else if (!f.has_audio) f.problem = "no audio stream";
+  else if (video_frames <= 0) f.problem = "the video stream does not decode (no frame)";
+  else if (audio_frames <= 0) f.problem = "the audio stream does not decode (no frame)";
+  else if (f.width <= 0 || f.height <= 0) f.problem = "the video stream has no picture size";
+  f.decodes = f.problem.empty();
+  return f;
+}
+
+VideoFacts probe_video(const VideoConfig& config, const std::string& path) {
+  SubprocessSpec spec;
+  // The first two seconds of every stream are decoded (-count_frames), so a
+  // file whose boxes are sound but whose samples are garbage has no frames.
+  spec.argv = {config.ffprobe,  "-v", "error", "-of", "json", "-count_frames", "-read_intervals", "%+2",
+               "-show_entries", "format=duration:stream=index,codec_type,codec_name,width,height,duration,nb_read_frames",
+               "file:" + path};
+  spec.env = helper_env();
+  spec.timeout = timeout_of(config);
+  spec.max_output_bytes = 256 << 10;
+  SubprocessResult r = run_subprocess(spec);
+  if (!r.ok()) {
+    VideoFacts f;
+    // ffprobe ran to its end and refused the file: that is a verdict on the video.
+    f.checked = r.started && !r.timed_out && r.signal == 0;
+    f.problem = "ffprobe " + r.describe();
+    return f;
+  }
+  return parse_ffprobe_json(r.out);
+}
+
+std::vector<std::string> video_differences(const ShotSpec& asked, const VideoFacts& got) {
+  std::vector<std::string> out;
+  char buf[160];
+  if (got.duration_seconds > 0 && std::fabs(got.duration_seconds - asked.duration) > 0.5) {
+    std::snprintf(buf, sizeof buf, "duration %.2f s, asked %d s", got.duration_seconds, asked.duration);
+    out.push_back(buf);
+  }
+  int want = asked_short_side(asked.resolution);
+  int short_side = std::min(got.width, got.height);
+  if (want && short_side > 0 && short_side != want) {
+    std::snprintf(buf, sizeof buf, "resolution %dx%d, asked %s", got.width, got.height, asked.resolution.c_str());
+    out.push_back(buf);
+  }
+  return out;
+}
+
+std::string video_facts_json(const VideoFacts& f, const std::vector<std::string>& differences) {
+  json j = {{"duration_seconds", std::round(f.duration_seconds * 1000) / 1000},
+            {"width", f.width},
+            {"height", f.height},
+            {"video_codec", f.video_codec},
+            {"audio_codec", f.audio_codec},
+            {"has_audio", f.has_audio},
+            {"differences", differences}};
+  return j.dump();
+}
+
+std::string make_poster(const VideoConfig& config, const std::string& video, double duration_seconds,
+                        const std::string& jpeg_path) {
+  std::string dir = jpeg_path.substr(0, jpeg_path.rfind('/') + 1);
+  std::string tmp = dir + "." + jpeg_path.substr(dir.size()) + ".tmp";
+  char at[32];
+  std::snprintf(at, sizeof at, "%.3f", duration_seconds > 0 ? duration_seconds / 3 : 0.0);
+  SubprocessSpec spec;
+  spec.argv = {config.ffmpeg, "-v",     "error", "-nostdin", "-y",    "-ss",  at,    "-i",       "file:" + video,
+               "-frames:v",   "1",      "-vf",   "scale='min(640,iw)':-2", "-q:v", "4", "-f", "image2",
+               "-c:v",        "mjpeg",  tmp};
+  spec.env = helper_env();
+  spec.timeout = timeout_of(config);
+  spec.max_output_bytes = 64 << 10;
+  SubprocessResult r = run_subprocess(spec);
+  struct stat st {};
+  if (!r.ok() || ::stat(tmp.c_str(), &st) != 0 || st.st_size == 0) {
+    ::unlink(tmp.c_str());
+    return "ffmpeg " + r.describe();
+  }
+  if (::rename(tmp.c_str(), jpeg_path.c_str()) != 0) {
+    ::unlink(tmp.c_str());
+    return "cannot rename the poster to " + jpeg_path;
+  }
+  return "";
+}
+
+}  // namespace wb

@@ -1,0 +1,257 @@
+// Videos checked for real: the subprocess runner's bounds, ffprobe's verdict
+// on a sound and a hostile MP4, the comparison with what was asked, and the
+// downloader's "download again once, then HELD".
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "jobs/mp4.h"
+#include "jobs/subprocess.h"
+#include "jobs/video_probe.h"
+#include "tests/sim/simulator.h"
+#include "tests/support.h"
+#include "tests/unit/scheduler_rig.h"
+
+using namespace wb;
+using test::FakeTransport;
+
+namespace {
+
+bool have(const char* tool) {
+  SubprocessSpec s;
+  s.argv = {tool, "-version"};
+  s.env = helper_env();
+  s.timeout = std::chrono::milliseconds(10000);
+  return run_subprocess(s).ok();
+}
+
+// The simulator's MP4 with every byte of its mdat payload replaced: the
+// boxes still tile the file (the structural check passes), nothing decodes.
+std::string garbled_mp4() {
+  std::string d(sim::sample_mp4());
+  size_t i = 0;
+  while (i + 8 <= d.size()) {
+    size_t size = (static_cast<unsigned char>(d[i]) << 24) | (static_cast<unsigned char>(d[i + 1]) << 16) |
+                  (static_cast<unsigned char>(d[i + 2]) << 8) | static_cast<unsigned char>(d[i + 3]);
+    if (size < 8) break;
+    if (d.compare(i + 4, 4, "mdat") == 0)
+      for (size_t k = i + 8; k < i + size && k < d.size(); ++k) d[k] = static_cast<char>((k * 7919) % 251);
+    i += size;
+  }
+  return d;
+}
+
+#define REQUIRE_FFMPEG()                                                         \
+  if (!have("ffprobe") || !have("ffmpeg")) {                                     \
+    MESSAGE("skipped: ffprobe/ffmpeg not installed (Debian package ffmpeg)");    \
+    return;                                                                      \
+  }
+
+}  // namespace
+
+TEST_CASE("a helper gets its stdin, and its output is kept") {
+  SubprocessSpec s;
+  s.argv = {"cat"};
+  s.env = helper_env();
+  s.stdin_data = std::string(200000, 'x');  // more than a pipe holds
+  auto r = run_subprocess(s);
+  CHECK(r.ok());
+  CHECK(r.out.size() == 200000);
+}
+
+TEST_CASE("a helper past its deadline is killed, with what it started") {
+  SubprocessSpec s;
+  s.argv = {"sh", "-c", "sleep 30 & sleep 30"};
+  s.env = helper_env();
+  s.timeout = std::chrono::milliseconds(300);
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = run_subprocess(s);
+  CHECK(r.timed_out);
+  CHECK_FALSE(r.ok());
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+}
+
+TEST_CASE("a helper's output is bounded and its environment is only what it is given") {
+  ::setenv("SEGMIND_API_KEY", "SECRET-KEY", 1);
+  SubprocessSpec s;
+  s.argv = {"env"};
+  s.env = helper_env({"WANBATCH_BATCH=b"});
+  auto r = run_subprocess(s);
+  ::unsetenv("SEGMIND_API_KEY");
+  CHECK(r.ok());
+  CHECK(r.out.find("SECRET-KEY") == std::string::npos);
+  CHECK(r.out.find("WANBATCH_BATCH=b") != std::string::npos);
+
+  SubprocessSpec y;
+  y.argv = {"yes"};
+  y.env = helper_env();
+  y.max_output_bytes = 1000;
+  y.timeout = std::chrono::milliseconds(300);
+  auto big = run_subprocess(y);
+  CHECK(big.truncated);
+  CHECK(big.out.size() == 1000);
+}
+
+TEST_CASE("a helper that is not there is an error, not a crash") {
+  SubprocessSpec s;
+  s.argv = {"/nonexistent/wanbatch-no-such-tool"};
+  s.env = helper_env();
+  auto r = run_subprocess(s);
+  CHECK_FALSE(r.started);
+  CHECK(r.describe().find("could not run") != std::string::npos);
+}
+
+TEST_CASE("ffprobe finds a video and an audio stream that decode in the simulator's MP4") {
+  REQUIRE_FFMPEG();
+  test::write("v.mp4", std::string(sim::sample_mp4()));
+  VideoFacts f = probe_video(VideoConfig{}, test::cwd() + "/v.mp4");
+  CHECK_MESSAGE(f.decodes, f.problem);
+  CHECK(f.checked);
+  CHECK(f.has_audio);
+  CHECK(f.width == 96);
+  CHECK(f.height == 64);
+  CHECK(f.duration_seconds == doctest::Approx(1.0).epsilon(0.05));
+}
+
+TEST_CASE("an MP4 whose boxes are sound but whose samples are garbage does not decode") {
+  REQUIRE_FFMPEG();
+  std::string bad = garbled_mp4();
+  REQUIRE(check_mp4_bytes(bad).ok);  // the structural check alone lets it through
+  test::write("bad.mp4", bad);
+  VideoFacts f = probe_video(VideoConfig{}, test::cwd() + "/bad.mp4");
+  CHECK(f.checked);
+  CHECK_FALSE(f.decodes);
+  CHECK(f.problem.find("does not decode") != std::string::npos);
+}
+
+TEST_CASE("a video without an audio stream is refused") {
+  REQUIRE_FFMPEG();
+  SubprocessSpec s;
+  s.argv = {"ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:duration=1:rate=8",
+            "-c:v", "mpeg4", test::cwd() + "/mute.mp4"};
+  s.env = helper_env();
+  REQUIRE_MESSAGE(run_subprocess(s).ok(), "ffmpeg could not make the test video");
+  VideoFacts f = probe_video(VideoConfig{}, test::cwd() + "/mute.mp4");
+  CHECK(f.checked);
+  CHECK_FALSE(f.decodes);
+  CHECK(f.problem == "no audio stream");
+}
+
+TEST_CASE("ffprobe missing: the check is not made, which says nothing of the video") {
+  VideoConfig c;
+  c.ffprobe = "/nonexistent/ffprobe";
+  test::write("v.mp4", std::string(sim::sample_mp4()));
+  VideoFacts f = probe_video(c, test::cwd() + "/v.mp4");
+  CHECK_FALSE(f.checked);
+  CHECK_FALSE(f.decodes);
+}
+
+TEST_CASE("duration and resolution are compared with what was asked") {
+  ShotSpec asked;
+  asked.duration = 5;
+  asked.resolution = "720P";
+  VideoFacts got;
+  got.duration_seconds = 5.04;
+  got.width = 1280;
+  got.height = 720;
+  CHECK(video_differences(asked, got).empty());
+  got.width = 720;  // portrait: the short side counts
+  got.height = 1280;
+  CHECK(video_differences(asked, got).empty());
+  got.duration_seconds = 3;
+  got.width = 96;
+  got.height = 64;
+  auto d = video_differences(asked, got);
+  REQUIRE(d.size() == 2);
+  CHECK(d[0] == "duration 3.00 s, asked 5 s");
+  CHECK(d[1] == "resolution 96x64, asked 720P");
+  auto j = nlohmann::json::parse(video_facts_json(got, d));
+  CHECK(j["differences"].size() == 2);
+  CHECK(j["width"] == 96);
+}
+
+TEST_CASE("ffprobe's answer is read defensively") {
+  CHECK_FALSE(parse_ffprobe_json("not json").checked);
+  auto f = parse_ffprobe_json(R"({"streams":[{"codec_type":"video","width":"x","nb_read_frames":"3"}]})");
+  CHECK(f.checked);
+  CHECK_FALSE(f.decodes);
+  CHECK(f.problem == "no audio stream");
+  const char* video = R"({"codec_type":"video","width":96,"height":64,"nb_read_frames":")";
+  const char* audio = R"({"codec_type":"audio","nb_read_frames":")";
+  auto both = [&](const char* v, const char* a) {
+    return parse_ffprobe_json(std::string(R"({"streams":[)") + video + v + "\"}," + audio + a + "\"}]}");
+  };
+  CHECK(both("8", "8").decodes);
+  CHECK(both("0", "8").problem == "the video stream does not decode (no frame)");
+  CHECK(both("8", "0").problem == "the audio stream does not decode (no frame)");
+}
+
+namespace {
+struct Rig : test::SchedulerRig {
+  Rig() { start(); }
+  Shot shot() { return store->shots("b").at(0); }
+  // Submit, COMPLETED, result: the shot is DOWNLOADING.
+  void to_download() {
+    accept("batch: b\nshots: [{id: s1, prompt: wind, image: 'https://cdn.example/a.png'}]\n");
+    tick();
+    answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
+    until("/status");
+    answer("/status", 200, R"({"status":"COMPLETED"})");
+    tick();
+    answer("/v2/requests/r1", 200, R"({"status":"COMPLETED","output":"https://cdn.example/v.mp4"})");
+    tick();
+  }
+  void deliver(const std::string& body) {
+    until("cdn.example/v.mp4");
+    auto dl = net.take("cdn.example/v.mp4");
+    FakeTransport::deliver(dl, body);
+  }
+};
+}  // namespace
+
+TEST_CASE("a video that does not decode is downloaded again, then HELD with the reason") {
+  REQUIRE_FFMPEG();
+  Rig rig;
+  rig.to_download();
+  rig.deliver(garbled_mp4());
+  CHECK(rig.shot().state == ShotState::downloading);
+  CHECK(rig.shot().reason.find("does not decode") != std::string::npos);
+  CHECK_FALSE(test::exists(rig.root + "/out/b/s1.mp4"));
+  rig.deliver(garbled_mp4());
+  Shot s = rig.shot();
+  CHECK(s.state == ShotState::held);
+  CHECK(s.reason.find("the downloaded video does not decode") == 0);
+  CHECK(s.held_from == ShotState::downloading);
+  CHECK_FALSE(test::exists(rig.root + "/out/b/s1.mp4"));
+}
+
+TEST_CASE("a video that decodes on the second download is DONE, its facts in sidecar and report") {
+  REQUIRE_FFMPEG();
+  Rig rig;
+  rig.to_download();
+  rig.deliver(garbled_mp4());
+  rig.deliver(std::string(sim::sample_mp4()));
+  Shot s = rig.shot();
+  REQUIRE(s.state == ShotState::done);
+  auto sidecar = nlohmann::json::parse(test::read(rig.root + "/out/b/s1.json"));
+  CHECK(sidecar["video"]["probe"]["width"] == 96);
+  CHECK(sidecar["video"]["probe"]["differences"][0] == "duration 1.00 s, asked 5 s");
+  CHECK(sidecar["video"]["probe"]["differences"][1] == "resolution 96x64, asked 720P");
+  auto report = nlohmann::json::parse(test::read(rig.root + "/out/b/report.json"));
+  CHECK(report["items"][0]["video"]["differences"].size() == 2);
+}
+
+TEST_CASE("without ffprobe no video is DONE: the download is retried, then HELD") {
+  Rig rig;
+  rig.config.video.ffprobe = "/nonexistent/ffprobe";
+  rig.config.retry.max_attempts = 2;
+  rig.to_download();
+  rig.deliver(std::string(sim::sample_mp4()));
+  CHECK(rig.shot().state == ShotState::downloading);
+  rig.deliver(std::string(sim::sample_mp4()));
+  Shot s = rig.shot();
+  CHECK(s.state == ShotState::held);
+  CHECK(s.reason.find("cannot check the video") != std::string::npos);
+}
