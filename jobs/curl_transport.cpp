@@ -297,7 +297,10 @@ CurlTransport::CurlTransport(bool allow_loopback_http) : impl_(std::make_unique<
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   impl_->multi = curl_multi_init();
   impl_->allow_loopback_http = allow_loopback_http;
-  curl_multi_setopt(impl_->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 32L);
+  // No per-host cap here: the engine caps what it sends (Core::kWireCap for API
+  // calls, limits.max_concurrent_downloads and _uploads for files). A cap of 32 per
+  // host made submits and polls queue inside libcurl behind slow downloads served
+  // from the API's own host.
   // Idle connections kept for reuse. libcurl's default follows the number of
   // transfers added, so a lull closed connections the next burst opened again.
   curl_multi_setopt(impl_->multi, CURLMOPT_MAXCONNECTS, 64L);

@@ -325,6 +325,33 @@ TEST_CASE("a reused connection handle carries nothing of the request before it")
   }
 }
 
+TEST_CASE("slow downloads from the API's own host never hold back an API call") {
+  // 40 downloads trickle from the host the API calls go to: a status poll and a
+  // submit still go out and are answered at once.
+  sim::Options o;
+  o.time_scale = 0.0001;
+  o.trickle_bytes_per_second = 200;  // each download takes minutes
+  sim::Simulator s(o);
+  s.start(0);
+  Client c{.base = s.base_url()};
+  const std::string output = c.finished_output();
+  int answered = 0;
+  for (int i = 0; i < 40; ++i) {
+    HttpRequest dl;
+    dl.url = output;
+    dl.timeout = std::chrono::milliseconds(120000);
+    c.transport.start(dl, [&](HttpResponse) { ++answered; });
+  }
+  for (int i = 0; i < 20; ++i) c.transport.perform(Millis(5), {});
+  auto start = std::chrono::steady_clock::now();
+  auto credits = c.call("GET", "/v1/get-user-credits");
+  CHECK(credits.status == 200);
+  auto submitted = c.submit(good_body());
+  CHECK(submitted.status == 200);
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
+  CHECK(answered == 0);  // the downloads were still on the wire
+}
+
 TEST_CASE("a download onto a full disk is reported as a local write failure") {
   sim::Options o;
   o.time_scale = 0.0001;
