@@ -73,6 +73,13 @@ class Checker {
       problem(n, field, "must be a whole number");
       return std::nullopt;
     }
+    // yaml-cpp reads 010 as octal (8) and 0x10 as 16: only plain decimal is taken.
+    std::string_view digits = n.text;
+    if (!digits.empty() && (digits[0] == '-' || digits[0] == '+')) digits.remove_prefix(1);
+    if (digits.size() > 1 && digits[0] == '0') {
+      problem(n, field, "must be written in decimal without leading zeros, got '" + n.text + "'");
+      return std::nullopt;
+    }
     if (v < lo || v > hi) {
       problem(n, field,
               "must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " +

@@ -83,28 +83,37 @@ BatchRecord batch_stand_in(const std::string& key) {
 }
 
 // The record, or nullopt when its bytes are not one.
-std::optional<Shot> parse_shot(const std::string& value) {
+// A record read under `key` (when given) must be the shot or batch its key names,
+// and a shot must hold what every manifest shot has (a prompt, an image): a record
+// that parses but says otherwise was damaged or edited, and is not trusted (it
+// would be followed, billed or reported as something nobody asked for).
+std::optional<Shot> parse_shot(const std::string& value, const std::string& key = "") {
   try {
-    return shot_from_json(value);
+    Shot s = shot_from_json(value);
+    if (!key.empty() && shot_key(s.batch, s.spec.id) != key) return std::nullopt;
+    if (s.spec.prompt.empty() || s.spec.image.empty()) return std::nullopt;
+    return s;
   } catch (const std::exception&) {
     return std::nullopt;
   }
 }
 
-std::optional<BatchRecord> parse_batch(const std::string& value) {
+std::optional<BatchRecord> parse_batch(const std::string& value, const std::string& key = "") {
   try {
-    return batch_from(value);
+    BatchRecord b = batch_from(value);
+    if (!key.empty() && "b/" + b.name != key) return std::nullopt;
+    return b;
   } catch (const std::exception&) {
     return std::nullopt;
   }
 }
 
 Shot read_shot(const std::string& key, const std::string& value) {
-  return parse_shot(value).value_or(shot_stand_in(key));
+  return parse_shot(value, key).value_or(shot_stand_in(key));
 }
 
 BatchRecord read_batch(const std::string& key, const std::string& value) {
-  return parse_batch(value).value_or(batch_stand_in(key));
+  return parse_batch(value, key).value_or(batch_stand_in(key));
 }
 
 void check(const rocksdb::Status& s, const std::string& what) {
@@ -199,7 +208,7 @@ void Store::set_aside_unreadable(bool all) {
   const std::string stamp = std::to_string(to_epoch_ms(std::chrono::system_clock::now()));
   auto consider = [&](const std::string& key, const std::string& value) {
     bool shots = key[0] == 's';
-    if (shots ? parse_shot(value).has_value() : parse_batch(value).has_value()) return;
+    if (shots ? parse_shot(value, key).has_value() : parse_batch(value, key).has_value()) return;
     spdlog::error("state store: record {} is unreadable; set aside (raw bytes kept under q/{}@{}), {}", key, key,
                   stamp, shots ? "the shot is HELD" : "the batch goes on with a stand-in record");
     repairs_.push_back("unreadable record " + key);

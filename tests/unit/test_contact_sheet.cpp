@@ -26,6 +26,7 @@ Shot make_shot(const std::string& id, ShotState state, const std::string& prompt
   s.batch = "night";
   s.spec.id = id;
   s.spec.prompt = prompt;
+  s.spec.image.url = "https://cdn.example/frame.png";
   s.spec.seed = 42;
   s.state = state;
   return s;

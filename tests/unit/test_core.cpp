@@ -26,6 +26,8 @@ struct CoreRig {
     Shot s;
     s.batch = "b";
     s.spec.id = id;
+    s.spec.prompt = "p";
+    s.spec.image.url = "https://cdn.example/a.png";
     s.state = ShotState::in_flight;
     s.request_id = "r-" + id;
     return core.book.add(s);

@@ -366,6 +366,39 @@ TEST_CASE("an unreadable shot or batch record is set aside: the shot HELD, the r
   CHECK(r.skipped[0].find("unreadable") != std::string::npos);
 }
 
+TEST_CASE("a record that parses but is not the shot its key names, or lacks its image, is set aside, never submitted") {
+  // Found by the outside attack: the smaller records read missing fields as their
+  // defaults, so such a record was followed (and billed) as an invented batch, or
+  // submitted without an image.
+  Rig rig;
+  rig.accept(shots_yaml("g", 3));
+  edit_raw_store(rig, [&](rocksdb::DB& db) {
+    REQUIRE(db.Put(rocksdb::WriteOptions(), "s/g/s0",
+                   R"({"batch":"zz","index":0,"spec":{"id":"other","prompt":"p","image":{"url":"https://cdn.example/f.png"}},"state":"PENDING"})")
+                .ok());
+    REQUIRE(db.Put(rocksdb::WriteOptions(), "s/g/s1", R"({"batch":"g","index":1,"spec":{"id":"s1","prompt":"p"},"state":"PENDING"})")
+                .ok());
+  });
+  CHECK(rig.store->repairs().size() == 2);
+  rig.start();
+  CHECK_FALSE(rig.store->batch("zz"));
+  for (const char* key : {"g/s0", "g/s1"}) {
+    Shot s = rig.shot(key);
+    CHECK(s.state == ShotState::held);
+    CHECK(s.reason.find("unreadable record") == 0);
+  }
+  rig.raw_tick();
+  rig.answer_credits();
+  for (int i = 0; i < 3; ++i) rig.raw_tick(Millis(20000));
+  int submits = 0;
+  for (const auto& r : rig.net.started)
+    if (r.url.find("/v2/wan2.7-i2v") != std::string::npos) {
+      ++submits;
+      CHECK(nlohmann::json::parse(r.body).contains("image"));
+    }
+  CHECK(submits == 1);  // s2 only
+}
+
 TEST_CASE("retry resumes a shot HELD at the status, result or download step without a new submit") {
   Rig rig;
   rig.config.retry.max_attempts = 2;

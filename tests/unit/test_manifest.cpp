@@ -270,3 +270,17 @@ TEST_CASE("a shot's null field falls back to nothing, not to the default, and an
   CHECK(s[1].negative_prompt == "blur");
   CHECK(s[2].seed == 7);
 }
+
+TEST_CASE("whole numbers are plain decimal: a leading zero or 0x is refused, not read as octal or hex") {
+  Fixture f;
+  auto one = [&](const std::string& field) {
+    return f.problem("shots: [{id: a, prompt: p, image: frames/a.png, " + field + "}]\n");
+  };
+  CHECK(one("duration: 010").find("must be written in decimal without leading zeros, got '010'") != std::string::npos);
+  CHECK(one("duration: 0x10").find("decimal") != std::string::npos);
+  CHECK(one("seed: 0042").find("decimal") != std::string::npos);
+  CHECK(one("seed: 0") == "");
+  CHECK(one("duration: 10") == "");
+  CHECK(f.problem("priority: -007\nshots: [{id: a, prompt: p, image: frames/a.png}]\n").find("decimal") !=
+        std::string::npos);
+}

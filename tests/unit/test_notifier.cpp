@@ -64,6 +64,8 @@ struct Rig {
     Shot s1, s2;
     s1.batch = s2.batch = "night";
     s1.spec.id = "s1";
+    s1.spec.prompt = s2.spec.prompt = "p";
+    s1.spec.image.url = s2.spec.image.url = "https://cdn.example/a.png";
     s1.state = ShotState::done;
     s1.cost = 0.1;
     s2.spec.id = "s2";
