@@ -32,7 +32,11 @@ int main(int argc, char** argv) {
       "-c,--config", config_path, "daemon config file (default: $WANBATCH_CONFIG or /etc/wanbatch/wanbatch.yaml)");
   app.set_version_flag("--version", wb::version_text(), "print the version and the git revision it was built from");
 
-  auto* daemon = app.add_subcommand("daemon", "run the daemon: watch the spool and render every batch (SIGTERM drains and stops, SIGHUP reloads the config, SIGUSR1 logs a status line; docs/OPERATIONS.md)");
+  auto* daemon = app.add_subcommand("daemon", "run the daemon: watch the spool and render every batch; each video checked with ffprobe, a contact sheet "
+      "<output_root>/<batch>/index.html, notify.command and notify.webhooks when a batch ends, Prometheus metrics at "
+      "http://<metrics.listen>/metrics (default 127.0.0.1:9464), logs to the journal with BATCH=, SHOT=, REQUEST_ID= "
+      "under systemd (SIGTERM drains and stops, SIGHUP reloads the config, SIGUSR1 logs a status line; "
+      "docs/OPERATIONS.md)");
   std::string log_level;
   daemon->add_option("--log-level", log_level, "debug, info, warn or error (overrides log_level)");
 
