@@ -192,7 +192,7 @@ class Daemon {
         transport_(c.api.allow_loopback_http),
         store_(Store::open(join_path(c.state_dir, "db"), Store::Mode::read_write)),
         scheduler_(c, *store_, transport_, [] { return std::chrono::system_clock::now(); },
-                   [] { return std::chrono::steady_clock::now(); }, std::move(key)),
+                   [] { return std::chrono::steady_clock::now(); }, std::move(key), /*threads=*/true),
         metrics_(c.metrics_listen, scheduler_, [] { return std::chrono::steady_clock::now(); },
                  [] { return std::chrono::system_clock::now(); }),
         watcher_(c.spool.incoming, Millis(static_cast<int64_t>(c.spool.settle_seconds * 1000))),
@@ -271,13 +271,15 @@ class Daemon {
         // The control clients' deadlines wake the loop too; their fds are waited on
         // after the watcher's and the signal's.
         next = std::min(next, control_.until_next_deadline(std::chrono::steady_clock::now()));
-        std::vector<pollfd> fds = {{watcher_.fd(), POLLIN, 0}, {signal_fd_, POLLIN, 0}};
+        // The background fd (a video probe finished) only wakes the loop; tick() takes it up.
+        std::vector<pollfd> fds = {{watcher_.fd(), POLLIN, 0}, {signal_fd_, POLLIN, 0},
+                                   {scheduler_.background_fd(), POLLIN, 0}};
         auto control_fds = control_.waits();
         fds.insert(fds.end(), control_fds.begin(), control_fds.end());
         transport_.perform(next, fds);
         if (fds[0].revents) watcher_.drain_events();
         auto mono_now = std::chrono::steady_clock::now();
-        bool control_ready = std::any_of(fds.begin() + 2, fds.end(), [](const pollfd& p) { return p.revents != 0; });
+        bool control_ready = std::any_of(fds.begin() + 3, fds.end(), [](const pollfd& p) { return p.revents != 0; });
         if (control_ready || control_.until_next_deadline(mono_now) == Millis(0))
           control_.serve(mono_now, [this](const nlohmann::json& r) { return command(r); });
         bool stop_requested = false;

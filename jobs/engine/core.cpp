@@ -14,7 +14,7 @@ MonoPoint mono_until(TimePoint reset_at, TimePoint wall_now, MonoPoint mono_now)
   return mono_now + Millis(ahead);
 }
 
-Core::Core(const Settings& s, Store& st, Transport& t, NowFn w, MonoFn m, std::string api_key)
+Core::Core(const Settings& s, Store& st, Transport& t, NowFn w, MonoFn m, std::string api_key, bool threads)
     : settings(s),
       store(st),
       transport(t),
@@ -22,7 +22,8 @@ Core::Core(const Settings& s, Store& st, Transport& t, NowFn w, MonoFn m, std::s
       mono(std::move(m)),
       api(s.api, std::move(api_key)),
       budget(s.limits.requests_per_minute, mono()),
-      spend(s.limits, s.pricing) {}
+      spend(s.limits, s.pricing),
+      background(2, !threads) {}
 
 Millis Core::backoff(int attempts) {
   return backoff_delay(attempts, settings.retry.base_delay_seconds, settings.retry.max_delay_seconds, unit_random());

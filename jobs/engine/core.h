@@ -10,6 +10,7 @@
 #include <random>
 #include <string>
 
+#include "jobs/background.h"
 #include "jobs/engine/book.h"
 #include "jobs/engine/events.h"
 #include "jobs/engine/requests.h"
@@ -32,7 +33,9 @@ class Core {
  public:
   // `wall` is for what people read (timestamps, local days, the submit window);
   // `mono` drives every interval and due time.
-  Core(const Settings& settings, Store& store, Transport& transport, NowFn wall, MonoFn mono, std::string api_key);
+  // `threads`: see Scheduler; false runs blocking work inline.
+  Core(const Settings& settings, Store& store, Transport& transport, NowFn wall, MonoFn mono, std::string api_key,
+       bool threads = false);
 
   const Settings& settings;
   Store& store;
@@ -44,6 +47,7 @@ class Core {
   ApiRequests api;
   RequestBudget budget;
   Spend spend;
+  Background background;  // blocking work (a video probe) beside the loop
   std::mt19937_64 rng{std::random_device{}()};
 
   int64_t now_ms() const { return mono_ms(mono()); }

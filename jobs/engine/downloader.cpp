@@ -5,6 +5,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
 
 #include "jobs/crash_point.h"
 #include "jobs/mp4.h"
@@ -20,9 +23,12 @@ namespace {
 constexpr long long kUnannouncedDownloadBytes = 256ll << 20;
 // The reason a shot carries after its first download did not decode.
 constexpr const char* kDoesNotDecode = "the downloaded video does not decode";
+// The due time of a shot whose video is being probed: never, until the probe answers.
+constexpr int64_t kParked = std::numeric_limits<int64_t>::max() / 4;
 }  // namespace
 
 void Downloader::due(Shot& shot) {
+  if (probing_.count(shot.key())) return;  // its probe answers first
   if (on_wire_ < core_.settings.limits.max_concurrent_downloads && waiting_.empty()) {
     start(shot);
     return;
@@ -123,9 +129,43 @@ void Downloader::on_answer(const std::string& key, int fd, const HttpResponse& r
     core_.retry_later(*shot, "downloaded file is not a valid MP4: " + check.error, true);
     return;
   }
-  // Decoded for real before it may be DONE; a video that does not decode is
-  // downloaded once more, then HELD.
-  VideoFacts facts = probe_video(core_.settings.video, output_.part_path(shot->batch, shot->spec.id));
+  // Decoded for real before it may be DONE. The probe (tens of ms, up to
+  // video.timeout_seconds) runs beside the loop; the shot is parked until its
+  // answer comes back to the loop's thread (finish()).
+  const int kept = ::dup(fd);  // the caller closes `fd` when this returns
+  if (kept < 0) {
+    core_.retry_later(*shot, std::string("cannot check the video: dup: ") + std::strerror(errno), true);
+    return;
+  }
+  shot->due_ms = kParked;
+  probing_.insert(key);
+  const bool has_audio = check.has_audio;
+  core_.background.run([this, key, kept, has_audio, video = core_.settings.video,
+                        part = output_.part_path(shot->batch, shot->spec.id)]() -> Background::Done {
+    VideoFacts facts = probe_video(video, part);
+    return [this, key, kept, has_audio, facts] { finish(key, kept, has_audio, facts); };
+  });
+}
+
+void Downloader::finish(const std::string& key, int fd, bool has_audio, const VideoFacts& facts) {
+  probing_.erase(key);
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  Shot* shot = core_.book.find(key);
+  if (!shot || shot->state != ShotState::downloading) return;  // cancelled while it was probed
+  const MonoPoint now = core_.mono();
+  auto wait_for_disk = [&](const std::string& why) {
+    std::string reason = "waiting: cannot write the video: " + why;
+    if (reason != shot->reason) {
+      shot->reason = std::move(reason);
+      core_.save(*shot);
+    }
+    core_.book.set_due(*shot, mono_ms(now + std::min(core_.backoff(shot->attempts++), Millis(60000))));
+    spdlog::warn("{}: {} (will retry)", key, shot->reason);
+  };
+  // A video that does not decode is downloaded once more, then HELD.
   if (!facts.checked) {
     output_.discard_part(shot->batch, shot->spec.id);
     core_.retry_later(*shot, "cannot check the video: " + facts.problem, true);
@@ -151,7 +191,7 @@ void Downloader::on_answer(const std::string& key, int fd, const HttpResponse& r
   try {
     struct stat st {};
     ::fstat(fd, &st);
-    VideoInfo video{static_cast<long long>(st.st_size), sha256_fd_hex(fd), check.has_audio, shot->video_json};
+    VideoInfo video{static_cast<long long>(st.st_size), sha256_fd_hex(fd), has_audio, shot->video_json};
     shot->file = output_.commit_part(shot->batch, shot->spec.id, fd);
     crash_point("renamed");
     output_.write_sidecar(shot->batch, shot->spec.id, sidecar_json(*shot, video, to_epoch_ms(core_.wall())));

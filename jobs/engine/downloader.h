@@ -14,6 +14,7 @@
 
 #include "jobs/engine/core.h"
 #include "jobs/output.h"
+#include "jobs/video_probe.h"
 
 namespace wb {
 
@@ -29,12 +30,15 @@ class Downloader {
  private:
   void start(Shot& shot);
   void on_answer(const std::string& key, int fd, const HttpResponse& r);
+  // The probe's answer, on the loop's thread: DONE, downloaded again, or HELD.
+  void finish(const std::string& key, int fd, bool has_audio, const VideoFacts& facts);
 
   Core& core_;
   OutputDir& output_;
   std::deque<std::string> waiting_;
   std::set<std::string> waiting_set_;
   int on_wire_ = 0;
+  std::set<std::string> probing_;  // shots whose video a worker is probing
 };
 
 }  // namespace wb

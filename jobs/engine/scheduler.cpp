@@ -20,8 +20,8 @@
 namespace wb {
 
 Scheduler::Scheduler(const Settings& settings, Store& store, Transport& transport, NowFn wall, MonoFn mono,
-                     std::string api_key)
-    : core_(settings, store, transport, std::move(wall), std::move(mono), std::move(api_key)),
+                     std::string api_key, bool threads)
+    : core_(settings, store, transport, std::move(wall), std::move(mono), std::move(api_key), threads),
       output_(settings.output_root),
       bucket_(settings.limits.submits_per_minute, core_.mono()),
       planner_(settings.poll),
@@ -207,6 +207,7 @@ Millis Scheduler::tick() {
   const MonoPoint now = core_.mono();
   const int64_t now_ms = mono_ms(now);
   ShotBook& book = core_.book;
+  core_.background.drain();
   batches_.finish_pending();
   downloader_.start_waiting();
   while (core_.wire_room()) {

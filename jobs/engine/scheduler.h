@@ -34,8 +34,13 @@ namespace wb {
 
 class Scheduler {
  public:
+  // `threads`: blocking work (ffprobe on each download) runs on worker threads,
+  // its result taken up by tick() (the daemon; it waits on background_fd()).
+  // Without (tests on a fake clock), that work runs inline.
   Scheduler(const Settings& settings, Store& store, Transport& transport, NowFn wall, MonoFn mono,
-            std::string api_key);
+            std::string api_key, bool threads = false);
+  // Readable when blocking work has finished: the daemon's loop waits on it.
+  int background_fd() const { return core_.background.fd(); }
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 

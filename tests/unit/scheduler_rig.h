@@ -22,12 +22,13 @@ struct SchedulerRig {
   std::unique_ptr<wb::Scheduler> sched;
   std::vector<std::string> finished;  // batches, as on_batch_finished reported them
   double balance = 1000;               // what balance checks answer
+  bool threads = false;                // blocking work on worker threads, as in the daemon
 
   // (Re)starts the scheduler on the same store: a daemon restart.
   void start() {
     sched.reset();
     sched = std::make_unique<wb::Scheduler>(config, *store, net, [this] { return clock.now; },
-                                           [this] { return clock.mono; }, "SECRET-KEY");
+                                           [this] { return clock.mono; }, "SECRET-KEY", threads);
     sched->on_batch_finished = [this](const wb::BatchRecord& b) { finished.push_back(b.name); };
     sched->load();
   }

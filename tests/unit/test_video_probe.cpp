@@ -3,10 +3,17 @@
 // downloader's "download again once, then HELD".
 #include <doctest/doctest.h>
 
+#include <poll.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <thread>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "jobs/background.h"
 #include "jobs/mp4.h"
 #include "jobs/subprocess.h"
 #include "jobs/video_probe.h"
@@ -190,7 +197,11 @@ TEST_CASE("ffprobe's answer is read defensively") {
 
 namespace {
 struct Rig : test::SchedulerRig {
-  Rig() { start(); }
+  explicit Rig(bool with_threads = false, const std::string& ffprobe = "") {
+    threads = with_threads;
+    if (!ffprobe.empty()) config.video.ffprobe = ffprobe;
+    start();
+  }
   Shot shot() { return store->shots("b").at(0); }
   // Submit, COMPLETED, result: the shot is DOWNLOADING.
   void to_download() {
@@ -254,4 +265,56 @@ TEST_CASE("without ffprobe no video is DONE: the download is retried, then HELD"
   Shot s = rig.shot();
   CHECK(s.state == ShotState::held);
   CHECK(s.reason.find("cannot check the video") != std::string::npos);
+}
+
+TEST_CASE("the probe runs beside the loop: a slow ffprobe holds up no tick, the shot is DONE when it answers") {
+  REQUIRE_FFMPEG();
+  const std::string script = test::cwd() + "/slow-ffprobe";
+  test::write(script, "#!/bin/sh\nsleep 1.5\nexec ffprobe \"$@\"\n");
+  REQUIRE(::chmod(script.c_str(), 0755) == 0);
+  Rig rig(true, script);
+  rig.to_download();
+  auto t0 = std::chrono::steady_clock::now();
+  rig.deliver(std::string(sim::sample_mp4()));
+  rig.sched->tick();
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(1000));  // not 1.5 s
+  CHECK(rig.shot().state == ShotState::downloading);
+  CHECK_FALSE(rig.net.has("cdn.example/v.mp4"));  // parked, not downloaded again
+  pollfd p{rig.sched->background_fd(), POLLIN, 0};
+  REQUIRE(::poll(&p, 1, 20000) == 1);  // the loop is woken when the probe answers
+  rig.sched->tick();
+  CHECK(rig.shot().state == ShotState::done);
+  CHECK(test::exists(rig.root + "/out/b/s1.mp4"));
+}
+
+TEST_CASE("background work: done runs on the draining thread, each one even when one throws") {
+  Background bg(2);
+  std::thread::id loop = std::this_thread::get_id();
+  std::atomic<int> off_loop{0};
+  std::vector<int> seen;
+  for (int i = 0; i < 5; ++i)
+    bg.run([&, i]() -> Background::Done {
+      if (std::this_thread::get_id() != loop) ++off_loop;
+      return [&, i] {
+        CHECK(std::this_thread::get_id() == loop);
+        seen.push_back(i);
+        if (i == 2) throw Error("full disk");
+      };
+    });
+  size_t ran = 0;
+  int throws = 0;
+  while (seen.size() < 5) {
+    pollfd p{bg.fd(), POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 10000) == 1);
+    try {
+      ran += bg.drain();
+    } catch (const Error&) {
+      ++throws;
+    }
+  }
+  CHECK(off_loop == 5);
+  CHECK(throws == 1);
+  CHECK(bg.pending() == 0);
+  std::sort(seen.begin(), seen.end());
+  CHECK(seen == std::vector<int>{0, 1, 2, 3, 4});
 }
