@@ -92,36 +92,13 @@ void ContactSheets::write_batch(const std::string& batch) {
   const std::string dir = out.batch_dir(batch);
   SheetContext ctx;
   ctx.now_ms = now_ms();
-  // Poster frames are made here, on the loop's thread, so each write makes them
-  // for at most kPosterBudget of time; the rest come with the next write (the
-  // sheet stays stale until every DONE shot has its poster or failed to get one).
-  const auto started = std::chrono::steady_clock::now();
-  bool posters_left = false;
+  // Poster frames are taken beside the loop, when each video is probed
+  // (jobs/engine/downloader.cpp); the sheet shows the ones that exist.
   for (const auto& s : shots) {
     if (std::string cmd = retry_command(s, config_.path); !cmd.empty()) ctx.retry_commands[s.spec.id] = cmd;
-    if (s.state != ShotState::done) continue;
-    const std::string jpeg = join_path(dir, s.spec.id + ".jpg");
-    if (regular_file(jpeg)) {
-      ctx.posters.insert(s.spec.id);
-      continue;
-    }
-    if (poster_failed_.count(s.key()) || !regular_file(join_path(dir, s.spec.id + ".mp4"))) continue;
-    if (std::chrono::steady_clock::now() - started > kPosterBudget) {
-      posters_left = true;
-      continue;
-    }
-    double duration = 0;
-    if (auto v = parse_json_bounded(s.video_json); v && v->is_object()) duration = v->value("duration_seconds", 0.0);
-    std::string problem = make_poster(config_.video, join_path(dir, s.spec.id + ".mp4"), duration, jpeg);
-    if (problem.empty()) {
-      ctx.posters.insert(s.spec.id);
-    } else {
-      poster_failed_.insert(s.key());
-      spdlog::warn("{}: no poster frame for the contact sheet: {}", s.key(), problem);
-    }
+    if (s.state == ShotState::done && regular_file(join_path(dir, s.spec.id + ".jpg"))) ctx.posters.insert(s.spec.id);
   }
   out.write(batch, "index.html", batch_sheet_html(*record, shots, ctx));
-  if (posters_left) stale_.insert(batch);
 }
 
 void ContactSheets::write_index() {

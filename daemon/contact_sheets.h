@@ -40,9 +40,7 @@ class ContactSheets {
   std::set<std::string> stale_, finished_;
   bool index_stale_ = false;
   std::chrono::steady_clock::time_point last_write_{};
-  std::set<std::string> poster_failed_;
-  // How long one sheet write may spend making poster frames (ffmpeg, on the loop's thread).
-  static constexpr std::chrono::milliseconds kPosterBudget{200};
+
   // The index's lines of finished batches, read once (a change drops one).
   std::map<std::string, BatchLine> finished_lines_;  // keys whose poster ffmpeg could not take
 };

@@ -252,6 +252,8 @@ TEST_CASE("a video that decodes on the second download is DONE, its facts in sid
   CHECK(sidecar["video"]["probe"]["differences"][1] == "resolution 96x64, asked 720P");
   auto report = nlohmann::json::parse(test::read(rig.root + "/out/b/report.json"));
   CHECK(report["items"][0]["video"]["differences"].size() == 2);
+  // The contact sheet's poster frame, taken beside the loop with the probe.
+  CHECK(test::read(rig.root + "/out/b/s1.jpg").substr(0, 2) == "\xFF\xD8");
 }
 
 TEST_CASE("without ffprobe no video is DONE: the download is retried, then HELD") {
