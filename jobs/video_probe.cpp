@@ -102,9 +102,20 @@ VideoFacts probe_video(const VideoConfig& config, const std::string& path) {
   SubprocessResult r = run_subprocess(spec);
   if (!r.ok()) {
     VideoFacts f;
-    // ffprobe ran to its end and refused the file: that is a verdict on the video.
+    // ffprobe ran to its end and refused the file: that is a verdict on the
+    // video, provided ffprobe itself works (`-version` answers); a broken tool
+    // says nothing of the video, and must not make a person pay for it again.
     f.checked = r.started && !r.timed_out && r.signal == 0;
     f.problem = "ffprobe " + r.describe();
+    if (f.checked) {
+      SubprocessSpec self = spec;
+      self.argv = {config.ffprobe, "-v", "error", "-version"};
+      SubprocessResult v = run_subprocess(self);
+      if (!v.ok() || v.out.find("ffprobe version") == std::string::npos) {
+        f.checked = false;
+        f.problem = "ffprobe does not work (`" + config.ffprobe + " -version`: " + v.describe() + "), " + f.problem;
+      }
+    }
     return f;
   }
   return parse_ffprobe_json(r.out);

@@ -320,3 +320,21 @@ TEST_CASE("background work: done runs on the draining thread, each one even when
   std::sort(seen.begin(), seen.end());
   CHECK(seen == std::vector<int>{0, 1, 2, 3, 4});
 }
+
+TEST_CASE("an ffprobe that fails on everything is a broken tool, not a video that does not decode") {
+  REQUIRE_FFMPEG();
+  const std::string script = test::cwd() + "/broken-ffprobe";
+  test::write(script, "#!/bin/sh\nexit 1\n");
+  REQUIRE(::chmod(script.c_str(), 0755) == 0);
+  test::write("v.mp4", std::string(sim::sample_mp4()));
+  VideoConfig c;
+  c.ffprobe = script;
+  VideoFacts broken = probe_video(c, "v.mp4");
+  CHECK_FALSE(broken.checked);
+  CHECK(broken.problem.find("ffprobe does not work") == 0);
+  // The real ffprobe refusing a file is a verdict on the file.
+  test::write("junk.mp4", "not a video at all");
+  VideoFacts junk = probe_video(VideoConfig{}, "junk.mp4");
+  CHECK(junk.checked);
+  CHECK_FALSE(junk.decodes);
+}
