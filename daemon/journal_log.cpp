@@ -61,7 +61,10 @@ void JournalSink::sink_it_(const spdlog::details::log_msg& msg) {
 }
 
 void setup_logging() {
-  if (is_journal_stream(std::getenv("JOURNAL_STREAM"), STDERR_FILENO)) {
+  // Only with a journal to talk to: libsystemd drops a message silently when its
+  // socket is missing, and stderr would then be the only place a line can go.
+  if (is_journal_stream(std::getenv("JOURNAL_STREAM"), STDERR_FILENO) &&
+      ::access("/run/systemd/journal/socket", W_OK) == 0) {
     auto logger = std::make_shared<spdlog::logger>("wanbatch", std::make_shared<JournalSink>());
     spdlog::set_default_logger(logger);
     return;
