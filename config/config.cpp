@@ -297,8 +297,11 @@ Config parse_config(const std::string& text, const std::string& path) {
   top.run();
   for (const auto& w : c.notify.webhooks)
     if (!url_allowed(w.url, c.api.allow_loopback_http))
+      // Not the URL itself: a Slack or Discord webhook URL is a credential, and
+      // this message goes to the journal.
       throw Error(path + ": notify.webhooks[].url: must be an https URL (plain http only to 127.0.0.1 with "
-                  "api.allow_loopback_http: true), got '" + w.url + "'");
+                  "api.allow_loopback_http: true); the URL given (" + std::to_string(w.url.size()) +
+                  " characters) is not shown, as it may carry a secret");
 
   auto require = [&](const std::string& value, const std::string& key) {
     if (value.empty()) throw Error(path + ": " + key + ": is required");

@@ -24,6 +24,13 @@ const std::set<std::string> kShotFields = {"id",         "prompt",     "negative
 const std::set<std::string> kTopFields = {"batch", "priority", "budget_credits", "base_dir", "defaults", "shots"};
 constexpr size_t kMaxPromptBytes = 10000;
 
+// Tabs and line breaks are text; any other C0 control (a YAML "\0" or "\e") or DEL is not.
+bool has_control_character(std::string_view s) {
+  for (unsigned char c : s)
+    if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f) return true;
+  return false;
+}
+
 std::string stem_of(const std::string& file) {
   std::string base = basename_of(file);
   auto dot = base.find_last_of('.');
@@ -286,13 +293,21 @@ ManifestResult parse_manifest(const std::string& text, const std::string& file,
             check.problem(*n, where + ".prompt", "is empty");
           else if (v->size() > kMaxPromptBytes)
             check.problem(*n, where + ".prompt", "is longer than 10000 bytes");
+          else if (has_control_character(*v))
+            check.problem(*n, where + ".prompt", "holds a control character (a \\0 or \\e escape?)");
           spec.prompt = *v;
         }
       } else {
         check.problem(s, where + ".prompt", "is required");
       }
       if (const YamlValue* n = field("negative_prompt"))
-        if (auto v = check.scalar(*n, where + ".negative_prompt")) spec.negative_prompt = *v;
+        if (auto v = check.scalar(*n, where + ".negative_prompt")) {
+          if (v->size() > kMaxPromptBytes)
+            check.problem(*n, where + ".negative_prompt", "is longer than 10000 bytes");
+          else if (has_control_character(*v))
+            check.problem(*n, where + ".negative_prompt", "holds a control character (a \\0 or \\e escape?)");
+          spec.negative_prompt = *v;
+        }
       if (const YamlValue* n = field("image"))
         spec.image = check.media(*n, where + ".image", m.base_dir, MediaKind::image);
       else

@@ -284,3 +284,15 @@ TEST_CASE("whole numbers are plain decimal: a leading zero or 0x is refused, not
   CHECK(f.problem("priority: -007\nshots: [{id: a, prompt: p, image: frames/a.png}]\n").find("decimal") !=
         std::string::npos);
 }
+
+TEST_CASE("prompts hold no control characters, and a negative prompt is capped like a prompt") {
+  Fixture f;
+  CHECK(f.problem("shots: [{id: a, prompt: \"a\\0b\", image: frames/a.png}]\n").find("control character") !=
+        std::string::npos);
+  CHECK(f.problem("shots: [{id: a, prompt: p, negative_prompt: \"x\\ey\", image: frames/a.png}]\n")
+            .find("control character") != std::string::npos);
+  CHECK(f.problem("shots: [{id: a, prompt: \"tab\\there\\nand a line\", image: frames/a.png}]\n") == "");
+  CHECK(f.problem("shots: [{id: a, prompt: p, negative_prompt: " + std::string(10001, 'n') +
+                  ", image: frames/a.png}]\n")
+            .find("longer than 10000 bytes") != std::string::npos);
+}

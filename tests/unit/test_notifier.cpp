@@ -259,6 +259,13 @@ contact_sheet: {interval_seconds: 2}
   };
   refused("notify: {command: 'rm -rf /'}\n", "must be a list");
   refused("notify: {command: [sh, -c, x], webhooks: [{url: 'http://example.com/h'}]}\n", "must be an https URL");
+  // A refused webhook URL is not echoed: it may be a credential, and the message is logged.
+  try {
+    parse_config(base + "notify: {webhooks: [{url: 'http://hooks.example/services/T0/B0/SECRET'}]}\n", "c.yaml");
+    FAIL("accepted");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("SECRET") == std::string::npos);
+  }
   refused("notify: {webhooks: [{url: 'https://h.example', format: teams}]}\n", "json, slack or discord");
   refused("notify: {webhooks: [{url: 'https://h.example', events: [everything]}]}\n", "unknown event");
   refused("video: {ffprobe: bin/ffprobe}\n", "absolute path");
