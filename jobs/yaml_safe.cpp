@@ -116,17 +116,11 @@ class Guard : public YAML::EventHandler {
   int documents_ = 0;
 };
 
-}  // namespace
-
-bool load_yaml_safely(const std::string& text, const YamlLimits& limits, YAML::Node& out,
-                      YamlError& error) {
+// Runs `parse`, turning each way a parse fails into `error`.
+template <class Parse>
+bool catching(YamlError& error, Parse&& parse) {
   try {
-    std::istringstream in(text);
-    YAML::Parser parser(in);
-    Guard guard(limits);
-    while (parser.HandleNextDocument(guard)) {
-    }
-    out = YAML::Load(text);
+    parse();
     return true;
   } catch (const Refusal& r) {
     error = {r.line, r.message};
@@ -138,23 +132,29 @@ bool load_yaml_safely(const std::string& text, const YamlLimits& limits, YAML::N
   return false;
 }
 
-bool parse_yaml_safely(const std::string& text, const YamlLimits& limits, YamlValue& out, YamlError& error) {
-  try {
-    std::istringstream in(text);
-    YAML::Parser parser(in);
-    out = YamlValue{};
-    Guard guard(limits, &out);
-    while (parser.HandleNextDocument(guard)) {
-    }
-    return true;
-  } catch (const Refusal& r) {
-    error = {r.line, r.message};
-  } catch (const YAML::Exception& e) {
-    error = {e.mark.is_null() ? 0 : e.mark.line + 1, e.msg};
-  } catch (const std::exception& e) {
-    error = {0, std::string("cannot parse YAML: ") + e.what()};
+// Streams the document's events through a Guard (which builds `tree` when given).
+void guard_pass(const std::string& text, const YamlLimits& limits, YamlValue* tree) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  Guard guard(limits, tree);
+  while (parser.HandleNextDocument(guard)) {
   }
-  return false;
+}
+
+}  // namespace
+
+bool load_yaml_safely(const std::string& text, const YamlLimits& limits, YAML::Node& out, YamlError& error) {
+  return catching(error, [&] {
+    guard_pass(text, limits, nullptr);
+    out = YAML::Load(text);
+  });
+}
+
+bool parse_yaml_safely(const std::string& text, const YamlLimits& limits, YamlValue& out, YamlError& error) {
+  return catching(error, [&] {
+    out = YamlValue{};
+    guard_pass(text, limits, &out);
+  });
 }
 
 const YamlValue* YamlValue::find(std::string_view key) const {
