@@ -168,6 +168,16 @@ void Child::kill_now() {
   ::kill(pid_, SIGKILL);
 }
 
+bool Child::abandon(const std::string& error) {
+  if (!error.empty()) result_.error = error;
+  result_.timed_out = true;
+  kill_now();
+  finish_pipes();
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+  return true;
+}
+
 void Child::finish_pipes() {
   close_fd(in_);
   close_fd(out_);
@@ -179,14 +189,7 @@ bool Child::step(std::chrono::milliseconds wait) {
   const auto step_end = Clock::now() + wait;
   for (;;) {
     auto now = Clock::now();
-    if (now >= deadline_) {
-      result_.timed_out = true;
-      kill_now();
-      finish_pipes();
-      ::waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-      return true;
-    }
+    if (now >= deadline_) return abandon("");
     pollfd fds[3];
     int n = 0;
     if (in_ >= 0) fds[n++] = {in_, POLLOUT, 0};
@@ -212,15 +215,7 @@ bool Child::step(std::chrono::milliseconds wait) {
     auto left = std::min(deadline_, step_end) - now;
     int ms = static_cast<int>(std::max<long long>(0, std::chrono::ceil<std::chrono::milliseconds>(left).count()));
     int r = ::poll(fds, n, ms);
-    if (r < 0 && errno != EINTR) {
-      result_.error = std::string("poll: ") + std::strerror(errno);
-      result_.timed_out = true;
-      kill_now();
-      finish_pipes();
-      ::waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-      return true;
-    }
+    if (r < 0 && errno != EINTR) return abandon(std::string("poll: ") + std::strerror(errno));
     if (r == 0 && Clock::now() >= step_end && Clock::now() < deadline_) return false;
     for (int i = 0; i < n && r > 0; ++i) {
       if (!fds[i].revents) continue;

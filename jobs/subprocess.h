@@ -58,6 +58,9 @@ class Child {
 
  private:
   void finish_pipes();
+  // Ends a child past its deadline (or after a failed poll, `error`): killed with
+  // its group, reaped, marked timed out. Returns true (the step is over).
+  bool abandon(const std::string& error);
   void kill_now();
 
   pid_t pid_ = -1;

@@ -88,22 +88,23 @@ void Downloader::start(Shot& shot) {
   });
 }
 
+void Downloader::wait_for_disk(Shot& shot, const std::string& why) {
+  std::string reason = "waiting: cannot write the video: " + why;
+  if (reason != shot.reason) {
+    shot.reason = std::move(reason);
+    core_.save(shot);  // `status` shows why it waits
+  }
+  core_.book.set_due(shot, mono_ms(core_.mono() + std::min(core_.backoff(shot.attempts++), Millis(60000))));
+  spdlog::warn("{}: {} (will retry)", shot.key(), shot.reason);
+}
+
 void Downloader::on_answer(const std::string& key, int fd, const HttpResponse& r) {
   Shot* shot = core_.book.find(key);
   if (!shot) return;
   const MonoPoint now = core_.mono();
-  auto wait_for_disk = [&](const std::string& why) {
-    std::string reason = "waiting: cannot write the video: " + why;
-    if (reason != shot->reason) {
-      shot->reason = std::move(reason);
-      core_.save(*shot);  // `status` shows why it waits
-    }
-    core_.book.set_due(*shot, mono_ms(now + std::min(core_.backoff(shot->attempts++), Millis(60000))));
-    spdlog::warn("{}: {} (will retry)", key, shot->reason);
-  };
   if (r.error == NetError::local_write) {
     output_.discard_part(shot->batch, shot->spec.id);
-    wait_for_disk(r.error_text);
+    wait_for_disk(*shot, r.error_text);
     return;
   }
   bool complete = r.error == NetError::none && (r.status == 200 || (r.status == 206 && r.body_bytes > 0));
@@ -163,15 +164,6 @@ void Downloader::finish(const std::string& key, int fd, bool has_audio, const Vi
   Shot* shot = core_.book.find(key);
   if (!shot || shot->state != ShotState::downloading) return;  // cancelled while it was probed
   const MonoPoint now = core_.mono();
-  auto wait_for_disk = [&](const std::string& why) {
-    std::string reason = "waiting: cannot write the video: " + why;
-    if (reason != shot->reason) {
-      shot->reason = std::move(reason);
-      core_.save(*shot);
-    }
-    core_.book.set_due(*shot, mono_ms(now + std::min(core_.backoff(shot->attempts++), Millis(60000))));
-    spdlog::warn("{}: {} (will retry)", key, shot->reason);
-  };
   // A video that does not decode is downloaded once more, then HELD.
   if (!facts.checked) {
     output_.discard_part(shot->batch, shot->spec.id);
@@ -203,7 +195,7 @@ void Downloader::finish(const std::string& key, int fd, bool has_audio, const Vi
     crash_point("renamed");
     output_.write_sidecar(shot->batch, shot->spec.id, sidecar_json(*shot, video, to_epoch_ms(core_.wall())));
   } catch (const Error& e) {
-    wait_for_disk(e.what());
+    wait_for_disk(*shot, e.what());
     return;
   }
   core_.end(*shot, ShotState::done, "");

@@ -30,6 +30,8 @@ class Downloader {
  private:
   void start(Shot& shot);
   void on_answer(const std::string& key, int fd, const HttpResponse& r);
+  // The output disk refused the video: the shot says why and tries again after a backoff.
+  void wait_for_disk(Shot& shot, const std::string& why);
   // The probe's answer, on the loop's thread: DONE, downloaded again, or HELD.
   void finish(const std::string& key, int fd, bool has_audio, const VideoFacts& facts);
 
