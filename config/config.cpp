@@ -171,6 +171,7 @@ Config parse_config(const std::string& text, const std::string& path) {
     s.on("download_min_bytes_per_second", [&](auto& v, auto& key) { l.download_min_bytes_per_second = s.integer(v, key, 1, 1ll << 30); });
     s.on("download_stall_seconds", [&](auto& v, auto& key) { l.download_stall_seconds = static_cast<int>(s.integer(v, key, 1, 3600)); });
     s.on("submits_per_minute", [&](auto& v, auto& key) { l.submits_per_minute = s.number(v, key, 0.1, 100000); });
+    s.on("submit_window_seconds", [&](auto& v, auto& key) { l.submit_window_seconds = s.number(v, key, 0.01, 600); });
     s.on("credit_reserve", [&](auto& v, auto& key) { l.credit_reserve = s.number(v, key, 0, 1e12); });
     s.on("daily_budget_credits", [&](auto& v, auto& key) { l.daily_budget_credits = s.number(v, key, 0, 1e12); });
     s.on("requests_per_minute", [&](auto& v, auto& key) {

@@ -435,6 +435,7 @@ class Daemon {
     later("output_root", fresh.output_root == c_.output_root);
     later("input_roots", fresh.input_roots == c_.input_roots);
     later("limits.submits_per_minute", fresh.limits.submits_per_minute == c_.limits.submits_per_minute);
+    later("limits.submit_window_seconds", fresh.limits.submit_window_seconds == c_.limits.submit_window_seconds);
     later("limits (sizes)", fresh.limits.max_shots_per_manifest == c_.limits.max_shots_per_manifest &&
                                 fresh.limits.max_manifest_bytes == c_.limits.max_manifest_bytes &&
                                 fresh.limits.max_media_bytes == c_.limits.max_media_bytes &&

@@ -34,6 +34,7 @@ struct LimitsConfig {
   long long download_min_bytes_per_second = 16384;
   int download_stall_seconds = 30;
   double submits_per_minute = 20;
+  double submit_window_seconds = 60;  // the provider's rate window (SubmitBucket)
   double credit_reserve = 0;        // credits never spent
   double daily_budget_credits = 0;  // per local day; 0: no daily budget
   // Every API call (submits, polls, results, credit reads, uploads) per minute; 0: no budget.

@@ -19,44 +19,49 @@ struct tm local_tm(TimePoint t) {
 }
 }  // namespace
 
-SubmitBucket::SubmitBucket(double per_minute, MonoPoint now)
-    : configured_(per_minute), rate_(per_minute), burst_(std::max(1.0, per_minute / 6000.0)), last_(now) {
-  tokens_ = burst_;
+SubmitBucket::SubmitBucket(double per_minute, double window_seconds, MonoPoint now)
+    : configured_(per_minute),
+      rate_(per_minute),
+      window_(static_cast<int64_t>(window_seconds * 1000.0)),
+      last_(now) {
+  refresh(now);
 }
 
-void SubmitBucket::refill(MonoPoint now) {
-  // Full resolution: truncating to whole milliseconds on every refill (and the
-  // scheduler refills on every tick) lost several percent of the rate.
+void SubmitBucket::refresh(MonoPoint now) {
+  // Slow recovery: after 10 s without a 429, a tenth of the configured rate comes
+  // back every further 10 s.
   double ms = std::chrono::duration<double, std::milli>(now - last_).count();
-  if (ms <= 0) return;
-  // Slow recovery: after 10 s without a 429, a tenth of the configured rate
-  // comes back every further 10 s.
-  if (rate_ < configured_ && now - last_429_ > std::chrono::seconds(10)) {
+  if (ms > 0 && rate_ < configured_ && now - last_429_ > std::chrono::seconds(10))
     rate_ = std::min(configured_, rate_ + configured_ * 0.1 * ms / 10000.0);
-  }
-  tokens_ = std::min(burst_, tokens_ + ms * rate_ / kMsPerMinute);
-  last_ = now;
+  if (ms > 0) last_ = now;
+  // Whole submits only: the count is rounded down and the span never shorter than the
+  // window, so no span of the window's length ever holds more than the rate allows.
+  double in_window = rate_ * static_cast<double>(window_.count()) / kMsPerMinute;
+  allowed_ = in_window >= 1.0 ? static_cast<size_t>(in_window + kEpsilon) : 1;
+  span_ = std::max(window_, Millis(static_cast<int64_t>(std::ceil(kMsPerMinute / rate_))));
+  while (!sent_.empty() && sent_.front() + span_ <= now) sent_.pop_front();
 }
 
 bool SubmitBucket::try_take(MonoPoint now) {
-  refill(now);
-  if (tokens_ < 1.0 - kEpsilon) return false;  // rounding must not delay a due token
-  tokens_ -= 1.0;
+  refresh(now);
+  if (sent_.size() >= allowed_) return false;
+  sent_.push_back(now);
   return true;
 }
 
 MonoPoint SubmitBucket::next_token(MonoPoint now) {
-  refill(now);
-  if (tokens_ >= 1.0 - kEpsilon) return now;
-  double ms = (1.0 - tokens_) * kMsPerMinute / rate_;
-  return now + Millis(static_cast<int64_t>(ms) + 1);
+  refresh(now);
+  if (sent_.size() < allowed_) return now;
+  // The submit whose leaving the span makes room (after a 429 lowered the rate, more
+  // than one may have to leave).
+  return sent_[sent_.size() - allowed_] + span_;
 }
 
 void SubmitBucket::on_rate_limited(MonoPoint now) {
-  refill(now);
+  refresh(now);
   rate_ = std::max(1.0, rate_ * 0.9);
-  tokens_ = 0;
   last_429_ = now;
+  refresh(now);
 }
 
 std::optional<TimeWindow> TimeWindow::parse(const std::string& text, std::string& error) {

@@ -2,6 +2,7 @@
 // bucket with its 429 adaptation, and the local-time night window.
 #pragma once
 
+#include <deque>
 #include <optional>
 #include <string>
 
@@ -9,15 +10,18 @@
 
 namespace wb {
 
-// Submits per minute, shared by all batches, evenly spaced (a burst of 10 ms
-// worth, at least one), so that a provider's fixed window is not overrun at its
-// edges: at most one submit more than the rate in any window. Each 429 takes a
-// tenth off the current rate (not below one a minute); once 10 s pass without
-// one, a tenth of the configured rate comes back every 10 s. A single 429 costs
-// little; a storm brings the rate down geometrically.
+// Submits per minute as a provider counts them: at most `per_minute x window / 60`
+// submits (rounded down, at least one) in ANY span of `window` (limits.
+// submit_window_seconds, 60 by default: the provider's window), so a fixed provider
+// window is never overrun whatever its phase, and work that arrives after a quiet spell
+// goes out at once instead of one spacing apart. A window at or under 60 s / rate is
+// even spacing (one submit each 60 s / rate). Each 429 takes a tenth off the current
+// rate (not below one a minute); once 10 s pass without one, a tenth of the configured
+// rate comes back every 10 s. A single 429 costs little; a storm brings the rate down
+// geometrically.
 class SubmitBucket {
  public:
-  SubmitBucket(double per_minute, MonoPoint now);
+  SubmitBucket(double per_minute, double window_seconds, MonoPoint now);
   // Takes a token when one is available.
   bool try_take(MonoPoint now);
   // When the next token will be available (now if one is).
@@ -26,11 +30,13 @@ class SubmitBucket {
   double current_per_minute() const { return rate_; }
 
  private:
-  void refill(MonoPoint now);
+  void refresh(MonoPoint now);
   double configured_;
   double rate_;
-  double tokens_;
-  double burst_;
+  Millis window_;          // the configured window
+  Millis span_{};          // the window in force: at least 60 s / rate
+  size_t allowed_ = 1;     // submits allowed in any span
+  std::deque<MonoPoint> sent_;  // the submits of the last span, oldest first
   MonoPoint last_;
   MonoPoint last_429_{};
 };

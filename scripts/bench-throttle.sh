@@ -40,13 +40,14 @@ pids+=($!)
 for _ in $(seq 100); do [ -s "$W/port" ] && break; sleep 0.05; done
 port=$(cat "$W/port")
 daemon_rate=$(awk -v r="$rate" -v m="$margin" 'BEGIN { printf "%.1f", r * 60 * m }')
+daemon_window=$(awk -v w="$window" -v s="$scale" 'BEGIN { printf "%.4g", w * s }')  # the provider's window, in real seconds
 cat >"$W/wanbatch.yaml" <<YAML
 api: {base_url: 'http://127.0.0.1:$port', storage_url: 'http://127.0.0.1:$port/upload-asset', allow_loopback_http: true}
 spool: {incoming: $W/spool/incoming, done: $W/spool/done, failed: $W/spool/failed, settle_seconds: 0}
 state_dir: $W/state
 output_root: $W/out
 input_roots: [$W/media]
-limits: {max_in_flight: $((workers * 2)), submits_per_minute: $daemon_rate, max_shots_per_manifest: $shots, max_concurrent_downloads: 16}
+limits: {max_in_flight: $((workers * 2)), submits_per_minute: $daemon_rate, submit_window_seconds: $daemon_window, max_shots_per_manifest: $shots, max_concurrent_downloads: 16}
 poll: {min_interval_seconds: 0.05, max_interval_seconds: 1}
 retry: {base_delay_seconds: 0.1, max_delay_seconds: 2}
 log_level: warn

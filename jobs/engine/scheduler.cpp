@@ -23,7 +23,7 @@ Scheduler::Scheduler(const Settings& settings, Store& store, Transport& transpor
                      std::string api_key, bool threads)
     : core_(settings, store, transport, std::move(wall), std::move(mono), std::move(api_key), threads),
       output_(settings.output_root),
-      bucket_(settings.limits.submits_per_minute, core_.mono()),
+      bucket_(settings.limits.submits_per_minute, settings.limits.submit_window_seconds, core_.mono()),
       planner_(settings.poll),
       submitter_(core_, submit_state_, bucket_),
       follower_(core_, planner_),
@@ -279,19 +279,21 @@ int64_t Scheduler::submit_due(TimePoint wall, MonoPoint now, int64_t next_ms) {
       continue;
     }
     if (!c.global_wait.empty()) return stop({"waiting: " + c.global_wait, 0}, "credits", s);
+    // The rate first: a request of the budget is taken only for a submit that goes.
+    if (MonoPoint token = bucket_.next_token(now); token > now) {
+      char rate[32];
+      std::snprintf(rate, sizeof rate, "%.2f", bucket_.current_per_minute());
+      Wait w{std::string("waiting: submit rate (limits.submits_per_minute, now ") + rate + "/min)",
+             mono_ms(token)};
+      return stop(w, "rate", s);
+    }
     if (!core_.budget.try_take(now, RequestBudget::Use::submit)) {
       Wait w{"waiting: request budget (limits.requests_per_minute " +
                  std::to_string(static_cast<int>(core_.budget.per_minute())) + "): following jobs comes first",
              mono_ms(core_.budget.next_available(now, RequestBudget::Use::submit))};
       return stop(w, "requests", s);
     }
-    if (!bucket_.try_take(now)) {
-      char rate[32];
-      std::snprintf(rate, sizeof rate, "%.2f", bucket_.current_per_minute());
-      Wait w{std::string("waiting: submit rate (limits.submits_per_minute, now ") + rate + "/min)",
-             mono_ms(bucket_.next_token(now))};
-      return stop(w, "rate", s);
-    }
+    bucket_.try_take(now);
     submitter_.start(*s);
     if (!core_.wire_room(true)) return next_ms;
     if (auto w = in_flight_gate(book.in_slot(), limits.max_in_flight)) {

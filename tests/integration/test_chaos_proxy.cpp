@@ -142,7 +142,24 @@ TEST_CASE("chaos: random kills over a batch behind the fault proxy with every ho
   }
   // Every DONE video is a valid MP4, and the one rendered for its shot: the
   // sidecar's request_id is one the simulator accepted for that shot.
-  int bad_videos = 0, videos = 0, wrong_videos = 0;
+  json faults = json::object();
+  int injected = 0;
+  {
+    auto stats = json::parse(http_get("http://127.0.0.1:" + port + "/proxy/stats"), nullptr, false);
+    if (stats.is_object()) faults = stats["faults"];
+    for (auto& [k, n] : faults.items()) injected += n.get<int>();
+  }
+  // One case no client can tell: the proxy answers a submit with the request_id of
+  // an earlier job whose own answer never reached the daemon (killed while it was on
+  // the wire), so that job's shot is HELD as an ambiguous submit and no record names
+  // the id. Such a video is counted apart, and only when its job's shot is so HELD:
+  // the person checking that shot finds the id taken (`wanbatch adopt` refuses it).
+  std::map<std::string, std::string> owner_of;  // request_id -> the shot the simulator rendered it for
+  for (const auto& [shot, list] : ids)
+    for (const auto& id : list) owner_of[id] = shot;
+  std::map<std::string, std::string> held_reason;
+  for (const auto& line : rig.held_lines()) held_reason[line.substr(0, line.find(' '))] = line;
+  int bad_videos = 0, videos = 0, wrong_videos = 0, unknowable = 0;
   for (const auto& name : test::list(rig.root + "/out/chaos")) {
     if (name.size() <= 4 || name.substr(name.size() - 4) != ".mp4") continue;
     ++videos;
@@ -152,16 +169,17 @@ TEST_CASE("chaos: random kills over a batch behind the fault proxy with every ho
     std::string rid = side.is_object() ? side.value("request_id", "") : "";
     const auto& accepted = ids[shot];
     if (std::find(accepted.begin(), accepted.end(), rid) == accepted.end()) {
-      ++wrong_videos;
-      MESSAGE(shot << ".mp4 came from request " << rid << ", not one submitted for " << shot);
+      const std::string owner = owner_of.count(rid) ? owner_of[rid] : "";
+      const std::string why = held_reason.count(owner) ? held_reason[owner] : "";
+      if (faults.value("submit_id_duplicate", 0) > 0 && has(why, "ambiguous submit") && !has(why, rid)) {
+        ++unknowable;
+        MESSAGE(shot << ".mp4 came from request " << rid << " of " << owner << ", whose answer the daemon never "
+                     "saw (" << why << ")");
+      } else {
+        ++wrong_videos;
+        MESSAGE(shot << ".mp4 came from request " << rid << ", not one submitted for " << shot);
+      }
     }
-  }
-  json faults = json::object();
-  int injected = 0;
-  {
-    auto stats = json::parse(http_get("http://127.0.0.1:" + port + "/proxy/stats"), nullptr, false);
-    if (stats.is_object()) faults = stats["faults"];
-    for (auto& [k, n] : faults.items()) injected += n.get<int>();
   }
   std::string deaths_text;
   for (auto& [code, n] : death_codes) deaths_text += " " + std::to_string(n) + "x exit " + std::to_string(code);
@@ -173,7 +191,8 @@ TEST_CASE("chaos: random kills over a batch behind the fault proxy with every ho
             << states.value("REJECTED", 0) << ", HELD " << states.value("HELD", 0) << " (ambiguous "
             << held_ambiguous << ", request_id " << held_request_id << ", expired " << held_expired << ", other "
             << held_other << "), unfinished " << unfinished << "; billed " << billed << " shots, paid twice "
-            << paid_twice << "; invalid videos " << bad_videos << ", wrong videos " << wrong_videos << "; "
+            << paid_twice << "; invalid videos " << bad_videos << ", wrong videos " << wrong_videos
+            << " (and " << unknowable << " a client cannot tell); "
             << injected << " faults injected: " << faults.dump() << "\n";
   if (!finished || held_other || unfinished) std::cout << "wanbatch status:\n" << status_text << "\n";
 

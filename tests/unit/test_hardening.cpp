@@ -34,7 +34,8 @@ struct Rig : test::SchedulerRig {
     config.credits.check_interval_seconds = 300;
     config.poll.min_interval_seconds = 2;
     config.poll.max_interval_seconds = 15;
-    config.limits.submits_per_minute = 6;  // one each 10 s
+    config.limits.submits_per_minute = 6;  // one each 10 s: a window of one spacing
+    config.limits.submit_window_seconds = 10;
     start();
   }
 

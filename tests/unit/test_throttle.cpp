@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <ctime>
+#include <vector>
 
 #include "jobs/throttle.h"
 
@@ -38,8 +39,25 @@ TimePoint utc(int y, int mo, int d, int h, int mi) {
 }
 }  // namespace
 
-TEST_CASE("the bucket spaces submits evenly at its rate per minute, and no more") {
-  SubmitBucket b(600, kStart);  // ten a second, a burst of one
+TEST_CASE("a window's worth of submits goes at once, and no span of the window ever holds more") {
+  SubmitBucket b(20, 60, kStart);  // the shipped setting: 20 in any 60 s
+  int taken = 0;
+  for (int i = 0; i < 30; ++i) taken += b.try_take(kStart);
+  CHECK(taken == 20);  // a batch of 8 or 20 starts at once, not 3 s apart
+  CHECK(b.next_token(kStart) == kStart + seconds(60));
+  // Keep asking every 100 ms for ten minutes: every span of 60 s holds at most 20,
+  // and the long-run rate is the configured one.
+  std::vector<MonoPoint> sent(20, kStart);
+  for (int ms = 100; ms <= 600000; ms += 100) {
+    MonoPoint t = kStart + Millis(ms);
+    while (b.try_take(t)) sent.push_back(t);  // a backlog: as many as it lets out
+  }
+  for (size_t i = 20; i < sent.size(); ++i) CHECK(sent[i] - sent[i - 20] >= seconds(60));
+  CHECK(sent.size() == 20 * 11);  // 0, 60, ..., 600 s
+}
+
+TEST_CASE("a window at or under one spacing spaces submits evenly") {
+  SubmitBucket b(600, 0.1, kStart);  // ten a second: one each 100 ms
   int taken = 0;
   for (int i = 0; i < 100; ++i) taken += b.try_take(kStart);
   CHECK(taken == 1);
@@ -49,26 +67,25 @@ TEST_CASE("the bucket spaces submits evenly at its rate per minute, and no more"
     t = kStart + Millis(ms);
     over_a_minute += b.try_take(t);
   }
-  CHECK(over_a_minute >= 599);  // ten a second; the last may round either way
-  CHECK(over_a_minute <= 600);
+  CHECK(over_a_minute == 600);
   CHECK(b.next_token(t) > t);
-  CHECK(b.next_token(t) <= t + Millis(101));
+  CHECK(b.next_token(t) <= t + Millis(100));
+  SubmitBucket slow(0.5, 60, kStart);  // under one a window: one each two minutes
+  CHECK(slow.try_take(kStart));
+  CHECK_FALSE(slow.try_take(kStart + seconds(119)));
+  CHECK(slow.next_token(kStart + seconds(119)) == kStart + seconds(120));
+  CHECK(slow.try_take(kStart + seconds(120)));
 }
 
-TEST_CASE("frequent refills at sub-millisecond steps lose no rate") {
-  SubmitBucket b(600, kStart);  // one each 100 ms
+TEST_CASE("a fractional rate rounds the window's count down, never up") {
+  SubmitBucket b(2.5, 60, kStart);
   int taken = 0;
-  MonoPoint t = kStart;
-  for (int us = 0; us < 10'000'000; us += 700) {  // ten seconds, looked at every 0.7 ms
-    t = kStart + std::chrono::microseconds(us);
-    taken += b.try_take(t);
-  }
-  CHECK(taken >= 100);
-  CHECK(taken <= 101);
+  for (int i = 0; i < 5; ++i) taken += b.try_take(kStart);
+  CHECK(taken == 2);
 }
 
 TEST_CASE("each 429 takes a tenth off the rate, and quiet time wins it back slowly") {
-  SubmitBucket b(60, kStart);
+  SubmitBucket b(60, 60, kStart);
   b.on_rate_limited(kStart);
   CHECK(b.current_per_minute() == doctest::Approx(54));
   b.on_rate_limited(kStart + seconds(1));
@@ -80,9 +97,18 @@ TEST_CASE("each 429 takes a tenth off the rate, and quiet time wins it back slow
   CHECK(b.current_per_minute() < 60);
   b.try_take(kStart + minutes(5));
   CHECK(b.current_per_minute() == doctest::Approx(60));
-  SubmitBucket slow(1, kStart);
+  SubmitBucket slow(1, 60, kStart);
   for (int i = 0; i < 50; ++i) slow.on_rate_limited(kStart);
   CHECK(slow.current_per_minute() == doctest::Approx(1));
+}
+
+TEST_CASE("a 429 after a full window lowers what the next window lets out") {
+  SubmitBucket b(20, 60, kStart);
+  for (int i = 0; i < 20; ++i) REQUIRE(b.try_take(kStart + Millis(i)));
+  b.on_rate_limited(kStart + seconds(1));  // 18 a window now
+  // Room comes back only when the count in the last 60 s falls under 18: after the
+  // third submit of the window leaves it.
+  CHECK(b.next_token(kStart + seconds(2)) == kStart + Millis(2) + seconds(60));
 }
 
 TEST_CASE("window arithmetic across midnight") {
