@@ -49,19 +49,32 @@ void ContactSheets::start() {
 void ContactSheets::on_event(const Event& e) {
   if (e.kind == Event::Kind::shot_changed) {
     std::string batch = e.key.substr(0, e.key.find('/'));
-    finished_lines_.erase(batch);
+    if (auto it = lines_.find(batch); it != lines_.end()) {
+      // The index's line follows the change; the batch is not read again.
+      auto& states = it->second.states;
+      if (auto from = states.find(to_string(e.from)); from != states.end() && --from->second <= 0) states.erase(from);
+      ++states[to_string(e.to)];
+    }
     stale_.insert(std::move(batch));
     index_stale_ = true;
+  } else if (e.kind == Event::Kind::job_completed) {
+    if (auto it = lines_.find(e.key.substr(0, e.key.find('/'))); it != lines_.end())
+      it->second.spent_micro += to_micro(e.credits);
   } else if (e.kind == Event::Kind::batch_finished) {
+    lines_.erase(e.key);  // counted once more, exactly, from its records
     finished_.insert(e.key);
     index_stale_ = true;
   }
 }
 
-void ContactSheets::tick(std::chrono::steady_clock::time_point now) {
+namespace {
+constexpr size_t kIndexSlice = 2000;  // shot records counted per loop turn for the index
+}
+
+Millis ContactSheets::tick(std::chrono::steady_clock::time_point now) {
   const auto interval = std::chrono::milliseconds(static_cast<int64_t>(config_.contact_sheet.interval_seconds * 1000));
   bool due = now - last_write_ >= interval;
-  if (finished_.empty() && (!due || (stale_.empty() && !index_stale_))) return;
+  if (finished_.empty() && !index_counting_ && (!due || (stale_.empty() && !index_stale_))) return Millis(1000);
   std::set<std::string> todo = std::move(finished_);
   finished_.clear();
   if (due) {
@@ -77,11 +90,13 @@ void ContactSheets::tick(std::chrono::steady_clock::time_point now) {
     }
   }
   try {
-    write_index();
+    index_counting_ = !write_index(kIndexSlice);
   } catch (const Error& e) {
+    index_counting_ = false;
     spdlog::warn("the batches' index was not written: {}", e.what());
   }
-  last_write_ = now;
+  if (due || !todo.empty()) last_write_ = now;
+  return index_counting_ ? Millis(0) : Millis(1000);
 }
 
 void ContactSheets::write_batch(const std::string& batch) {
@@ -101,12 +116,21 @@ void ContactSheets::write_batch(const std::string& batch) {
   out.write(batch, "index.html", batch_sheet_html(*record, shots, ctx));
 }
 
-void ContactSheets::write_index() {
-  if (!index_stale_) return;
+bool ContactSheets::write_index(size_t records) {
+  if (!index_stale_) return true;
   std::vector<BatchLine> lines;
+  size_t read = 0;
+  bool complete = true;
   for (auto& b : store_.batches()) {
-    if (auto it = finished_lines_.find(b.name); b.finished && it != finished_lines_.end()) {
+    // A batch's line is counted from its records once (or again when its shot count
+    // changed), then kept up to date by the events.
+    if (auto it = lines_.find(b.name); it != lines_.end() && it->second.batch.shot_count == b.shot_count) {
+      it->second.batch = b;
       lines.push_back(it->second);
+      continue;
+    }
+    if (read >= records) {
+      complete = false;
       continue;
     }
     BatchLine l;
@@ -114,13 +138,16 @@ void ContactSheets::write_index() {
     for (const auto& s : store_.shots(b.name)) {
       ++l.states[to_string(s.state)];
       if (s.cost) l.spent_micro += to_micro(*s.cost);
+      ++read;
     }
-    if (b.finished) finished_lines_[b.name] = l;
+    lines_[b.name] = l;
     lines.push_back(std::move(l));
   }
+  if (!complete) return false;
   if (!is_dir(config_.output_root)) throw Error("output_root " + config_.output_root + " is missing");
   write_file_atomic(config_.output_root, "index.html", batches_index_html(std::move(lines), now_ms()));
   index_stale_ = false;
+  return true;
 }
 
 }  // namespace wb

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <set>
 #include <string>
 
@@ -15,6 +16,7 @@
 #include "jobs/engine/events.h"
 #include "jobs/shot.h"
 #include "jobs/store.h"
+#include "jobs/util.h"
 
 namespace wb {
 
@@ -28,21 +30,28 @@ class ContactSheets {
   // Marks every unfinished batch's sheet (and the index) stale: at start.
   void start();
   void on_event(const Event& event);
-  // Writes what is due at `now`.
-  void tick(std::chrono::steady_clock::time_point now);
-  // Writes one batch's sheet and the index now. Throws wb::Error.
+  // Writes what is due at `now`. Returns how soon it wants the loop back: at once
+  // while the index of a long history is still being counted, else a second.
+  Millis tick(std::chrono::steady_clock::time_point now);
+  // Writes one batch's sheet now. Throws wb::Error.
   void write_batch(const std::string& batch);
-  void write_index();
+  // Writes <output_root>/index.html once every finished batch's line is counted.
+  // Counting reads each finished batch's shots once, at most about `records` of
+  // them per call (a store with 100,000 finished shots must not stall the loop
+  // at start); returns false while lines are still missing. Throws wb::Error.
+  bool write_index(size_t records = SIZE_MAX);
 
  private:
   const Config& config_;
   const Store& store_;
   std::set<std::string> stale_, finished_;
   bool index_stale_ = false;
+  bool index_counting_ = false;  // the index waits for finished batches still to be counted
   std::chrono::steady_clock::time_point last_write_{};
 
-  // The index's lines of finished batches, read once (a change drops one).
-  std::map<std::string, BatchLine> finished_lines_;  // keys whose poster ffmpeg could not take
+  // The index's line of each batch: counted from its records once, then followed by
+  // the events (a finished batch is counted once more, exactly).
+  std::map<std::string, BatchLine> lines_;  // keys whose poster ffmpeg could not take
 };
 
 }  // namespace wb

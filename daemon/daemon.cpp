@@ -248,8 +248,8 @@ class Daemon {
           if (!spool_lost_)
             for (const auto& name : ready) take(name);
         }
-        Millis next = std::min({scheduler_.tick(), watch_next, Millis(1000), metrics_.tick()});
-        sheets_.tick(std::chrono::steady_clock::now());
+        Millis next = std::min({scheduler_.tick(), watch_next, Millis(1000), metrics_.tick(),
+                                sheets_.tick(std::chrono::steady_clock::now())});
         notifier_.tick();
         if (std::chrono::steady_clock::now() - last_notify >= notify_every) {
           // The watchdog ping doubles as a liveness proof of the loop itself.

@@ -200,6 +200,42 @@ TEST_CASE("sheets are written again at most every interval while running, at onc
     CHECK_MESSAGE(e.path().filename().string().find("tmp") == std::string::npos, e.path());
 }
 
+TEST_CASE("the batches' index counts a long history a slice at a time, then follows the events") {
+  SheetRig rig;  // "night": 4 shots, running
+  for (int b = 0; b < 3; ++b) {
+    BatchRecord rec;
+    rec.name = "old" + std::to_string(b);
+    rec.manifest_name = rec.name + ".yaml";
+    rec.created_ms = 1600000000000 + b;
+    rec.shot_count = 4;
+    rec.finished = true;
+    std::vector<Shot> shots;
+    for (int i = 0; i < 4; ++i) {
+      Shot s = make_shot("s" + std::to_string(i), ShotState::done);
+      s.batch = rec.name;
+      s.index = i;
+      shots.push_back(s);
+    }
+    rig.store->add_batch(rec, shots);
+  }
+  rig.sheets.start();
+  // Four records a call: one batch each, so the page waits for the fourth call.
+  CHECK_FALSE(rig.sheets.write_index(4));
+  CHECK_FALSE(test::exists(rig.root + "/out/index.html"));
+  CHECK_FALSE(rig.sheets.write_index(4));
+  CHECK_FALSE(rig.sheets.write_index(4));
+  CHECK(rig.sheets.write_index(4));
+  std::string html = test::read(rig.root + "/out/index.html");
+  CHECK(html.find("data-batch=\"old2\"") != std::string::npos);
+  CHECK(html.find("PENDING 1") != std::string::npos);
+  // A change reaches the line through its event, with no slice to read records.
+  rig.sheets.on_event(Event::shot("night/s4", ShotState::pending, ShotState::in_flight, ""));
+  CHECK(rig.sheets.write_index(0));
+  html = test::read(rig.root + "/out/index.html");
+  CHECK(html.find("PENDING 1") == std::string::npos);
+  CHECK(html.find("IN_FLIGHT 1") != std::string::npos);
+}
+
 TEST_CASE("Chromium loads the contact sheet from file:// with no console error, one card per shot") {
   if (!have_chromium()) {
     MESSAGE("skipped: /usr/bin/chromium is not installed (Debian package chromium)");
