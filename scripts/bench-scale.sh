@@ -156,6 +156,7 @@ wait_log() {  # LOG PATTERN TIMEOUT: prints the first matching line
   done
 }
 cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+child_cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($16 + $17) / hz }' "/proc/$1/stat"; }
 hwm_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
 
 rows=()
@@ -184,7 +185,10 @@ note "A: accepted after ${accept_s} s (log line), visible in status after ${stat
 row "10,000-shot manifest accepted (rename into incoming/ to the 'accepted' log line)" "${accept_s} s (in status: ${status_s} s)" "< 0.5 s" "$(verdict "$accept_s < 0.5")"
 
 full_flight=""
-deadline=$(calc "print $(date +%s) + 240")
+# Every download is decoded by ffprobe and gets a poster frame from ffmpeg (issue 9): tens
+# of ms of child CPU a video, 10,000 videos on two worker threads, so allow 15 minutes.
+a_limit=900
+deadline=$(calc "print $(date +%s) + $a_limit")
 while [ ! -f "$A/out/big/report.json" ]; do
   [ "$(date +%s)" -lt "$deadline" ] || break
   kill -0 "$DAEMON_PID" 2>/dev/null || break
@@ -200,14 +204,14 @@ if [ -f "$A/out/big/report.json" ] && kill -0 "$A_PID" 2>/dev/null; then
   hwm=$(hwm_kib "$A_PID")
   done_n=$(grep -o '"DONE": *[0-9]*' "$A/out/big/report.json" | grep -o '[0-9]*$' || echo 0)
   makespan=$(calc "printf \"%.1f\", $(date +%s.%N) - $t_rename")
-  note "A: finished in ${makespan} s: DONE ${done_n}, daemon cpu ${cpu} s, VmHWM ${hwm} KiB, sim requests $(sim_stat requests), requests not sent (local errors, retried) $(grep -c 'not sent: ' "$A/daemon.log" || true)"
+  note "A: finished in ${makespan} s: DONE ${done_n}, daemon cpu ${cpu} s (its ffprobe/ffmpeg children apart: $(child_cpu_seconds "$A_PID") s), VmHWM ${hwm} KiB, sim requests $(sim_stat requests), requests not sent (local errors, retried) $(grep -c 'not sent: ' "$A/daemon.log" || true)"
   row "10,000 shots, 5,000 in flight + 5,000 pending: daemon peak RSS (VmHWM)" "$(calc "printf \"%.1f MiB\", $hwm / 1024")" "< 100 MB" \
     "$(verdict "$hwm * 1024 < 100e6")"
   per_shot=$(calc "printf \"%.2f\", $cpu * 1000 / 10000")
   row "  daemon CPU per shot (utime+stime over its life / 10,000; DONE $done_n, makespan ${makespan} s)" "${per_shot} ms" "< 2 ms" \
     "$(verdict "$per_shot < 2 && $done_n == 10000")"
 else
-  note "A: not finished within 240 s (log: $A/daemon.log)"
+  note "A: not finished within $a_limit s (log: $A/daemon.log)"
   row "10,000 shots, 5,000 in flight + 5,000 pending: peak RSS" "unfinished" "< 100 MB" FAIL
   row "  daemon CPU per shot" "unfinished" "< 2 ms" FAIL
 fi
