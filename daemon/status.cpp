@@ -16,6 +16,7 @@
 #include <queue>
 #include <sstream>
 
+#include "jobs/engine/book.h"
 #include "jobs/json_safe.h"
 #include "jobs/util.h"
 
@@ -281,7 +282,7 @@ StatusView summarize(const StatusSnapshot& snap, const PricingConfig& pricing, d
   if (!snap.cost_model.empty()) costs.load(snap.cost_model);
 
   struct Pending {
-    std::tuple<int, int64_t, std::string, int> order;  // the daemon's submit order (book.h)
+    ShotBook::PendingKey order;  // the daemon's submit order
     EtaJob job;
   };
   std::vector<Pending> eta_jobs;
@@ -322,7 +323,7 @@ StatusView summarize(const StatusSnapshot& snap, const PricingConfig& pricing, d
       if (s.state == ShotState::pending && !b.no_eta.empty()) continue;  // it will not go: no slot for it
       EtaJob j{rec.name, RenderClass{s.spec.resolution, s.spec.duration}, s.state,
                s.submitted_ms ? static_cast<double>(snap.now_ms - s.submitted_ms) / 1000.0 : 0.0};
-      eta_jobs.push_back({{-rec.priority, rec.created_ms, rec.name, s.index}, j});
+      eta_jobs.push_back({ShotBook::submit_order(&rec, s), j});
     }
     v.batches.push_back(std::move(b));
   }

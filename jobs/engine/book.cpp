@@ -2,6 +2,7 @@
 
 #include <limits>
 
+#include "jobs/engine/render_model.h"
 #include "jobs/util.h"
 
 namespace wb {
@@ -25,9 +26,9 @@ const Shot* ShotBook::find(const std::string& key) const {
   return it == shots_.end() ? nullptr : &it->second;
 }
 
-ShotBook::PendingKey ShotBook::pending_key(const Shot& shot) const {
-  const BatchRecord* b = batch(shot.batch);
-  return {b ? -b->priority : 0, b ? b->created_ms : 0, shot.batch, shot.index};
+ShotBook::PendingKey ShotBook::submit_order(const BatchRecord* b, const Shot& shot) {
+  const double work_s = RenderModel::prior_median(RenderClass{shot.spec.resolution, shot.spec.duration});
+  return {b ? -b->priority : 0, b ? b->created_ms : 0, shot.batch, -static_cast<int64_t>(work_s * 1000.0), shot.index};
 }
 
 void ShotBook::index(const Shot& shot, int sign) {
@@ -108,6 +109,7 @@ std::map<ShotBook::PendingKey, std::string>::const_iterator ShotBook::skip_batch
     std::map<PendingKey, std::string>::const_iterator from) const {
   if (from == pending_.end()) return from;
   PendingKey next = from->first;
+  next.neg_work_ms = std::numeric_limits<int64_t>::max();
   next.index = std::numeric_limits<int>::max();
   return pending_.upper_bound(next);
 }

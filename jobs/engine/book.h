@@ -56,16 +56,23 @@ class ShotBook {
   // (an entry made stale by a later set_due): a wake-up that finds nothing.
   int64_t next_due_ms() const;
 
-  // PENDING shots in submit order.
+  // PENDING shots in submit order: priority, then batch age, then within a batch the
+  // longest render first (the prior's median for the shot's class, which orders the
+  // classes as the learned times do), then manifest order. Longest first: a long shot
+  // started last would finish alone, long after the others (list scheduling: the
+  // makespan is at most 4/3 of the best instead of 2x).
   struct PendingKey {
     int neg_priority;
     int64_t created_ms;
     std::string batch;
+    int64_t neg_work_ms;
     int index;
     bool operator<(const PendingKey& o) const {
-      return std::tie(neg_priority, created_ms, batch, index) < std::tie(o.neg_priority, o.created_ms, o.batch, o.index);
+      return std::tie(neg_priority, created_ms, batch, neg_work_ms, index) <
+             std::tie(o.neg_priority, o.created_ms, o.batch, o.neg_work_ms, o.index);
     }
   };
+  static PendingKey submit_order(const BatchRecord* batch, const Shot& shot);
   const std::map<PendingKey, std::string>& pending() const { return pending_; }
   // The first pending entry after every shot of `batch` at or after `from`.
   std::map<PendingKey, std::string>::const_iterator skip_batch(std::map<PendingKey, std::string>::const_iterator from) const;
@@ -77,7 +84,7 @@ class ShotBook {
   int open_in_batch(const std::string& batch) const;
 
  private:
-  PendingKey pending_key(const Shot& shot) const;
+  PendingKey pending_key(const Shot& shot) const { return submit_order(batch(shot.batch), shot); }
   void index(const Shot& shot, int sign);
   // Queues a followed shot at its due time, unless it is queued at that time already.
   void queue(const Shot& shot);

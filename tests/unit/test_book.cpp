@@ -159,6 +159,27 @@ TEST_CASE("book: pending shots go by priority, then batch age, then batch name, 
   CHECK(pending_keys(book)[1] == "old/o0");
 }
 
+TEST_CASE("book: within a batch the longest render goes first, then manifest order") {
+  ShotBook book;
+  book.add_batch(batch_of("a", 0, 1000));
+  book.add_batch(batch_of("b", 0, 2000));
+  auto sized = [](const std::string& batch, const std::string& id, int index, const char* res, int seconds) {
+    Shot s = shot_of(batch, id, index);
+    s.spec.resolution = res;
+    s.spec.duration = seconds;
+    return s;
+  };
+  book.add(sized("a", "short", 0, "720P", 5));
+  book.add(sized("a", "long", 1, "720P", 10));
+  book.add(sized("a", "big", 2, "1080P", 10));
+  book.add(sized("a", "short2", 3, "720P", 5));
+  book.add(sized("b", "huge", 0, "1080P", 15));  // a later batch still waits for the earlier one
+  CHECK(pending_keys(book) == std::vector<std::string>{"a/big", "a/long", "a/short", "a/short2", "b/huge"});
+  // skip_batch passes every shot of the batch, whatever its length.
+  CHECK(book.skip_batch(book.pending().begin())->second == "b/huge");
+  CHECK(book.skip_batch(std::next(book.pending().begin(), 2))->second == "b/huge");
+}
+
 TEST_CASE("book: skip_batch moves past every pending shot of the batch at hand") {
   ShotBook book;
   book.add_batch(batch_of("a", 0, 1000));
