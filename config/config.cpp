@@ -242,6 +242,7 @@ Config parse_config(const std::string& text, const std::string& path) {
     });
     s.on("command_timeout_seconds", [&](auto& v, auto& key) { c.notify.command_timeout_seconds = s.number(v, key, 1, 3600); });
     s.on("credits_low_below", [&](auto& v, auto& key) { c.notify.credits_low_below = s.number(v, key, 0, 1e12); });
+    s.on("max_pending", [&](auto& v, auto& key) { c.notify.max_pending = static_cast<int>(s.integer(v, key, 1, 1000000)); });
     s.on("webhooks", [&](const YAML::Node& v, const std::string& key) {
       if (!v.IsSequence()) s.fail(key, v, "must be a list of {url, format, secret, events}");
       for (const auto& item : v) {

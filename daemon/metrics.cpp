@@ -121,6 +121,11 @@ EngineMetrics::EngineMetrics(MonoFn mono, NowFn wall)
                 .Help("Credits the provider charged for results read")
                 .Register(r)
                 .Add({});
+  notify_dropped_ = &BuildCounter()
+                        .Name("wanbatch_notifications_dropped_total")
+                        .Help("Webhook deliveries dropped undelivered because notify.max_pending were waiting")
+                        .Register(r)
+                        .Add({});
   render_ = &BuildHistogram()
                  .Name("wanbatch_render_seconds")
                  .Help("Render time of completed jobs (the result's inference_time), by resolution")
@@ -302,6 +307,8 @@ Millis EngineMetrics::tick(const Scheduler& scheduler) {
   }
   return next;
 }
+
+void EngineMetrics::notification_dropped() { notify_dropped_->Increment(); }
 
 std::string EngineMetrics::text() const {
   return prometheus::TextSerializer().Serialize(registry_->Collect());
