@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <utility>
+#include <vector>
 
 namespace wb {
 
@@ -36,6 +37,8 @@ using prometheus::BuildHistogram;
 
 constexpr Millis kSnapshotEvery{1000};
 constexpr size_t kCensusSlice = 2000;  // records per loop turn while the census runs
+constexpr int kServerThreads = 8;
+constexpr Millis kRequestTimeout{2000};
 
 const ShotState kUnfinished[] = {ShotState::pending, ShotState::submitting, ShotState::in_flight, ShotState::fetching,
                                  ShotState::downloading};
@@ -316,7 +319,12 @@ std::string EngineMetrics::text() const {
 
 MetricsServer::MetricsServer(const std::string& listen, const std::shared_ptr<prometheus::Registry>& registry) {
   try {
-    exposer_ = std::make_unique<prometheus::Exposer>(listen, 1);
+    // civetweb's workers serve one connection each: enough of them, and a
+    // request that has not arrived whole in kRequestTimeout closed, so a few
+    // silent or trickling connections (slowloris) never keep a scrape out.
+    exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", listen, "num_threads", std::to_string(kServerThreads), "request_timeout_ms",
+        std::to_string(kRequestTimeout.count()), "enable_keep_alive", "no"});
   } catch (const std::exception& e) {
     throw Error("metrics.listen " + listen + ": cannot listen: " + e.what());
   }

@@ -117,8 +117,11 @@ class EngineMetrics {
   std::optional<MonoPoint> last_snapshot_;
 };
 
-// The HTTP endpoint: GET http://<listen>/metrics. Throws wb::Error when it
-// cannot listen (address in use, not an address of this host).
+// The HTTP endpoint: GET http://<listen>/metrics, served by 8 civetweb
+// threads; a request must arrive whole within 2 s of its connection being
+// taken up, so silent or trickling connections cannot hold the workers.
+// Throws wb::Error when it cannot listen (address in use, not an address of
+// this host).
 class MetricsServer {
  public:
   MetricsServer(const std::string& listen, const std::shared_ptr<prometheus::Registry>& registry);
