@@ -167,7 +167,7 @@ void footer_lines(std::ostringstream& o, const StatusView& v, const TextStyle& s
     o << fit("submits: " + v.submit_wait + (v.daemon_running ? "" : " (when the daemon last ran)"), style.width)
       << "\n";
   if (!v.daemon_running) {
-    o << "daemon: not running\n";
+    o << fit("daemon: " + (v.daemon_silent.empty() ? std::string("not running") : v.daemon_silent), style.width) << "\n";
     return;
   }
   o << fit("daemon: running, " + std::to_string(v.at_provider) + " of " + std::to_string(v.max_in_flight) +
@@ -268,6 +268,7 @@ StatusView summarize(const StatusSnapshot& snap, const PricingConfig& pricing, d
   StatusView v;
   v.submit_wait = snap.submit_wait;
   v.daemon_running = snap.daemon_running;
+  v.daemon_silent = snap.daemon_silent;
   v.paused = snap.paused;
   v.max_in_flight = snap.max_in_flight;
   v.submits_per_minute = snap.submits_per_minute;
@@ -312,7 +313,7 @@ StatusView summarize(const StatusSnapshot& snap, const PricingConfig& pricing, d
       return at_provider(s.state);
     }));
     if (ended < b.shots) {
-      if (!snap.daemon_running) b.no_eta = "daemon not running";
+      if (!snap.daemon_running) b.no_eta = snap.daemon_silent.empty() ? "daemon not running" : "daemon not answering";
       else if (snap.paused) b.no_eta = "submits paused";
       else if (!Spend::batch_budget_gate(b.budget, b.spent, b.remaining_estimate).empty())
         b.no_eta = "the batch budget does not cover the rest";
@@ -422,6 +423,7 @@ nlohmann::json overview_json(const StatusView& v) {
           {"submit_wait", v.submit_wait},
           {"daemon",
            {{"running", v.daemon_running},
+            {"not_answering", v.daemon_silent.empty() ? nlohmann::json(nullptr) : nlohmann::json(v.daemon_silent)},
             {"paused", v.paused},
             {"in_flight", v.at_provider},
             {"max_in_flight", v.max_in_flight},
