@@ -338,3 +338,42 @@ TEST_CASE("an ffprobe that fails on everything is a broken tool, not a video tha
   CHECK(junk.checked);
   CHECK_FALSE(junk.decodes);
 }
+
+TEST_CASE("an ffprobe that exits 0 with nothing useful is a broken tool, not a video that does not decode") {
+  REQUIRE_FFMPEG();
+  test::write("v.mp4", std::string(sim::sample_mp4()));
+  const std::string useless = test::cwd() + "/useless-ffprobe";
+  test::write(useless, "#!/bin/sh\necho '{}'\n");
+  REQUIRE(::chmod(useless.c_str(), 0755) == 0);
+  VideoConfig c;
+  c.ffprobe = useless;
+  VideoFacts broken = probe_video(c, "v.mp4");
+  CHECK_FALSE(broken.checked);
+  CHECK_MESSAGE(broken.problem.find("ffprobe does not work") == 0, broken.problem);
+  CHECK(broken.problem.find("no video stream") != std::string::npos);
+  // A working ffprobe (its -version answers) that finds no streams: a verdict on the video.
+  const std::string picky = test::cwd() + "/picky-ffprobe";
+  test::write(picky, "#!/bin/sh\nfor a; do [ \"$a\" = -version ] && exec ffprobe -version; done\necho '{}'\n");
+  REQUIRE(::chmod(picky.c_str(), 0755) == 0);
+  c.ffprobe = picky;
+  VideoFacts verdict = probe_video(c, "v.mp4");
+  CHECK(verdict.checked);
+  CHECK_FALSE(verdict.decodes);
+}
+
+TEST_CASE("a useless ffprobe is retried as 'cannot check the video', then HELD, never 'does not decode'") {
+  const std::string useless = test::cwd() + "/useless-ffprobe";
+  test::write(useless, "#!/bin/sh\necho '{}'\n");
+  REQUIRE(::chmod(useless.c_str(), 0755) == 0);
+  Rig rig;
+  rig.config.video.ffprobe = useless;
+  rig.config.retry.max_attempts = 2;
+  rig.to_download();
+  rig.deliver(std::string(sim::sample_mp4()));
+  CHECK(rig.shot().state == ShotState::downloading);
+  rig.deliver(std::string(sim::sample_mp4()));
+  Shot s = rig.shot();
+  CHECK(s.state == ShotState::held);
+  CHECK_MESSAGE(s.reason.find("cannot check the video") != std::string::npos, s.reason);
+  CHECK(s.reason.find("ffprobe does not work") != std::string::npos);
+}
