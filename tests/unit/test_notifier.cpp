@@ -345,6 +345,7 @@ notify:
   command: [/usr/bin/logger, -t, wanbatch]
   command_timeout_seconds: 5
   credits_low_below: 10
+  max_pending: 50
   webhooks:
     - {url: "https://hooks.example.com/x", format: slack, secret: abc, events: [shot_held, credits_low]}
     - {url: "http://127.0.0.1:9/hook"}
@@ -357,6 +358,8 @@ contact_sheet: {interval_seconds: 2}
   CHECK(c.notify.webhooks[0].format == "slack");
   CHECK(c.notify.webhooks[0].events == std::vector<std::string>{"shot_held", "credits_low"});
   CHECK(c.notify.webhooks[1].events == std::vector<std::string>{"batch_finished"});
+  CHECK(c.notify.max_pending == 50);
+  CHECK(parse_config(base, "c.yaml").notify.max_pending == 1000);
   CHECK(c.video.ffprobe == "/usr/bin/ffprobe");
   CHECK(c.video.timeout_seconds == 5);
   CHECK(c.contact_sheet.interval_seconds == 2);
@@ -369,6 +372,7 @@ contact_sheet: {interval_seconds: 2}
     }
   };
   refused("notify: {command: 'rm -rf /'}\n", "must be a list");
+  refused("notify: {max_pending: 0}\n", "notify.max_pending");
   refused("notify: {command: [sh, -c, x], webhooks: [{url: 'http://example.com/h'}]}\n", "must be an https URL");
   // A refused webhook URL is not echoed: it may be a credential, and the message is logged.
   try {

@@ -379,7 +379,7 @@ TEST_CASE("a useless ffprobe is retried as 'cannot check the video', then HELD, 
   CHECK(s.reason.find("ffprobe does not work") != std::string::npos);
 }
 
-TEST_CASE("a full output disk at the commit leaves no <shot>.mp4 for a shot that is not DONE; cancel takes back a stray one") {
+TEST_CASE("a full output disk at the commit leaves no <shot>.mp4 for a shot that is not DONE, and cancel takes back a stray one") {
   REQUIRE_FFMPEG();
   Rig rig;
   const std::string out = rig.root + "/out";
