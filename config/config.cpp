@@ -82,10 +82,10 @@ class Section {
 };
 
 
-// metrics.listen: HOST:PORT, HOST an IPv4 address or a bracketed IPv6 one, PORT
-// 0..65535 (0: any free port). Returns the problem, or "" when it is valid.
+// metrics.listen: HOST:PORT, HOST an IPv4 address, PORT 0..65535 (0: any free
+// port). Returns the problem, or "" when it is valid.
 std::string listen_problem(const std::string& v) {
-  const std::string form = "must be HOST:PORT with an IP address (127.0.0.1:9464, [::1]:9464, 0.0.0.0:9464) or "
+  const std::string form = "must be HOST:PORT with an IPv4 address (127.0.0.1:9464, 0.0.0.0:9464) or "
                            "\"\" to turn the endpoint off, got '" + v + "'";
   auto colon = v.rfind(':');
   if (colon == std::string::npos || colon == 0) return form;
@@ -93,11 +93,9 @@ std::string listen_problem(const std::string& v) {
   if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
       std::stoi(port) > 65535)
     return form;
-  if (host.front() == '[') {
-    if (host.back() != ']' || host.size() < 4 || host.find_first_not_of("0123456789abcdefABCDEF:.", 1) != host.size() - 1)
-      return form;
-    return "";
-  }
+  if (host.front() == '[')  // Debian's civetweb (the metrics server) is built without IPv6: it could never bind
+    return "must be an IPv4 address: the metrics server (civetweb) of this build cannot listen on IPv6; use "
+           "127.0.0.1:" + port + " or 0.0.0.0:" + port + ", got '" + v + "'";
   int parts = 0;
   size_t at = 0;
   while (at <= host.size()) {
@@ -243,6 +241,7 @@ Config parse_config(const std::string& text, const std::string& path) {
     });
     s.on("command_timeout_seconds", [&](auto& v, auto& key) { c.notify.command_timeout_seconds = s.number(v, key, 1, 3600); });
     s.on("credits_low_below", [&](auto& v, auto& key) { c.notify.credits_low_below = s.number(v, key, 0, 1e12); });
+    s.on("max_pending", [&](auto& v, auto& key) { c.notify.max_pending = static_cast<int>(s.integer(v, key, 1, 1000000)); });
     s.on("webhooks", [&](const YAML::Node& v, const std::string& key) {
       if (!v.IsSequence()) s.fail(key, v, "must be a list of {url, format, secret, events}");
       for (const auto& item : v) {

@@ -38,6 +38,7 @@ struct NotifyConfig {
   double command_timeout_seconds = 60;
   std::vector<WebhookConfig> webhooks;
   double credits_low_below = 0;  // credits_low fires when a balance read falls under it; 0: never
+  int max_pending = 1000;        // webhook deliveries kept at most; past it the oldest is dropped
   bool operator==(const NotifyConfig&) const = default;
 };
 

@@ -35,18 +35,6 @@ void set_timeouts(int fd, int seconds) {
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
-bool read_line(int fd, std::string& out) {
-  char buf[4096];
-  while (out.find('\n') == std::string::npos) {
-    if (out.size() > kMaxLine) return false;
-    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) return !out.empty();
-    out.append(buf, static_cast<size_t>(n));
-  }
-  out.resize(out.find('\n'));
-  return true;
-}
-
 void send_all(int fd, const std::string& data) {
   size_t off = 0;
   while (off < data.size()) {
@@ -233,22 +221,38 @@ void ControlServer::answer(Client& c, Clock::time_point now, const Handler& hand
   c.deadline = now + limits_.answer_timeout;
 }
 
-nlohmann::json control_request(const std::string& state_dir, const nlohmann::json& request) {
+nlohmann::json control_request(const std::string& state_dir, const nlohmann::json& request, int timeout_seconds) {
+  using Kind = ControlError::Kind;
   std::string path = control_socket_path(state_dir);
   sockaddr_un addr = address(path);
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  set_timeouts(fd, 10);  // before connect, which waits while the daemon's backlog is full
+  set_timeouts(fd, timeout_seconds);  // before connect, which waits while the daemon's backlog is full
+  const std::string busy = "the daemon is busy: it did not answer on " + path + " in " + std::to_string(timeout_seconds) + " s";
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     int e = errno;
     ::close(fd);
-    throw Error("no running daemon answers on " + path + " (" + std::strerror(e) + ")");
+    if (e == EAGAIN || e == EWOULDBLOCK || e == ETIMEDOUT || e == EINTR) throw ControlError(Kind::timed_out, busy);
+    throw ControlError(Kind::no_daemon, "no running daemon answers on " + path + " (" + std::strerror(e) + ")");
   }
-  send_all(fd, request.dump() + "\n");
   std::string line;
-  bool ok = read_line(fd, line);
+  bool timed_out = false;
+  send_all(fd, request.dump() + "\n");  // a daemon that takes none of it times out below
+  char buf[4096];
+  while (!timed_out && line.find('\n') == std::string::npos && line.size() <= kMaxLine) {
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n > 0) {
+      line.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    timed_out = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    break;
+  }
   ::close(fd);
-  auto answer = nlohmann::json::parse(line, nullptr, false);
-  if (!ok || answer.is_discarded()) throw Error("the daemon gave no answer on " + path);
+  if (timed_out) throw ControlError(Kind::timed_out, busy);
+  auto answer = nlohmann::json::parse(line.substr(0, line.find('\n')), nullptr, false);
+  if (line.empty() || answer.is_discarded())
+    throw ControlError(Kind::no_answer, "the daemon gave no answer on " + path);
   return answer;
 }
 

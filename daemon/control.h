@@ -70,8 +70,18 @@ class ControlServer {
 
 std::string control_socket_path(const std::string& state_dir);
 
-// Sends one request to the running daemon and waits up to 10 s for its answer.
-// Throws wb::Error when no daemon answers.
-nlohmann::json control_request(const std::string& state_dir, const nlohmann::json& request);
+// Why control_request() got no answer: no daemon listens (no socket, or
+// connection refused), or one took the connection but gave no answer in time
+// (its loop is busy or stuck), or it closed the connection without one.
+class ControlError : public Error {
+ public:
+  enum class Kind { no_daemon, timed_out, no_answer };
+  ControlError(Kind kind, const std::string& message) : Error(message), kind(kind) {}
+  Kind kind;
+};
+
+// Sends one request to the running daemon and waits up to `timeout_seconds`
+// for its answer. Throws ControlError when none comes.
+nlohmann::json control_request(const std::string& state_dir, const nlohmann::json& request, int timeout_seconds = 10);
 
 }  // namespace wb

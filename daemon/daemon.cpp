@@ -212,6 +212,7 @@ class Daemon {
     scheduler_.on_batch_finished = [this](const BatchRecord& b) { retire_manifest(b); };
     scheduler_.events().subscribe([this](const Event& e) { sheets_.on_event(e); });
     scheduler_.events().subscribe([this](const Event& e) { notifier_.on_event(e); });
+    notifier_.on_dropped = [this] { metrics_.notification_dropped(); };
   }
 
   int run() {
@@ -617,7 +618,8 @@ class Daemon {
   Scheduler scheduler_;
   DaemonMetrics metrics_;
   ContactSheets sheets_{c_, *store_};
-  Notifier notifier_{c_, *store_, transport_, [] { return to_epoch_ms(std::chrono::system_clock::now()); }};
+  Notifier notifier_{c_, *store_, transport_, [] { return to_epoch_ms(std::chrono::system_clock::now()); },
+                     [this](const std::string& batch) { return batch_progress(scheduler_, batch); }};
   SpoolWatcher watcher_;
   ControlServer control_;
   int signal_fd_;

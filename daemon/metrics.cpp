@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <utility>
+#include <vector>
 
 namespace wb {
 
@@ -36,6 +37,8 @@ using prometheus::BuildHistogram;
 
 constexpr Millis kSnapshotEvery{1000};
 constexpr size_t kCensusSlice = 2000;  // records per loop turn while the census runs
+constexpr int kServerThreads = 8;
+constexpr Millis kRequestTimeout{2000};
 
 const ShotState kUnfinished[] = {ShotState::pending, ShotState::submitting, ShotState::in_flight, ShotState::fetching,
                                  ShotState::downloading};
@@ -121,6 +124,11 @@ EngineMetrics::EngineMetrics(MonoFn mono, NowFn wall)
                 .Help("Credits the provider charged for results read")
                 .Register(r)
                 .Add({});
+  notify_dropped_ = &BuildCounter()
+                        .Name("wanbatch_notifications_dropped_total")
+                        .Help("Webhook deliveries dropped undelivered because notify.max_pending were waiting")
+                        .Register(r)
+                        .Add({});
   render_ = &BuildHistogram()
                  .Name("wanbatch_render_seconds")
                  .Help("Render time of completed jobs (the result's inference_time), by resolution")
@@ -303,13 +311,20 @@ Millis EngineMetrics::tick(const Scheduler& scheduler) {
   return next;
 }
 
+void EngineMetrics::notification_dropped() { notify_dropped_->Increment(); }
+
 std::string EngineMetrics::text() const {
   return prometheus::TextSerializer().Serialize(registry_->Collect());
 }
 
 MetricsServer::MetricsServer(const std::string& listen, const std::shared_ptr<prometheus::Registry>& registry) {
   try {
-    exposer_ = std::make_unique<prometheus::Exposer>(listen, 1);
+    // civetweb's workers serve one connection each: enough of them, and a
+    // request that has not arrived whole in kRequestTimeout closed, so a few
+    // silent or trickling connections (slowloris) never keep a scrape out.
+    exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", listen, "num_threads", std::to_string(kServerThreads), "request_timeout_ms",
+        std::to_string(kRequestTimeout.count()), "enable_keep_alive", "no"});
   } catch (const std::exception& e) {
     throw Error("metrics.listen " + listen + ": cannot listen: " + e.what());
   }

@@ -64,6 +64,9 @@ class EngineMetrics {
   // Returns how soon it wants to run again.
   Millis tick(const Scheduler& scheduler);
 
+  // A webhook delivery dropped for a full outbox (daemon/notifier.h).
+  void notification_dropped();
+
   // The text exposition of the registry (what /metrics serves).
   std::string text() const;
 
@@ -99,6 +102,7 @@ class EngineMetrics {
   prometheus::Family<prometheus::Counter>* rate_limited_;
   prometheus::Family<prometheus::Counter>* limits_;
   prometheus::Counter* spent_;
+  prometheus::Counter* notify_dropped_;
   prometheus::Family<prometheus::Histogram>* render_;
   prometheus::Family<prometheus::Histogram>* delay_;
 
@@ -113,8 +117,11 @@ class EngineMetrics {
   std::optional<MonoPoint> last_snapshot_;
 };
 
-// The HTTP endpoint: GET http://<listen>/metrics. Throws wb::Error when it
-// cannot listen (address in use, not an address of this host).
+// The HTTP endpoint: GET http://<listen>/metrics, served by 8 civetweb
+// threads; a request must arrive whole within 2 s of its connection being
+// taken up, so silent or trickling connections cannot hold the workers.
+// Throws wb::Error when it cannot listen (address in use, not an address of
+// this host).
 class MetricsServer {
  public:
   MetricsServer(const std::string& listen, const std::shared_ptr<prometheus::Registry>& registry);
@@ -139,6 +146,7 @@ class DaemonMetrics {
   void start(const Store& store) { engine_.start_census(store); }
   // On every turn of the loop; returns how soon it wants the next.
   Millis tick() { return engine_.tick(scheduler_); }
+  void notification_dropped() { engine_.notification_dropped(); }
 
  private:
   Scheduler& scheduler_;

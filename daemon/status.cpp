@@ -168,7 +168,7 @@ void footer_lines(std::ostringstream& o, const StatusView& v, const TextStyle& s
     o << fit("submits: " + v.submit_wait + (v.daemon_running ? "" : " (when the daemon last ran)"), style.width)
       << "\n";
   if (!v.daemon_running) {
-    o << "daemon: not running\n";
+    o << fit("daemon: " + (v.daemon_silent.empty() ? std::string("not running") : v.daemon_silent), style.width) << "\n";
     return;
   }
   o << fit("daemon: running, " + std::to_string(v.at_provider) + " of " + std::to_string(v.max_in_flight) +
@@ -269,6 +269,7 @@ StatusView summarize(const StatusSnapshot& snap, const PricingConfig& pricing, d
   StatusView v;
   v.submit_wait = snap.submit_wait;
   v.daemon_running = snap.daemon_running;
+  v.daemon_silent = snap.daemon_silent;
   v.paused = snap.paused;
   v.max_in_flight = snap.max_in_flight;
   v.submits_per_minute = snap.submits_per_minute;
@@ -313,7 +314,7 @@ StatusView summarize(const StatusSnapshot& snap, const PricingConfig& pricing, d
       return at_provider(s.state);
     }));
     if (ended < b.shots) {
-      if (!snap.daemon_running) b.no_eta = "daemon not running";
+      if (!snap.daemon_running) b.no_eta = snap.daemon_silent.empty() ? "daemon not running" : "daemon not answering";
       else if (snap.paused) b.no_eta = "submits paused";
       else if (!Spend::batch_budget_gate(b.budget, b.spent, b.remaining_estimate).empty())
         b.no_eta = "the batch budget does not cover the rest";
@@ -423,6 +424,7 @@ nlohmann::json overview_json(const StatusView& v) {
           {"submit_wait", v.submit_wait},
           {"daemon",
            {{"running", v.daemon_running},
+            {"not_answering", v.daemon_silent.empty() ? nlohmann::json(nullptr) : nlohmann::json(v.daemon_silent)},
             {"paused", v.paused},
             {"in_flight", v.at_provider},
             {"max_in_flight", v.max_in_flight},

@@ -41,6 +41,9 @@ struct StatusSnapshot {
   std::string render_model;   // meta/render_model (JSON text, may be empty)
   std::string cost_model;     // meta/cost_model (JSON text, may be empty)
   bool daemon_running = false;
+  // When not running: "" (no daemon: no socket, or refused), or why a daemon that is
+  // there did not answer ("busy: not answering in 3 s").
+  std::string daemon_silent;
   bool paused = false;
   int max_in_flight = 8;             // the daemon's live figure, else the config's
   double submits_per_minute = 20;    // the daemon's live rate (lower after 429s), else the config's
@@ -74,6 +77,7 @@ struct StatusView {
   std::vector<BatchStatus> batches;
   std::string submit_wait;
   bool daemon_running = false, paused = false;
+  std::string daemon_silent;  // StatusSnapshot::daemon_silent
   int max_in_flight = 0;
   int at_provider = 0;  // every batch's shots counted against max_in_flight
   double submits_per_minute = 0;

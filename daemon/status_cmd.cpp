@@ -29,6 +29,10 @@ namespace wb {
 
 namespace {
 
+// How long `status` waits for the daemon's answer: a busy daemon is said to be
+// busy, not "not running", and the view is not held up long.
+constexpr int kPingTimeoutSeconds = 3;
+
 volatile sig_atomic_t g_stop = 0;
 void on_stop_signal(int) { g_stop = 1; }
 
@@ -58,13 +62,20 @@ StatusSnapshot read_snapshot(const Config& config) {
   snap.max_in_flight = config.limits.max_in_flight;
   snap.submits_per_minute = config.limits.submits_per_minute;
   try {
-    auto ping = control_request(config.state_dir, {{"command", "ping"}});
+    auto ping = control_request(config.state_dir, {{"command", "ping"}}, kPingTimeoutSeconds);
     snap.daemon_running = true;
     snap.paused = ping.value("paused", false);
     if (auto cap = ping.find("max_in_flight"); cap != ping.end() && cap->is_number_integer())
       snap.max_in_flight = cap->get<int>();
     if (auto rate = ping.find("submits_per_minute"); rate != ping.end() && rate->is_number())
       snap.submits_per_minute = rate->get<double>();
+  } catch (const ControlError& e) {
+    snap.daemon_running = false;
+    if (e.kind == ControlError::Kind::timed_out)
+      snap.daemon_silent = "busy: not answering in " + std::to_string(kPingTimeoutSeconds) +
+                           " s (it runs; its loop is slow or stuck: see its log)";
+    else if (e.kind == ControlError::Kind::no_answer)
+      snap.daemon_silent = "not answering (it closed the connection; stopping?)";
   } catch (const Error&) {
     snap.daemon_running = false;
   }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -24,11 +25,35 @@ const std::set<std::string> kShotFields = {"id",         "prompt",     "negative
 const std::set<std::string> kTopFields = {"batch", "priority", "budget_credits", "base_dir", "defaults", "shots"};
 constexpr size_t kMaxPromptBytes = 10000;
 
-// Tabs and line breaks are text; any other C0 control (a YAML "\0" or "\e") or DEL is not.
-bool has_control_character(std::string_view s) {
-  for (unsigned char c : s)
-    if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f) return true;
-  return false;
+// What in a prompt is not text a person sees, as a problem ("" when none):
+// tabs and line breaks (\n, \r\n) are text; any other C0 control (a YAML
+// "\0" or "\e"), a lone \r, DEL, C1 controls (U+0080-U+009F), bidi overrides
+// and isolates (U+202A-U+202E, U+2066-U+2069, which make a text read otherwise
+// than it runs) and zero-width characters (U+200B-U+200D, U+2060, U+FEFF) are
+// not. The UTF-8 sequences are matched as bytes.
+std::string unseen_character(std::string_view s) {
+  auto at = [](size_t i, const char* what, unsigned cp, const char* hint = "") {
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "holds %s U+%04X at byte %zu%s", what, cp, i, hint);
+    return std::string(buf);
+  };
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    auto next = [&](size_t k) { return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0u; };
+    if (c == '\r' && next(1) != '\n') return at(i, "a lone carriage return", c);
+    if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f)
+      return at(i, "a control character", c, " (a \\0 or \\e escape?)");
+    if (c == 0xC2 && next(1) >= 0x80 && next(1) <= 0x9F) return at(i, "a C1 control character", next(1));
+    if (c == 0xE2 && next(1) == 0x80 && next(2) >= 0x8B && next(2) <= 0x8D)
+      return at(i, "a zero-width character", 0x2000u + (next(2) - 0x80));
+    if (c == 0xE2 && next(1) == 0x80 && next(2) >= 0xAA && next(2) <= 0xAE)
+      return at(i, "a bidi override", 0x2000u + (next(2) - 0x80));
+    if (c == 0xE2 && next(1) == 0x81 && next(2) == 0xA0) return at(i, "a zero-width character", 0x2060);
+    if (c == 0xE2 && next(1) == 0x81 && next(2) >= 0xA6 && next(2) <= 0xA9)
+      return at(i, "a bidi isolate", 0x2040u + (next(2) - 0x80));
+    if (c == 0xEF && next(1) == 0xBB && next(2) == 0xBF) return at(i, "a zero-width character", 0xFEFF);
+  }
+  return "";
 }
 
 std::string stem_of(const std::string& file) {
@@ -293,8 +318,8 @@ ManifestResult parse_manifest(const std::string& text, const std::string& file,
             check.problem(*n, where + ".prompt", "is empty");
           else if (v->size() > kMaxPromptBytes)
             check.problem(*n, where + ".prompt", "is longer than 10000 bytes");
-          else if (has_control_character(*v))
-            check.problem(*n, where + ".prompt", "holds a control character (a \\0 or \\e escape?)");
+          else if (std::string bad = unseen_character(*v); !bad.empty())
+            check.problem(*n, where + ".prompt", bad);
           spec.prompt = *v;
         }
       } else {
@@ -304,8 +329,8 @@ ManifestResult parse_manifest(const std::string& text, const std::string& file,
         if (auto v = check.scalar(*n, where + ".negative_prompt")) {
           if (v->size() > kMaxPromptBytes)
             check.problem(*n, where + ".negative_prompt", "is longer than 10000 bytes");
-          else if (has_control_character(*v))
-            check.problem(*n, where + ".negative_prompt", "holds a control character (a \\0 or \\e escape?)");
+          else if (std::string bad = unseen_character(*v); !bad.empty())
+            check.problem(*n, where + ".negative_prompt", bad);
           spec.negative_prompt = *v;
         }
       if (const YamlValue* n = field("image"))

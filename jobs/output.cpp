@@ -84,6 +84,58 @@ std::string OutputDir::commit_part(const std::string& batch, const std::string& 
   return final_path;
 }
 
+std::string OutputDir::commit_shot(const std::string& batch, const std::string& shot, int fd,
+                                   const std::string& sidecar) const {
+  check_shot_id(shot);
+  const std::string dir = batch_dir(batch);
+  const std::string json_path = join_path(dir, shot + ".json");
+  const std::string tmp = join_path(dir, "." + shot + ".json.commit");
+  struct stat st {};
+  if (::lstat(json_path.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
+    throw Error("refusing to replace the symlink " + json_path);
+  {
+    int out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (out < 0) throw Error("cannot create " + tmp + ": " + std::strerror(errno));
+    size_t off = 0;
+    int e = 0;
+    while (off < sidecar.size() && e == 0) {
+      ssize_t n = ::write(out, sidecar.data() + off, sidecar.size() - off);
+      if (n > 0) off += static_cast<size_t>(n);
+      else if (n < 0 && errno != EINTR) e = errno;
+    }
+    if (e == 0 && ::fsync(out) != 0) e = errno;
+    ::close(out);
+    if (e != 0) {
+      ::unlink(tmp.c_str());
+      throw Error("cannot write " + tmp + ": " + std::strerror(e));
+    }
+  }
+  std::string video;
+  try {
+    video = commit_part(batch, shot, fd);
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  if (::rename(tmp.c_str(), json_path.c_str()) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    ::rename(video.c_str(), join_path(dir, part_name(shot)).c_str());
+    fsync_dir(dir);
+    throw Error("cannot rename the sidecar to " + json_path + ": " + std::strerror(e));
+  }
+  fsync_dir(dir);
+  return video;
+}
+
+void OutputDir::withdraw(const std::string& batch, const std::string& shot) const {
+  check_shot_id(shot);
+  const std::string dir = join_path(root_, batch);
+  bool any = ::unlink(join_path(dir, shot + ".mp4").c_str()) == 0;
+  any = ::unlink(join_path(dir, shot + ".json").c_str()) == 0 || any;
+  if (any) fsync_dir(dir);
+}
+
 std::string OutputDir::part_path(const std::string& batch, const std::string& shot) const {
   check_shot_id(shot);
   return join_path(join_path(root_, batch), part_name(shot));

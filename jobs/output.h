@@ -37,6 +37,20 @@ class OutputDir {
   // Returns the final path.
   std::string commit_part(const std::string& batch, const std::string& shot, int fd) const;
 
+  // A shot's video and its sidecar made visible together, so that a full
+  // disk never leaves a <shot>.mp4 without its <shot>.json: the sidecar is
+  // written and synced under a temporary name first (a full disk fails here,
+  // with nothing shown), then the part is synced and renamed to <shot>.mp4,
+  // then the sidecar to <shot>.json, and the folder synced; a failure after
+  // the video's rename takes the video back to its part. Returns the video's
+  // path. The caller records the shot DONE after it, and withdraw()s on failure.
+  std::string commit_shot(const std::string& batch, const std::string& shot, int fd, const std::string& sidecar) const;
+
+  // Takes back what a commit made visible for a shot that is not DONE (its
+  // record could not be written, it was cancelled, or a crash came between the
+  // commit and the record): <shot>.mp4 and <shot>.json are removed.
+  void withdraw(const std::string& batch, const std::string& shot) const;
+
   // The path of <batch>/.<shot>.mp4.part (for a checker that reads it by name).
   std::string part_path(const std::string& batch, const std::string& shot) const;
 

@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 
 #include "jobs/credits.h"
@@ -578,6 +579,32 @@ std::optional<std::string> Store::meta(const std::string& name) const {
   if (s.IsNotFound()) return std::nullopt;
   check(s, "read meta");
   return v;
+}
+
+namespace {
+std::string notification_key(uint64_t id) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "n/%020llu", static_cast<unsigned long long>(id));
+  return buf;
+}
+}  // namespace
+
+void Store::update_notifications(const std::vector<std::pair<uint64_t, std::string>>& puts,
+                                 const std::vector<uint64_t>& erases) {
+  rocksdb::WriteBatch batch;
+  for (const auto& [id, value] : puts) batch.Put(notification_key(id), value);
+  for (uint64_t id : erases) batch.Delete(notification_key(id));
+  rocksdb::WriteOptions wo;
+  commit(wo, batch);
+}
+
+std::vector<std::pair<uint64_t, std::string>> Store::notifications() const {
+  std::vector<std::pair<uint64_t, std::string>> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek("n/"); it->Valid() && it->key().starts_with("n/"); it->Next())
+    out.emplace_back(std::strtoull(it->key().ToString().c_str() + 2, nullptr, 10), it->value().ToString());
+  check(it->status(), "scan n/");
+  return out;
 }
 
 void Store::put_meta(const std::string& name, const std::string& value) {

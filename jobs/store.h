@@ -10,6 +10,7 @@
 //   u/<batch>/<shot>       index: the shot is unfinished (kept by every shot write)
 //   ub/<batch>             index: the batch is unfinished (kept by every batch write)
 //   d/<YYYY-MM-DD>         micro-credits spent that local day (an aggregate)
+//   n/<20-digit id>        a webhook delivery not yet made (daemon/notifier)
 //   meta/cost_model, meta/render_model   what was learned, small aggregates
 // The indexes and aggregates let a daemon start read unfinished work only,
 // however much finished history the store holds; a store from before them is
@@ -124,6 +125,13 @@ class Store {
 
   std::optional<std::string> asset_url(const std::string& sha256) const;
   void put_asset(const std::string& sha256, const std::string& url);
+
+  // Webhook deliveries not yet made (daemon/notifier), one key each, so an
+  // event or an attempt writes only its own: puts and erases in one write, not
+  // synced (the WAL survives a crash of the process). Listed in id order.
+  void update_notifications(const std::vector<std::pair<uint64_t, std::string>>& puts,
+                            const std::vector<uint64_t>& erases);
+  std::vector<std::pair<uint64_t, std::string>> notifications() const;
 
   void append_ledger(const nlohmann::json& entry);
   std::vector<nlohmann::json> ledger() const;

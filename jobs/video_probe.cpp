@@ -100,25 +100,30 @@ VideoFacts probe_video(const VideoConfig& config, const std::string& path) {
   spec.timeout = timeout_of(config);
   spec.max_output_bytes = 256 << 10;
   SubprocessResult r = run_subprocess(spec);
+  // Whether ffprobe itself works (`-version` answers as ffprobe): asked when a
+  // probe finds nothing decodable, because a broken tool (one that exits 1 on
+  // everything, or exits 0 with nothing useful) says nothing of the video and
+  // must not make a person pay for it again.
+  auto tool_works = [&](VideoFacts& f) {
+    SubprocessSpec self = spec;
+    self.argv = {config.ffprobe, "-v", "error", "-version"};
+    SubprocessResult v = run_subprocess(self);
+    if (v.ok() && v.out.find("ffprobe version") != std::string::npos) return;
+    f.checked = false;
+    f.problem = "ffprobe does not work (`" + config.ffprobe + " -version`: " +
+                (v.ok() ? std::string("no version in its answer") : v.describe()) + "), " + f.problem;
+  };
   if (!r.ok()) {
     VideoFacts f;
-    // ffprobe ran to its end and refused the file: that is a verdict on the
-    // video, provided ffprobe itself works (`-version` answers); a broken tool
-    // says nothing of the video, and must not make a person pay for it again.
+    // ffprobe ran to its end and refused the file: a verdict on the video, if the tool works.
     f.checked = r.started && !r.timed_out && r.signal == 0;
     f.problem = "ffprobe " + r.describe();
-    if (f.checked) {
-      SubprocessSpec self = spec;
-      self.argv = {config.ffprobe, "-v", "error", "-version"};
-      SubprocessResult v = run_subprocess(self);
-      if (!v.ok() || v.out.find("ffprobe version") == std::string::npos) {
-        f.checked = false;
-        f.problem = "ffprobe does not work (`" + config.ffprobe + " -version`: " + v.describe() + "), " + f.problem;
-      }
-    }
+    if (f.checked) tool_works(f);
     return f;
   }
-  return parse_ffprobe_json(r.out);
+  VideoFacts f = parse_ffprobe_json(r.out);
+  if (f.checked && !f.decodes) tool_works(f);
+  return f;
 }
 
 std::vector<std::string> video_differences(const ShotSpec& asked, const VideoFacts& got) {

@@ -51,6 +51,9 @@ void Downloader::start(Shot& shot) {
   long long offset = 0;
   const MonoPoint now = core_.mono();
   try {
+    // A shot that downloads is not DONE: a video a commit left visible (a crash
+    // before its record said DONE) is taken back before it is fetched again.
+    output_.withdraw(shot.batch, shot.spec.id);
     // A retry after a partial download resumes it with a Range request.
     fd = output_.open_part(shot.batch, shot.spec.id, shot.attempts > 0, offset);
   } catch (const Error& e) {
@@ -191,14 +194,21 @@ void Downloader::finish(const std::string& key, int fd, bool has_audio, const Vi
     struct stat st {};
     ::fstat(fd, &st);
     VideoInfo video{static_cast<long long>(st.st_size), sha256_fd_hex(fd), has_audio, shot->video_json};
-    shot->file = output_.commit_part(shot->batch, shot->spec.id, fd);
-    crash_point("renamed");
-    output_.write_sidecar(shot->batch, shot->spec.id, sidecar_json(*shot, video, to_epoch_ms(core_.wall())));
+    shot->file = output_.commit_shot(shot->batch, shot->spec.id, fd,
+                                     sidecar_json(*shot, video, to_epoch_ms(core_.wall())));
   } catch (const Error& e) {
+    shot->file.clear();
     wait_for_disk(*shot, e.what());
     return;
   }
-  core_.end(*shot, ShotState::done, "");
+  crash_point("renamed");  // visible, not yet DONE: the next download start or a cancel takes it back
+  try {
+    core_.end(*shot, ShotState::done, "");
+  } catch (...) {
+    // The record did not take DONE (a full state disk): nothing of it stays visible.
+    output_.withdraw(shot->batch, shot->spec.id);
+    throw;
+  }
   crash_point("done");
 }
 

@@ -182,7 +182,10 @@ OperatorResult Operator::cancel(const std::string& target) {
     if (!live->request_id.empty())
       why += "; the provider's job " + live->request_id + " cannot be cancelled and may still be billed";
     r.changed.push_back(s.spec.id);
-    if (live->state == ShotState::downloading) output_.discard_part(live->batch, live->spec.id);
+    if (live->state == ShotState::downloading) {
+      output_.discard_part(live->batch, live->spec.id);
+      output_.withdraw(live->batch, live->spec.id);  // a commit a crash cut short before DONE
+    }
     core_.end(*live, ShotState::cancelled, why);
   }
   return r;

@@ -84,6 +84,8 @@ class Scheduler {
   size_t submits_on_the_wire() const { return submitter_.on_the_wire(); }
   size_t active_shots() const { return core_.book.size(); }
   size_t unfinished_batches() const { return core_.book.batches().size(); }
+  // Credits spent on a batch's shots so far (micro-credits), from the spend's running sum.
+  MicroCredits spent_in_batch(const std::string& batch) const { return core_.spend.spent_in_batch(batch); }
   // Why submits wait right now, daemon-wide ("" when they do not).
   const std::string& submit_wait() const { return submit_wait_; }
   // Submits a minute allowed now: limits.submits_per_minute, less after 429s.

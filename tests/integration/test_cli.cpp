@@ -3,7 +3,14 @@
 // `status` read from a running daemon, also in a real terminal (tmux).
 #include <doctest/doctest.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
 
 #include <regex>
 
@@ -272,4 +279,50 @@ TEST_CASE("status --watch to a pipe: plain snapshots one after another, no escap
   CHECK_MESSAGE(has(out, "/min\n\nlake ["), out);
   rig.daemon->signal(SIGTERM);
   CHECK(rig.daemon->wait() == 0);
+}
+
+namespace {
+
+// A control socket that a stuck daemon would leave: it takes connections into
+// its backlog (`listening`) and never answers, or is bound with no one listening.
+struct SilentSocket {
+  int fd = -1;
+  SilentSocket(const std::string& path, bool listening) {
+    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+    ::unlink(path.c_str());
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    if (listening) REQUIRE(::listen(fd, 16) == 0);
+  }
+  ~SilentSocket() { ::close(fd); }
+};
+
+}  // namespace
+
+TEST_CASE("status tells a busy daemon (its socket takes the connection, no answer in 3 s) from one not running") {
+  Rig rig;
+  rig.start_daemon();
+  REQUIRE(test::eventually([&] { return has(rig.log(), "loaded"); }));
+  rig.daemon->signal(SIGTERM);
+  REQUIRE(rig.daemon->wait() == 0);
+  const std::string sock = rig.root + "/state/control.sock";
+  ::unlink(sock.c_str());
+  std::string out = cli_out({"--config", rig.config, "status"});
+  CHECK_MESSAGE(has(out, "daemon: not running"), out);
+  {
+    SilentSocket refused(sock, false);  // a socket file left behind: connection refused
+    out = cli_out({"--config", rig.config, "status"});
+    CHECK_MESSAGE(has(out, "daemon: not running"), out);
+  }
+  SilentSocket stuck(sock, true);
+  const auto t0 = std::chrono::steady_clock::now();
+  out = cli_out({"--config", rig.config, "status"});
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(6));
+  CHECK_MESSAGE(has(out, "daemon: busy: not answering in 3 s"), out);
+  CHECK(!has(out, "not running"));
+  auto j = nlohmann::json::parse(cli_out({"--config", rig.config, "status", "--json"}));
+  CHECK(j["daemon"]["running"] == false);
+  CHECK(j["daemon"]["not_answering"].get<std::string>().find("busy") == 0);
 }

@@ -79,16 +79,23 @@ TEST_CASE("plain http is refused unless it is loopback and allowed") {
 
 TEST_CASE("metrics.listen: 127.0.0.1:9464 by default, an IP address and port, empty turns it off, else refused") {
   CHECK(parse_config(kMinimal, "wb.yaml").metrics_listen == "127.0.0.1:9464");
-  for (const char* ok : {"0.0.0.0:9464", "127.0.0.1:0", "10.1.2.3:65535", "[::1]:9464", "[::]:1"})
+  for (const char* ok : {"0.0.0.0:9464", "127.0.0.1:0", "10.1.2.3:65535"})
     CHECK(parse_config(std::string(kMinimal) + "metrics: {listen: \"" + ok + "\"}\n", "wb.yaml").metrics_listen == ok);
   CHECK(parse_config(std::string(kMinimal) + "metrics: {listen: \"\"}\n", "wb.yaml").metrics_listen.empty());
   CHECK(parse_config(std::string(kMinimal) + "metrics: {listen: }\n", "wb.yaml").metrics_listen.empty());
   for (const char* bad : {"9464", ":9464", "localhost:9464", "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536",
-                          "127.0.0.1:-1", "256.0.0.1:9464", "1.2.3:9464", "1.2.3.4.5:9464", "[::1:9464",
-                          "[]:9464", "http://127.0.0.1:9464", "127.0.0.1:94 64", "[::1]:x"}) {
+                          "127.0.0.1:-1", "256.0.0.1:9464", "1.2.3:9464", "1.2.3.4.5:9464",
+                          "http://127.0.0.1:9464", "127.0.0.1:94 64", "[::1]:x"}) {
     std::string e = error_of(std::string(kMinimal) + "metrics: {listen: \"" + bad + "\"}\n");
     CHECK_MESSAGE(e.find("wb.yaml:5: metrics.listen: must be HOST:PORT") == 0, bad << " -> " << e);
     CHECK_MESSAGE(e.find(std::string("got '") + bad + "'") != std::string::npos, e);
+  }
+  // The metrics server (Debian's civetweb) has no IPv6: what it could never bind is refused here,
+  // not accepted and then logged as "cannot listen" by a daemon that runs on without metrics.
+  for (const char* v6 : {"[::]:0", "[::1]:9464", "[::]:1", "[::1:9464", "[]:9464"}) {
+    std::string e = error_of(std::string(kMinimal) + "metrics: {listen: \"" + v6 + "\"}\n");
+    CHECK_MESSAGE(e.find("wb.yaml:5: metrics.listen: must be an IPv4 address") == 0, v6 << " -> " << e);
+    CHECK_MESSAGE(e.find("cannot listen on IPv6") != std::string::npos, e);
   }
   CHECK(error_of(std::string(kMinimal) + "metrics: {port: 9464}\n").find("metrics.port: unknown key") !=
         std::string::npos);

@@ -296,3 +296,46 @@ TEST_CASE("prompts hold no control characters, and a negative prompt is capped l
                   ", image: frames/a.png}]\n")
             .find("longer than 10000 bytes") != std::string::npos);
 }
+
+TEST_CASE("prompts refuse what a person cannot see: lone CR, C1 controls, bidi overrides and isolates, zero-width") {
+  Fixture f;
+  struct Case {
+    const char* text;  // YAML double-quoted, escapes or raw UTF-8 bytes
+    const char* says;
+  };
+  const Case cases[] = {
+      {"a\\rb", "a lone carriage return U+000D at byte 1"},
+      {"a\\x85b", "a C1 control character U+0085 at byte 1"},
+      {"a\\u009Bb", "a C1 control character U+009B"},
+      {"pay \\u202Eoof", "a bidi override U+202E at byte 4"},
+      {"a\\u202Ab", "a bidi override U+202A"},
+      {"a\xE2\x81\xA6" "b", "a bidi isolate U+2066"},
+      {"a\\u2069b", "a bidi isolate U+2069"},
+      {"zero\\u200Bwidth", "a zero-width character U+200B"},
+      {"a\\u200Db", "a zero-width character U+200D"},
+      {"a\\u2060b", "a zero-width character U+2060"},
+      {"a\xEF\xBB\xBF" "b", "a zero-width character U+FEFF"},
+      {"a\\0b", "a control character"},
+  };
+  for (const auto& c : cases) {
+    for (const char* field : {"prompt", "negative_prompt"}) {
+      std::string shot = std::string(field) == "prompt" ? std::string("prompt: \"") + c.text + "\""
+                                                         : std::string("prompt: p, negative_prompt: \"") + c.text + "\"";
+      auto r = f.parse("batch: b\nshots:\n  - {id: a, image: frames/a.png}\n  - {id: c, " + shot +
+                       ", image: frames/a.png}\n");
+      // The first shot lacks a prompt; the second one's problem is the one under test, on line 4.
+      bool found = false;
+      for (const auto& p : r.problems)
+        if (p.field.find(field) != std::string::npos && p.field.find("shots[c]") != std::string::npos) {
+          found = true;
+          CHECK(p.line == 4);
+          CHECK_MESSAGE(p.message.find(c.says) != std::string::npos, c.text << " -> " << p.message);
+        }
+      CHECK_MESSAGE(found, field << ": " << c.text);
+    }
+  }
+  // What is text stays text: CRLF line breaks, tabs, accents, emoji, right-to-left script without overrides.
+  CHECK(f.problem("shots: [{id: a, prompt: \"one\\r\\ntwo\\tthree caf\xC3\xA9 \xF0\x9F\x8C\x8A \xD7\xA9\xD7\x9C\xD7\x95\xD7\x9D\", "
+                  "image: frames/a.png}]\n") == "");
+  CHECK(f.problem("shots: [{id: a, prompt: \"en\xE2\x80\x94" "dash \xE2\x80\x9Cquoted\xE2\x80\x9D\", image: frames/a.png}]\n") == "");
+}

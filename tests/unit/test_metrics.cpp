@@ -1,8 +1,14 @@
 // The engine's metrics (daemon/metrics.h) fed by a whole engine over a fake
 // transport and clock: what each series says after the shots it saw.
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <sstream>
+#include <vector>
 
 #include "daemon/metrics.h"
 #include "jobs/engine/gates.h"
@@ -194,4 +200,71 @@ TEST_CASE("metrics: every reason the gates and budgets give maps to its own labe
   CHECK(status_class(200) == "2xx");
   CHECK(status_class(503) == "5xx");
   CHECK(status_class(0) == "error");
+}
+
+namespace {
+
+// A TCP connection to 127.0.0.1:port, or -1.
+int connect_local(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    if (fd >= 0) ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// GET /metrics, waiting at most `limit` for the whole answer; "" when it did not come.
+std::string scrape(int port, std::chrono::milliseconds limit) {
+  int fd = connect_local(port);
+  if (fd < 0) return "";
+  timeval tv{static_cast<time_t>(limit.count() / 1000), static_cast<suseconds_t>(limit.count() % 1000 * 1000)};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  std::string out;
+  if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
+    char buf[8192];
+    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("metrics: silent and trickling connections (slowloris) do not keep a scrape out") {
+  EngineMetrics m{[] { return MonoPoint{}; }, [] { return TimePoint{}; }};
+  MetricsServer server("127.0.0.1:0", m.registry());
+  const int port = std::stoi(server.url().substr(server.url().rfind(':') + 1));
+  // More attackers than the server has workers: half send nothing, half the start of a request and no more.
+  std::vector<int> attackers;
+  for (int i = 0; i < 12; ++i) {
+    int fd = connect_local(port);
+    REQUIRE(fd >= 0);
+    if (i % 2) {
+      const std::string part = "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+      REQUIRE(::write(fd, part.data(), part.size()) == static_cast<ssize_t>(part.size()));
+    }
+    attackers.push_back(fd);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string answer = scrape(port, std::chrono::milliseconds(5000));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  for (int fd : attackers) ::close(fd);
+  CHECK(answer.rfind("HTTP/1.", 0) == 0);
+  CHECK(answer.find("wanbatch_batches_unfinished") != std::string::npos);
+  // The attackers' requests time out (2 s) and free the workers: the scrape is answered within that.
+  CHECK(took < std::chrono::milliseconds(3000));
+}
+
+TEST_CASE("metrics: every metrics.listen the config accepts binds (port 0: any free port)") {
+  EngineMetrics m{[] { return MonoPoint{}; }, [] { return TimePoint{}; }};
+  for (const char* listen : {"127.0.0.1:0", "0.0.0.0:0"}) {
+    MetricsServer server(listen, m.registry());
+    CHECK(server.url().find(":0/") == std::string::npos);
+  }
 }

@@ -75,8 +75,9 @@ struct Rig {
     store->add_batch(b, {s1, s2});
     start();
   }
+  Notifier::ProgressFn progress;
   void start() {
-    notifier = std::make_unique<Notifier>(config, *store, net, [this] { return wall; });
+    notifier = std::make_unique<Notifier>(config, *store, net, [this] { return wall; }, progress);
     notifier->load();
   }
   // Runs the loop (tick + transport) until `done` or 10 s of real time.
@@ -168,6 +169,116 @@ TEST_CASE("a delivery is given up after 24 hours") {
   CHECK(rig.notifier->outbox_size() == 0);
 }
 
+TEST_CASE("each delivery is its own record in the store: an event writes its own, a 2xx erases it") {
+  Receiver hook;
+  Rig rig;
+  rig.config.notify.webhooks = {{hook.url(), "json", "", {"batch_finished"}}, {hook.url() + "/2", "json", "", {"batch_finished"}}};
+  rig.notifier->on_event(Event::batch("night"));
+  auto stored = rig.store->notifications();
+  REQUIRE(stored.size() == 2);  // one key per delivery, not one list rewritten per event
+  CHECK(json::parse(stored[0].second)["url"] == hook.url());
+  CHECK(!rig.store->meta("notify_outbox").has_value());
+  REQUIRE(rig.run_until([&] { return rig.notifier->outbox_size() == 0; }));
+  CHECK(rig.store->notifications().empty());
+}
+
+TEST_CASE("an outbox of an earlier version (one list under meta/notify_outbox) is moved to one key each") {
+  Receiver hook;
+  Rig rig;
+  rig.config.notify.webhooks = {{hook.url(), "json", "", {"batch_finished"}}};
+  json old = json::array({{{"id", 7}, {"url", hook.url()}, {"event", "batch_finished"}, {"format", "json"},
+                           {"body", "{\"batch\":\"night\"}"}, {"attempts", 2}, {"first_ms", rig.wall},
+                           {"next_ms", rig.wall}}});
+  rig.store->put_meta("notify_outbox", old.dump());
+  rig.start();
+  CHECK(rig.notifier->outbox_size() == 1);
+  CHECK(rig.store->notifications().size() == 1);
+  CHECK(rig.store->meta("notify_outbox").value_or("") == "");
+  REQUIRE(rig.run_until([&] { return rig.notifier->outbox_size() == 0; }));
+  CHECK(hook.at(0).body == "{\"batch\":\"night\"}");
+}
+
+TEST_CASE("the outbox is bounded: past notify.max_pending the oldest delivery is dropped, with a count") {
+  Receiver hook;
+  Rig rig;
+  rig.config.notify.max_pending = 3;
+  rig.config.notify.webhooks = {{hook.url(), "slack", "", {"shot_held"}}};
+  int counted = 0;
+  rig.notifier->on_dropped = [&] { ++counted; };
+  for (int i = 0; i < 5; ++i)
+    rig.notifier->on_event(Event::shot("night/s" + std::to_string(i), ShotState::downloading, ShotState::held, "x"));
+  CHECK(rig.notifier->outbox_size() == 3);
+  CHECK(rig.notifier->dropped() == 2);
+  CHECK(counted == 2);
+  auto stored = rig.store->notifications();
+  REQUIRE(stored.size() == 3);
+  CHECK(json::parse(stored[0].second)["body"].get<std::string>().find("night/s2 ") != std::string::npos);
+  // A restart with a smaller cap keeps the newest.
+  rig.config.notify.max_pending = 1;
+  rig.start();
+  CHECK(rig.notifier->outbox_size() == 1);
+  REQUIRE(rig.run_until([&] { return rig.notifier->outbox_size() == 0; }));
+  REQUIRE(hook.count() == 1);
+  CHECK(json::parse(hook.at(0).body)["text"].get<std::string>().find("night/s4 ") != std::string::npos);
+}
+
+TEST_CASE("a shot_held message comes from the engine's counts, not from reading the batch's shots") {
+  Receiver hook;
+  Rig rig;
+  rig.progress = [](const std::string& batch) -> std::optional<BatchProgress> {
+    if (batch != "night") return std::nullopt;
+    return BatchProgress{40, 12, to_micro(1.5)};
+  };
+  rig.start();
+  rig.config.notify.webhooks = {{hook.url(), "json", "", {"shot_held"}}};
+  rig.notifier->on_event(Event::shot("night/s2", ShotState::downloading, ShotState::held, "gave up"));
+  REQUIRE(rig.run_until([&] { return rig.notifier->outbox_size() == 0; }));
+  json j = json::parse(hook.at(0).body);
+  CHECK(j["event"] == "shot_held");
+  CHECK(j["shot"] == "s2");
+  CHECK(j["reason"] == "gave up");
+  CHECK(j["shots"] == 40);  // the engine's figure; the store holds 2 shots of this batch
+  CHECK(j["unfinished"] == 12);
+  CHECK(j["credits_spent"].dump() == "1.5");
+  CHECK(!j.contains("states"));
+}
+
+TEST_CASE("after an outage deliveries go paced: one at a time per endpoint, at most 4 a second") {
+  Receiver hook;
+  hook.statuses = {503};
+  Rig rig;
+  rig.config.notify.webhooks = {{hook.url(), "slack", "", {"shot_held"}}};
+  for (int i = 0; i < 10; ++i)
+    rig.notifier->on_event(Event::shot("night/s" + std::to_string(i), ShotState::downloading, ShotState::held, "x"));
+  size_t most_on_wire = 0;
+  auto watch = [&] {
+    most_on_wire = std::max(most_on_wire, rig.notifier->on_the_wire());
+    return rig.notifier->on_the_wire() == 0 && hook.count() >= 1;
+  };
+  // The endpoint fails: its other deliveries wait with it, not one request each.
+  REQUIRE(rig.run_until(watch));
+  CHECK(hook.count() == 1);
+  CHECK(rig.notifier->next_attempt_ms() == rig.wall + 5000);
+  // It is back: a burst of 4, then one every 250 ms, never two at once.
+  rig.wall += 5000;
+  REQUIRE(rig.run_until([&] { return watch() && hook.count() == 5; }));
+  CHECK(rig.notifier->outbox_size() == 6);
+  CHECK(rig.notifier->next_attempt_ms() == rig.wall + 250);
+  rig.wall += 250;
+  REQUIRE(rig.run_until([&] { return watch() && hook.count() == 6; }));
+  CHECK(rig.notifier->outbox_size() == 5);
+  for (size_t sent = 7; sent <= 11; ++sent) {
+    rig.wall += 250;
+    REQUIRE(rig.run_until([&] { return watch() && hook.count() == sent; }));
+  }
+  CHECK(rig.notifier->outbox_size() == 0);
+  CHECK(most_on_wire == 1);
+  // In the order of their events.
+  for (size_t i = 1; i < 11; ++i)
+    CHECK(json::parse(hook.at(i).body)["text"].get<std::string>().find("night/s" + std::to_string(i - 1) + " ") !=
+          std::string::npos);
+}
+
 TEST_CASE("Slack and Discord hooks get a readable message, each hook only its events") {
   Receiver hook;
   Rig rig;
@@ -234,6 +345,7 @@ notify:
   command: [/usr/bin/logger, -t, wanbatch]
   command_timeout_seconds: 5
   credits_low_below: 10
+  max_pending: 50
   webhooks:
     - {url: "https://hooks.example.com/x", format: slack, secret: abc, events: [shot_held, credits_low]}
     - {url: "http://127.0.0.1:9/hook"}
@@ -246,6 +358,8 @@ contact_sheet: {interval_seconds: 2}
   CHECK(c.notify.webhooks[0].format == "slack");
   CHECK(c.notify.webhooks[0].events == std::vector<std::string>{"shot_held", "credits_low"});
   CHECK(c.notify.webhooks[1].events == std::vector<std::string>{"batch_finished"});
+  CHECK(c.notify.max_pending == 50);
+  CHECK(parse_config(base, "c.yaml").notify.max_pending == 1000);
   CHECK(c.video.ffprobe == "/usr/bin/ffprobe");
   CHECK(c.video.timeout_seconds == 5);
   CHECK(c.contact_sheet.interval_seconds == 2);
@@ -258,6 +372,7 @@ contact_sheet: {interval_seconds: 2}
     }
   };
   refused("notify: {command: 'rm -rf /'}\n", "must be a list");
+  refused("notify: {max_pending: 0}\n", "notify.max_pending");
   refused("notify: {command: [sh, -c, x], webhooks: [{url: 'http://example.com/h'}]}\n", "must be an https URL");
   // A refused webhook URL is not echoed: it may be a credential, and the message is logged.
   try {

@@ -5,6 +5,7 @@
 
 #include <poll.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <atomic>
@@ -337,4 +338,96 @@ TEST_CASE("an ffprobe that fails on everything is a broken tool, not a video tha
   VideoFacts junk = probe_video(VideoConfig{}, "junk.mp4");
   CHECK(junk.checked);
   CHECK_FALSE(junk.decodes);
+}
+
+TEST_CASE("an ffprobe that exits 0 with nothing useful is a broken tool, not a video that does not decode") {
+  REQUIRE_FFMPEG();
+  test::write("v.mp4", std::string(sim::sample_mp4()));
+  const std::string useless = test::cwd() + "/useless-ffprobe";
+  test::write(useless, "#!/bin/sh\necho '{}'\n");
+  REQUIRE(::chmod(useless.c_str(), 0755) == 0);
+  VideoConfig c;
+  c.ffprobe = useless;
+  VideoFacts broken = probe_video(c, "v.mp4");
+  CHECK_FALSE(broken.checked);
+  CHECK_MESSAGE(broken.problem.find("ffprobe does not work") == 0, broken.problem);
+  CHECK(broken.problem.find("no video stream") != std::string::npos);
+  // A working ffprobe (its -version answers) that finds no streams: a verdict on the video.
+  const std::string picky = test::cwd() + "/picky-ffprobe";
+  test::write(picky, "#!/bin/sh\nfor a; do [ \"$a\" = -version ] && exec ffprobe -version; done\necho '{}'\n");
+  REQUIRE(::chmod(picky.c_str(), 0755) == 0);
+  c.ffprobe = picky;
+  VideoFacts verdict = probe_video(c, "v.mp4");
+  CHECK(verdict.checked);
+  CHECK_FALSE(verdict.decodes);
+}
+
+TEST_CASE("a useless ffprobe is retried as 'cannot check the video', then HELD, never 'does not decode'") {
+  const std::string useless = test::cwd() + "/useless-ffprobe";
+  test::write(useless, "#!/bin/sh\necho '{}'\n");
+  REQUIRE(::chmod(useless.c_str(), 0755) == 0);
+  Rig rig;
+  rig.config.video.ffprobe = useless;
+  rig.config.retry.max_attempts = 2;
+  rig.to_download();
+  rig.deliver(std::string(sim::sample_mp4()));
+  CHECK(rig.shot().state == ShotState::downloading);
+  rig.deliver(std::string(sim::sample_mp4()));
+  Shot s = rig.shot();
+  CHECK(s.state == ShotState::held);
+  CHECK_MESSAGE(s.reason.find("cannot check the video") != std::string::npos, s.reason);
+  CHECK(s.reason.find("ffprobe does not work") != std::string::npos);
+}
+
+TEST_CASE("a full output disk at the commit leaves no <shot>.mp4 for a shot that is not DONE, and cancel takes back a stray one") {
+  REQUIRE_FFMPEG();
+  Rig rig;
+  const std::string out = rig.root + "/out";
+  // The output folder on a small tmpfs of the test's own (root only).
+  if (test::run({"/bin/mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", out}) != 0) {
+    MESSAGE("skipped: cannot mount a tmpfs here (needs root)");
+    return;
+  }
+  struct Unmount {
+    std::string path;
+    ~Unmount() { test::run({"/bin/umount", "-l", path}); }
+  } unmount{out};
+  const std::string video(sim::sample_mp4());
+  rig.to_download();  // the part file is open in out/b
+  REQUIRE(test::exists(out + "/b/.s1.mp4.part"));
+  // Fill the disk so that the video fits, and not one byte after it.
+  struct statvfs vfs {};
+  REQUIRE(::statvfs(out.c_str(), &vfs) == 0);
+  const size_t page = vfs.f_bsize;
+  const size_t room = static_cast<size_t>(vfs.f_bavail) * page;
+  const size_t video_pages = (video.size() + page - 1) / page * page;
+  REQUIRE(room > video_pages);
+  test::write(out + "/filler", std::string(room - video_pages, 'f'));
+  rig.deliver(video);
+  Shot s = rig.shot();
+  CHECK(s.state == ShotState::downloading);
+  CHECK_MESSAGE(s.reason.find("cannot write") != std::string::npos, s.reason);
+  CHECK_FALSE(test::exists(out + "/b/s1.mp4"));  // nothing visible for a shot that is not DONE
+  CHECK_FALSE(test::exists(out + "/b/s1.json"));
+  CHECK(test::exists(out + "/b/.s1.mp4.part"));  // kept for the next try
+  // A crash between a commit and the DONE record leaves the video visible: a cancel takes it back.
+  test::run({"/bin/rm", "-f", out + "/filler"});
+  test::write(out + "/b/s1.mp4", video);
+  test::write(out + "/b/s1.json", "{}");
+  auto r = rig.sched->cancel("b/s1");
+  CHECK(r.changed.size() == 1);
+  CHECK(rig.shot().state == ShotState::cancelled);
+  CHECK_FALSE(test::exists(out + "/b/s1.mp4"));
+  CHECK_FALSE(test::exists(out + "/b/s1.json"));
+}
+
+TEST_CASE("a video left visible by a crash before its shot was DONE is taken back when the download starts again") {
+  Rig rig;
+  test::mkdirs(rig.root + "/out/b");
+  test::write(rig.root + "/out/b/s1.mp4", "left by a crash");
+  test::write(rig.root + "/out/b/s1.json", "{}");
+  rig.to_download();
+  CHECK(rig.shot().state == ShotState::downloading);
+  CHECK_FALSE(test::exists(rig.root + "/out/b/s1.mp4"));
+  CHECK_FALSE(test::exists(rig.root + "/out/b/s1.json"));
 }
