@@ -6,6 +6,9 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 
+#include <optional>
+
+#include "jobs/curl_transport.h"
 #include "tests/integration/rig.h"
 
 namespace {
@@ -40,9 +43,15 @@ json submitted(Rig& rig, const std::string& id) {
 
 // The bytes the simulator serves at an asset URL it gave for an upload.
 std::string asset(const std::string& url) {
-  std::string body;
-  REQUIRE(test::run({"curl", "-sf", "--max-time", "10", url}, &body) == 0);
-  return test::base64_decode(body);  // the simulator keeps uploads as their base64 text
+  wb::CurlTransport t(true);
+  wb::HttpRequest r;
+  r.url = url;
+  std::optional<wb::HttpResponse> out;
+  t.start(r, [&](wb::HttpResponse resp) { out = std::move(resp); });
+  for (int i = 0; i < 500 && !out; ++i) t.perform(wb::Millis(10), {});
+  REQUIRE(out);
+  REQUIRE(out->status == 200);
+  return test::base64_decode(out->body);  // the simulator keeps uploads as their base64 text
 }
 
 void check_frames(Rig& rig) {
@@ -59,8 +68,8 @@ void check_frames(Rig& rig) {
 }  // namespace
 
 TEST_CASE("a chained shot is submitted with its parent's frame, uploaded after the parent is DONE") {
-  if (!test::have_tool("ffmpeg") || !test::have_tool("curl")) {
-    MESSAGE("skipped: ffmpeg or curl not installed (Debian packages ffmpeg, curl)");
+  if (!test::have_tool("ffmpeg")) {
+    MESSAGE("skipped: ffmpeg not installed (Debian package ffmpeg)");
     return;
   }
   Rig rig;
@@ -75,8 +84,8 @@ TEST_CASE("a chained shot is submitted with its parent's frame, uploaded after t
 }
 
 TEST_CASE("kill -9 once the frame is taken, or once uploaded: taken again, never submitted without it, billed once") {
-  if (!test::have_tool("ffmpeg") || !test::have_tool("curl")) {
-    MESSAGE("skipped: ffmpeg or curl not installed (Debian packages ffmpeg, curl)");
+  if (!test::have_tool("ffmpeg")) {
+    MESSAGE("skipped: ffmpeg not installed (Debian package ffmpeg)");
     return;
   }
   for (std::string point : {"frame_taken", "frame_uploaded"}) {
