@@ -105,7 +105,7 @@ TEST_CASE("a child waits for its parent, then is submitted with the parent's las
   CHECK(test::frame_pixels(rig.root + "/uploaded0.png") == test::frame_pixels(rig.root + "/parent.mp4", 0));
 }
 
-TEST_CASE("a parent that FAILS holds its chain, naming the parent; a retry of the parent releases it") {
+TEST_CASE("a parent that FAILS holds its chain, naming the parent, and a retry of the parent releases it") {
   REQUIRE_FFMPEG();
   Rig rig;
   rig.accept(kChain);
