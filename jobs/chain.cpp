@@ -96,4 +96,9 @@ std::vector<std::string> chain_descendants(const std::vector<ShotSpec>& shots, c
   return out;
 }
 
+void forget_frame_urls(Shot& shot) {
+  if (shot.spec.image.is_frame()) shot.image_url.clear();
+  if (shot.spec.last_frame.is_frame()) shot.last_frame_url.clear();
+}
+
 }  // namespace wb

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "jobs/manifest.h"
+#include "jobs/shot.h"
 
 namespace wb {
 
@@ -32,5 +33,11 @@ std::vector<ManifestProblem> check_chains(const std::vector<ShotSpec>& shots);
 // manifest order (`id` itself excluded). A parent that renders again (a
 // revision's new take, an operator retry) makes these render again too.
 std::vector<std::string> chain_descendants(const std::vector<ShotSpec>& shots, const std::string& id);
+
+// Clears the uploaded URLs of the shot's frame references, so that its next
+// submit waits for its parent's current take and uploads that frame (the
+// URLs of files and https links stay). A revision that renders a parent again
+// calls it on each shot of chain_descendants() it sends back to PENDING.
+void forget_frame_urls(Shot& shot);
 
 }  // namespace wb

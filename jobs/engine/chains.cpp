@@ -196,6 +196,7 @@ std::vector<std::string> Chains::release(const std::string& batch, const std::ve
     std::string reason = refs.empty() ? "" : kWaitingFor + refs.front().ref->shot + " to finish";
     spdlog::info("{}: released, its parent was retried", s.key());
     out.push_back(s.spec.id);
+    forget_frame_urls(s);  // the parent's next take gives the frame
     if (requeue) requeue(std::move(s), "chain_released", reason);
   }
   return out;

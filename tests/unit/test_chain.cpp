@@ -136,3 +136,21 @@ TEST_CASE("the chain below a shot is every shot that needs its video, directly o
   CHECK(chain_descendants(shots, "sh020") == std::vector<std::string>{"sh040"});
   CHECK(chain_descendants(shots, "sh040").empty());
 }
+
+TEST_CASE("forgetting a shot's frame URLs clears only those taken from other shots") {
+  Fixture f;
+  auto r = f.parse(kChain);
+  REQUIRE(r.manifest);
+  Shot s;
+  s.spec = r.manifest->shots[1];  // image and last_frame both frames of other shots
+  s.image_url = "https://cdn.example/old-take-last.png";
+  s.last_frame_url = "https://cdn.example/old-take-first.png";
+  forget_frame_urls(s);
+  CHECK(s.image_url.empty());
+  CHECK(s.last_frame_url.empty());
+  Shot plain;
+  plain.spec = r.manifest->shots[0];  // a local file
+  plain.image_url = "https://cdn.example/a.png";
+  forget_frame_urls(plain);
+  CHECK(plain.image_url == "https://cdn.example/a.png");
+}
