@@ -313,6 +313,7 @@ Config parse_config(const std::string& text, const std::string& path) {
   require(c.output_root, "output_root");
   if (c.input_roots.empty()) throw Error(path + ": input_roots: needs at least one folder");
   if (c.spool.active.empty()) c.spool.active = join_path(dirname_of(c.spool.incoming), "active");
+  c.frames_dir = join_path(c.state_dir, "frames");
   return c;
 }
 

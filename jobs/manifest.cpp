@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "jobs/chain.h"
 #include "jobs/output.h"
 #include "jobs/paths.h"
 #include "jobs/util.h"
@@ -124,6 +125,7 @@ class Checker {
   MediaRef media(const YamlValue& n, const std::string& field, const std::string& base_dir,
                  MediaKind kind) {
     MediaRef ref;
+    if (n.is_map()) return frame_of_shot(n, field, kind);
     auto v = scalar(n, field);
     if (!v) return ref;
     if (v->empty()) {
@@ -151,6 +153,40 @@ class Checker {
       ref.path = f.path;
     } catch (const Error& e) {
       problem(n, field, e.what());
+    }
+    return ref;
+  }
+
+  // `{shot: sh010, frame: last}`: a frame of another shot of this batch (jobs/chain.h;
+  // check_chains() checks the shot exists once every shot is read).
+  MediaRef frame_of_shot(const YamlValue& n, const std::string& field, MediaKind kind) {
+    MediaRef ref;
+    if (kind != MediaKind::image) {
+      problem(n, field, "must be a single value: a frame of another shot is only for image and last_frame");
+      return ref;
+    }
+    if (!unique_keys(n, field)) return ref;
+    for (const auto& [key, value] : n.entries)
+      if (key.text != "shot" && key.text != "frame")
+        problem(key, field + "." + key.text, "unknown field (a frame of another shot takes shot and frame)");
+    const YamlValue* shot = n.find("shot");
+    const YamlValue* frame = n.find("frame");
+    if (!shot) problem(n, field + ".shot", "is required: the id of the shot to take the frame from");
+    if (!frame) problem(n, field + ".frame", "is required: first or last");
+    std::optional<std::string> id = shot ? scalar(*shot, field + ".shot") : std::nullopt;
+    std::optional<std::string> word = frame ? scalar(*frame, field + ".frame") : std::nullopt;
+    if (id && !is_valid_id(*id)) {
+      problem(*shot, field + ".shot", "must be a shot id ([A-Za-z0-9._-]{1,64}), got '" + *id + "'");
+      id.reset();
+    }
+    if (word && !is_frame_word(*word)) {
+      problem(*frame, field + ".frame", "must be first or last, got '" + *word + "'");
+      word.reset();
+    }
+    if (id && word) {
+      ref.shot = *id;
+      ref.frame = *word;
+      ref.line = n.line;
     }
     return ref;
   }
@@ -357,6 +393,7 @@ ManifestResult parse_manifest(const std::string& text, const std::string& file,
       m.shots.push_back(std::move(spec));
     }
   }
+  for (auto& p : check_chains(m.shots)) problems.push_back(std::move(p));
   if (problems.empty()) result.manifest = std::move(m);
   return result;
 }

@@ -10,11 +10,17 @@
 
 namespace wb {
 
-// A media field: either a remote https URL or a local file (canonical path).
+// A media field: a remote https URL, a local file (canonical path), or a frame
+// of another shot's finished video of the same batch (a shot chain, jobs/chain.h:
+// `shot` is that shot's id, `frame` is "first" or "last").
 struct MediaRef {
   std::string url;
   std::string path;
-  bool empty() const { return url.empty() && path.empty(); }
+  std::string shot;
+  std::string frame;
+  int line = 0;  // a frame reference's line in the manifest (not stored)
+  bool empty() const { return url.empty() && path.empty() && shot.empty(); }
+  bool is_frame() const { return !shot.empty(); }
 };
 
 struct ShotSpec {

@@ -86,6 +86,9 @@ struct Settings {
   ApiConfig api;
   std::string output_root;
   std::vector<std::string> input_roots;
+  // Frames taken from finished videos for the shots that open with them (shot
+  // chains): state_dir/frames, set by the config loader.
+  std::string frames_dir;
   LimitsConfig limits;
   PollConfig poll;
   RetryConfig retry;

@@ -12,6 +12,7 @@ constexpr const char* kNames[] = {"PENDING", "SUBMITTING", "IN_FLIGHT", "FETCHIN
 
 nlohmann::json media_json(const MediaRef& m) {
   if (m.empty()) return nullptr;
+  if (m.is_frame()) return nlohmann::json{{"shot", m.shot}, {"frame", m.frame}};
   return m.url.empty() ? nlohmann::json{{"path", m.path}} : nlohmann::json{{"url", m.url}};
 }
 
@@ -20,6 +21,8 @@ MediaRef media_from(const nlohmann::json& j) {
   if (j.is_object()) {
     m.url = j.value("url", "");
     m.path = j.value("path", "");
+    m.shot = j.value("shot", "");
+    m.frame = j.value("frame", "");
   }
   return m;
 }

@@ -16,6 +16,8 @@
 #include <sstream>
 #include <thread>
 
+#include "jobs/subprocess.h"
+
 extern char** environ;
 
 namespace test {
@@ -231,6 +233,38 @@ wb::Config make_config(const std::string& root, const std::string& base_url) {
     mkdirs(root + d);
   std::string url = base_url;
   return wb::parse_config(config_yaml(root, url), root + "/wanbatch.yaml");
+}
+
+std::string base64_decode(const std::string& text) {
+  static const std::string chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  int val = 0, bits = -8;
+  for (char c : text) {
+    auto pos = chars.find(c);
+    if (pos == std::string::npos) break;
+    val = ((val << 6) + static_cast<int>(pos)) & 0xffffff;
+    bits += 6;
+    if (bits >= 0) {
+      out.push_back(static_cast<char>((val >> bits) & 0xff));
+      bits -= 8;
+    }
+  }
+  return out;
+}
+
+bool have_tool(const std::string& tool) { return run({"/bin/sh", "-c", "command -v " + tool + " >/dev/null"}) == 0; }
+
+std::string frame_pixels(const std::string& file, int n) {
+  wb::SubprocessSpec s;
+  s.argv = {"ffmpeg", "-v", "error", "-nostdin", "-i", file};
+  if (n >= 0) s.argv.insert(s.argv.end(), {"-vf", "select=eq(n\\," + std::to_string(n) + ")", "-vsync", "0"});
+  s.argv.insert(s.argv.end(), {"-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"});
+  s.env = wb::helper_env();
+  s.max_output_bytes = 32 << 20;
+  auto r = wb::run_subprocess(s);
+  REQUIRE_MESSAGE(r.ok(), "ffmpeg on " << file << ": " << r.describe());
+  REQUIRE_MESSAGE(!r.out.empty(), "ffmpeg decoded no frame " << n << " of " << file);
+  return r.out;
 }
 
 }  // namespace test

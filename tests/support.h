@@ -25,6 +25,14 @@ void mkdirs(const std::string& path);
 std::vector<std::string> list(const std::string& dir);  // names, sorted, no dotfiles
 // A small valid PNG (solid colour); `variant` changes its content.
 std::string png(int variant = 0);
+// Standard base64 (the upload endpoint's data URLs), stopping at padding.
+std::string base64_decode(const std::string& text);
+// True when `tool` is found in PATH.
+bool have_tool(const std::string& tool);
+// The RGB24 pixels of an image, or of frame `n` (from 0) of a video, as ffmpeg
+// decodes them: "the same picture" whatever the file's encoding. Fails the test
+// when ffmpeg cannot.
+std::string frame_pixels(const std::string& file, int n = -1);
 
 // Wall and monotonic time that advance together; step_wall() moves the wall
 // clock alone, as an NTP correction or a restored VM does.

@@ -28,6 +28,7 @@ Scheduler::Scheduler(const Settings& settings, Store& store, Transport& transpor
       submitter_(core_, submit_state_, bucket_),
       follower_(core_, planner_),
       uploader_(core_),
+      chains_(core_),
       downloader_(core_, output_),
       batches_(core_, output_),
       operator_(core_, batches_, output_),
@@ -50,6 +51,10 @@ Scheduler::Scheduler(const Settings& settings, Store& store, Transport& transpor
     operator_.requeue(std::move(copy), event, reason);
   };
   follower_.on_learned = [this] { model_dirty_ = true; };
+  uploader_.frame_file = [this](const Shot& s, const MediaRef& ref) { return chains_.frame_file(s, ref); };
+  chains_.requeue = [this](Shot s, const std::string& event, const std::string& reason) {
+    operator_.requeue(std::move(s), event, reason);
+  };
   operator_.on_followed = [this](Shot& s) { planner_.submitted(s, s.followed_since_ms); };
   core_.events.subscribe([this](const Event& e) {
     if (e.kind == Event::Kind::shot_changed && is_terminal(e.to)) planner_.forget(e.key);
@@ -175,6 +180,16 @@ Scheduler::Accept Scheduler::accept(const Manifest& m, const std::string& manife
   return Accept::added;
 }
 
+Scheduler::OperatorResult Scheduler::retry(const std::string& target, Resubmit allow_resubmit) {
+  OperatorResult r = operator_.retry(target, allow_resubmit);
+  const std::string batch = target.substr(0, target.find('/'));
+  for (const auto& id : chains_.release(batch, r.changed)) {
+    r.changed.push_back(id);
+    r.plan.push_back(id + ": released; it waits for its parent again (billed only when it is submitted)");
+  }
+  return r;
+}
+
 void Scheduler::settings_changed() {
   const Settings& s = core_.settings;
   planner_.set_bounds(s.poll);
@@ -221,6 +236,7 @@ Millis Scheduler::tick() {
   int64_t next_ms = core_.wire_room() ? std::min(book.next_due_ms(), now_ms + 60000) : now_ms + 1000;
   next_ms = std::min(next_ms, credits_.tick(now));
   save_render_model();
+  chains_.tick();
   next_ms = submit_due(wall, now, next_ms);
   return Millis(std::max<int64_t>(0, next_ms - core_.now_ms()));
 }
@@ -235,7 +251,7 @@ int64_t Scheduler::submit_due(TimePoint wall, MonoPoint now, int64_t next_ms) {
   auto stop = [&](const Wait& w, const std::string& limit, Shot* head) {
     set_submit_wait(w.reason, limit);
     if (w.until_ms) next_ms = std::min(next_ms, w.until_ms);
-    if (head && head->reason != w.reason) {  // the next shot to go says why it waits
+    if (head && head->reason != w.reason && !Chains::waits_for_parent(*head)) {  // the next shot to go says why it waits
       head->reason = w.reason;
       core_.save(*head);
     }
@@ -260,7 +276,7 @@ int64_t Scheduler::submit_due(TimePoint wall, MonoPoint now, int64_t next_ms) {
       next_ms = std::min(next_ms, s->due_ms);
       continue;
     }
-    if (!uploader_.ready(*s)) continue;
+    if (!chains_.ready(*s) || !uploader_.ready(*s)) continue;
     s = book.find(key);  // ended when its media cannot be read
     if (!s || s->state != ShotState::pending) continue;
     const Micro estimate = core_.spend.costs().estimate(s->spec);

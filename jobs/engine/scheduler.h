@@ -9,6 +9,7 @@
 //   planner    when to poll (learned)             uploader  local media
 //   downloader videos into the output folder      batches   reports, batch ends
 //   operator   retry and cancel                   credits   the balance
+//   chains     shots that open with another shot's frame
 //   events     what happened, for sinks (report, metrics, notifications)
 #pragma once
 
@@ -17,6 +18,7 @@
 #include <string>
 
 #include "jobs/engine/batches.h"
+#include "jobs/engine/chains.h"
 #include "jobs/engine/core.h"
 #include "jobs/engine/credits.h"
 #include "jobs/engine/downloader.h"
@@ -67,9 +69,8 @@ class Scheduler {
 
   using OperatorResult = wb::OperatorResult;
   using Resubmit = wb::Resubmit;
-  OperatorResult retry(const std::string& target, Resubmit allow_resubmit = Resubmit::yes) {
-    return operator_.retry(target, allow_resubmit);
-  }
+  // A retried parent releases the children it held (shot chains).
+  OperatorResult retry(const std::string& target, Resubmit allow_resubmit = Resubmit::yes);
   OperatorResult cancel(const std::string& target) { return operator_.cancel(target); }
   OperatorResult adopt(const std::string& target, const std::string& request_id) {
     return operator_.adopt(target, request_id);
@@ -95,6 +96,11 @@ class Scheduler {
   std::function<void(const BatchRecord&)> on_batch_finished;
   // The event stream: subscribe sinks here.
   EventBus& events() { return core_.events; }
+  // Every shot of `batch` that takes a frame from `shot`'s video, directly or
+  // through others, in manifest order: a parent's new take renders these again.
+  std::vector<std::string> chain_children(const std::string& batch, const std::string& shot) const {
+    return chains_.children_of(batch, shot);
+  }
   // The unfinished shots and batches, to read (a metrics snapshot).
   const ShotBook& book() const { return core_.book; }
 
@@ -116,6 +122,7 @@ class Scheduler {
   Submitter submitter_;
   Follower follower_;
   Uploader uploader_;
+  Chains chains_;
   Downloader downloader_;
   Batches batches_;
   Operator operator_;

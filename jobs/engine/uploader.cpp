@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include "jobs/crash_point.h"
 #include "jobs/paths.h"
 #include "jobs/segmind.h"
 
@@ -20,12 +21,19 @@ bool Uploader::ready(Shot& shot) {
   const auto& limits = core_.settings.limits;
   // Every path below that leaves a field without its URL returns false.
   for (auto& f : fields) {
-    if (f.ref.path.empty() || !f.url.empty()) continue;
+    if (!f.url.empty()) continue;
+    // A frame of another shot (a chain) is the PNG the chains part took, under frames_dir.
+    const std::string path = f.ref.is_frame() && frame_file ? frame_file(shot, f.ref) : f.ref.path;
+    if (f.ref.is_frame() && path.empty()) return false;
+    if (path.empty()) continue;
+    std::vector<std::string> frame_root;
+    if (f.ref.is_frame()) frame_root = {core_.settings.frames_dir};
+    const std::vector<std::string>& roots = f.ref.is_frame() ? frame_root : core_.settings.input_roots;
     struct stat st {};
-    bool seen = ::stat(f.ref.path.c_str(), &st) == 0;
+    bool seen = ::stat(path.c_str(), &st) == 0;
     int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
     if (seen) {
-      auto it = hash_cache_.find(f.ref.path);
+      auto it = hash_cache_.find(path);
       if (it != hash_cache_.end() && it->second.size == st.st_size && it->second.mtime_ns == mtime) {
         if (auto url = core_.store.asset_url(it->second.sha256)) {
           f.url = *url;
@@ -39,12 +47,15 @@ bool Uploader::ready(Shot& shot) {
     if (!core_.budget.try_take(core_.mono(), RequestBudget::Use::submit)) return false;
     MediaFile file;
     try {
-      file = read_media(f.ref.path, core_.settings.input_roots, limits.max_media_bytes, f.kind);
+      file = read_media(path, roots, limits.max_media_bytes, f.kind);
     } catch (const Error& e) {
-      core_.end(shot, ShotState::rejected, std::string("local media: ") + e.what());
+      if (f.ref.is_frame())  // ours, not the manifest's: tried again after a backoff, then HELD
+        core_.retry_later(shot, std::string("the frame taken from ") + f.ref.shot + ": " + e.what(), true);
+      else
+        core_.end(shot, ShotState::rejected, std::string("local media: ") + e.what());
       return false;
     }
-    hash_cache_[f.ref.path] = {static_cast<long long>(file.data.size()), mtime, file.sha256};
+    hash_cache_[path] = {static_cast<long long>(file.data.size()), mtime, file.sha256};
     if (auto url = core_.store.asset_url(file.sha256)) {
       f.url = *url;
       core_.save(shot);
@@ -54,16 +65,16 @@ bool Uploader::ready(Shot& shot) {
     uploading_.insert(sha);
     ++on_wire_;
     std::string key = shot.key();
-    std::string path = f.ref.path;
     spdlog::info("{}: uploading {} ({} bytes)", key, path, file.data.size());
     core_.send(key, "upload", core_.api.make(core_.settings.api.storage_url, upload_body(file.mime, file.data)),
-               [this, key, sha, path](const HttpResponse& r) {
+               [this, key, sha, path, frame = f.ref.is_frame()](const HttpResponse& r) {
                  --on_wire_;
                  uploading_.erase(sha);
                  UploadAnswer a = classify_upload(r);
                  Shot* s = core_.book.find(key);
                  if (a.verdict == Verdict::ok) {
                    core_.store.put_asset(sha, a.url);
+                   if (frame) crash_point("frame_uploaded");
                    if (s) s->attempts = 0;
                    spdlog::info("{}: uploaded {}", key, path);
                    return;

@@ -4,6 +4,7 @@
 // limited by limits.max_concurrent_uploads.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -19,6 +20,9 @@ class Uploader {
   // upload for this shot, or end it REJECTED when its media cannot be read.
   bool ready(Shot& shot);
   int on_the_wire() const { return on_wire_; }
+  // The PNG taken for a frame of another shot (jobs/engine/chains.h), "" while
+  // there is none: a shot with a frame reference is not ready without it.
+  std::function<std::string(const Shot&, const MediaRef&)> frame_file;
 
  private:
   Core& core_;

@@ -1,0 +1,43 @@
+// Shot chains: a shot's image or last_frame may be a frame of another shot's
+// finished video of the same batch (`image: {shot: sh010, frame: last}`). This
+// is the manifest side (pure): the words, the checks a batch must pass (known
+// shots, no self-reference, no cycle) and who depends on whom. The engine side
+// (waiting for the parent, taking the frame, holding children) is
+// jobs/engine/chains.h.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "jobs/manifest.h"
+#include "jobs/shot.h"
+
+namespace wb {
+
+// The frame words a reference may use.
+bool is_frame_word(const std::string& word);
+
+// The frame references of a shot (image, last_frame), with the field name each sits in.
+struct FrameRef {
+  const char* field;  // "image" or "last_frame"
+  const MediaRef* ref;
+};
+std::vector<FrameRef> frame_refs(const ShotSpec& spec);
+
+// Every reference to a shot that is not in `shots`, to the shot itself, and
+// every cycle (each once, at the reference that closes it), as
+// `shots[<id>].<field>` problems at the reference's line.
+std::vector<ManifestProblem> check_chains(const std::vector<ShotSpec>& shots);
+
+// The shots whose render needs `id`'s video, directly or through others, in
+// manifest order (`id` itself excluded). A parent that renders again (a
+// revision's new take, an operator retry) makes these render again too.
+std::vector<std::string> chain_descendants(const std::vector<ShotSpec>& shots, const std::string& id);
+
+// Clears the uploaded URLs of the shot's frame references, so that its next
+// submit waits for its parent's current take and uploads that frame (the
+// URLs of files and https links stay). A revision that renders a parent again
+// calls it on each shot of chain_descendants() it sends back to PENDING.
+void forget_frame_urls(Shot& shot);
+
+}  // namespace wb

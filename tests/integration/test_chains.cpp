@@ -1,0 +1,111 @@
+// Shot chains on the real binaries: the simulator renders the parent, the
+// daemon takes its last frame with ffmpeg, uploads it, and submits the child
+// with it. What the simulator received is compared, pixel for pixel, with the
+// parent's downloaded video decoded by ffmpeg here. A kill -9 once the frame
+// is taken changes nothing but the time.
+#include <doctest/doctest.h>
+#include <signal.h>
+
+#include <optional>
+
+#include "jobs/curl_transport.h"
+#include "tests/integration/rig.h"
+
+namespace {
+
+const char* kChain = R"(batch: chain
+defaults:
+  duration: 4
+shots:
+  - id: sh010
+    prompt: "sh010: a boat leaves the jetty"
+    image: frames/f0.png
+  - id: sh020
+    prompt: "sh020: the boat crosses the lake"
+    image: {shot: sh010, frame: last}
+    last_frame: {shot: sh030, frame: first}
+  - id: sh030
+    prompt: "sh030: the boat reaches the shore"
+    image: frames/f1.png
+)";
+
+// The params the simulator billed for the shot whose prompt starts with `id`.
+json submitted(Rig& rig, const std::string& id) {
+  std::istringstream in(test::read(rig.ledger));
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    json j = json::parse(line);
+    if (j["params"]["prompt"].get<std::string>().rfind(id + ":", 0) == 0) return j["params"];
+  }
+  FAIL("no submit of " << id << " in the simulator's ledger");
+  return {};
+}
+
+// The bytes the simulator serves at an asset URL it gave for an upload.
+std::string asset(const std::string& url) {
+  wb::CurlTransport t(true);
+  wb::HttpRequest r;
+  r.url = url;
+  std::optional<wb::HttpResponse> out;
+  t.start(r, [&](wb::HttpResponse resp) { out = std::move(resp); });
+  for (int i = 0; i < 500 && !out; ++i) t.perform(wb::Millis(10), {});
+  REQUIRE(out);
+  REQUIRE(out->status == 200);
+  return test::base64_decode(out->body);  // the simulator keeps uploads as their base64 text
+}
+
+void check_frames(Rig& rig) {
+  json child = submitted(rig, "sh020");
+  test::write(rig.root + "/image.png", asset(child["image"]));
+  test::write(rig.root + "/last_frame.png", asset(child["last_frame"]));
+  const std::string parent = rig.root + "/out/chain/sh010.mp4", next = rig.root + "/out/chain/sh030.mp4";
+  // The simulator's videos have 8 frames: the image is sh010's last, the last frame sh030's first.
+  CHECK(test::frame_pixels(rig.root + "/image.png") == test::frame_pixels(parent, 7));
+  CHECK(test::frame_pixels(rig.root + "/image.png") != test::frame_pixels(parent, 0));
+  CHECK(test::frame_pixels(rig.root + "/last_frame.png") == test::frame_pixels(next, 0));
+}
+
+}  // namespace
+
+TEST_CASE("a chained shot is submitted with its parent's frame, uploaded after the parent is DONE") {
+  if (!test::have_tool("ffmpeg")) {
+    MESSAGE("skipped: ffmpeg not installed (Debian package ffmpeg)");
+    return;
+  }
+  Rig rig;
+  rig.start_daemon();
+  rig.drop("chain.yaml", kChain);
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("chain"); }, std::chrono::seconds(60)), rig.log());
+  CHECK(rig.states("chain")["DONE"] == 3);
+  check_frames(rig);
+  for (auto& [shot, n] : rig.billed()) CHECK_MESSAGE(n == 1, shot);
+  rig.daemon->signal(SIGTERM);
+  CHECK(rig.daemon->wait() == 0);
+}
+
+TEST_CASE("kill -9 once the frame is taken, or once uploaded: taken again, never submitted without it, billed once") {
+  if (!test::have_tool("ffmpeg")) {
+    MESSAGE("skipped: ffmpeg not installed (Debian package ffmpeg)");
+    return;
+  }
+  for (std::string point : {"frame_taken", "frame_uploaded"}) {
+    CAPTURE(point);
+    test::mkdirs(test::cwd() + "/" + point);
+    REQUIRE(::chdir(point.c_str()) == 0);
+    {
+      Rig rig;
+      rig.start_daemon({{"WANBATCH_CRASH_AT", point}});
+      rig.drop("chain.yaml", kChain);
+      CHECK_MESSAGE(rig.daemon->wait(std::chrono::seconds(30)) == 128 + SIGKILL, rig.log());
+      CHECK(rig.billed().count("sh020") == 0);
+      rig.start_daemon();
+      REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("chain"); }, std::chrono::seconds(60)), rig.log());
+      CHECK(rig.states("chain")["DONE"] == 3);
+      check_frames(rig);
+      for (auto& [shot, n] : rig.billed()) CHECK_MESSAGE(n == 1, shot);
+      rig.daemon->signal(SIGTERM);
+      rig.daemon->wait();
+    }
+    REQUIRE(::chdir("..") == 0);
+  }
+}

@@ -1,0 +1,180 @@
+// Shot chains in the engine (jobs/engine/chains.h) with a fake clock and a fake
+// transport: a child waits for its parent, opens with the parent's frame
+// (taken with ffmpeg, uploaded, then submitted), is held when the parent ends
+// without a video, and is released when the parent is retried.
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "jobs/segmind.h"
+#include "tests/sim/simulator.h"
+#include "tests/unit/scheduler_rig.h"
+
+using namespace wb;
+using test::FakeTransport;
+
+namespace {
+
+#define REQUIRE_FFMPEG()                                                     \
+  if (!test::have_tool("ffmpeg")) {                                                     \
+    MESSAGE("skipped: ffmpeg not installed (Debian package ffmpeg)");        \
+    return;                                                                  \
+  }
+
+struct Rig : test::SchedulerRig {
+  Rig() { start(); }
+
+  Shot shot(const std::string& id) {
+    for (auto& s : store->shots("b"))
+      if (s.spec.id == id) return s;
+    FAIL("no shot " << id);
+    return {};
+  }
+
+  int submits() {
+    int n = 0;
+    for (const auto& r : net.started) n += r.url.find("/v2/wan2.7-i2v") != std::string::npos;
+    return n;
+  }
+
+  // Takes the oldest submit on the wire, answers it with `request_id` and
+  // follows that job to DONE with the simulator's sample video.
+  void render(const std::string& request_id) {
+    answer("/v2/wan2.7-i2v", 200, R"({"request_id":")" + request_id + R"("})");
+    until("/v2/requests/" + request_id + "/status");
+    answer("/v2/requests/" + request_id + "/status", 200, R"({"status":"COMPLETED"})");
+    tick();
+    answer("/v2/requests/" + request_id, 200,
+           R"({"status":"COMPLETED","output":"https://cdn.example/)" + request_id + R"(.mp4"})");
+    tick();
+    auto dl = net.take("https://cdn.example/" + request_id + ".mp4");
+    FakeTransport::deliver(dl, std::string(sim::sample_mp4()));
+    tick();
+  }
+};
+
+const char* kChain = R"(batch: b
+shots:
+  - {id: sh010, prompt: a boat leaves, image: 'https://cdn.example/a.png'}
+  - {id: sh020, prompt: the boat crosses, image: {shot: sh010, frame: last}}
+  - {id: sh030, prompt: the boat arrives, image: {shot: sh020, frame: first}}
+)";
+
+}  // namespace
+
+TEST_CASE("a child waits for its parent, then is submitted with the parent's last frame, uploaded") {
+  REQUIRE_FFMPEG();
+  Rig rig;
+  rig.accept(kChain);
+  rig.tick();
+  CHECK(rig.submits() == 1);  // only the parent
+  CHECK(rig.shot("sh020").state == ShotState::pending);
+  CHECK(rig.shot("sh020").reason == "waiting for sh010 to finish");
+  CHECK(rig.shot("sh030").reason == "waiting for sh020 to finish");
+  rig.render("r1");
+  REQUIRE(rig.shot("sh010").state == ShotState::done);
+
+  // The frame is taken and uploaded before anything is submitted for sh020.
+  rig.until(rig.config.api.storage_url);
+  CHECK(rig.submits() == 1);
+  auto upload = rig.net.take(rig.config.api.storage_url);
+  auto data_url = nlohmann::json::parse(upload.request.body)["data_urls"][0].get<std::string>();
+  REQUIRE(data_url.rfind("data:image/png;base64,", 0) == 0);
+  test::write(rig.root + "/uploaded.png", test::base64_decode(data_url.substr(data_url.find(',') + 1)));
+  test::write(rig.root + "/parent.mp4", std::string(sim::sample_mp4()));
+  // The sample video has 8 frames: the upload is the 8th (not the first).
+  CHECK(test::frame_pixels(rig.root + "/uploaded.png") == test::frame_pixels(rig.root + "/parent.mp4", 7));
+  CHECK(test::frame_pixels(rig.root + "/uploaded.png") != test::frame_pixels(rig.root + "/parent.mp4", 0));
+  FakeTransport::reply(upload, 200, R"({"file_urls":["https://cdn.example/frame-sh010-last.png"]})");
+
+  rig.until("/v2/wan2.7-i2v");
+  auto submit = rig.net.take("/v2/wan2.7-i2v");
+  auto body = nlohmann::json::parse(submit.request.body);
+  CHECK(body["prompt"] == "the boat crosses");
+  CHECK(body["image"] == "https://cdn.example/frame-sh010-last.png");
+  rig.net.calls.push_back(std::move(submit));  // back on the wire for render()
+  rig.render("r2");
+  REQUIRE(rig.shot("sh020").state == ShotState::done);
+
+  // The grandchild opens with its parent's first frame.
+  rig.until(rig.config.api.storage_url);
+  upload = rig.net.take(rig.config.api.storage_url);
+  data_url = nlohmann::json::parse(upload.request.body)["data_urls"][0].get<std::string>();
+  test::write(rig.root + "/uploaded0.png", test::base64_decode(data_url.substr(data_url.find(',') + 1)));
+  CHECK(test::frame_pixels(rig.root + "/uploaded0.png") == test::frame_pixels(rig.root + "/parent.mp4", 0));
+}
+
+TEST_CASE("a parent that FAILS holds its chain, naming the parent, and a retry of the parent releases it") {
+  REQUIRE_FFMPEG();
+  Rig rig;
+  rig.accept(kChain);
+  rig.tick();
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
+  rig.until("/v2/requests/r1/status");
+  rig.answer("/v2/requests/r1/status", 422, R"({"status":"FAILED","error":"Content blocked"})");
+  rig.tick();
+  rig.tick();
+  CHECK(rig.shot("sh010").state == ShotState::failed);
+  CHECK(rig.shot("sh020").state == ShotState::held);
+  CHECK(rig.shot("sh020").reason ==
+        "held: its parent sh010 ended FAILED (Content blocked); `wanbatch retry b/sh010` releases it");
+  CHECK(rig.shot("sh030").state == ShotState::held);
+  CHECK(rig.shot("sh030").reason.rfind("held: its parent sh020 ended HELD", 0) == 0);
+  CHECK(rig.submits() == 1);
+  CHECK(rig.finished == std::vector<std::string>{"b"});  // every shot ended: reported
+
+  auto r = rig.sched->retry("b/sh010", Resubmit::yes);
+  CHECK(r.changed == std::vector<std::string>{"sh010", "sh020", "sh030"});
+  CHECK(rig.shot("sh020").state == ShotState::pending);
+  CHECK(rig.shot("sh030").state == ShotState::pending);
+  rig.tick();
+  CHECK(rig.submits() == 2);  // the parent again, not its children
+  CHECK(rig.shot("sh020").reason == "waiting for sh010 to finish");
+  rig.render("r2");
+  rig.until(rig.config.api.storage_url);
+  rig.answer(rig.config.api.storage_url, 200, R"({"file_urls":["https://cdn.example/f.png"]})");
+  rig.until("/v2/wan2.7-i2v");
+  CHECK(nlohmann::json::parse(rig.net.take("/v2/wan2.7-i2v").request.body)["image"] == "https://cdn.example/f.png");
+}
+
+TEST_CASE("a parent cancelled holds its child while submits wait at a gate") {
+  Rig rig;
+  rig.accept(kChain);
+  rig.sched->set_paused(true);
+  rig.tick();
+  CHECK(rig.submits() == 0);
+  rig.sched->cancel("b/sh010");
+  rig.tick();
+  CHECK(rig.shot("sh020").state == ShotState::held);
+  CHECK(rig.shot("sh020").reason.rfind("held: its parent sh010 ended CANCELLED", 0) == 0);
+}
+
+TEST_CASE("a restart between taking the frame and its upload takes it again, and never submits without it") {
+  REQUIRE_FFMPEG();
+  Rig rig;
+  rig.accept(kChain);
+  rig.tick();
+  rig.render("r1");
+  rig.until(rig.config.api.storage_url);
+  // The daemon dies with the upload on the wire (the frame taken, no URL yet).
+  rig.net.calls.clear();
+  ::unlink((rig.root + "/state/frames/b/sh010.last.png").c_str());
+  rig.start();
+  CHECK(rig.shot("sh020").image_url.empty());
+  rig.until(rig.config.api.storage_url);
+  CHECK(rig.submits() == 1);
+  CHECK(test::exists(rig.root + "/state/frames/b/sh010.last.png"));  // taken again
+  rig.answer(rig.config.api.storage_url, 200, R"({"file_urls":["https://cdn.example/f.png"]})");
+  rig.until("/v2/wan2.7-i2v");
+  CHECK(nlohmann::json::parse(rig.net.take("/v2/wan2.7-i2v").request.body)["image"] == "https://cdn.example/f.png");
+  CHECK(rig.submits() == 2);
+}
+
+TEST_CASE("the chain below a shot is known to the engine (what a revision renders again)") {
+  Rig rig;
+  rig.accept(kChain);
+  CHECK(rig.sched->chain_children("b", "sh010") == std::vector<std::string>{"sh020", "sh030"});
+  CHECK(rig.sched->chain_children("b", "sh020") == std::vector<std::string>{"sh030"});
+  CHECK(rig.sched->chain_children("b", "sh030").empty());
+}
