@@ -13,6 +13,7 @@
 #include "jobs/mp4.h"
 #include "jobs/report.h"
 #include "jobs/segmind.h"
+#include "jobs/takes.h"
 #include "jobs/video_probe.h"
 
 namespace wb {
@@ -191,7 +192,11 @@ void Downloader::finish(const std::string& key, int fd, bool has_audio, const Vi
     struct stat st {};
     ::fstat(fd, &st);
     VideoInfo video{static_cast<long long>(st.st_size), sha256_fd_hex(fd), has_audio, shot->video_json};
+    // An earlier DONE take keeps its files under its take name first (jobs/takes.h).
+    if (shot->file_take > 0 && shot->file_take != shot->take) keep_take(output_, shot->batch, shot->spec.id, shot->file_take);
+    crash_point("take_kept");
     shot->file = output_.commit_part(shot->batch, shot->spec.id, fd);
+    shot->file_take = shot->take;
     crash_point("renamed");
     output_.write_sidecar(shot->batch, shot->spec.id, sidecar_json(*shot, video, to_epoch_ms(core_.wall())));
   } catch (const Error& e) {
