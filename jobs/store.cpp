@@ -352,6 +352,8 @@ void Store::reconcile_with_journal(bool store_damaged, const SubmitJournal::Cont
     check(st, "read " + key);
     Shot shot = read_shot("s/" + key, value);
     if (shot.damaged) continue;  // already HELD as unreadable
+    // An earlier take's last entry: the record has moved on to a later take (a revision).
+    if (e.value("take", 1) < shot.take) continue;
     int attempt = e.value("attempt", 0);
     std::string rid = e.value("request_id", "");
     nlohmann::json entry = {{"time", now}, {"shot", key}, {"attempt", attempt}};

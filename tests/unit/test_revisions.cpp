@@ -202,3 +202,23 @@ TEST_CASE("takes: an earlier take keeps its name, and a stop before DONE puts th
   CHECK(test::read(dir + "/b/s1.take1.mp4") == "take one");
   CHECK_FALSE(restore_newest_done(out, "b", "s1", 1));  // already the newest DONE take
 }
+
+TEST_CASE("at a restart, the submit journal's entries of an earlier take do not touch the new take") {
+  Rig rig;
+  rig.accept("batch: b\nshots:\n  - {id: s1, prompt: wind, image: 'https://cdn.example/a.png'}\n");
+  rig.submit("r1");
+  rig.complete("r1");
+  rig.revise("batch: b\nshots:\n  - {id: s1, prompt: storm, image: 'https://cdn.example/a.png'}\n", "b2.yaml");
+  // A daemon restart: the store is opened again and checked against the journal,
+  // whose last entry for b/s1 is take 1's accepted submit r1.
+  rig.sched.reset();
+  rig.store.reset();
+  rig.store = Store::open(rig.root + "/state/db", Store::Mode::read_write);
+  CHECK(rig.store->repairs().empty());
+  rig.start();
+  Shot s1 = rig.shot("s1");
+  CHECK(s1.state == ShotState::pending);
+  CHECK(s1.take == 2);
+  CHECK(rig.submit("r2") == "storm");
+  CHECK(rig.store->ledger().back()["take"] == 2);
+}
