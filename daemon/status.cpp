@@ -300,6 +300,7 @@ StatusView summarize(const StatusSnapshot& snap, const PricingConfig& pricing, d
       else if (s.state == ShotState::pending) ++b.pending;
       else ++b.in_flight;
       ended += is_terminal(s.state);
+      b.spent += s.earlier_cost_micro;  // earlier takes (revisions)
       if (s.cost) b.spent += to_micro(*s.cost);
       else if (!is_terminal(s.state)) b.remaining_estimate += costs.estimate(s.spec);
       if (needs_person(s.state)) b.attention.push_back({s.spec.id, to_string(s.state), s.reason});

@@ -191,6 +191,7 @@ std::string batch_sheet_html(const BatchRecord& b, const std::vector<Shot>& shot
   double render_seconds = 0;
   for (const auto& s : shots) {
     if (s.cost) spent += to_micro(*s.cost);
+    spent += s.earlier_cost_micro;  // earlier takes (revisions)
     if (s.submitted_ms && s.completed_ms > s.submitted_ms)
       render_seconds += static_cast<double>(s.completed_ms - s.submitted_ms) / 1000.0;
   }

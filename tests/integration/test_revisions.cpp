@@ -100,6 +100,9 @@ TEST_CASE("a revision of six shots that changes two bills exactly two submits an
   CHECK(item(r, "sh030")["changes"] == json::array({"image"}));
   CHECK(item(r, "sh010")["take"] == 1);
   CHECK(test::exists(rig.root + "/spool/done/lake.yaml"));
+  // Money shown counts every take billed: 8 takes, the report and status alike.
+  CHECK(r["total_cost"].get<double>() == doctest::Approx(8 * item(r, "sh010")["cost"].get<double>()));
+  CHECK(rig.status()["batches"][0]["credits_spent"].get<double>() == doctest::Approx(r["total_cost"].get<double>()));
 
   // status BATCH shows the take and what changed.
   CHECK(test::run({WANBATCH_BIN, "--config", rig.config, "status", "lake"}, &out) == 0);

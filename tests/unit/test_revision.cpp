@@ -110,7 +110,7 @@ TEST_CASE("a record from before fingerprints compares the path, and an unreadabl
         std::vector<std::string>{"image"});
 }
 
-TEST_CASE("new shots render; shots that left the manifest are removed, not rendered") {
+TEST_CASE("new shots render, and shots that left the manifest are removed, not rendered") {
   Manifest m = manifest({spec("a"), spec("c")});
   RevisionPlan p =
       plan_revision({stored(spec("a"), ShotState::done), stored(spec("b"), ShotState::done)}, m, same_inputs(m));
@@ -147,7 +147,7 @@ TEST_CASE("the same manifest bytes again leave a failed shot to retry, but rende
   CHECK(of(p, "e").action == ShotPlan::Action::render);
 }
 
-TEST_CASE("a changed shot not yet submitted takes the new spec; one on the provider renders after it") {
+TEST_CASE("a changed shot not yet submitted takes the new spec, and one on the provider renders after it") {
   Manifest m = manifest({spec("p", "storm"), spec("i", "storm"), spec("u")});
   RevisionPlan p = plan_revision({stored(spec("p"), ShotState::pending), stored(spec("i"), ShotState::in_flight),
                                   stored(spec("u"), ShotState::in_flight)},
