@@ -153,3 +153,22 @@ TEST_CASE("a kill at each step of a new take's commit loses no take and leaves <
     REQUIRE(::chdir("..") == 0);
   }
 }
+
+TEST_CASE("a kill right after a revision is stored: the new take is submitted, not mistaken for the last take's job") {
+  Rig rig;
+  frames(rig);
+  // One daemon for both revisions: its submit journal still holds take 1's submits when it is killed.
+  rig.start_daemon({{"WANBATCH_CRASH_AT", "revised:1"}});
+  rig.drop("lake.yaml", six());
+  REQUIRE_MESSAGE(test::eventually([&] { return revision_finished(rig, 1); }, std::chrono::seconds(60)), rig.log());
+  rig.drop("lake.yaml", six("a storm over the lake"));
+  CHECK_MESSAGE(rig.daemon->wait(std::chrono::seconds(30)) == 128 + SIGKILL, rig.log());
+  rig.start_daemon();
+  REQUIRE_MESSAGE(test::eventually([&] { return revision_finished(rig, 2); }, std::chrono::seconds(60)), rig.log());
+  CHECK(rig.billed()["sh000"] == 2);
+  CHECK(total_billed(rig) == 7);
+  CHECK(json::parse(test::read(rig.root + "/out/lake/sh000.json"))["parameters"]["prompt"] ==
+        "sh000: a storm over the lake");
+  rig.daemon->signal(SIGTERM);
+  rig.daemon->wait();
+}
