@@ -52,4 +52,11 @@ int cmd_control(const Config& config, const std::string& command, const std::str
 int cmd_estimate(const Config& config, const std::vector<std::string>& files, std::ostream& out,
                  std::ostream& err);
 
+// What each manifest would render as a revision of its batch and why (new,
+// changed fields, last take failed, unchanged), with the estimated credits;
+// changes nothing (the store read-only, so the daemon may run). 0, or 2 when a
+// manifest does not load. daemon/plan.cpp.
+int cmd_plan(const Config& config, const std::vector<std::string>& files, bool json, std::ostream& out,
+             std::ostream& err);
+
 }  // namespace wb

@@ -501,6 +501,7 @@ class Daemon {
     const Manifest& m = *r.manifest;
     std::string active = join_path(c_.spool.active, m.batch + "__" + name);
     Scheduler::Accept a;
+    std::optional<BatchRecord> before = store_->batch(m.batch);  // a revision retires its last manifest
     try {
       LogScope log_scope(m.batch);
       a = scheduler_.accept(m, name, active);
@@ -510,17 +511,28 @@ class Daemon {
       return;
     }
     if (a == Scheduler::Accept::name_taken) {
-      refuse(name, name + ":0: batch: a batch named '" + m.batch +
-                       "' already exists with different content; give this manifest another batch: name\n");
+      refuse(name, name + ":0: batch: batch '" + m.batch +
+                       "' is a stand-in for a record the state store lost, and takes no revision; give this "
+                       "manifest another batch: name\n");
+      return;
+    }
+    if (a == Scheduler::Accept::unchanged || a == Scheduler::Accept::revised) {
+      if (a == Scheduler::Accept::unchanged)
+        spdlog::info("{}: a no-op revision of batch '{}': no render input changed, nothing to render; moved to {}",
+                     name, m.batch, c_.spool.done);
+      else if (before) retire_manifest(*before);
+      auto now = store_->batch(m.batch);
+      move_on(path, a == Scheduler::Accept::unchanged || (now && now->finished) ? unique_target(c_.spool.done, name)
+                                                                                 : active);
       return;
     }
     if (a == Scheduler::Accept::already_added) {
       auto b = store_->batch(m.batch);
       struct stat st {};
       if (b && b->finished) {
-        spdlog::warn("{}: batch '{}' already finished from these same bytes; nothing to render, moved to {}. To "
-                     "render it again, give the manifest a new batch: name (`wanbatch retry {}` re-runs only "
-                     "its failed and HELD shots)",
+        spdlog::warn("{}: a no-op revision: batch '{}' already finished from these same bytes and no input "
+                     "changed; nothing to render, moved to {}. Change a shot to render it again "
+                     "(`wanbatch plan` shows what would render; `wanbatch retry {}` re-runs its failed and HELD shots)",
                      name, m.batch, c_.spool.done, m.batch);
         move_on(path, unique_target(c_.spool.done, name));
         return;

@@ -98,6 +98,17 @@ int main(int argc, char** argv) {
   auto* estimate = app.add_subcommand(
       "estimate", "credits the manifests will cost, and whether the balance and budgets cover it (exit 1 if not)");
   estimate->add_option("files", files, "manifest files")->required();
+  bool plan_json = false;
+  auto* plan = app.add_subcommand(
+      "plan",
+      "for each shot of the manifests, whether it would render as a revision of its batch and why (new, which "
+      "field changed, last take failed, unchanged, removed) and the estimated credits; changes nothing (reads "
+      "the state store read-only; works while the daemon runs); exit 0, 2 when a manifest does not load");
+  plan->add_option("files", files, "manifest files")->required();
+  plan->add_flag("--json", plan_json,
+                 R"(print JSON: {"manifests":[{"file","batch","exists","revision","no_op","renders","removed",)"
+                 R"("credits_estimate","shots":[{"id","action","renders","why","changed","state","take",)"
+                 R"("credits_estimate"}]}],"credits_estimate"})");
 
   try {
     app.parse(argc, argv);
@@ -136,6 +147,7 @@ int main(int argc, char** argv) {
     if (*pause) return wb::cmd_control(config, "pause", "", std::cout, std::cerr);
     if (*resume) return wb::cmd_control(config, "resume", "", std::cout, std::cerr);
     if (*estimate) return wb::cmd_estimate(config, files, std::cout, std::cerr);
+    if (*plan) return wb::cmd_plan(config, files, plan_json, std::cout, std::cerr);
   } catch (const std::exception& e) {
     std::cerr << "wanbatch: " << e.what() << "\n";
     return 1;

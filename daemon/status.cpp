@@ -302,6 +302,7 @@ StatusView summarize(const StatusSnapshot& snap, const PricingConfig& pricing, d
       else if (s.state == ShotState::pending) ++b.pending;
       else ++b.in_flight;
       ended += is_terminal(s.state);
+      b.spent += s.earlier_cost_micro;  // earlier takes (revisions)
       if (s.cost) b.spent += to_micro(*s.cost);
       else if (!is_terminal(s.state)) b.remaining_estimate += costs.estimate(s.spec);
       if (needs_person(s.state)) b.attention.push_back({s.spec.id, to_string(s.state), s.reason});
@@ -342,13 +343,25 @@ StatusView summarize(const StatusSnapshot& snap, const PricingConfig& pricing, d
   return v;
 }
 
+// " (take 2: prompt)" and " (removed)" after the reason.
+static std::string changes_note(const ShotRow& r) {
+  std::string out;
+  if (!r.changes.empty()) {
+    out += " (take " + std::to_string(r.take) + ": ";
+    for (size_t i = 0; i < r.changes.size(); ++i) out += (i ? ", " : "") + r.changes[i];
+    out += ")";
+  }
+  if (r.removed) out += " (removed from the manifest)";
+  return out;
+}
+
 std::vector<ShotRow> shot_rows(const BatchRecord& batch, const std::vector<Shot>& shots, int64_t now_ms) {
   std::vector<ShotRow> rows;
   rows.reserve(shots.size());
   for (const auto& s : shots)
     rows.push_back({s.spec.id, to_string(s.state), s.reason, s.request_id,
-                    std::max<int64_t>(0, now_ms - (s.submitted_ms ? s.submitted_ms : batch.created_ms)),
-                    /*take: no retake is recorded in the store yet, so every shot is its first*/ 1});
+                    std::max<int64_t>(0, now_ms - (s.submitted_ms ? s.submitted_ms : batch.created_ms)), s.take,
+                    s.changes, s.removed});
   return rows;
 }
 
@@ -391,7 +404,7 @@ std::string batch_text(const StatusView& v, const BatchStatus& b, const std::vec
     }
     std::string line = pad(r.id, w_id) + "  " + state + "  " + pad(short_duration(r.age_ms), 6) + "  " +
                        pad(std::to_string(r.take), 4) + "  " + pad(r.request_id.empty() ? "-" : r.request_id, w_req) +
-                       "  " + r.reason;
+                       "  " + r.reason + changes_note(r);
     while (!line.empty() && line.back() == ' ') line.pop_back();
     // Truncation counts the escape bytes too: a coloured line is cut a little early, never inside one.
     o << (style.colour ? line : fit(line, style.width)) << "\n";
@@ -439,7 +452,9 @@ nlohmann::json shot_rows_json(const std::vector<ShotRow>& rows) {
                    {"age_seconds", r.age_ms / 1000},
                    {"reason", r.reason},
                    {"request_id", r.request_id},
-                   {"take", r.take}});
+                   {"take", r.take},
+                   {"changes", r.changes},
+                   {"removed", r.removed}});
   return out;
 }
 

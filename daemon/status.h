@@ -102,7 +102,9 @@ std::map<std::string, double> expected_ends(const std::vector<EtaJob>& jobs, con
 struct ShotRow {
   std::string id, state, reason, request_id;
   int64_t age_ms = 0;  // since submitted; not submitted yet: since its batch arrived
-  int take = 1;        // which render of the shot this is (no retake recorded yet: 1)
+  int take = 1;        // which render of the shot this is (jobs/revision.h)
+  std::vector<std::string> changes;  // what changed since the previous take
+  bool removed = false;              // it left the manifest in a later revision
 };
 std::vector<ShotRow> shot_rows(const BatchRecord& batch, const std::vector<Shot>& shots, int64_t now_ms);
 

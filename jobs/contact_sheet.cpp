@@ -145,7 +145,13 @@ std::string card(const Shot& s, const SheetContext& ctx) {
       s.submitted_ms && s.completed_ms > s.submitted_ms
           ? seconds_text(static_cast<double>(s.completed_ms - s.submitted_ms) / 1000.0)
           : "-");
-  row(out, "take", std::to_string(std::max(1, s.submit_attempts)));
+  row(out, "take", std::to_string(s.take));
+  if (!s.changes.empty()) {
+    std::string changed;
+    for (const auto& c : s.changes) changed += (changed.empty() ? "" : ", ") + c;
+    row(out, "changed", changed);
+  }
+  if (s.removed) row(out, "removed", "left the manifest in a later revision");
   if (!s.request_id.empty()) row(out, "request_id", s.request_id);
   out += "</dl>\n";
   if (video.is_object() && video.contains("differences") && video["differences"].is_array() &&
@@ -185,6 +191,7 @@ std::string batch_sheet_html(const BatchRecord& b, const std::vector<Shot>& shot
   double render_seconds = 0;
   for (const auto& s : shots) {
     if (s.cost) spent += to_micro(*s.cost);
+    spent += s.earlier_cost_micro;  // earlier takes (revisions)
     if (s.submitted_ms && s.completed_ms > s.submitted_ms)
       render_seconds += static_cast<double>(s.completed_ms - s.submitted_ms) / 1000.0;
   }

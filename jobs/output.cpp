@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "jobs/json_safe.h"
 #include "jobs/util.h"
 
 namespace wb {
@@ -128,11 +129,29 @@ std::string OutputDir::commit_shot(const std::string& batch, const std::string& 
   return video;
 }
 
-void OutputDir::withdraw(const std::string& batch, const std::string& shot) const {
+void OutputDir::withdraw(const std::string& batch, const std::string& shot, const std::string& request_id,
+                         bool earlier_take_done) const {
   check_shot_id(shot);
   const std::string dir = join_path(root_, batch);
+  const std::string json_path = join_path(dir, shot + ".json");
+  bool ours = false;
+  struct stat st {};
+  if (::lstat(json_path.c_str(), &st) == 0) {
+    std::string text;
+    try {
+      text = read_file(json_path, 1 << 20);
+    } catch (const Error&) {
+      return;  // unreadable: not known to be this take's, so left alone
+    }
+    auto side = parse_json_bounded(text);
+    if (side && side->is_object() && !request_id.empty())
+      if (auto id = side->find("request_id"); id != side->end() && id->is_string()) ours = *id == request_id;
+  } else {
+    ours = !earlier_take_done;
+  }
+  if (!ours) return;
   bool any = ::unlink(join_path(dir, shot + ".mp4").c_str()) == 0;
-  any = ::unlink(join_path(dir, shot + ".json").c_str()) == 0 || any;
+  any = ::unlink(json_path.c_str()) == 0 || any;
   if (any) fsync_dir(dir);
 }
 

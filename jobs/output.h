@@ -48,8 +48,12 @@ class OutputDir {
 
   // Takes back what a commit made visible for a shot that is not DONE (its
   // record could not be written, it was cancelled, or a crash came between the
-  // commit and the record): <shot>.mp4 and <shot>.json are removed.
-  void withdraw(const std::string& batch, const std::string& shot) const;
+  // commit and the record): <shot>.mp4 and <shot>.json are removed when the
+  // sidecar names `request_id` (this take's job), or when there is no sidecar
+  // and no earlier take is DONE. Files of an earlier DONE take are never touched:
+  // while a new take renders, <shot>.mp4 is still the last DONE one.
+  void withdraw(const std::string& batch, const std::string& shot, const std::string& request_id,
+                bool earlier_take_done) const;
 
   // The path of <batch>/.<shot>.mp4.part (for a checker that reads it by name).
   std::string part_path(const std::string& batch, const std::string& shot) const;

@@ -51,6 +51,8 @@ std::string sidecar_json(const Shot& s, const VideoInfo& video, int64_t download
             {"video", {{"file", s.spec.id + ".mp4"}, {"bytes", video.bytes}, {"sha256", video.sha256},
                        {"has_audio", video.has_audio}, {"probe", video_of(video.facts_json)}}}};
   if (!s.spec.image.path.empty()) j["source_image"] = s.spec.image.path;
+  j["take"] = s.take;
+  j["changes"] = s.changes;
   return json_text(j, 2) + "\n";
 }
 
@@ -59,10 +61,16 @@ std::string batch_report_json(const BatchRecord& b, const std::vector<Shot>& sho
   json list = json::array();
   for (const auto& s : shots) {
     if (s.cost) cost += to_micro(*s.cost);
-    json item = {{"id", s.spec.id}, {"state", to_string(s.state)}};
+    cost += s.earlier_cost_micro;
+    json item = {{"id", s.spec.id}, {"state", to_string(s.state)}, {"take", s.take}};
+    // <shot>.mp4 is the newest DONE take, which may be an earlier one than `take`.
+    if (s.file_take > 0 && s.file_take != s.take) item["file_take"] = s.file_take;
+    if (!s.changes.empty()) item["changes"] = s.changes;
+    if (s.removed) item["removed"] = true;
+    if (s.earlier_cost_micro) item["earlier_takes_cost"] = credits_json(s.earlier_cost_micro);
     if (!s.reason.empty()) item["reason"] = s.reason;
     if (!s.request_id.empty()) item["request_id"] = s.request_id;
-    if (s.state == ShotState::done) item["file"] = s.spec.id + ".mp4";
+    if (s.state == ShotState::done || s.file_take > 0) item["file"] = s.spec.id + ".mp4";
     if (!s.video_json.empty()) item["video"] = video_of(s.video_json);
     if (s.cost) item["cost"] = cost_of(s);
     if (s.submitted_ms && s.completed_ms)
@@ -73,6 +81,7 @@ std::string batch_report_json(const BatchRecord& b, const std::vector<Shot>& sho
             {"manifest", b.manifest_name},
             {"manifest_sha256", b.sha256},
             {"accepted_at", time_or_null(b.created_ms)},
+            {"revision", b.revision},
             {"finished_at", time_or_null(now_ms)},
             {"shots", static_cast<int>(shots.size())},
             {"states", count_states(shots)},

@@ -1,5 +1,6 @@
 #include "jobs/shot.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "jobs/json_safe.h"
@@ -90,6 +91,13 @@ std::string shot_to_json(const Shot& s) {
   if (s.cost) j["cost"] = *s.cost;
   if (s.damaged) j["damaged"] = true;
   if (s.held_from != ShotState::pending) j["held_from"] = to_string(s.held_from);
+  if (s.take != 1) j["take"] = s.take;
+  number("file_take", s.file_take);
+  if (!s.changes.empty()) j["changes"] = s.changes;
+  if (!s.inputs.empty()) j["inputs"] = s.inputs;
+  text("next_take", s.next_take);
+  if (s.removed) j["removed"] = true;
+  number("earlier_cost_micro", s.earlier_cost_micro);
   return j.dump();
 }
 
@@ -131,6 +139,17 @@ Shot shot_from_json(const std::string& text) {
   if (j.contains("cost") && j["cost"].is_number()) s.cost = j["cost"].get<double>();
   s.damaged = j.value("damaged", false);
   s.held_from = shot_state_from(j.value("held_from", "PENDING")).value_or(ShotState::pending);
+  s.take = std::max(1, j.value("take", 1));
+  s.file_take = j.value("file_take", 0);
+  if (j.contains("changes") && j["changes"].is_array())
+    for (const auto& c : j["changes"])
+      if (c.is_string()) s.changes.push_back(c.get<std::string>());
+  if (j.contains("inputs") && j["inputs"].is_object())
+    for (const auto& [k, v] : j["inputs"].items())
+      if (v.is_string()) s.inputs[k] = v.get<std::string>();
+  s.next_take = j.value("next_take", "");
+  s.removed = j.value("removed", false);
+  s.earlier_cost_micro = j.value("earlier_cost_micro", int64_t{0});
   return s;
 }
 

@@ -64,6 +64,21 @@ struct Shot {
   // For a HELD shot: the step it stopped at (IN_FLIGHT, FETCHING, DOWNLOADING),
   // from which `wanbatch retry` can resume without a new submit; else pending.
   ShotState held_from = ShotState::pending;
+  // Revisions (jobs/revision.h). The take this record renders (1 for the first);
+  // the take whose video is <shot>.mp4 now (0: none yet); what changed since
+  // the previous take (field names; empty for the first take); the render
+  // inputs this take was made from (field -> "sha256:<hex>" for a local file,
+  // "url:<url>" for a URL), to tell a file edited in place.
+  int take = 1;
+  int file_take = 0;
+  std::vector<std::string> changes;
+  std::map<std::string, std::string> inputs;
+  // A revision that changed this shot while its take was on the provider: the
+  // next take's spec, inputs and changes (revision_next_json), started when
+  // this one ends. "" when none.
+  std::string next_take;
+  bool removed = false;          // it left the manifest in a later revision
+  int64_t earlier_cost_micro = 0;  // what its earlier takes cost
 
   std::string key() const { return batch + "/" + spec.id; }
 };

@@ -8,6 +8,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -34,6 +35,7 @@ nlohmann::json batch_json(const BatchRecord& b) {
           {"finished_ms", b.finished_ms},
           {"budget_credits", b.budget_credits ? nlohmann::json(*b.budget_credits) : nlohmann::json(nullptr)}};
   if (b.damaged) j["damaged"] = true;
+  if (b.revision != 1) j["revision"] = b.revision;
   return j;
 }
 
@@ -55,6 +57,7 @@ BatchRecord batch_from(const std::string& text) {
   if (j.contains("budget_credits") && j["budget_credits"].is_number())
     b.budget_credits = j["budget_credits"].get<double>();
   b.damaged = j.value("damaged", false);
+  b.revision = std::max(1, j.value("revision", 1));
   return b;
 }
 
@@ -350,6 +353,8 @@ void Store::reconcile_with_journal(bool store_damaged, const SubmitJournal::Cont
     check(st, "read " + key);
     Shot shot = read_shot("s/" + key, value);
     if (shot.damaged) continue;  // already HELD as unreadable
+    // An earlier take's last entry: the record has moved on to a later take (a revision).
+    if (e.value("take", 1) < shot.take) continue;
     int attempt = e.value("attempt", 0);
     std::string rid = e.value("request_id", "");
     nlohmann::json entry = {{"time", now}, {"shot", key}, {"attempt", attempt}};
@@ -656,6 +661,23 @@ std::vector<Shot> Store::shots(const std::string& batch) const {
 }
 
 std::vector<Shot> Store::all_shots() const { return shots(""); }
+
+std::optional<Shot> Store::shot(const std::string& batch, const std::string& id) const {
+  std::string v;
+  const std::string key = shot_key(batch, id);
+  auto st = db_->Get(rocksdb::ReadOptions(), key, &v);
+  if (st.IsNotFound()) return std::nullopt;
+  check(st, "read " + key);
+  return read_shot(key, v);
+}
+
+void Store::put_revision(const BatchRecord& batch, const std::vector<Shot>& shots) {
+  std::vector<std::pair<std::string, std::string>> puts;
+  puts.reserve(shots.size() + 1);
+  puts.emplace_back("b/" + batch.name, batch_json(batch).dump());
+  for (const auto& s : shots) puts.emplace_back(shot_key(s.batch, s.spec.id), shot_to_json(s));
+  write(puts, Sync::yes);
+}
 
 std::vector<BatchRecord> Store::unfinished_batches() const {
   std::vector<BatchRecord> out;

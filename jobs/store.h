@@ -51,6 +51,7 @@ struct BatchRecord {
   bool finished = false;
   int64_t finished_ms = 0;
   bool damaged = false;  // its stored record was unreadable; this is a stand-in
+  int revision = 1;      // manifests taken for this batch (jobs/revision.h)
 };
 
 enum class Sync { no, yes };
@@ -118,6 +119,10 @@ class Store {
   // Micro-credits spent on a local day ("YYYY-MM-DD"), from the aggregate.
   int64_t spent_on(const std::string& day) const;
   std::vector<Shot> shots(const std::string& batch) const;
+  std::optional<Shot> shot(const std::string& batch, const std::string& id) const;
+  // A revision (jobs/revision.h): the batch record and every shot it changes
+  // or adds, in one synced write (their index entries follow their states).
+  void put_revision(const BatchRecord& batch, const std::vector<Shot>& shots);
   std::vector<Shot> all_shots() const;
   // A census of the shots by state as of now (ShotCensus above).
   std::unique_ptr<ShotCensus> census() const;

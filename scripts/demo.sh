@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and renders examples/lakeside.yaml end to end:
 # starts the simulator (segmind-sim) and the daemon on a fresh spool, submits the
-# manifest, shows progress until the batch ends, prints where the videos and the
-# report are, and stops what it started.
+# manifest, shows progress until the batch ends, then drops a revision
+# (examples/lakeside-rev2.yaml) that renders two of the six shots again (take 2),
+# prints where the videos and the report are, and stops what it started.
 #   scripts/demo.sh          against the local simulator: zero spend
 #   scripts/demo.sh --real   against the real Segmind API (needs SEGMIND_API_KEY; costs credits)
 # The demo's folders live in $WANBATCH_DEMO_DIR (default /tmp/wanbatch-demo), reset each run.
@@ -14,7 +15,7 @@ real=0
 case "${1:-}" in
   --real) real=1 ;;
   "") ;;
-  -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
   *) echo "unknown option $1" >&2; exit 2 ;;
 esac
 if [ $real -eq 1 ] && [ -z "${SEGMIND_API_KEY:-}" ]; then
@@ -82,6 +83,24 @@ if [ ! -f "$report" ]; then
   exit 1
 fi
 "$BIN/wanbatch" --config "$DEMO/wanbatch.yaml" status
+
+# A revision: the same batch with two shots changed (sh020's prompt, sh040's seed).
+# plan shows what would render and what it costs; then only those two render again.
+echo
+echo "revision: examples/lakeside-rev2.yaml changes two of six shots"
+"$BIN/wanbatch" --config "$DEMO/wanbatch.yaml" plan "$ROOT/examples/lakeside-rev2.yaml" | sed 's/^/  /'
+"$BIN/wanbatch" --config "$DEMO/wanbatch.yaml" submit "$ROOT/examples/lakeside-rev2.yaml"
+revised=""
+for _ in $(seq 3600); do
+  revised=$(grep -o '"revision": 2' "$report" 2>/dev/null || true)
+  [ -n "$revised" ] && [ -f "$DEMO/spool/done/lakeside-rev2.yaml" ] && break
+  sleep 0.5
+done
+if [ -z "$revised" ]; then
+  echo "the revision did not finish; see $DEMO/daemon.log" >&2
+  exit 1
+fi
+"$BIN/wanbatch" --config "$DEMO/wanbatch.yaml" status "$batch"
 echo
 echo "videos:  $DEMO/output/$batch/"
 ls "$DEMO/output/$batch" | sed 's/^/           /'

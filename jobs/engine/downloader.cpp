@@ -13,6 +13,7 @@
 #include "jobs/mp4.h"
 #include "jobs/report.h"
 #include "jobs/segmind.h"
+#include "jobs/takes.h"
 #include "jobs/video_probe.h"
 
 namespace wb {
@@ -53,7 +54,7 @@ void Downloader::start(Shot& shot) {
   try {
     // A shot that downloads is not DONE: a video a commit left visible (a crash
     // before its record said DONE) is taken back before it is fetched again.
-    output_.withdraw(shot.batch, shot.spec.id);
+    output_.withdraw(shot.batch, shot.spec.id, shot.request_id, shot.file_take > 0 && shot.file_take != shot.take);
     // A retry after a partial download resumes it with a Range request.
     fd = output_.open_part(shot.batch, shot.spec.id, shot.attempts > 0, offset);
   } catch (const Error& e) {
@@ -194,8 +195,12 @@ void Downloader::finish(const std::string& key, int fd, bool has_audio, const Vi
     struct stat st {};
     ::fstat(fd, &st);
     VideoInfo video{static_cast<long long>(st.st_size), sha256_fd_hex(fd), has_audio, shot->video_json};
+    // An earlier DONE take keeps its files under its take name first (jobs/takes.h).
+    if (shot->file_take > 0 && shot->file_take != shot->take) keep_take(output_, shot->batch, shot->spec.id, shot->file_take);
+    crash_point("take_kept");
     shot->file = output_.commit_shot(shot->batch, shot->spec.id, fd,
                                      sidecar_json(*shot, video, to_epoch_ms(core_.wall())));
+    shot->file_take = shot->take;
   } catch (const Error& e) {
     shot->file.clear();
     wait_for_disk(*shot, e.what());
@@ -206,7 +211,7 @@ void Downloader::finish(const std::string& key, int fd, bool has_audio, const Vi
     core_.end(*shot, ShotState::done, "");
   } catch (...) {
     // The record did not take DONE (a full state disk): nothing of it stays visible.
-    output_.withdraw(shot->batch, shot->spec.id);
+    output_.withdraw(shot->batch, shot->spec.id, shot->request_id, false);
     throw;
   }
   crash_point("done");

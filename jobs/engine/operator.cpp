@@ -184,7 +184,8 @@ OperatorResult Operator::cancel(const std::string& target) {
     r.changed.push_back(s.spec.id);
     if (live->state == ShotState::downloading) {
       output_.discard_part(live->batch, live->spec.id);
-      output_.withdraw(live->batch, live->spec.id);  // a commit a crash cut short before DONE
+      // a commit a crash cut short before DONE (an earlier DONE take's files stay)
+      output_.withdraw(live->batch, live->spec.id, live->request_id, live->file_take > 0 && live->file_take != live->take);
     }
     core_.end(*live, ShotState::cancelled, why);
   }

@@ -16,6 +16,7 @@
 
 #include "jobs/crash_point.h"
 #include "jobs/json_safe.h"
+#include "jobs/takes.h"
 
 namespace wb {
 
@@ -32,7 +33,8 @@ Scheduler::Scheduler(const Settings& settings, Store& store, Transport& transpor
       downloader_(core_, output_),
       batches_(core_, output_),
       operator_(core_, batches_, output_),
-      credits_(core_, submit_state_) {
+      credits_(core_, submit_state_),
+      revisions_(core_, batches_) {
   std::string err;
   window_ = TimeWindow::parse(settings.window, err).value_or(TimeWindow());
   core_.on_shot_ended = [this](const std::string& batch) { batches_.maybe_finish(batch); };
@@ -58,6 +60,7 @@ Scheduler::Scheduler(const Settings& settings, Store& store, Transport& transpor
   operator_.on_followed = [this](Shot& s) { planner_.submitted(s, s.followed_since_ms); };
   core_.events.subscribe([this](const Event& e) {
     if (e.kind == Event::Kind::shot_changed && is_terminal(e.to)) planner_.forget(e.key);
+    if (e.kind == Event::Kind::shot_changed && is_terminal(e.to)) revisions_.ended(e.key, e.to);
   });
 }
 
@@ -69,12 +72,21 @@ void Scheduler::load() {
   if (auto costs = store.meta("cost_model")) core_.spend.costs().load(*costs);
   core_.spend.day_loader = [&store](const std::string& day) { return store.spent_on(day); };
   std::vector<Shot> unfinished = store.unfinished_shots();
-  for (auto& s : unfinished) follow_again(std::move(s));
+  for (auto& s : unfinished) {
+    revisions_.loaded(s);
+    if (s.state == ShotState::downloading && s.file_take > 0 && s.file_take != s.take) try {
+        if (restore_newest_done(output_, s.batch, s.spec.id, s.file_take))
+          spdlog::warn("{}: {}.mp4 put back to take {}, its newest DONE take", s.key(), s.spec.id, s.file_take);
+      } catch (const Error& e) {
+        spdlog::error("{}: cannot put back take {} as {}.mp4: {}", s.key(), s.file_take, s.spec.id, e.what());
+      }
+    follow_again(std::move(s));
+  }
   // What unfinished batches have spent so far, for their budgets.
   for (const auto& [name, b] : book.batches()) {
     Micro spent = 0;
     for (const auto& s : store.shots(name))
-      if (s.cost) spent += to_micro(*s.cost);
+      spent += (s.cost ? to_micro(*s.cost) : 0) + s.earlier_cost_micro;
     core_.spend.set_batch_spent(name, spent);
   }
   batches_.check_all();
@@ -141,8 +153,14 @@ Scheduler::Accept Scheduler::accept(const Manifest& m, const std::string& manife
   if (auto existing = store.batch(m.batch)) {
     // A stand-in for a batch the store lost is completed from its manifest; the
     // journal's shots keep their HELD stand-ins.
-    if (!(existing->damaged && !held_reason.empty()))
-      return existing->sha256 == m.sha256 ? Accept::already_added : Accept::name_taken;
+    if (!(existing->damaged && !held_reason.empty())) {
+      const bool same_bytes = existing->sha256 == m.sha256;
+      // A stand-in for a lost record takes no revision: its shots' history is unknown.
+      if (existing->damaged) return same_bytes ? Accept::already_added : Accept::name_taken;
+      Revisions::Outcome r = revisions_.apply(m, manifest_name, manifest_path, same_bytes);
+      if (r.applied) return Accept::revised;
+      return existing->sha256 == m.sha256 ? Accept::already_added : Accept::unchanged;
+    }
     for (const auto& k : store.shots(m.batch)) known.insert(k.spec.id);
   }
   BatchRecord b;
@@ -163,6 +181,7 @@ Scheduler::Accept Scheduler::accept(const Manifest& m, const std::string& manife
     s.batch = m.batch;
     s.index = static_cast<int>(i);
     s.spec = m.shots[i];
+    s.inputs = fingerprint_inputs(s.spec);
     if (!held_reason.empty()) {
       s.state = ShotState::held;
       s.reason = held_reason;

@@ -26,6 +26,7 @@
 #include "jobs/engine/gates.h"
 #include "jobs/engine/operator.h"
 #include "jobs/engine/poll_planner.h"
+#include "jobs/engine/revisions.h"
 #include "jobs/engine/submitter.h"
 #include "jobs/engine/uploader.h"
 #include "jobs/manifest.h"
@@ -51,10 +52,14 @@ class Scheduler {
   // submit and recording its request_id) becomes HELD.
   void load();
 
-  enum class Accept { added, already_added, name_taken };
+  enum class Accept { added, already_added, revised, unchanged, name_taken };
   // Records a validated manifest as a batch of PENDING shots in one synced write.
-  // already_added: a batch of that name from the same bytes exists (a restart
-  // between recording and moving the file); name_taken: from other bytes.
+  // already_added: a batch of that name from the same bytes exists and the
+  // revision would change nothing (a restart between recording and moving the
+  // file, or the same file dropped again); revised: a new revision of the batch
+  // (jobs/engine/revisions.h); unchanged: other bytes that change no render input;
+  // name_taken: other bytes for a batch whose record is a stand-in (a damaged
+  // store), which takes no revision.
   // With `held_reason`, every shot is recorded HELD with it instead (a batch the
   // state store lost, found again in spool.active: its shots may have been billed).
   Accept accept(const Manifest& manifest, const std::string& manifest_name, const std::string& manifest_path,
@@ -127,6 +132,7 @@ class Scheduler {
   Batches batches_;
   Operator operator_;
   Credits credits_;
+  Revisions revisions_;
   bool stopping_ = false;
   std::string submit_wait_;
   int64_t model_saved_ms_ = 0;

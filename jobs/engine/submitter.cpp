@@ -12,7 +12,9 @@ namespace wb {
 
 
 nlohmann::json ledger_entry(const Shot& s, const std::string& event, TimePoint now) {
-  return {{"time", iso8601_utc(now)}, {"shot", s.key()}, {"event", event}, {"attempt", s.submit_attempts}};
+  nlohmann::json e = {{"time", iso8601_utc(now)}, {"shot", s.key()}, {"event", event}, {"attempt", s.submit_attempts}};
+  if (s.take > 1) e["take"] = s.take;  // a revision's new take (jobs/revision.h): its attempts count anew
+  return e;
 }
 
 void Submitter::start(Shot& shot) {

@@ -138,8 +138,9 @@ TEST_CASE("an identical manifest of a finished batch is logged and moved to done
   rig.drop("lake.yaml", manifest("lake", 2));
   REQUIRE_MESSAGE(test::eventually([&] { return test::list(rig.root + "/spool/done").size() == 2; }), rig.log());
   std::string log = rig.log();
-  CHECK(log.find("lake.yaml: batch 'lake' already finished from these same bytes") != std::string::npos);
-  CHECK(log.find("give the manifest a new batch: name") != std::string::npos);
+  CHECK(log.find("lake.yaml: a no-op revision: batch 'lake' already finished from these same bytes") !=
+        std::string::npos);
+  CHECK(log.find("`wanbatch plan` shows what would render") != std::string::npos);
   CHECK(test::list(rig.root + "/spool/active").empty());
   CHECK(test::list(rig.root + "/spool/incoming").empty());
   CHECK(test::list(rig.root + "/spool/failed").empty());

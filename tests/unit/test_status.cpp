@@ -258,7 +258,8 @@ TEST_CASE("status BATCH: a row per shot with state, age, take, request_id and re
   CHECK(text.find("\ns1    PENDING  1m      1     -           waiting: paused by an operator\n") != std::string::npos);
   auto j = shot_rows_json(rows);
   CHECK(j[0] == nlohmann::json{{"id", "s0"}, {"state", "DONE"}, {"age_seconds", 10}, {"reason", ""},
-                               {"request_id", "req0"}, {"take", 1}});
+                               {"request_id", "req0"}, {"take", 1}, {"changes", nlohmann::json::array()},
+                               {"removed", false}});
 }
 
 TEST_CASE("status: short durations read as people write them") {

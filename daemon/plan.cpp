@@ -1,0 +1,109 @@
+// `wanbatch plan FILE...`: what each manifest would render as a revision of
+// its batch (jobs/revision.h, the same decision the daemon makes) and what it
+// would cost (jobs/engine/spend.h, the estimate's arithmetic). It changes
+// nothing: the state store is opened read-only, which works while the daemon
+// runs and holds its lock.
+#include <nlohmann/json.hpp>
+#include <ostream>
+
+#include "daemon/commands.h"
+#include "jobs/credits.h"
+#include "jobs/engine/spend.h"
+#include "jobs/json_safe.h"
+#include "jobs/manifest.h"
+#include "jobs/revision.h"
+#include "jobs/store.h"
+#include "jobs/util.h"
+
+namespace wb {
+
+int cmd_plan(const Config& config, const std::vector<std::string>& files, bool json, std::ostream& out,
+             std::ostream& err) {
+  ManifestRules rules;
+  rules.input_roots = config.input_roots;
+  rules.max_shots = config.limits.max_shots_per_manifest;
+  rules.max_bytes = config.limits.max_manifest_bytes;
+  rules.max_media_bytes = config.limits.max_media_bytes;
+  Spend spend(config.limits, config.pricing);
+  std::unique_ptr<Store> store;
+  try {
+    store = Store::open(join_path(config.state_dir, "db"), Store::Mode::read_only);
+    if (auto costs = store->meta("cost_model")) spend.costs().load(*costs);
+  } catch (const Error& e) {
+    err << "no state store to compare with (" << e.what() << "): every shot is new\n";
+  }
+  nlohmann::json all = nlohmann::json::array();
+  Micro total = 0;
+  for (const auto& f : files) {
+    ManifestResult r = load_manifest(f, rules);
+    if (!r.manifest) {
+      err << format_problems(f, r.problems);
+      return 2;
+    }
+    const Manifest& m = *r.manifest;
+    std::optional<BatchRecord> batch = store ? store->batch(m.batch) : std::nullopt;
+    std::vector<Shot> stored = batch ? store->shots(m.batch) : std::vector<Shot>{};
+    std::map<std::string, Inputs> inputs;
+    for (const auto& spec : m.shots) inputs[spec.id] = fingerprint_inputs(spec);
+    const bool same_bytes = batch && batch->sha256 == m.sha256;
+    RevisionPlan plan = plan_revision(stored, m, inputs, same_bytes);
+    std::map<std::string, const ShotSpec*> specs;
+    for (const auto& spec : m.shots) specs[spec.id] = &spec;
+    Micro sum = 0;
+    nlohmann::json shots = nlohmann::json::array();
+    int removed = 0;
+    for (const auto& p : plan.shots) {
+      Micro cost = p.costs() ? spend.costs().estimate(*specs[p.id]) : 0;
+      sum += cost;
+      removed += p.action == ShotPlan::Action::remove;
+      shots.push_back({{"id", p.id},
+                       {"action", action_text(p.action)},
+                       {"renders", p.costs()},
+                       {"why", why_text(p)},
+                       {"changed", p.changed},
+                       {"state", batch && p.why != ShotPlan::Why::new_shot ? nlohmann::json(to_string(p.state))
+                                                                           : nlohmann::json(nullptr)},
+                       {"take", p.take},
+                       {"credits_estimate", credits_json(cost)}});
+    }
+    total += sum;
+    const int revision = !batch ? 1 : plan.changes_nothing() ? batch->revision : batch->revision + 1;
+    const std::string verdict = !batch ? "a new batch"
+                                : plan.changes_nothing()
+                                    ? "a no-op revision of batch " + m.batch + " (revision " +
+                                          std::to_string(batch->revision) + " stays)"
+                                    : "revision " + std::to_string(revision) + " of batch " + m.batch;
+    all.push_back({{"file", f},
+                   {"batch", m.batch},
+                   {"exists", batch.has_value()},
+                   {"revision", revision},
+                   {"no_op", batch && plan.changes_nothing()},
+                   {"same_bytes", same_bytes},
+                   {"renders", plan.renders()},
+                   {"removed", removed},
+                   {"credits_estimate", credits_json(sum)},
+                   {"shots", shots}});
+    if (json) continue;
+    out << f << ": " << verdict << ": " << plan.renders() << " of " << m.shots.size() << " shots render"
+        << (removed ? ", " + std::to_string(removed) + " removed" : "") << ", ~" << credits_text(sum) << " credits\n";
+    size_t w = 4;
+    for (const auto& p : plan.shots) w = std::max(w, p.id.size());
+    for (const auto& p : plan.shots) {
+      std::string id = p.id;
+      id.resize(w, ' ');
+      std::string act = p.costs() ? "render" : action_text(p.action);
+      act.resize(7, ' ');
+      out << "  " << id << "  " << act << "  take " << p.take << "  " << why_text(p);
+      if (p.costs()) out << "  ~" << credits_text(spend.costs().estimate(*specs[p.id]));
+      out << "\n";
+    }
+  }
+  if (json) {
+    out << json_text({{"manifests", all}, {"credits_estimate", credits_json(total)}}, 2) << "\n";
+  } else if (files.size() > 1) {
+    out << "total: ~" << credits_text(total) << " credits\n";
+  }
+  return 0;
+}
+
+}  // namespace wb

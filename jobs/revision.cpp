@@ -1,0 +1,213 @@
+// Implementation notes: fingerprint_inputs is the only part that reads files;
+// everything else is a pure function of records, so `wanbatch plan` and the
+// engine decide alike.
+#include "jobs/revision.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <set>
+
+#include "jobs/util.h"
+
+namespace wb {
+
+namespace {
+struct MediaField {
+  const char* name;
+  const MediaRef ShotSpec::*ref;
+};
+constexpr MediaField kMedia[] = {
+    {"image", &ShotSpec::image}, {"last_frame", &ShotSpec::last_frame}, {"audio", &ShotSpec::audio}};
+
+std::string fingerprint_file(const std::string& path) {
+  // O_NONBLOCK: a FIFO put in place of the file does not block; O_NOFOLLOW as the loader.
+  int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return std::string("unreadable:") + std::strerror(errno);
+  struct stat st {};
+  std::string out;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) out = "unreadable:not a regular file";
+  else out = "sha256:" + sha256_fd_hex(fd);
+  ::close(fd);
+  return out;
+}
+
+bool same_media(const MediaRef& a, const Inputs& ai, const MediaRef& b, const Inputs& bi, const char* field) {
+  if (a.empty() || b.empty()) return a.empty() == b.empty();
+  if (ai.count(field) && bi.count(field)) {
+    const std::string& x = ai.at(field);
+    return x == bi.at(field) && x.rfind("unreadable:", 0) != 0;
+  }
+  // One side without fingerprints: compare what both have, the reference.
+  return a.url == b.url && a.path == b.path;
+}
+}  // namespace
+
+Inputs fingerprint_inputs(const ShotSpec& spec) {
+  Inputs out;
+  for (const auto& f : kMedia) {
+    const MediaRef& m = spec.*(f.ref);
+    if (!m.url.empty()) out[f.name] = "url:" + m.url;
+    else if (!m.path.empty()) out[f.name] = fingerprint_file(m.path);
+  }
+  return out;
+}
+
+std::vector<std::string> changed_fields(const ShotSpec& a, const Inputs& ai, const ShotSpec& b, const Inputs& bi) {
+  std::vector<std::string> out;
+  if (a.prompt != b.prompt) out.push_back("prompt");
+  if (a.negative_prompt != b.negative_prompt) out.push_back("negative_prompt");
+  if (a.duration != b.duration) out.push_back("duration");
+  if (a.resolution != b.resolution) out.push_back("resolution");
+  if (a.seed != b.seed) out.push_back("seed");
+  for (const auto& f : kMedia)
+    if (!same_media(a.*(f.ref), ai, b.*(f.ref), bi, f.name)) out.push_back(f.name);
+  return out;
+}
+
+int RevisionPlan::renders() const {
+  int n = 0;
+  for (const auto& p : shots) n += p.costs();
+  return n;
+}
+
+bool RevisionPlan::changes_nothing() const {
+  for (const auto& p : shots)
+    if (p.action != ShotPlan::Action::keep) return false;
+  return true;
+}
+
+RevisionPlan plan_revision(const std::vector<Shot>& stored, const Manifest& m,
+                           const std::map<std::string, Inputs>& inputs, bool same_bytes) {
+  std::map<std::string, const Shot*> by_id;
+  for (const auto& s : stored) by_id[s.spec.id] = &s;
+  static const Inputs kNone;
+  RevisionPlan plan;
+  std::set<std::string> seen;
+  for (size_t i = 0; i < m.shots.size(); ++i) {
+    const ShotSpec& spec = m.shots[i];
+    seen.insert(spec.id);
+    auto in = inputs.find(spec.id);
+    const Inputs& now = in == inputs.end() ? kNone : in->second;
+    ShotPlan p;
+    p.id = spec.id;
+    p.index = static_cast<int>(i);
+    auto old = by_id.find(spec.id);
+    if (old == by_id.end()) {
+      p.action = ShotPlan::Action::render;
+      p.why = ShotPlan::Why::new_shot;
+      plan.shots.push_back(std::move(p));
+      continue;
+    }
+    const Shot& o = *old->second;
+    p.state = o.state;
+    p.take = o.take;
+    p.changed = changed_fields(o.spec, o.inputs, spec, now);
+    const bool changed = !p.changed.empty();
+    if (!is_terminal(o.state)) {
+      const bool submitted = o.state != ShotState::pending;
+      if (!changed) {
+        p.why = ShotPlan::Why::running;
+        p.action = o.next_take.empty() ? ShotPlan::Action::keep : ShotPlan::Action::update;  // drops the queued take
+      } else if (!submitted) {
+        p.why = ShotPlan::Why::changed;
+        p.action = ShotPlan::Action::update;
+      } else {
+        p.why = ShotPlan::Why::changed;
+        p.action = ShotPlan::Action::render_after;
+        p.take = o.take + 1;
+        if (!o.next_take.empty()) {  // queued by an earlier revision: the same again changes nothing
+          try {
+            NextTake queued = next_take_from(o.next_take);
+            if (changed_fields(queued.spec, queued.inputs, spec, now).empty()) p.action = ShotPlan::Action::keep;
+          } catch (const std::exception&) {
+          }
+        }
+      }
+    } else if (changed) {
+      p.why = ShotPlan::Why::changed;
+      p.action = ShotPlan::Action::render;
+      p.take = o.take + 1;
+    } else if (o.state == ShotState::done) {
+      p.why = ShotPlan::Why::unchanged;
+      p.action = o.removed ? ShotPlan::Action::update : ShotPlan::Action::keep;  // back in the manifest
+    } else if (o.state == ShotState::held) {
+      p.why = ShotPlan::Why::held;
+      p.action = o.removed ? ShotPlan::Action::update : ShotPlan::Action::keep;
+    } else if (same_bytes) {
+      p.why = ShotPlan::Why::retry_it;
+      p.action = ShotPlan::Action::keep;
+    } else {
+      p.why = ShotPlan::Why::last_not_done;
+      p.action = ShotPlan::Action::render;
+      p.take = o.take + 1;
+    }
+    plan.shots.push_back(std::move(p));
+  }
+  for (const auto& s : stored) {
+    if (seen.count(s.spec.id) || s.removed) continue;
+    ShotPlan p;
+    p.id = s.spec.id;
+    p.action = ShotPlan::Action::remove;
+    p.why = ShotPlan::Why::removed;
+    p.state = s.state;
+    p.take = s.take;
+    plan.shots.push_back(std::move(p));
+  }
+  return plan;
+}
+
+const char* action_text(ShotPlan::Action a) {
+  switch (a) {
+    case ShotPlan::Action::render: return "render";
+    case ShotPlan::Action::update: return "update";
+    case ShotPlan::Action::render_after: return "render after the running take";
+    case ShotPlan::Action::keep: return "keep";
+    case ShotPlan::Action::remove: return "removed";
+  }
+  return "?";
+}
+
+std::string why_text(const ShotPlan& p) {
+  auto fields = [&p] {
+    std::string out;
+    for (const auto& f : p.changed) out += (out.empty() ? "" : ", ") + f;
+    return out;
+  };
+  switch (p.why) {
+    case ShotPlan::Why::new_shot: return "new";
+    case ShotPlan::Why::changed:
+      return "changed: " + fields() +
+             (p.action == ShotPlan::Action::render_after ? std::string(" (renders after the take on the provider)")
+              : p.action == ShotPlan::Action::keep       ? std::string(" (queued after the take on the provider)")
+              : p.action == ShotPlan::Action::update     ? std::string(" (not submitted yet: takes the new spec)")
+                                                         : std::string());
+    case ShotPlan::Why::last_not_done: return std::string("last take ended ") + to_string(p.state);
+    case ShotPlan::Why::unchanged: return "unchanged";
+    case ShotPlan::Why::held: return "unchanged, HELD: `wanbatch retry` decides (its job may have been billed)";
+    case ShotPlan::Why::running: return std::string("unchanged, ") + to_string(p.state);
+    case ShotPlan::Why::removed: return "left the manifest (kept)";
+    case ShotPlan::Why::retry_it:
+      return std::string("unchanged, last take ended ") + to_string(p.state) +
+             " (the same manifest again: `wanbatch retry` renders it)";
+  }
+  return "";
+}
+
+std::string next_take_json(const ShotSpec& spec, const Inputs& inputs, const std::vector<std::string>& changes) {
+  Shot s;
+  s.spec = spec;
+  s.inputs = inputs;
+  s.changes = changes;
+  return shot_to_json(s);
+}
+
+NextTake next_take_from(const std::string& json) {
+  Shot s = shot_from_json(json);
+  return {s.spec, s.inputs, s.changes};
+}
+
+}  // namespace wb

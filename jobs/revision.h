@@ -1,0 +1,84 @@
+// Revisions: a manifest whose batch already exists is a new revision of it.
+// This decides, as a pure function of the stored shots and the new manifest
+// (with the fingerprints of its render inputs), which shots render again and
+// why. docs/MANIFEST.md "Revisions and takes".
+//
+// A shot renders a new take when a render input changed (prompt,
+// negative_prompt, duration, resolution, seed, the bytes of a local
+// image/last_frame/audio or the string of a URL one), when it is new, or when
+// its last take ended FAILED, REJECTED or CANCELLED. An unchanged DONE shot
+// keeps its video; an unchanged HELD shot stays HELD (its job may have been
+// billed: `wanbatch retry` decides). A changed shot not yet submitted takes the
+// new spec before it is; one on the provider finishes (it is billed) and then
+// renders again. Shots that left the manifest are kept and reported as removed.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "jobs/manifest.h"
+#include "jobs/shot.h"
+
+namespace wb {
+
+// field -> "sha256:<hex>" (a local file's bytes), "url:<url>", or
+// "unreadable:<why>" (a local file that cannot be read now: counts as changed).
+using Inputs = std::map<std::string, std::string>;
+
+// The render inputs of a spec, local files hashed now (reads them).
+Inputs fingerprint_inputs(const ShotSpec& spec);
+
+// The render fields that differ between a stored take and a new spec, in a
+// fixed order: prompt, negative_prompt, duration, resolution, seed, image,
+// last_frame, audio. Media compare by fingerprint; a record from before
+// fingerprints were kept compares the path or URL.
+std::vector<std::string> changed_fields(const ShotSpec& old_spec, const Inputs& old_inputs, const ShotSpec& new_spec,
+                                        const Inputs& new_inputs);
+
+struct ShotPlan {
+  enum class Action {
+    render,         // a new take (or the first) is submitted
+    update,         // not submitted yet: it takes the new spec, same take
+    render_after,   // on the provider now: finishes (billed), then renders again
+    keep,           // nothing to render
+    remove,         // left the manifest: kept, reported removed (a PENDING one is cancelled)
+  };
+  enum class Why { new_shot, changed, last_not_done, unchanged, held, running, removed, retry_it };
+  std::string id;
+  Action action = Action::keep;
+  Why why = Why::unchanged;
+  std::vector<std::string> changed;  // fields, for Why::changed
+  ShotState state = ShotState::pending;  // of the stored shot (pending for a new one)
+  int take = 1;                      // the take it renders (render, render_after), else its current take
+  int index = -1;                    // its position in the new manifest (-1: removed)
+  bool costs() const { return action == Action::render || action == Action::render_after; }
+};
+
+struct RevisionPlan {
+  std::vector<ShotPlan> shots;  // manifest order, then the removed ones
+  int renders() const;          // shots that cost: render and render_after
+  bool changes_nothing() const;  // no shot renders, is updated or removed
+};
+
+// `stored`: the batch's shot records; `inputs`: the new manifest's fingerprints
+// by shot id; `same_bytes`: the manifest file is the batch's last one again
+// (dropped twice): then a shot whose last take failed is left to `wanbatch
+// retry`, and only changed inputs (files edited in place) render.
+RevisionPlan plan_revision(const std::vector<Shot>& stored, const Manifest& manifest,
+                           const std::map<std::string, Inputs>& inputs, bool same_bytes = false);
+
+// "new", "changed: prompt, image", "last take FAILED", "unchanged", ...
+std::string why_text(const ShotPlan& p);
+const char* action_text(ShotPlan::Action a);
+
+// The queued next take of a shot on the provider (Shot::next_take), as JSON and back.
+std::string next_take_json(const ShotSpec& spec, const Inputs& inputs, const std::vector<std::string>& changes);
+struct NextTake {
+  ShotSpec spec;
+  Inputs inputs;
+  std::vector<std::string> changes;
+};
+NextTake next_take_from(const std::string& json);
+
+}  // namespace wb
