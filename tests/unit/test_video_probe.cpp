@@ -413,7 +413,7 @@ TEST_CASE("a full output disk at the commit leaves no <shot>.mp4 for a shot that
   // A crash between a commit and the DONE record leaves the video visible: a cancel takes it back.
   test::run({"/bin/rm", "-f", out + "/filler"});
   test::write(out + "/b/s1.mp4", video);
-  test::write(out + "/b/s1.json", "{}");
+  test::write(out + "/b/s1.json", R"({"request_id":"r1"})");  // the commit's sidecar names this take's job
   auto r = rig.sched->cancel("b/s1");
   CHECK(r.changed.size() == 1);
   CHECK(rig.shot().state == ShotState::cancelled);
@@ -425,9 +425,23 @@ TEST_CASE("a video left visible by a crash before its shot was DONE is taken bac
   Rig rig;
   test::mkdirs(rig.root + "/out/b");
   test::write(rig.root + "/out/b/s1.mp4", "left by a crash");
-  test::write(rig.root + "/out/b/s1.json", "{}");
+  test::write(rig.root + "/out/b/s1.json", R"({"request_id":"r1"})");  // the commit's sidecar names this take's job
   rig.to_download();
   CHECK(rig.shot().state == ShotState::downloading);
   CHECK_FALSE(test::exists(rig.root + "/out/b/s1.mp4"));
   CHECK_FALSE(test::exists(rig.root + "/out/b/s1.json"));
+}
+
+TEST_CASE("files that name another job (an earlier DONE take's) are left when a download starts or is cancelled") {
+  Rig rig;
+  test::mkdirs(rig.root + "/out/b");
+  test::write(rig.root + "/out/b/s1.mp4", "take 1, DONE and paid for");
+  test::write(rig.root + "/out/b/s1.json", R"({"request_id":"r0","take":1})");
+  rig.to_download();
+  CHECK(rig.shot().state == ShotState::downloading);
+  CHECK(test::read(rig.root + "/out/b/s1.mp4") == "take 1, DONE and paid for");
+  rig.sched->cancel("b/s1");
+  CHECK(rig.shot().state == ShotState::cancelled);
+  CHECK(test::exists(rig.root + "/out/b/s1.mp4"));
+  CHECK(test::exists(rig.root + "/out/b/s1.json"));
 }
