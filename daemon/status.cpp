@@ -16,6 +16,7 @@
 #include <queue>
 #include <sstream>
 
+#include "jobs/engine/stuck.h"
 #include "jobs/json_safe.h"
 #include "jobs/util.h"
 
@@ -126,6 +127,7 @@ std::string batch_line(const StatusView& v, const BatchStatus& b, size_t& bar_at
     o << ", " << it->second << " " << name;
   }
   if (b.in_flight) o << ", " << b.in_flight << " in flight";
+  if (b.stuck) o << " (" << b.stuck << " stuck)";
   if (b.pending) o << ", " << b.pending << " pending";
   o << "  credits " << credits_text(b.spent) << " spent";
   if (!b.finished || b.remaining_estimate) o << ", ~" << credits_text(b.remaining_estimate) << " to go";
@@ -303,7 +305,10 @@ StatusView summarize(const StatusSnapshot& snap, const PricingConfig& pricing, d
       if (s.cost) b.spent += to_micro(*s.cost);
       else if (!is_terminal(s.state)) b.remaining_estimate += costs.estimate(s.spec);
       if (needs_person(s.state)) b.attention.push_back({s.spec.id, to_string(s.state), s.reason});
-      else if (!is_terminal(s.state) && !s.reason.empty()) ++b.waiting[s.reason];
+      else if (is_stuck(s)) {
+        ++b.stuck;
+        b.attention.push_back({s.spec.id, "IN_FLIGHT (stuck)", s.reason});
+      } else if (!is_terminal(s.state) && !s.reason.empty()) ++b.waiting[s.reason];
       else if (s.state == ShotState::pending && !snap.submit_wait.empty())
         ++b.waiting[snap.submit_wait];  // no reason of its own: it waits with every submit
     }
@@ -346,7 +351,7 @@ std::vector<ShotRow> shot_rows(const BatchRecord& batch, const std::vector<Shot>
   for (const auto& s : shots)
     rows.push_back({s.spec.id, to_string(s.state), s.reason, s.request_id,
                     std::max<int64_t>(0, now_ms - (s.submitted_ms ? s.submitted_ms : batch.created_ms)),
-                    /*take: no retake is recorded in the store yet, so every shot is its first*/ 1});
+                    /*take: no retake is recorded in the store yet, so every shot is its first*/ 1, is_stuck(s)});
   return rows;
 }
 
@@ -370,9 +375,10 @@ std::string batch_text(const StatusView& v, const BatchStatus& b, const std::vec
   o << styled(batch_line(v, b, bar_at), bar_at, style) << "\n";
   for (const auto& [reason, n] : b.waiting) o << fit("  " + std::to_string(n) + " shot(s) " + reason, style.width) << "\n";
   size_t w_id = 4, w_state = 5, w_req = 10;
+  auto state_text = [](const ShotRow& r) { return r.stuck ? r.state + " (stuck)" : r.state; };
   for (const auto& r : rows) {
     w_id = std::max(w_id, r.id.size());
-    w_state = std::max(w_state, r.state.size());
+    w_state = std::max(w_state, state_text(r).size());
     w_req = std::max(w_req, r.request_id.size());
   }
   o << fit(pad("SHOT", w_id) + "  " + pad("STATE", w_state) + "  " + pad("AGE", 6) + "  TAKE  " +
@@ -380,10 +386,10 @@ std::string batch_text(const StatusView& v, const BatchStatus& b, const std::vec
            style.width)
     << "\n";
   for (const auto& r : rows) {
-    std::string state = pad(r.state, w_state);
+    std::string state = pad(state_text(r), w_state);
     if (style.colour) {
       const char* c = r.state == "DONE" ? "\x1b[32m"
-                      : (r.state == "HELD" || r.state == "FAILED" || r.state == "REJECTED") ? "\x1b[31m"
+                      : (r.state == "HELD" || r.state == "FAILED" || r.state == "REJECTED" || r.stuck) ? "\x1b[31m"
                                                                                               : "";
       if (*c) state = c + state + kReset;
     }
@@ -412,6 +418,7 @@ nlohmann::json batch_json(const BatchStatus& b) {
           {"budget_credits", b.budget ? credits_json(to_micro(*b.budget)) : nlohmann::json(nullptr)},
           {"eta", b.eta_ms ? nlohmann::json(iso8601_utc(from_epoch_ms(*b.eta_ms))) : nlohmann::json(nullptr)},
           {"eta_unknown", b.no_eta},
+          {"stuck", b.stuck},
           {"waiting", waiting}};
 }
 
@@ -436,7 +443,8 @@ nlohmann::json shot_rows_json(const std::vector<ShotRow>& rows) {
                    {"age_seconds", r.age_ms / 1000},
                    {"reason", r.reason},
                    {"request_id", r.request_id},
-                   {"take", r.take}});
+                   {"take", r.take},
+                   {"stuck", r.stuck}});
   return out;
 }
 

@@ -57,6 +57,7 @@ struct BatchStatus {
   // The bar's four parts: DONE; FAILED, REJECTED, HELD or CANCELLED; at the
   // provider or on the way back (SUBMITTING..DOWNLOADING); PENDING.
   int done = 0, failed_or_held = 0, in_flight = 0, pending = 0;
+  int stuck = 0;        // of in_flight: far beyond its render time (jobs/engine/stuck.h)
   double progress = 0;  // ended / shots, 0..1
   MicroCredits spent = 0;
   MicroCredits remaining_estimate = 0;
@@ -67,7 +68,7 @@ struct BatchStatus {
   struct Attention {                    // a shot that needs a person
     std::string id, state, reason;
   };
-  std::vector<Attention> attention;     // HELD, FAILED, REJECTED, in manifest order
+  std::vector<Attention> attention;     // HELD, FAILED, REJECTED, stuck, in manifest order
 };
 
 struct StatusView {
@@ -99,6 +100,7 @@ struct ShotRow {
   std::string id, state, reason, request_id;
   int64_t age_ms = 0;  // since submitted; not submitted yet: since its batch arrived
   int take = 1;        // which render of the shot this is (no retake recorded yet: 1)
+  bool stuck = false;  // in flight far beyond its render time
 };
 std::vector<ShotRow> shot_rows(const BatchRecord& batch, const std::vector<Shot>& shots, int64_t now_ms);
 

@@ -87,6 +87,7 @@ std::string shot_to_json(const Shot& s) {
   if (s.cost) j["cost"] = *s.cost;
   if (s.damaged) j["damaged"] = true;
   if (s.held_from != ShotState::pending) j["held_from"] = to_string(s.held_from);
+  text("stuck_request_id", s.stuck_request_id);
   return j.dump();
 }
 
@@ -128,6 +129,7 @@ Shot shot_from_json(const std::string& text) {
   if (j.contains("cost") && j["cost"].is_number()) s.cost = j["cost"].get<double>();
   s.damaged = j.value("damaged", false);
   s.held_from = shot_state_from(j.value("held_from", "PENDING")).value_or(ShotState::pending);
+  s.stuck_request_id = j.value("stuck_request_id", "");
   return s;
 }
 

@@ -64,6 +64,9 @@ struct Shot {
   // For a HELD shot: the step it stopped at (IN_FLIGHT, FETCHING, DOWNLOADING),
   // from which `wanbatch retry` can resume without a new submit; else pending.
   ShotState held_from = ShotState::pending;
+  // The request_id of the take announced stuck (jobs/engine/stuck.h): in
+  // flight far beyond its render time. Stuck while still in flight on it.
+  std::string stuck_request_id;
 
   std::string key() const { return batch + "/" + spec.id; }
 };
