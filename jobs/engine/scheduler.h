@@ -10,6 +10,7 @@
 //   downloader videos into the output folder      batches   reports, batch ends
 //   operator   retry and cancel                   credits   the balance
 //   events     what happened, for sinks (report, metrics, notifications)
+//   stuck      jobs in flight far beyond their render time
 #pragma once
 
 #include <functional>
@@ -24,6 +25,7 @@
 #include "jobs/engine/gates.h"
 #include "jobs/engine/operator.h"
 #include "jobs/engine/poll_planner.h"
+#include "jobs/engine/stuck.h"
 #include "jobs/engine/submitter.h"
 #include "jobs/engine/uploader.h"
 #include "jobs/manifest.h"
@@ -93,6 +95,12 @@ class Scheduler {
   std::function<void(const BatchRecord&)> on_batch_finished;
   // The event stream: subscribe sinks here.
   EventBus& events() { return core_.events; }
+  // The last balance read (nullopt before the first).
+  std::optional<double> balance() const { return core_.spend.balance(); }
+  // Replaces the decode check of downloaded videos (Core::probe): a rehearsal's.
+  void set_video_probe(std::function<VideoFacts(const VideoConfig&, const std::string&)> probe) {
+    core_.probe = std::move(probe);
+  }
   // The unfinished shots and batches, to read (a metrics snapshot).
   const ShotBook& book() const { return core_.book; }
 
@@ -118,6 +126,7 @@ class Scheduler {
   Batches batches_;
   Operator operator_;
   Credits credits_;
+  StuckWatch stuck_;
   bool stopping_ = false;
   std::string submit_wait_;
   int64_t model_saved_ms_ = 0;
