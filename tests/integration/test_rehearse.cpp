@@ -31,7 +31,7 @@ json rehearse(Rig& rig, const std::string& file, std::string* text = nullptr) {
 
 }  // namespace
 
-TEST_CASE("rehearse sends no request and changes nothing; with a daemon, it takes its render times and balance") {
+TEST_CASE("rehearse sends no request and changes nothing, and with a daemon running takes its render times and balance") {
   Rig rig;
   std::string file = rig.root + "/media/r.yaml";
   test::write(file, "base_dir: " + rig.root + "/media\n" + manifest("r", 12));
