@@ -210,6 +210,7 @@ Config parse_config(const std::string& text, const std::string& path) {
     s.on("max_interval_seconds", [&](auto& v, auto& key) { c.poll.max_interval_seconds = s.number(v, key, 0.01, 3600); });
     s.on("target_delay_fraction", [&](auto& v, auto& key) { c.poll.target_delay_fraction = s.number(v, key, 0.001, 0.5); });
     s.on("prior_render_seconds", [&](auto& v, auto& key) { c.poll.prior_render_seconds = s.number(v, key, 0.01, 86400); });
+    s.on("stuck_after_seconds", [&](auto& v, auto& key) { c.poll.stuck_after_seconds = s.number(v, key, 0, 7 * 86400); });
     s.run();
     if (c.poll.max_interval_seconds < c.poll.min_interval_seconds)
       s.fail("poll.max_interval_seconds", n, "must not be below poll.min_interval_seconds");
@@ -255,12 +256,12 @@ Config parse_config(const std::string& text, const std::string& path) {
         });
         h.on("secret", [&](auto& x, auto& kk) { w.secret = h.str(x, kk); });
         h.on("events", [&](const YAML::Node& x, const std::string& kk) {
-          if (!x.IsSequence() || x.size() == 0) h.fail(kk, x, "must be a list of batch_finished, shot_held, credits_low");
+          if (!x.IsSequence() || x.size() == 0) h.fail(kk, x, "must be a list of batch_finished, shot_held, shot_stuck, credits_low");
           w.events.clear();
           for (const auto& e : x) {
             std::string name = h.str(e, kk);
-            if (name != "batch_finished" && name != "shot_held" && name != "credits_low")
-              h.fail(kk, e, "unknown event '" + name + "' (batch_finished, shot_held, credits_low)");
+            if (name != "batch_finished" && name != "shot_held" && name != "shot_stuck" && name != "credits_low")
+              h.fail(kk, e, "unknown event '" + name + "' (batch_finished, shot_held, shot_stuck, credits_low)");
             w.events.push_back(name);
           }
         });

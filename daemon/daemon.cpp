@@ -575,9 +575,10 @@ class Daemon {
   nlohmann::json command(const nlohmann::json& request) {
     std::string cmd = request.value("command", "");
     try {
-      if (cmd == "ping")  // `wanbatch status` shows the live cap and rate
+      if (cmd == "ping")  // `wanbatch status` shows the live cap and rate; `rehearse` takes the balance
         return {{"ok", true}, {"paused", scheduler_.paused()}, {"max_in_flight", c_.limits.max_in_flight},
-                {"submits_per_minute", scheduler_.submit_rate_per_minute()}};
+                {"submits_per_minute", scheduler_.submit_rate_per_minute()},
+                {"balance", scheduler_.balance() ? nlohmann::json(*scheduler_.balance()) : nlohmann::json(nullptr)}};
       if (cmd == "pause" || cmd == "resume") {
         scheduler_.set_paused(cmd == "pause");
         return {{"ok", true}, {"paused", scheduler_.paused()}};

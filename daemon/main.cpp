@@ -12,6 +12,7 @@
 #include "daemon/commands.h"
 #include "daemon/daemon.h"
 #include "daemon/journal_log.h"
+#include "daemon/rehearse.h"
 #include "daemon/version.h"
 #include "jobs/util.h"
 
@@ -59,7 +60,7 @@ int main(int argc, char** argv) {
       "one line per batch: progress bar (# done, ! failed/held/rejected/cancelled, > in flight, . pending), counts, "
       "credits spent and the estimate for the rest against the batch budget, an ETA from the learned render "
       "times, the in-flight cap and the submit rate; then why waiting shots wait and the shots that need a "
-      "person. With BATCH: every shot of it (state, age, take, request_id, reason). Reads the state store "
+      "person (HELD, FAILED, REJECTED, and jobs stuck far beyond their render time). With BATCH: every shot of it (state, age, take, request_id, reason). Reads the state store "
       "read-only; works while the daemon runs");
   status->add_option("batch", status_options.batch, "list this batch's shots");
   status->add_flag("--json", status_options.json,
@@ -109,6 +110,21 @@ int main(int argc, char** argv) {
                  R"(print JSON: {"manifests":[{"file","batch","exists","revision","no_op","renders","removed",)"
                  R"("credits_estimate","shots":[{"id","action","renders","why","changed","state","take",)"
                  R"("credits_estimate"}]}],"credits_estimate"})");
+  wb::RehearseOptions rehearse_options;
+  auto* rehearse = app.add_subcommand(
+      "rehearse",
+      "play the manifests through the real scheduler on a simulated clock against an imagined provider: the "
+      "learned render times (or the product page's prior), the configured limits, window and budgets, the "
+      "daemon's last balance reading. Prints the predicted first submit, makespan, finish time, credits, API "
+      "requests and where the batch would wait. Sends nothing, spends nothing, changes nothing. Exit 0, or 1 "
+      "when it would not finish (a budget or the balance that does not cover it; 7 simulated days at most) or "
+      "a manifest is invalid");
+  rehearse->add_option("files", files, "manifest files")->required();
+  rehearse->add_option("--at", rehearse_options.at, "start at this local time HH:MM (its next occurrence; default now)");
+  rehearse->add_flag("--json", rehearse_options.json,
+                     R"(print JSON: {"start","first_submit","finish","finished","stalled","makespan_seconds","credits",)"
+                     R"("api_requests","requests","downloads","shots","states","waits":[{"kind","reason","seconds","from"}],)"
+                     R"("balance","learned_render_samples"})");
 
   try {
     app.parse(argc, argv);
@@ -148,6 +164,7 @@ int main(int argc, char** argv) {
     if (*resume) return wb::cmd_control(config, "resume", "", std::cout, std::cerr);
     if (*estimate) return wb::cmd_estimate(config, files, std::cout, std::cerr);
     if (*plan) return wb::cmd_plan(config, files, plan_json, std::cout, std::cerr);
+    if (*rehearse) return wb::cmd_rehearse(config, files, rehearse_options, std::cout, std::cerr);
   } catch (const std::exception& e) {
     std::cerr << "wanbatch: " << e.what() << "\n";
     return 1;

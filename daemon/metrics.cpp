@@ -95,6 +95,11 @@ EngineMetrics::EngineMetrics(MonoFn mono, NowFn wall)
                    .Help("Unix time of the last state change of a shot of each unfinished batch (its start, at most)")
                    .Register(r);
   batches_ = &BuildGauge().Name("wanbatch_batches_unfinished").Help("Batches not finished").Register(r).Add({});
+  stuck_ = &BuildGauge()
+                .Name("wanbatch_shots_stuck")
+                .Help("Jobs in flight far beyond their render time (poll.stuck_after_seconds or twice the 99th percentile)")
+                .Register(r)
+                .Add({});
   balance_family_ = &BuildGauge()
                          .Name("wanbatch_credit_balance")
                          .Help("The provider's credit balance at its last reading (absent until read)")
@@ -178,6 +183,8 @@ void EngineMetrics::on_event(const Event& e) {
     case Event::Kind::balance_read:
       if (!balance_) balance_ = &balance_family_->Add({});
       balance_->Set(e.credits);
+      return;
+    case Event::Kind::shot_stuck:  // counted from the book (tick)
       return;
   }
 }
@@ -293,7 +300,9 @@ Millis EngineMetrics::tick(const Scheduler& scheduler) {
   }
   std::map<std::string, int> waiting;
   const std::string& daemon_wide = scheduler.submit_wait();
+  int stuck = 0;
   for (const auto& [key, shot] : book.shots()) {
+    stuck += is_stuck(shot);
     if (shot.state == ShotState::in_flight && !polls_.count(key)) polls_[key] = Poll{};  // followed since a start
     if (starts(shot.reason, "waiting: ")) ++waiting[wait_label(shot.reason)];
     else if (shot.state == ShotState::pending && !daemon_wide.empty()) ++waiting[wait_label(daemon_wide)];
@@ -302,6 +311,7 @@ Millis EngineMetrics::tick(const Scheduler& scheduler) {
     const Shot* shot = book.find(it->first);
     it = shot && shot->state == ShotState::in_flight ? std::next(it) : polls_.erase(it);
   }
+  stuck_->Set(stuck);
   for (auto& [label, gauge] : waiting_by_label_) gauge->Set(0);
   for (const auto& [label, n] : waiting) {
     auto it = waiting_by_label_.find(label);

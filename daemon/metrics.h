@@ -17,6 +17,7 @@
 
 #include "jobs/engine/events.h"
 #include "jobs/engine/scheduler.h"
+#include "jobs/engine/stuck.h"
 #include "jobs/store.h"
 #include "jobs/util.h"
 
@@ -94,6 +95,7 @@ class EngineMetrics {
   prometheus::Family<prometheus::Gauge>* progress_;
   prometheus::Gauge* held_ = nullptr;  // once the census is done
   prometheus::Gauge* batches_;
+  prometheus::Gauge* stuck_;
   prometheus::Family<prometheus::Gauge>* balance_family_;
   prometheus::Gauge* balance_ = nullptr;  // once read
   prometheus::Family<prometheus::Counter>* submits_;

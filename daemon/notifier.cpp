@@ -197,7 +197,7 @@ void Notifier::on_event(const Event& e) {
             "wanbatch: batch " + e.key + " finished (" + state + "): " + std::to_string(j["shots"].get<int>()) +
                 " shots, " + counts + "; " + j["credits_spent"].dump() + " credits spent. Contact sheet: " +
                 j["contact_sheet"].get<std::string>());
-    if (!config_.notify.command.empty()) run_command(e.key, summary, state);
+    if (!config_.notify.command.empty()) run_command(e.key, summary, state, "batch_finished");
   } else if (e.kind == Event::Kind::shot_changed && e.to == ShotState::held) {
     bool wanted = false;
     for (const auto& w : config_.notify.webhooks) wanted = wanted || wants(w, "shot_held");
@@ -217,6 +217,8 @@ void Notifier::on_event(const Event& e) {
       j["credits_spent"] = credits_json(p->spent);
     }
     enqueue("shot_held", json_text(j, -1), "wanbatch: shot " + e.key + " is HELD: " + e.reason);
+  } else if (e.kind == Event::Kind::shot_stuck) {
+    on_stuck(e);
   } else if (e.kind == Event::Kind::balance_read && config_.notify.credits_low_below > 0) {
     bool low = e.credits < config_.notify.credits_low_below;
     if (low && !credits_low_) {
@@ -391,10 +393,24 @@ void Notifier::send(Delivery& d, int64_t /*now*/) {
   });
 }
 
-void Notifier::run_command(const std::string& batch, const std::string& summary, const std::string& state) {
+void Notifier::on_stuck(const Event& e) {
+  const std::string batch = e.key.substr(0, e.key.find('/'));
+  auto j = json::parse(summary_json(batch, "shot_stuck"));
+  j["shot"] = e.key.substr(e.key.find('/') + 1);
+  j["reason"] = e.reason;
+  if (auto s = store_.shot(batch, j["shot"].get<std::string>())) j["request_id"] = s->request_id;
+  j["in_flight_seconds"] = std::lround(e.render_seconds.value_or(0));
+  j["stuck_after_seconds"] = std::lround(e.queue_seconds.value_or(0));
+  std::string body = json_text(j, -1);
+  enqueue("shot_stuck", body, "wanbatch: shot " + e.key + " is stuck: " + e.reason);
+  if (!config_.notify.command.empty()) run_command(batch, body, "stuck", "shot_stuck");
+}
+
+void Notifier::run_command(const std::string& batch, const std::string& summary, const std::string& state,
+                           const std::string& event) {
   SubprocessSpec spec;
   spec.argv = config_.notify.command;
-  spec.env = helper_env({"WANBATCH_BATCH=" + batch, "WANBATCH_STATE=" + state});
+  spec.env = helper_env({"WANBATCH_BATCH=" + batch, "WANBATCH_STATE=" + state, "WANBATCH_EVENT=" + event});
   spec.stdin_data = summary + "\n";
   spec.timeout = std::chrono::milliseconds(static_cast<int64_t>(config_.notify.command_timeout_seconds * 1000));
   spec.max_output_bytes = 64 << 10;

@@ -1,11 +1,12 @@
 // Notifications, a sink of the engine's event stream (docs/OPERATIONS.md,
 // "Notifications"):
-// - notify.command: run at each batch end (argv, no shell), the summary JSON on
-//   its stdin, WANBATCH_BATCH and WANBATCH_STATE (success | failure) in an
+// - notify.command: run at each batch end and each shot_stuck (argv, no shell),
+//   the summary JSON on its stdin, WANBATCH_EVENT (batch_finished | shot_stuck),
+//   WANBATCH_BATCH and WANBATCH_STATE (success | failure | stuck) in an
 //   environment built from nothing (never the API key), killed after
 //   notify.command_timeout_seconds; stepped from the loop, never waited for.
 // - notify.webhooks: a POST per event a hook asks for (batch_finished,
-//   shot_held, credits_low): the summary (json) or a Slack / Discord message,
+//   shot_held, shot_stuck, credits_low): the summary (json) or a Slack / Discord message,
 //   signed with X-Wanbatch-Signature: sha256=<hex HMAC-SHA256 of the body>
 //   when the hook has a secret. Each delivery is kept in the store under its
 //   own key (n/<id>) from the event until a 2xx, so it survives restarts and
@@ -106,7 +107,10 @@ class Notifier {
   bool take_token(int64_t now);
   void send(Delivery& d, int64_t now);
   void persist(const Delivery& d) const;
-  void run_command(const std::string& batch, const std::string& summary, const std::string& state);
+  // `event`: batch_finished (`state` success | failure) or shot_stuck (`state` stuck).
+  void run_command(const std::string& batch, const std::string& summary, const std::string& state,
+                   const std::string& event);
+  void on_stuck(const Event& e);
 
   const Config& config_;
   Store& store_;

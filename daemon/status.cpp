@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "jobs/engine/book.h"
+#include "jobs/engine/stuck.h"
 #include "jobs/json_safe.h"
 #include "jobs/util.h"
 
@@ -127,6 +128,7 @@ std::string batch_line(const StatusView& v, const BatchStatus& b, size_t& bar_at
     o << ", " << it->second << " " << name;
   }
   if (b.in_flight) o << ", " << b.in_flight << " in flight";
+  if (b.stuck) o << " (" << b.stuck << " stuck)";
   if (b.pending) o << ", " << b.pending << " pending";
   o << "  credits " << credits_text(b.spent) << " spent";
   if (!b.finished || b.remaining_estimate) o << ", ~" << credits_text(b.remaining_estimate) << " to go";
@@ -306,7 +308,10 @@ StatusView summarize(const StatusSnapshot& snap, const PricingConfig& pricing, d
       if (s.cost) b.spent += to_micro(*s.cost);
       else if (!is_terminal(s.state)) b.remaining_estimate += costs.estimate(s.spec);
       if (needs_person(s.state)) b.attention.push_back({s.spec.id, to_string(s.state), s.reason});
-      else if (!is_terminal(s.state) && !s.reason.empty()) ++b.waiting[s.reason];
+      else if (is_stuck(s)) {
+        ++b.stuck;
+        b.attention.push_back({s.spec.id, "IN_FLIGHT (stuck)", s.reason});
+      } else if (!is_terminal(s.state) && !s.reason.empty()) ++b.waiting[s.reason];
       else if (s.state == ShotState::pending && !snap.submit_wait.empty())
         ++b.waiting[snap.submit_wait];  // no reason of its own: it waits with every submit
     }
@@ -361,7 +366,7 @@ std::vector<ShotRow> shot_rows(const BatchRecord& batch, const std::vector<Shot>
   for (const auto& s : shots)
     rows.push_back({s.spec.id, to_string(s.state), s.reason, s.request_id,
                     std::max<int64_t>(0, now_ms - (s.submitted_ms ? s.submitted_ms : batch.created_ms)), s.take,
-                    s.changes, s.removed});
+                    s.changes, s.removed, is_stuck(s)});
   return rows;
 }
 
@@ -385,9 +390,10 @@ std::string batch_text(const StatusView& v, const BatchStatus& b, const std::vec
   o << styled(batch_line(v, b, bar_at), bar_at, style) << "\n";
   for (const auto& [reason, n] : b.waiting) o << fit("  " + std::to_string(n) + " shot(s) " + reason, style.width) << "\n";
   size_t w_id = 4, w_state = 5, w_req = 10;
+  auto state_text = [](const ShotRow& r) { return r.stuck ? r.state + " (stuck)" : r.state; };
   for (const auto& r : rows) {
     w_id = std::max(w_id, r.id.size());
-    w_state = std::max(w_state, r.state.size());
+    w_state = std::max(w_state, state_text(r).size());
     w_req = std::max(w_req, r.request_id.size());
   }
   o << fit(pad("SHOT", w_id) + "  " + pad("STATE", w_state) + "  " + pad("AGE", 6) + "  TAKE  " +
@@ -395,10 +401,10 @@ std::string batch_text(const StatusView& v, const BatchStatus& b, const std::vec
            style.width)
     << "\n";
   for (const auto& r : rows) {
-    std::string state = pad(r.state, w_state);
+    std::string state = pad(state_text(r), w_state);
     if (style.colour) {
       const char* c = r.state == "DONE" ? "\x1b[32m"
-                      : (r.state == "HELD" || r.state == "FAILED" || r.state == "REJECTED") ? "\x1b[31m"
+                      : (r.state == "HELD" || r.state == "FAILED" || r.state == "REJECTED" || r.stuck) ? "\x1b[31m"
                                                                                               : "";
       if (*c) state = c + state + kReset;
     }
@@ -427,6 +433,7 @@ nlohmann::json batch_json(const BatchStatus& b) {
           {"budget_credits", b.budget ? credits_json(to_micro(*b.budget)) : nlohmann::json(nullptr)},
           {"eta", b.eta_ms ? nlohmann::json(iso8601_utc(from_epoch_ms(*b.eta_ms))) : nlohmann::json(nullptr)},
           {"eta_unknown", b.no_eta},
+          {"stuck", b.stuck},
           {"waiting", waiting}};
 }
 
@@ -454,7 +461,8 @@ nlohmann::json shot_rows_json(const std::vector<ShotRow>& rows) {
                    {"request_id", r.request_id},
                    {"take", r.take},
                    {"changes", r.changes},
-                   {"removed", r.removed}});
+                   {"removed", r.removed},
+                   {"stuck", r.stuck}});
   return out;
 }
 

@@ -60,6 +60,7 @@ struct BatchStatus {
   // The bar's four parts: DONE; FAILED, REJECTED, HELD or CANCELLED; at the
   // provider or on the way back (SUBMITTING..DOWNLOADING); PENDING.
   int done = 0, failed_or_held = 0, in_flight = 0, pending = 0;
+  int stuck = 0;        // of in_flight: far beyond its render time (jobs/engine/stuck.h)
   double progress = 0;  // ended / shots, 0..1
   MicroCredits spent = 0;
   MicroCredits remaining_estimate = 0;
@@ -70,7 +71,7 @@ struct BatchStatus {
   struct Attention {                    // a shot that needs a person
     std::string id, state, reason;
   };
-  std::vector<Attention> attention;     // HELD, FAILED, REJECTED, in manifest order
+  std::vector<Attention> attention;     // HELD, FAILED, REJECTED, stuck, in manifest order
 };
 
 struct StatusView {
@@ -105,6 +106,7 @@ struct ShotRow {
   int take = 1;        // which render of the shot this is (jobs/revision.h)
   std::vector<std::string> changes;  // what changed since the previous take
   bool removed = false;              // it left the manifest in a later revision
+  bool stuck = false;  // in flight far beyond its render time
 };
 std::vector<ShotRow> shot_rows(const BatchRecord& batch, const std::vector<Shot>& shots, int64_t now_ms);
 

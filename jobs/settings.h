@@ -64,6 +64,9 @@ struct PollConfig {
   // Before any render is observed: a 5 s 720P render takes about this long
   // (the product page's figure), scaled by duration and resolution.
   double prior_render_seconds = 138;
+  // A job in flight longer than this is marked stuck (jobs/engine/stuck.h);
+  // 0: learned, twice the 99th percentile of its class's render time.
+  double stuck_after_seconds = 0;
 };
 
 struct RetryConfig {

@@ -98,6 +98,7 @@ std::string shot_to_json(const Shot& s) {
   text("next_take", s.next_take);
   if (s.removed) j["removed"] = true;
   number("earlier_cost_micro", s.earlier_cost_micro);
+  text("stuck_request_id", s.stuck_request_id);
   return j.dump();
 }
 
@@ -150,6 +151,7 @@ Shot shot_from_json(const std::string& text) {
   s.next_take = j.value("next_take", "");
   s.removed = j.value("removed", false);
   s.earlier_cost_micro = j.value("earlier_cost_micro", int64_t{0});
+  s.stuck_request_id = j.value("stuck_request_id", "");
   return s;
 }
 

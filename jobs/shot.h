@@ -79,6 +79,9 @@ struct Shot {
   std::string next_take;
   bool removed = false;          // it left the manifest in a later revision
   int64_t earlier_cost_micro = 0;  // what its earlier takes cost
+  // The request_id of the take announced stuck (jobs/engine/stuck.h): in
+  // flight far beyond its render time. Stuck while still in flight on it.
+  std::string stuck_request_id;
 
   std::string key() const { return batch + "/" + spec.id; }
 };

@@ -19,6 +19,7 @@
 #include "jobs/settings.h"
 #include "jobs/store.h"
 #include "jobs/util.h"
+#include "jobs/video_probe.h"
 
 namespace wb {
 
@@ -49,6 +50,9 @@ class Core {
   Spend spend;
   Background background;  // blocking work (a video probe) beside the loop
   std::mt19937_64 rng{std::random_device{}()};
+  // The decode check of each downloaded video (ffprobe). A rehearsal (daemon/rehearse.h),
+  // whose videos are all one sample, remembers the answer for the same bytes.
+  std::function<VideoFacts(const VideoConfig&, const std::string& path)> probe = probe_video;
 
   int64_t now_ms() const { return mono_ms(mono()); }
   double unit_random() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng); }

@@ -146,10 +146,10 @@ void Downloader::on_answer(const std::string& key, int fd, const HttpResponse& r
   probing_.insert(key);
   const bool has_audio = check.has_audio;
   // The contact sheet's poster frame is taken here too, beside the loop.
-  core_.background.run([this, key, kept, has_audio, video = core_.settings.video,
+  core_.background.run([this, key, kept, has_audio, video = core_.settings.video, probe = core_.probe,
                         part = output_.part_path(shot->batch, shot->spec.id),
                         poster = join_path(output_.batch_dir(shot->batch), shot->spec.id + ".jpg")]() -> Background::Done {
-    VideoFacts facts = probe_video(video, part);
+    VideoFacts facts = probe(video, part);
     std::string poster_problem;
     if (facts.checked && facts.decodes) poster_problem = make_poster(video, part, facts.duration_seconds, poster);
     return [this, key, kept, has_audio, facts, poster_problem] {

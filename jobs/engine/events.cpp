@@ -14,6 +14,7 @@ const char* to_string(Event::Kind kind) {
     case Event::Kind::limit_hit: return "limit_hit";
     case Event::Kind::job_completed: return "job_completed";
     case Event::Kind::balance_read: return "balance_read";
+    case Event::Kind::shot_stuck: return "shot_stuck";
   }
   return "?";
 }

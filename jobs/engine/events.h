@@ -23,6 +23,8 @@ struct Event {
     job_completed,   // key: "batch/shot"; its result read: resolution, render_seconds and queue_seconds
                      // (the result metrics' inference_time and queue_time), credits newly spent (0: none)
     balance_read,    // credits: the balance just read (a balance check, or a result's remaining_credits)
+    shot_stuck,      // key: "batch/shot" in flight far beyond its render time (jobs/engine/stuck.h), once per
+                     // take; reason; render_seconds: how long it has been in flight; queue_seconds: the limit
   };
   Kind kind = Kind::shot_changed;
   std::string key;
@@ -75,6 +77,16 @@ struct Event {
     Event e;
     e.kind = Kind::balance_read;
     e.credits = credits;
+    return e;
+  }
+  static Event stuck(std::string key, std::string reason, double in_flight_seconds, double limit_seconds) {
+    Event e;
+    e.kind = Kind::shot_stuck;
+    e.key = std::move(key);
+    e.to = ShotState::in_flight;
+    e.reason = std::move(reason);
+    e.render_seconds = in_flight_seconds;
+    e.queue_seconds = limit_seconds;
     return e;
   }
   static Event limit_of(std::string limit, std::string reason) {

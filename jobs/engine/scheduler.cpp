@@ -34,7 +34,8 @@ Scheduler::Scheduler(const Settings& settings, Store& store, Transport& transpor
       batches_(core_, output_),
       operator_(core_, batches_, output_),
       credits_(core_, submit_state_),
-      revisions_(core_, batches_) {
+      revisions_(core_, batches_),
+      stuck_(core_, planner_.model()) {
   std::string err;
   window_ = TimeWindow::parse(settings.window, err).value_or(TimeWindow());
   core_.on_shot_ended = [this](const std::string& batch) { batches_.maybe_finish(batch); };
@@ -61,6 +62,8 @@ Scheduler::Scheduler(const Settings& settings, Store& store, Transport& transpor
   core_.events.subscribe([this](const Event& e) {
     if (e.kind == Event::Kind::shot_changed && is_terminal(e.to)) planner_.forget(e.key);
     if (e.kind == Event::Kind::shot_changed && is_terminal(e.to)) revisions_.ended(e.key, e.to);
+    if (e.kind == Event::Kind::shot_changed && e.from == ShotState::in_flight && !is_terminal(e.to))
+      if (Shot* s = core_.book.find(e.key)) stuck_.left_flight(*s);
   });
 }
 
@@ -247,8 +250,12 @@ Millis Scheduler::tick() {
   while (core_.wire_room()) {
     Shot* s = book.pop_due(now_ms);
     if (!s) break;
-    if (s->state == ShotState::downloading) downloader_.due(*s);
-    else follower_.start(*s);
+    if (s->state == ShotState::downloading) {
+      downloader_.due(*s);
+      continue;
+    }
+    stuck_.check(*s, now_ms);  // at each poll: still in flight far beyond its render time?
+    follower_.start(*s);
   }
   // With the wire full, the work still due goes as answers come back (each
   // wakes the loop); the next second is only a backstop.

@@ -11,6 +11,7 @@
 //   operator   retry and cancel                   credits   the balance
 //   chains     shots that open with another shot's frame
 //   events     what happened, for sinks (report, metrics, notifications)
+//   stuck      jobs in flight far beyond their render time
 #pragma once
 
 #include <functional>
@@ -27,6 +28,7 @@
 #include "jobs/engine/operator.h"
 #include "jobs/engine/poll_planner.h"
 #include "jobs/engine/revisions.h"
+#include "jobs/engine/stuck.h"
 #include "jobs/engine/submitter.h"
 #include "jobs/engine/uploader.h"
 #include "jobs/manifest.h"
@@ -106,6 +108,12 @@ class Scheduler {
   std::vector<std::string> chain_children(const std::string& batch, const std::string& shot) const {
     return chains_.children_of(batch, shot);
   }
+  // The last balance read (nullopt before the first).
+  std::optional<double> balance() const { return core_.spend.balance(); }
+  // Replaces the decode check of downloaded videos (Core::probe): a rehearsal's.
+  void set_video_probe(std::function<VideoFacts(const VideoConfig&, const std::string&)> probe) {
+    core_.probe = std::move(probe);
+  }
   // The unfinished shots and batches, to read (a metrics snapshot).
   const ShotBook& book() const { return core_.book; }
 
@@ -133,6 +141,7 @@ class Scheduler {
   Operator operator_;
   Credits credits_;
   Revisions revisions_;
+  StuckWatch stuck_;
   bool stopping_ = false;
   std::string submit_wait_;
   int64_t model_saved_ms_ = 0;

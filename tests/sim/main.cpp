@@ -47,6 +47,22 @@ int main(int argc, char** argv) {
         if (!(o.render_tail_share >= 0 && o.render_tail_share <= 1) || !(o.render_tail_max >= 1 && o.render_tail_max <= 100))
           throw CLI::ValidationError("--render-tail", "SHARE must be in [0, 1] and MAX in [1, 100], got '" + v + "'");
       });
+  std::string slow;
+  app.add_option("--render-slow", slow, "TEXT:SECONDS: a job whose prompt contains TEXT renders SECONDS (simulated)")
+      ->each([&](const std::string& v) {
+        auto colon = v.rfind(':');
+        try {
+          if (colon == std::string::npos || colon == 0) throw std::invalid_argument(v);
+          size_t used = 0;
+          std::string secs = v.substr(colon + 1);
+          o.render_slow_seconds = std::stod(secs, &used);
+          if (used != secs.size() || !(o.render_slow_seconds > 0 && o.render_slow_seconds <= 86400))
+            throw std::invalid_argument(v);
+          o.render_slow_text = v.substr(0, colon);
+        } catch (const std::exception&) {
+          throw CLI::ValidationError("--render-slow", "must be TEXT:SECONDS with SECONDS in (0, 86400], got '" + v + "'");
+        }
+      });
   app.add_option("--credits", o.credits, "starting credit balance")->capture_default_str();
   app.add_option("--fail-rate", o.fail_rate, "share of jobs that end FAILED (422)")->check(CLI::Range(0.0, 1.0));
   app.add_option("--error-rate", o.error_rate, "share of API calls answered 500")->check(CLI::Range(0.0, 1.0));

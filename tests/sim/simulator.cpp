@@ -328,7 +328,8 @@ Response Simulator::submit(const Request& req) {
   job->resolution = resolution;
   std::string prompt = body["prompt"].get<std::string>();
   uint64_t draw = opt_.seed ^ fnv1a(prompt + "\n" + std::to_string(duration) + "\n" + resolution);
-  job->end = job->start + render_time(opt_, duration, resolution, draw);
+  const bool slow = !opt_.render_slow_text.empty() && prompt.find(opt_.render_slow_text) != std::string::npos;
+  job->end = job->start + (slow ? opt_.render_slow_seconds : render_time(opt_, duration, resolution, draw));
   *worker = job->end;
   job->fails = opt_.fail_rate > 0 && std::uniform_real_distribution<double>(0, 1)(rng_) < opt_.fail_rate;
   job->cost = cost;

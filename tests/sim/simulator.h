@@ -34,6 +34,10 @@ struct Options {
   double render_sigma = 0;
   double render_tail_share = 0;
   double render_tail_max = 1;
+  // A job whose prompt contains render_slow_text (when not empty) renders
+  // render_slow_seconds instead, whatever the draw: one stuck-looking job.
+  std::string render_slow_text;
+  double render_slow_seconds = 0;
   double credits = 1000;
   double price_per_second_720p = 0.1;
   double price_per_second_1080p = 0.15;

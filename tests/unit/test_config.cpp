@@ -102,3 +102,12 @@ TEST_CASE("metrics.listen: 127.0.0.1:9464 by default, an IP address and port, em
   CHECK(error_of(std::string(kMinimal) + "metrics: {listen: [1]}\n").find("metrics.listen: must be a string") !=
         std::string::npos);
 }
+
+TEST_CASE("poll.stuck_after_seconds: 0 (learned) by default, a number of seconds, checked") {
+  CHECK(parse_config(kMinimal, "wb.yaml").poll.stuck_after_seconds == 0);
+  CHECK(parse_config(std::string(kMinimal) + "poll: {stuck_after_seconds: 1800}\n", "wb.yaml").poll.stuck_after_seconds == 1800);
+  CHECK(error_of(std::string(kMinimal) + "poll: {stuck_after_seconds: -1}\n").find("poll.stuck_after_seconds: must be between") != std::string::npos);
+  CHECK(error_of(std::string(kMinimal) + "poll: {stuck_after_seconds: soon}\n").find("poll.stuck_after_seconds") != std::string::npos);
+  CHECK(parse_config(std::string(kMinimal) + "notify: {webhooks: [{url: 'https://h.example', events: [shot_stuck]}]}\n", "wb.yaml")
+            .notify.webhooks.at(0).events == std::vector<std::string>{"shot_stuck"});
+}

@@ -268,3 +268,19 @@ TEST_CASE("metrics: every metrics.listen the config accepts binds (port 0: any f
     CHECK(server.url().find(":0/") == std::string::npos);
   }
 }
+
+TEST_CASE("metrics: a job in flight past poll.stuck_after_seconds is counted stuck until it completes") {
+  Rig rig;
+  rig.config.poll.stuck_after_seconds = 60;
+  rig.accept(kOne);
+  rig.tick();
+  auto submit = rig.net.take("/v2/wan2.7-i2v");
+  FakeTransport::reply(submit, 200, R"({"request_id":"r1"})");
+  const MonoPoint accepted = rig.clock.mono;
+  CHECK(value(rig.text(), "wanbatch_shots_stuck") == 0);
+  while (seconds_of(accepted, rig.clock.mono) < 90) rig.poll("r1", "PROCESSING");
+  CHECK(value(rig.text(), "wanbatch_shots_stuck") == 1);
+  rig.poll("r1", "COMPLETED");
+  rig.result("r1", R"({"cost":0.5})");
+  CHECK(value(rig.text(), "wanbatch_shots_stuck") == 0);
+}

@@ -319,8 +319,29 @@ TEST_CASE("notify.command gets the summary on stdin and only its own environment
   std::string env = test::read(out + ".env");
   CHECK(env.find("WANBATCH_BATCH=night") != std::string::npos);
   CHECK(env.find("WANBATCH_STATE=failure") != std::string::npos);
+  CHECK(env.find("WANBATCH_EVENT=batch_finished") != std::string::npos);
   CHECK(env.find("SECRET-KEY") == std::string::npos);
   CHECK(env.find("SEGMIND_API_KEY") == std::string::npos);
+}
+
+TEST_CASE("a stuck job runs notify.command with WANBATCH_EVENT=shot_stuck and its shot, reason and limit") {
+  Rig rig;
+  const std::string out = rig.root + "/seen";
+  rig.config.notify.command = {"sh", "-c", "cat > \"$0\".json; env > \"$0\".env", out};
+  rig.notifier->on_event(Event::stuck("night/s1", "stuck: in flight for 20 min, over 10 min", 1200.4, 600));
+  REQUIRE(rig.notifier->commands_running() == 1);
+  REQUIRE(rig.run_until([&] { return rig.notifier->commands_running() == 0; }));
+  json j = json::parse(test::read(out + ".json"));
+  CHECK(j["event"] == "shot_stuck");
+  CHECK(j["batch"] == "night");
+  CHECK(j["shot"] == "s1");
+  CHECK(j["reason"] == "stuck: in flight for 20 min, over 10 min");
+  CHECK(j["in_flight_seconds"] == 1200);
+  CHECK(j["stuck_after_seconds"] == 600);
+  std::string env = test::read(out + ".env");
+  CHECK(env.find("WANBATCH_EVENT=shot_stuck") != std::string::npos);
+  CHECK(env.find("WANBATCH_STATE=stuck") != std::string::npos);
+  CHECK(env.find("WANBATCH_BATCH=night") != std::string::npos);
 }
 
 TEST_CASE("notify.command past its timeout is killed, and the loop never waited for it") {

@@ -259,7 +259,32 @@ TEST_CASE("status BATCH: a row per shot with state, age, take, request_id and re
   auto j = shot_rows_json(rows);
   CHECK(j[0] == nlohmann::json{{"id", "s0"}, {"state", "DONE"}, {"age_seconds", 10}, {"reason", ""},
                                {"request_id", "req0"}, {"take", 1}, {"changes", nlohmann::json::array()},
-                               {"removed", false}});
+                               {"removed", false}, {"stuck", false}});
+}
+
+TEST_CASE("status: a stuck job is counted on its batch's line, listed for a person, and marked in its row") {
+  BatchRecord rec = make_batch("lake");
+  std::vector<Shot> shots = {make_shot("lake", 0, ShotState::in_flight), make_shot("lake", 1, ShotState::in_flight)};
+  shots[0].request_id = "req0";
+  shots[0].stuck_request_id = "req0";
+  shots[0].reason = "stuck: in flight for 41 min, over 15 min";
+  shots[1].request_id = "req1";
+  shots[1].stuck_request_id = "older-take";  // a take announced before: this one is not
+  StatusSnapshot snap = running_snapshot();
+  snap.batches.push_back({rec, shots});
+  StatusView v = summarize(snap, PricingConfig{}, 138);
+  REQUIRE(v.batches.size() == 1);
+  CHECK(v.batches[0].stuck == 1);
+  CHECK(batch_json(v.batches[0])["stuck"] == 1);
+  CHECK(v.batches[0].waiting.empty());  // a stuck job does not wait: it needs a look
+  std::string text = overview_text(v, TextStyle{});
+  CHECK_MESSAGE(text.find("2 in flight (1 stuck)") != std::string::npos, text);
+  CHECK(text.find("  s0 IN_FLIGHT (stuck): stuck: in flight for 41 min") != std::string::npos);
+  auto rows = shot_rows(rec, shots, kNow);
+  CHECK(rows[0].stuck);
+  CHECK_FALSE(rows[1].stuck);
+  CHECK(batch_text(v, v.batches[0], rows, TextStyle{}).find("IN_FLIGHT (stuck)") != std::string::npos);
+  CHECK(shot_rows_json(rows)[0]["stuck"] == true);
 }
 
 TEST_CASE("status: short durations read as people write them") {

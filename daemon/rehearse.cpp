@@ -1,0 +1,348 @@
+// Implementation notes.
+// - The rehearsal is the daemon's loop with the outside replaced: the clock is
+//   a counter moved from one due time to the next (what tick() returns), the
+//   transport is RehearsalProvider, answered after each tick, the store and
+//   the output folder are a temporary folder (on /dev/shm when there is one:
+//   the engine's synced writes cost nothing there). So a 100-shot batch plays
+//   in well under a second, and nothing real is read for writing.
+// - Where the batch waits: after each tick, the daemon-wide submit wait and the
+//   reasons of the pending shots ("waiting: ..."), each held until the next
+//   step, summed by kind.
+// - The decode check of each downloaded video runs ffprobe once: every video of
+//   a rehearsal is the same sample, and the same bytes decode the same way.
+#include "daemon/rehearse.h"
+
+#include <spdlog/spdlog.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iomanip>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <sstream>
+
+#include "daemon/control.h"
+#include "daemon/rehearsal_provider.h"
+#include "jobs/credits.h"
+#include "jobs/engine/scheduler.h"
+#include "jobs/json_safe.h"
+#include "jobs/manifest.h"
+#include "jobs/store.h"
+#include "jobs/throttle.h"
+
+namespace wb {
+
+namespace {
+
+using nlohmann::json;
+
+// A private folder, removed with everything in it at the end.
+class TempDir {
+ public:
+  TempDir() {
+    for (const char* base : {static_cast<const char*>("/dev/shm"), static_cast<const char*>(std::getenv("TMPDIR")),
+                             static_cast<const char*>("/tmp")}) {
+      if (!base || !*base || ::access(base, W_OK) != 0) continue;
+      std::string templ = std::string(base) + "/wanbatch-rehearsal-XXXXXX";
+      if (::mkdtemp(templ.data())) {
+        path_ = templ;
+        return;
+      }
+    }
+    throw Error("rehearse: cannot make a temporary folder (/dev/shm, $TMPDIR, /tmp)");
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Keeps spdlog quiet while the rehearsal's engine runs: its log is not news.
+struct QuietLogs {
+  spdlog::level::level_enum was = spdlog::get_level();
+  QuietLogs() { spdlog::set_level(spdlog::level::off); }
+  ~QuietLogs() { spdlog::set_level(was); }
+};
+
+// The start: the next local HH:MM from `now`, or now.
+TimePoint start_at(const std::string& at, TimePoint now) {
+  if (at.empty()) return now;
+  int h = -1, m = -1;
+  char tail = 0;
+  if (std::sscanf(at.c_str(), "%d:%d%c", &h, &m, &tail) != 2 || h < 0 || h > 23 || m < 0 || m > 59 ||
+      at.size() != 5)
+    throw Error("rehearse: --at must be HH:MM (local time, 00:00..23:59), not '" + at + "'");
+  time_t t = std::chrono::system_clock::to_time_t(now);
+  struct tm local {};
+  ::localtime_r(&t, &local);
+  local.tm_hour = h;
+  local.tm_min = m;
+  local.tm_sec = 0;
+  local.tm_isdst = -1;
+  TimePoint at_today = std::chrono::system_clock::from_time_t(::mktime(&local));
+  if (at_today >= now) return at_today;
+  local.tm_mday += 1;
+  local.tm_isdst = -1;
+  return std::chrono::system_clock::from_time_t(::mktime(&local));
+}
+
+std::string wait_kind(const std::string& reason) {
+  auto has = [&](const char* s) { return reason.find(s) != std::string::npos; };
+  if (has("submit window")) return "window";
+  if (has("request budget")) return "requests";
+  if (has("budget")) return "budget";
+  if (has("credit")) return "credits";
+  if (has("submit rate") || has("rate limit") || has("429")) return "rate";
+  if (has("in-flight cap")) return "in_flight";
+  if (has("at the provider")) return "provider_queue";
+  if (has("paused")) return "paused";
+  return "other";
+}
+
+std::string local_text(int64_t epoch_ms) {
+  time_t t = static_cast<time_t>(epoch_ms / 1000);
+  struct tm local {};
+  ::localtime_r(&t, &local);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", &local);
+  return buf;
+}
+
+std::string duration_text(double seconds) {
+  long s = std::lround(seconds);
+  std::ostringstream o;
+  if (s >= 3600) o << s / 3600 << "h" << std::setw(2) << std::setfill('0') << (s % 3600) / 60 << "m";
+  else if (s >= 60) o << s / 60 << "m" << std::setw(2) << std::setfill('0') << s % 60 << "s";
+  else o << s << "s";
+  return o.str();
+}
+
+ManifestRules rules_for(const Config& c) {
+  ManifestRules r;
+  r.input_roots = c.input_roots;
+  r.max_shots = c.limits.max_shots_per_manifest;
+  r.max_bytes = c.limits.max_manifest_bytes;
+  r.max_media_bytes = c.limits.max_media_bytes;
+  return r;
+}
+
+}  // namespace
+
+RehearsalResult rehearse(const Config& config, const std::vector<std::string>& files, const RehearseOptions& options) {
+  const auto wall_started = std::chrono::steady_clock::now();
+  std::vector<std::pair<std::string, Manifest>> manifests;
+  for (const auto& f : files) {
+    ManifestResult r = load_manifest(f, rules_for(config));
+    if (!r.manifest) throw Error(format_problems(f, r.problems));
+    manifests.emplace_back(f, std::move(*r.manifest));
+  }
+  RehearsalResult out;
+  out.start_ms = to_epoch_ms(start_at(options.at, std::chrono::system_clock::now()));
+
+  // What the daemon has learned: render times and costs, read-only.
+  // No store yet (no daemon has run with this state_dir): the priors.
+  std::string render_json, cost_json;
+  const std::string db = join_path(config.state_dir, "db");
+  if (::access(join_path(db, "CURRENT").c_str(), F_OK) == 0) {
+    auto real = Store::open(db, Store::Mode::read_only);
+    render_json = real->meta("render_model").value_or("");
+    cost_json = real->meta("cost_model").value_or("");
+  }
+  RenderModel model = RenderModel::from_json(parse_json_bounded(render_json).value_or(json()));
+  model.set_prior_seconds(config.poll.prior_render_seconds);
+  const json classes = model.to_json().value("classes", json::object());
+  for (const auto& [cls, samples] : classes.items()) out.learned_samples += static_cast<int>(samples.size());
+  CostModel costs(config.pricing);
+  if (!cost_json.empty()) costs.load(cost_json);
+
+  out.balance = options.balance;
+  if (!out.balance && options.ask_daemon) {
+    try {
+      auto ping = control_request(config.state_dir, {{"command", "ping"}});
+      if (auto b = ping.find("balance"); b != ping.end() && b->is_number()) out.balance = b->get<double>();
+    } catch (const Error&) {
+      // No daemon: the balance is unknown, and not a limit in the rehearsal.
+    }
+  }
+
+  QuietLogs quiet;
+  TempDir tmp;
+  Config settings = config;
+  settings.output_root = join_path(tmp.path(), "output");
+  settings.state_dir = join_path(tmp.path(), "state");
+  settings.video.ffmpeg = "";  // no poster frames: there is no contact sheet to show them
+  std::filesystem::create_directories(settings.output_root);
+  std::filesystem::create_directories(settings.state_dir);
+  auto store = Store::open(join_path(settings.state_dir, "db"), Store::Mode::read_write);
+  if (!render_json.empty()) store->put_meta("render_model", render_json);
+  if (!cost_json.empty()) store->put_meta("cost_model", cost_json);
+
+  int64_t sim_ms = 0;
+  const TimePoint wall0 = from_epoch_ms(out.start_ms);
+  const MonoPoint mono0 = MonoPoint(std::chrono::seconds(1000));
+  RehearsalProvider provider(model, costs, out.balance, [&sim_ms] { return sim_ms; });
+  Scheduler sched(settings, *store, provider, [&] { return wall0 + Millis(sim_ms); },
+                  [&] { return mono0 + Millis(sim_ms); }, "rehearsal", false);
+  std::map<std::string, VideoFacts> probed;  // by the video's SHA-256
+  sched.set_video_probe([&probed](const VideoConfig& video, const std::string& path) {
+    std::string sha = sha256_hex(read_file(path));
+    auto it = probed.find(sha);
+    if (it == probed.end()) it = probed.emplace(sha, probe_video(video, path)).first;
+    return it->second;
+  });
+  size_t finished = 0;
+  sched.on_batch_finished = [&](const BatchRecord& b) {
+    ++finished;
+    out.finish_ms = std::max<int64_t>(out.finish_ms, b.finished_ms ? b.finished_ms : to_epoch_ms(wall0) + sim_ms);
+  };
+  sched.events().subscribe([&](const Event& e) {
+    if (e.kind == Event::Kind::request_made) {
+      if (e.endpoint == "download") ++out.downloads;
+      else ++out.requests[e.endpoint];
+    } else if (e.kind == Event::Kind::shot_changed && e.from == ShotState::submitting && !out.first_submit_ms) {
+      out.first_submit_ms = to_epoch_ms(wall0) + sim_ms;
+    }
+  });
+  sched.load();
+  for (const auto& [file, m] : manifests) {
+    out.shots += static_cast<int>(m.shots.size());
+    if (sched.accept(m, basename_of(file), file) != Scheduler::Accept::added)
+      throw Error(file + ": batch " + m.batch + " is named twice in this rehearsal");
+  }
+
+  std::map<std::string, size_t> wait_at;  // kind -> index in out.waits
+  const int64_t limit_ms = static_cast<int64_t>(options.max_simulated_days * 86400000.0);
+  for (long turns = 0; finished < manifests.size() && turns < 5'000'000; ++turns) {
+    Millis due = sched.tick();
+    if (provider.active()) {
+      provider.answer_all();
+      continue;
+    }
+    const int64_t step = std::max<int64_t>(due.count(), 1);
+    if (sim_ms + step > limit_ms) break;
+    std::map<std::string, std::string> now_waiting;  // kind -> reason
+    if (!sched.submit_wait().empty()) now_waiting.emplace(wait_kind(sched.submit_wait()), sched.submit_wait());
+    bool working = false;  // a shot submitted and not ended: its end may release money
+    for (const auto& [key, shot] : sched.book().shots()) {
+      working |= occupies_slot(shot.state);
+      if (shot.state == ShotState::pending && shot.reason.rfind("waiting: ", 0) == 0)
+        now_waiting.emplace(wait_kind(shot.reason), shot.reason);
+    }
+    // Stalled for good: nothing at work and every pending shot waits on money,
+    // which nothing in a rehearsal adds (no top-up, no new day's budget is
+    // counted within it: a daily budget wait runs to the horizon).
+    bool stalled = !working && !now_waiting.empty();
+    for (const auto& [kind, reason] : now_waiting) {
+      const bool batch_budget = kind == "budget" && reason.find("daily budget") == std::string::npos;
+      const bool no_credits = kind == "credits" && reason.find("reading the credit balance") == std::string::npos;
+      stalled &= batch_budget || no_credits;
+    }
+    for (const auto& [kind, reason] : now_waiting) {
+      auto it = wait_at.find(kind);
+      if (it == wait_at.end()) {
+        it = wait_at.emplace(kind, out.waits.size()).first;
+        out.waits.push_back({reason, kind, 0, to_epoch_ms(wall0) + sim_ms});
+      }
+      out.waits[it->second].seconds += static_cast<double>(step) / 1000.0;
+    }
+    if (stalled) {
+      out.stalled = true;
+      break;
+    }
+    sim_ms += step;
+  }
+  out.finished = finished == manifests.size();
+  if (!out.finished) out.finish_ms = 0;
+  out.credits = provider.charged();
+  for (const auto& [endpoint, n] : out.requests) out.api_requests += n;
+  for (const auto& [file, m] : manifests)
+    for (const auto& s : store->shots(m.batch)) ++out.states[to_string(s.state)];
+  if (out.finished && out.first_submit_ms) out.makespan_s = static_cast<double>(out.finish_ms - out.first_submit_ms) / 1000.0;
+  out.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_started).count();
+  return out;
+}
+
+std::string rehearsal_text(const RehearsalResult& r) {
+  std::ostringstream o;
+  o << "rehearsal of " << r.shots << " shots from " << local_text(r.start_ms) << " (nothing was sent or spent)\n";
+  o << "  render times: " << (r.learned_samples ? std::to_string(r.learned_samples) + " learned" : std::string("none learned"))
+    << (r.learned_samples ? "" : ", the product page's prior") << "; balance: "
+    << (r.balance ? credits_text(to_micro(*r.balance)) + " (the daemon's last reading)" : std::string("unknown (no daemon answered): not a limit here"))
+    << "\n";
+  if (r.first_submit_ms) o << "  first submit  " << local_text(r.first_submit_ms) << "\n";
+  else o << "  first submit  never\n";
+  if (r.finished) {
+    o << "  finish        " << local_text(r.finish_ms) << "\n";
+    o << "  makespan      " << duration_text(r.makespan_s) << " (first submit to the last batch's end)\n";
+  } else if (r.stalled) {
+    o << "  finish        never: nothing is at work and every waiting shot waits on money that nothing adds (below)\n";
+  } else {
+    o << "  finish        not within the rehearsal's horizon: the batch would still wait (below)\n";
+  }
+  o << "  credits       " << credits_text(to_micro(r.credits)) << "\n";
+  o << "  API requests  " << r.api_requests;
+  std::string sep = " (";
+  for (const auto& [endpoint, n] : r.requests) {
+    o << sep << endpoint << " " << n;
+    sep = ", ";
+  }
+  o << (r.requests.empty() ? "" : ")") << "; " << r.downloads << " downloads\n";
+  o << "  shots        ";
+  for (const auto& [state, n] : r.states) o << " " << state << " " << n;
+  o << "\n";
+  if (r.waits.empty()) o << "  waits         none\n";
+  for (const auto& w : r.waits)
+    o << "  waits on " << w.kind << ": " << duration_text(w.seconds) << " from " << local_text(w.first_ms) << ": "
+      << w.reason << "\n";
+  return o.str();
+}
+
+std::string rehearsal_json(const RehearsalResult& r) {
+  auto when = [](int64_t ms) { return ms ? json(iso8601_utc(from_epoch_ms(ms))) : json(nullptr); };
+  json waits = json::array();
+  for (const auto& w : r.waits)
+    waits.push_back({{"kind", w.kind}, {"reason", w.reason}, {"seconds", w.seconds}, {"from", when(w.first_ms)}});
+  json j = {{"start", when(r.start_ms)},
+            {"first_submit", when(r.first_submit_ms)},
+            {"finish", when(r.finish_ms)},
+            {"finished", r.finished},
+            {"stalled", r.stalled},
+            {"makespan_seconds", r.finished ? json(r.makespan_s) : json(nullptr)},
+            {"credits", credits_json(to_micro(r.credits))},
+            {"api_requests", r.api_requests},
+            {"requests", r.requests},
+            {"downloads", r.downloads},
+            {"shots", r.shots},
+            {"states", r.states},
+            {"waits", waits},
+            {"balance", r.balance ? json(*r.balance) : json(nullptr)},
+            {"learned_render_samples", r.learned_samples}};
+  return json_text(j) + "\n";
+}
+
+int cmd_rehearse(const Config& config, const std::vector<std::string>& files, const RehearseOptions& options,
+                 std::ostream& out, std::ostream& err) {
+  RehearsalResult r;
+  try {
+    r = rehearse(config, files, options);
+  } catch (const Error& e) {
+    err << e.what() << (std::string(e.what()).empty() || std::string(e.what()).back() == '\n' ? "" : "\n");
+    return 1;
+  }
+  out << (options.json ? rehearsal_json(r) : rehearsal_text(r));
+  return r.finished ? 0 : 1;
+}
+
+}  // namespace wb

@@ -1,0 +1,55 @@
+// Stuck jobs: a job in flight far beyond its render time is marked stuck,
+// once per take (its request_id), so a person can look at it. Nothing else
+// changes: it is never resubmitted, and its polls go on as the planner places
+// them (a stuck job that completes is fetched as any other).
+//
+// Decides: the limit (poll.stuck_after_seconds when set, else twice the 99th
+// percentile of the class's render-time distribution: learned, or the prior)
+// and when a followed job is past it. Checked at each of its status polls.
+// Marking saves the shot (stuck_request_id, the reason) and emits shot_stuck.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "jobs/engine/core.h"
+#include "jobs/engine/render_model.h"
+#include "jobs/shot.h"
+
+namespace wb {
+
+// The time in flight past which a job is stuck (seconds): `stuck_after_seconds`
+// when > 0, else twice `dist`'s 99th percentile; 0 (never stuck) for an empty
+// distribution and no setting.
+double stuck_limit_seconds(const RenderDist& dist, double stuck_after_seconds);
+
+// Whether `shot` is stuck now: in flight on the take that was marked.
+bool is_stuck(const Shot& shot);
+
+class StuckWatch {
+ public:
+  StuckWatch(Core& core, const RenderModel& model) : core_(core), model_(model) {}
+  // At a status poll of a followed job (monotonic now): marks it stuck when it
+  // is in flight beyond the limit and its take was not marked yet. Returns
+  // whether it marked it.
+  bool check(Shot& shot, int64_t now_ms);
+  // The shot left IN_FLIGHT for a later step (its job completed): the stuck
+  // reason no longer holds and is cleared (the mover saves the shot).
+  void left_flight(Shot& shot);
+
+ private:
+  // The learned limit of a class, kept until the class learns more or a
+  // minute passes (building a distribution costs about a millisecond).
+  double learned_limit_s(const RenderClass& cls, int64_t now_ms);
+  struct Cached {
+    double limit_s = 0;
+    std::size_t observations = 0;
+    int64_t at_ms = 0;
+  };
+  Core& core_;
+  const RenderModel& model_;
+  std::map<std::string, Cached> limits_;  // by class key
+};
+
+}  // namespace wb
