@@ -26,13 +26,7 @@ int64_t Credits::tick(MonoPoint now) {
       core_.events.emit(Event::request("", "credits", r.status));
       on_wire_ = false;
       state_.balance_read = true;  // answered or failed: submits need not wait for it any longer
-      Millis interval = seconds(core_.settings.credits.check_interval_seconds);
-      if (state_.credits_wait) interval = std::min(interval, Millis(30000));
-      // Under a request budget a balance read is one of ten a budget's minute
-      // at most, so that submits are not starved by it.
-      if (core_.budget.limited())
-        interval = std::max(interval, seconds(600.0 / core_.budget.per_minute()));
-      next_check_ = core_.mono() + interval;
+      next_check_ = core_.mono() + interval();
       auto balance = parse_credits(r);
       if (!balance) {
         spdlog::warn("credit balance check failed: {}", error_message(r));
@@ -44,6 +38,21 @@ int64_t Credits::tick(MonoPoint now) {
   }
   if (on_wire_) return std::numeric_limits<int64_t>::max();
   return std::max(mono_ms(next_check_), mono_ms(now) + 1);
+}
+
+Millis Credits::interval() const {
+  Millis interval = seconds(core_.settings.credits.check_interval_seconds);
+  if (state_.credits_wait) interval = std::min(interval, Millis(30000));
+  // Under a request budget a balance read is one of ten a budget's minute
+  // at most, so that submits are not starved by it.
+  if (core_.budget.limited()) interval = std::max(interval, seconds(600.0 / core_.budget.per_minute()));
+  return interval;
+}
+
+void Credits::balance_from_result(double balance) {
+  state_.balance_read = true;
+  set_balance(balance);
+  if (!on_wire_) next_check_ = std::max(next_check_, core_.mono() + interval());
 }
 
 void Credits::soon() {

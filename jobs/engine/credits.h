@@ -1,7 +1,8 @@
 // The credit balance: read from the API every credits.check_interval_seconds
 // (every 30 s at most while submits wait for a top-up), and taken from every
-// result that carries remaining_credits. A balance that covers the next shot
-// ends a credits wait.
+// result that carries remaining_credits, which counts as a read: the next API
+// read is an interval after it, so while results come no request is spent on
+// the balance. A balance that covers the next shot ends a credits wait.
 #pragma once
 
 #include "jobs/engine/core.h"
@@ -15,6 +16,8 @@ class Credits {
   // Starts a balance read when one is due; returns when the next one is (monotonic ms).
   int64_t tick(MonoPoint now);
   void set_balance(double balance);
+  // A result's remaining_credits: the balance, and the next read an interval later.
+  void balance_from_result(double balance);
   // A 406: read again soon.
   void soon();
 
@@ -23,6 +26,7 @@ class Credits {
   SubmitState& state_;
   bool on_wire_ = false;
   MonoPoint next_check_{};
+  Millis interval() const;
 };
 
 }  // namespace wb

@@ -48,7 +48,7 @@ Scheduler::Scheduler(const Settings& settings, Store& store, Transport& transpor
     core_.book.set_due(s, planner_.next_poll(s, core_.now_ms(), core_.unit_random()));
   };
   submitter_.on_credits_short = [this] { credits_.soon(); };
-  follower_.on_balance = [this](double balance) { credits_.set_balance(balance); };
+  follower_.on_balance = [this](double balance) { credits_.balance_from_result(balance); };
   follower_.requeue = [this](Shot& s, const std::string& event, const std::string& reason) {
     Shot copy = s;
     operator_.requeue(std::move(copy), event, reason);

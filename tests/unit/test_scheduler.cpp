@@ -100,6 +100,28 @@ TEST_CASE("one shot goes from PENDING to DONE with a video, a sidecar and a repo
   CHECK(rig.store->batch("b")->finished);
 }
 
+TEST_CASE("a result's remaining_credits counts as a balance read: no API read for an interval after it") {
+  Rig rig;
+  rig.config.credits.check_interval_seconds = 300;
+  rig.start();
+  rig.accept(kOne);
+  rig.sched->tick();
+  rig.answer("/v1/get-user-credits", 200, R"({"credits":1000})");  // the first read, at 0 s
+  rig.sched->tick();
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
+  rig.clock.advance(Millis(250000));
+  rig.complete("r1");  // its result carries remaining_credits 9, at about 250 s
+  REQUIRE(rig.shot("b/s1").state == ShotState::done);
+  // 300 s after the first read, the balance is 50 s old: not read again.
+  rig.clock.advance(Millis(100000));
+  rig.sched->tick();
+  CHECK_FALSE(rig.net.has("/v1/get-user-credits"));
+  // An interval after the result's balance, it is.
+  rig.clock.advance(Millis(200000));
+  rig.sched->tick();
+  CHECK(rig.net.has("/v1/get-user-credits"));
+}
+
 TEST_CASE("every API request carries the key header and nothing else does") {
   Rig rig;
   test::write(rig.root + "/media/a.png", test::png());  // a local frame: an upload too
