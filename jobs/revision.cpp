@@ -11,6 +11,7 @@
 #include <cstring>
 #include <set>
 
+#include "jobs/chain.h"
 #include "jobs/util.h"
 
 namespace wb {
@@ -37,6 +38,8 @@ std::string fingerprint_file(const std::string& path) {
 
 bool same_media(const MediaRef& a, const Inputs& ai, const MediaRef& b, const Inputs& bi, const char* field) {
   if (a.empty() || b.empty()) return a.empty() == b.empty();
+  // A frame of another shot (shot chains): which shot and which frame are the input.
+  if (a.shot != b.shot || a.frame != b.frame) return false;
   if (ai.count(field) && bi.count(field)) {
     const std::string& x = ai.at(field);
     return x == bi.at(field) && x.rfind("unreadable:", 0) != 0;
@@ -146,6 +149,25 @@ RevisionPlan plan_revision(const std::vector<Shot>& stored, const Manifest& m,
       p.take = o.take + 1;
     }
     plan.shots.push_back(std::move(p));
+  }
+  // A shot that renders a new take re-renders the chain below it: its children open
+  // with a frame of it (docs/MANIFEST.md, shot chains).
+  std::map<std::string, ShotPlan*> planned;
+  for (auto& p : plan.shots) planned[p.id] = &p;
+  for (size_t i = 0; i < plan.shots.size(); ++i) {
+    const ShotPlan& parent = plan.shots[i];
+    if (!parent.costs() || !by_id.count(parent.id)) continue;  // a new shot has no children that rendered
+    for (const auto& id : chain_descendants(m.shots, parent.id)) {
+      ShotPlan* child = planned.count(id) ? planned[id] : nullptr;
+      auto old = by_id.find(id);
+      if (!child || child->action != ShotPlan::Action::keep || old == by_id.end()) continue;
+      const Shot& o = *old->second;
+      if (o.state != ShotState::done && !(!is_terminal(o.state) && o.state != ShotState::pending)) continue;
+      child->why = ShotPlan::Why::changed;
+      child->changed.push_back("parent " + parent.id);
+      child->action = is_terminal(o.state) ? ShotPlan::Action::render : ShotPlan::Action::render_after;
+      child->take = o.take + 1;
+    }
   }
   for (const auto& s : stored) {
     if (seen.count(s.spec.id) || s.removed) continue;

@@ -197,3 +197,47 @@ TEST_CASE("a next take already queued by the same revision is not queued again")
   Manifest other = manifest({spec("i", "hail")});
   CHECK(of(plan_revision({running}, other, same_inputs(other)), "i").action == ShotPlan::Action::render_after);
 }
+
+namespace {
+ShotSpec framed(const std::string& id, const std::string& parent, const std::string& frame = "last") {
+  ShotSpec s;
+  s.id = id;
+  s.prompt = "wind";
+  s.image.shot = parent;
+  s.image.frame = frame;
+  return s;
+}
+}  // namespace
+
+TEST_CASE("a chain reference that names another shot or frame is a change") {
+  Manifest m = manifest({spec("s1"), spec("s2"), framed("s3", "s2")});
+  std::vector<Shot> old = {stored(spec("s1"), ShotState::done), stored(spec("s2"), ShotState::done),
+                           stored(framed("s3", "s1"), ShotState::pending)};
+  old[2].inputs.clear();
+  auto in = same_inputs(m);
+  in.erase("s3");
+  RevisionPlan p = plan_revision(old, m, in);
+  CHECK(of(p, "s3").changed == std::vector<std::string>{"image"});
+  CHECK(of(p, "s3").action == ShotPlan::Action::update);
+  old[2].spec = framed("s3", "s2", "first");
+  p = plan_revision(old, m, in);
+  CHECK(of(p, "s3").changed == std::vector<std::string>{"image"});
+}
+
+TEST_CASE("a parent that renders a new take re-renders the chain below it") {
+  Manifest m = manifest({spec("s1", "wind, take 2"), framed("s2", "s1"), framed("s3", "s2"), spec("s4")});
+  std::vector<Shot> old = {stored(spec("s1"), ShotState::done), stored(framed("s2", "s1"), ShotState::done),
+                           stored(framed("s3", "s2"), ShotState::done), stored(spec("s4"), ShotState::done)};
+  old[1].inputs.clear();
+  old[2].inputs.clear();
+  auto in = same_inputs(m);
+  in.erase("s2");
+  in.erase("s3");
+  RevisionPlan p = plan_revision(old, m, in);
+  CHECK(of(p, "s1").action == ShotPlan::Action::render);
+  CHECK(of(p, "s2").action == ShotPlan::Action::render);
+  CHECK(of(p, "s2").changed == std::vector<std::string>{"parent s1"});
+  CHECK(of(p, "s3").action == ShotPlan::Action::render);  // the grandchild too
+  CHECK(of(p, "s4").action == ShotPlan::Action::keep);
+  CHECK(p.renders() == 3);
+}
