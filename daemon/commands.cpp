@@ -24,9 +24,7 @@
 
 namespace wb {
 
-namespace {
-
-ManifestRules rules_of(const Config& c) {
+ManifestRules manifest_rules(const Config& c) {
   ManifestRules r;
   r.input_roots = c.input_roots;
   r.max_shots = c.limits.max_shots_per_manifest;
@@ -35,11 +33,9 @@ ManifestRules rules_of(const Config& c) {
   return r;
 }
 
-}  // namespace
-
 int cmd_validate(const Config& config, bool config_found, const std::vector<std::string>& files, std::ostream& out,
                  std::ostream& err) {
-  ManifestRules rules = rules_of(config);
+  ManifestRules rules = manifest_rules(config);
   if (!config_found) rules.input_roots = {"/"};  // no roots to confine media to: existence and content only
   int bad = 0;
   for (const auto& f : files) {
@@ -69,7 +65,7 @@ int cmd_submit(const Config& config, const std::vector<std::string>& files, std:
   std::vector<Ready> ready;
   bool ok = true;
   for (const auto& f : files) {
-    ManifestResult r = load_manifest(f, rules_of(config));
+    ManifestResult r = load_manifest(f, manifest_rules(config));
     if (!r.manifest) {
       err << format_problems(f, r.problems);
       ok = false;
@@ -197,7 +193,7 @@ int cmd_estimate(const Config& config, const std::vector<std::string>& files, st
   bool covered = true;
   Micro total = 0;
   for (const auto& f : files) {
-    ManifestResult r = load_manifest(f, rules_of(config));
+    ManifestResult r = load_manifest(f, manifest_rules(config));
     if (!r.manifest) {
       err << format_problems(f, r.problems);
       return 2;

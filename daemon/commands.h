@@ -7,8 +7,12 @@
 #include <vector>
 
 #include "config/config.h"
+#include "jobs/manifest.h"
 
 namespace wb {
+
+// The manifest limits of a config (validate, submit, plan, rehearse, the daemon).
+ManifestRules manifest_rules(const Config& config);
 
 // Prints every problem as file:line: field: message. 0 when all are valid, 1 if not.
 // `config_found` false: there is no daemon config (a workstation), so `config`

@@ -20,6 +20,7 @@
 #include <functional>
 #include <thread>
 
+#include "daemon/commands.h"
 #include "daemon/contact_sheets.h"
 #include "daemon/control.h"
 #include "daemon/metrics.h"
@@ -205,10 +206,7 @@ class Daemon {
     struct stat st {};
     if (::lstat(claim_dir_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
       throw Error(claim_dir_ + " is not a folder (a symlink?); remove it, wanbatch creates it");
-    rules_.input_roots = c.input_roots;
-    rules_.max_shots = c.limits.max_shots_per_manifest;
-    rules_.max_bytes = c.limits.max_manifest_bytes;
-    rules_.max_media_bytes = c.limits.max_media_bytes;
+    rules_ = manifest_rules(c);
     scheduler_.on_batch_finished = [this](const BatchRecord& b) { retire_manifest(b); };
     scheduler_.events().subscribe([this](const Event& e) { sheets_.on_event(e); });
     scheduler_.events().subscribe([this](const Event& e) { notifier_.on_event(e); });

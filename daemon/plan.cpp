@@ -19,11 +19,7 @@ namespace wb {
 
 int cmd_plan(const Config& config, const std::vector<std::string>& files, bool json, std::ostream& out,
              std::ostream& err) {
-  ManifestRules rules;
-  rules.input_roots = config.input_roots;
-  rules.max_shots = config.limits.max_shots_per_manifest;
-  rules.max_bytes = config.limits.max_manifest_bytes;
-  rules.max_media_bytes = config.limits.max_media_bytes;
+  const ManifestRules rules = manifest_rules(config);
   Spend spend(config.limits, config.pricing);
   std::unique_ptr<Store> store;
   try {

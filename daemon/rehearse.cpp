@@ -27,6 +27,7 @@
 #include <ostream>
 #include <sstream>
 
+#include "daemon/commands.h"
 #include "daemon/control.h"
 #include "daemon/rehearsal_provider.h"
 #include "jobs/credits.h"
@@ -129,22 +130,13 @@ std::string duration_text(double seconds) {
   return o.str();
 }
 
-ManifestRules rules_for(const Config& c) {
-  ManifestRules r;
-  r.input_roots = c.input_roots;
-  r.max_shots = c.limits.max_shots_per_manifest;
-  r.max_bytes = c.limits.max_manifest_bytes;
-  r.max_media_bytes = c.limits.max_media_bytes;
-  return r;
-}
-
 }  // namespace
 
 RehearsalResult rehearse(const Config& config, const std::vector<std::string>& files, const RehearseOptions& options) {
   const auto wall_started = std::chrono::steady_clock::now();
   std::vector<std::pair<std::string, Manifest>> manifests;
   for (const auto& f : files) {
-    ManifestResult r = load_manifest(f, rules_for(config));
+    ManifestResult r = load_manifest(f, manifest_rules(config));
     if (!r.manifest) throw Error(format_problems(f, r.problems));
     manifests.emplace_back(f, std::move(*r.manifest));
   }
