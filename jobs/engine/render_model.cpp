@@ -32,7 +32,7 @@ double bandwidth(std::vector<double> x) {
   double iqr = (at(0.75) - at(0.25)) / 1.34;
   if (iqr > 0) spread = std::min(spread, iqr);
   double silverman = 0.9 * spread * std::pow(n, -0.2);
-  return std::max({silverman, 0.25 / std::sqrt(n), 0.01});
+  return std::max({silverman, 0.15 / std::sqrt(n), 0.01});
 }
 
 }  // namespace

@@ -324,7 +324,8 @@ TEST_CASE("in a simulated FIFO run a queued job costs at most 3 polls before it 
       Job& q = *queued[i];
       if (static_cast<int>(running_ends.size()) >= kWorkers) q.known_queued = std::max(q.known_queued, all_busy_until);
       double due = next_queued_poll_at(now, e[i], 0.05 * dist.mean(), bounds.min_interval_s, unit(rng));
-      if (e[i] > now || due < q.due) q.due = due;  // a worker free now: keep the poll already set
+      // A worker free now: keep the poll already set, unless it is the one just made.
+      if (e[i] > now || due < q.due || q.due <= now) q.due = due;
     }
   };
   reschedule(0);
