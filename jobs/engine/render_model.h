@@ -13,7 +13,7 @@
 //      frames), with log sigma 0.5: wide, since the figure is one quote (95% of its mass
 //      within 0.38x..2.7x of the median).
 // A learned class is a kernel density in log time over its last 256 samples, with a
-// bandwidth that shrinks with the sample count (0.25/sqrt(n), or Silverman's rule if
+// bandwidth that shrinks with the sample count (0.15/sqrt(n), or Silverman's rule if
 // wider): as narrow as the data, wide while there are few.
 // Pure: no clock, no I/O. Times are seconds.
 #pragma once
