@@ -57,6 +57,13 @@ MonoPoint SubmitBucket::next_token(MonoPoint now) {
   return sent_[sent_.size() - allowed_] + span_;
 }
 
+void SubmitBucket::remember(MonoPoint at, MonoPoint now) {
+  refresh(now);
+  if (at > now) at = now;
+  if (at + span_ <= now) return;
+  sent_.insert(std::upper_bound(sent_.begin(), sent_.end(), at), at);
+}
+
 void SubmitBucket::on_rate_limited(MonoPoint now) {
   refresh(now);
   rate_ = std::max(1.0, rate_ * 0.9);

@@ -27,6 +27,9 @@ class SubmitBucket {
   // When the next token will be available (now if one is).
   MonoPoint next_token(MonoPoint now);
   void on_rate_limited(MonoPoint now);
+  // A submit made at `at` (before a restart: the window is not forgotten, or the
+  // first minute after a restart would send a second window's worth).
+  void remember(MonoPoint at, MonoPoint now);
   double current_per_minute() const { return rate_; }
 
  private:

@@ -75,8 +75,13 @@ void Scheduler::load() {
   if (auto costs = store.meta("cost_model")) core_.spend.costs().load(*costs);
   core_.spend.day_loader = [&store](const std::string& day) { return store.spent_on(day); };
   std::vector<Shot> unfinished = store.unfinished_shots();
+  const int64_t wall_ms = to_epoch_ms(core_.wall());
+  const MonoPoint mono = core_.mono();
   for (auto& s : unfinished) {
     revisions_.loaded(s);
+    // Its submit still counts in the provider's rate window (the wall clock may
+    // have stepped: a submit "in the future" counts as now).
+    if (s.submitted_ms) bucket_.remember(mono - Millis(std::clamp<int64_t>(wall_ms - s.submitted_ms, 0, 86400000)), mono);
     if (s.state == ShotState::downloading && s.file_take > 0 && s.file_take != s.take) try {
         if (restore_newest_done(output_, s.batch, s.spec.id, s.file_take))
           spdlog::warn("{}: {}.mp4 put back to take {}, its newest DONE take", s.key(), s.spec.id, s.file_take);

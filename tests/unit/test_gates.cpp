@@ -241,3 +241,36 @@ TEST_CASE("401 pauses every submit for a minute, loudly, without touching the sh
   CHECK(rig.step(Millis(31000)) == 2);
   for (auto& s : rig.store->shots("b")) CHECK(s.submit_attempts == 1);
 }
+
+TEST_CASE("a restart remembers the submits of the rate window (no second window's worth at once)") {
+  Rig rig;
+  rig.config.limits.submits_per_minute = 12;  // 12 in any 60 s
+  rig.config.limits.max_in_flight = 100;
+  rig.start();
+  rig.accept(shots(20));
+  int total = rig.step();
+  CHECK(total == 12);
+  rig.step(Millis(10000));
+  rig.start();  // 10 s after the 12 submits: the provider's window still holds them
+  for (int s = 0; s < 49; ++s) total += rig.step(Millis(1000));
+  CHECK(total == 12);
+  CHECK(rig.reason("s12").find("submit rate") != std::string::npos);
+  total += rig.step(Millis(1000));  // 60 s after the first submits
+  CHECK(total == 20);
+}
+
+TEST_CASE("a wall clock stepped back over a restart counts earlier submits as just made") {
+  Rig rig;
+  rig.config.limits.submits_per_minute = 12;
+  rig.config.limits.max_in_flight = 100;
+  rig.start();
+  rig.accept(shots(20));
+  CHECK(rig.step() == 12);
+  rig.clock.now -= std::chrono::hours(1);  // the submits now seem to lie in the future
+  rig.start();
+  int total = 0;
+  for (int s = 0; s < 59; ++s) total += rig.step(Millis(1000));
+  CHECK(total == 0);
+  total += rig.step(Millis(1000));
+  CHECK(total == 8);
+}

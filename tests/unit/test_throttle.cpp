@@ -160,3 +160,15 @@ TEST_CASE("backoff doubles from the base, is capped, and jitters by a fifth eith
   CHECK(backoff_delay(0, 1, 60, 0.999) >= Millis(1199));
   CHECK(backoff_delay(-5, 1, 60, 0.5) == Millis(1000));
 }
+
+TEST_CASE("submits remembered from before a restart fill the window they were made in") {
+  SubmitBucket b(20, 60, kStart);
+  for (int i = 0; i < 15; ++i) b.remember(kStart - seconds(50), kStart);
+  b.remember(kStart - seconds(61), kStart);  // out of the window: forgotten
+  b.remember(kStart + seconds(5), kStart);   // "in the future" (a stepped clock): counts as now
+  int taken = 0;
+  for (int i = 0; i < 10; ++i) taken += b.try_take(kStart);
+  CHECK(taken == 4);                                     // 20 - 15 - 1
+  CHECK(b.next_token(kStart) == kStart + seconds(10));  // the 50-s-old ones leave first
+  CHECK(b.try_take(kStart + seconds(10)));
+}
