@@ -66,6 +66,9 @@ void Follower::on_poll(const std::string& key, const HttpResponse& r) {
   int64_t next = planner_.next_poll(*shot, now, core_.unit_random());
   if (stretch_ > 1.0) next = now + static_cast<int64_t>(static_cast<double>(next - now) * stretch_);
   core_.book.set_due(*shot, next);
+  if (spdlog::should_log(spdlog::level::debug))
+    spdlog::debug("{}: {}, next poll in {:.3f} s ({})", shot->key(), a.status,
+                  static_cast<double>(next - now) / 1000.0, planner_.describe(*shot, now));
   if (changed) core_.save(*shot);
 }
 
@@ -116,12 +119,16 @@ void Follower::on_fetch(const std::string& key, const HttpResponse& r) {
   shot->attempts = 0;
   shot->output_url = a.output_url;
   if (planner_.completed(*shot, a.inference_time, a.queue_time) && on_learned) on_learned();
-  if (!planner_.started_key().empty()) {
-    // The job that took this one's worker: its start is known now, so are its polls.
-    Shot* next = core_.book.find(planner_.started_key());
+  for (const std::string& started : planner_.started_keys()) {
+    // The job that took this one's worker (or one whose start moved): its start
+    // is known now, so are its polls.
+    Shot* next = core_.book.find(started);
     if (next && next->state == ShotState::in_flight && !core_.book.busy(next->key())) {
       const int64_t now = core_.now_ms();
       core_.book.set_due(*next, planner_.next_poll(*next, now, core_.unit_random()));
+      if (spdlog::should_log(spdlog::level::debug))
+        spdlog::debug("{}: start moved by {}'s timings, next poll in {:.3f} s ({})", started, key,
+                      static_cast<double>(next->due_ms - now) / 1000.0, planner_.describe(*next, now));
     }
   }
   shot->metrics_json = a.metrics_json;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <vector>
 
 namespace wb {
@@ -54,7 +55,7 @@ const PollPlanner::Plan& PollPlanner::plan_for(const RenderClass& cls, double sp
 void PollPlanner::submitted(const Shot& shot, int64_t submitted_ms) {
   Job j;
   j.cls = class_of(shot.spec);
-  j.submitted_s = j.start_s = j.last_poll_s = secs(submitted_ms);
+  j.submitted_s = j.start_s = j.last_poll_s = j.polled_s = secs(submitted_ms);
   // With a queue seen, a new job waits when every worker is taken.
   auto w = workers();
   if (w && static_cast<int>(jobs_.size()) - queued_count_ >= *w) j.queued = true;
@@ -110,7 +111,7 @@ void PollPlanner::seen(const Shot& shot, const std::string& status, int64_t now_
     }
     j.started_known = true;
   }
-  j.last_poll_s = now;
+  j.last_poll_s = j.polled_s = now;
 }
 
 bool PollPlanner::completed(const Shot& shot, std::optional<double> render_s, std::optional<double> queue_s) {
@@ -118,34 +119,53 @@ bool PollPlanner::completed(const Shot& shot, std::optional<double> render_s, st
   RenderClass cls = class_of(shot.spec);
   bool learned = render_s && model_.observe(cls, *render_s);
   if (learned) ++learned_elsewhere_;
-  started_key_.clear();
+  started_keys_.clear();
   if (it != jobs_.end()) {
     if (render_s && queue_s) {
       queue_.observe_completed(it->second.submitted_s, *queue_s, *render_s);
       // Its worker came free at `end` (our clock): with a queue, the oldest of
-      // our jobs that had not started by then took it, FIFO.
+      // our jobs that had not started by then took it, FIFO. Completions are seen
+      // in the order they are polled, not the order they happened: a job given a
+      // later worker's free time by an earlier-seen completion started at this
+      // one instead. So the free times known so far (this one and those given to
+      // jobs not seen since) go to those jobs and the oldest not started, in
+      // order: oldest job, earliest free time.
       const double end = it->second.submitted_s + *queue_s + *render_s;
+      std::vector<std::pair<double, std::string>> takers;  // submitted, key
+      std::vector<double> frees{end};
       Job* next = nullptr;
       std::string next_key;
       if (queue_seen_ || queue_.workers())
         for (auto& [key, j] : jobs_) {
-          if (key == it->first || j.start_exact || j.submitted_s >= end) continue;
+          if (key == it->first || j.submitted_s >= end) continue;
+          if (j.start_exact) {
+            if (j.start_s > end) {
+              takers.push_back({j.submitted_s, key});
+              frees.push_back(j.start_s);
+            }
+            continue;
+          }
           if (j.started_known && !j.queued && j.start_s + j.start_spread_s <= end) continue;  // running by then
           if (!next || j.submitted_s < next->submitted_s) {
             next = &j;
             next_key = key;
           }
         }
-      if (next) {
-        next->start_s = end;
-        next->start_spread_s = 0;
-        next->start_exact = next->started_known = true;
-        next->last_poll_s = std::max(next->last_poll_s, end);
-        if (next->queued) {
-          next->queued = false;
+      if (next) takers.push_back({next->submitted_s, next_key});
+      std::sort(takers.begin(), takers.end());
+      std::sort(frees.begin(), frees.end());
+      for (size_t i = 0; i < takers.size(); ++i) {
+        Job& j = jobs_[takers[i].second];
+        if (j.start_exact && j.start_s == frees[i]) continue;
+        j.start_s = frees[i];
+        j.start_spread_s = 0;
+        j.start_exact = j.started_known = true;
+        j.last_poll_s = std::max(j.polled_s, frees[i]);
+        if (j.queued) {
+          j.queued = false;
           --queued_count_;
         }
-        started_key_ = next_key;
+        started_keys_.push_back(takers[i].second);
       }
     }
     if (it->second.queued) --queued_count_;
@@ -257,6 +277,20 @@ int64_t PollPlanner::first_poll_after_restart(const Shot& shot, int64_t now_ms, 
   int64_t next = next_poll(shot, now_ms, 0);
   j.last_poll_s = last;
   return now_ms + static_cast<int64_t>(unit * static_cast<double>(std::max<int64_t>(0, next - now_ms)));
+}
+
+std::string PollPlanner::describe(const Shot& shot, int64_t now_ms) const {
+  auto it = jobs_.find(shot.key());
+  if (it == jobs_.end()) return "not followed";
+  const Job& j = it->second;
+  const double now = secs(now_ms);
+  char text[256];
+  std::snprintf(text, sizeof text,
+                "%s, start %+.3f s within %.3f s%s, last seen %+.3f s, expected start %+.3f s, %d waiting",
+                j.queued ? "queued" : (j.started_known ? "rendering" : "believed rendering"), j.start_s - now,
+                j.start_spread_s, j.start_exact ? " (exact)" : "", j.last_poll_s - now, j.expected_start_s - now,
+                queued_count_);
+  return text;
 }
 
 std::optional<int> PollPlanner::queue_room() {

@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "jobs/engine/poll_policy.h"
 #include "jobs/engine/queue_model.h"
@@ -43,14 +44,18 @@ class PollPlanner {
   // The job completed; metrics' inference_time and queue_time when given.
   // Returns true when the render model learned (the caller persists it).
   // Its timings also say when its worker came free: the oldest of our jobs
-  // still waiting then started at that moment (FIFO), which started_key()
-  // names until the next call, so the caller plans that job's polls again.
+  // still waiting then started at that moment (FIFO). started_keys() names the
+  // jobs whose start this moved (until the next call), so the caller plans
+  // their polls again.
   bool completed(const Shot& shot, std::optional<double> render_s, std::optional<double> queue_s);
-  const std::string& started_key() const { return started_key_; }
+  const std::vector<std::string>& started_keys() const { return started_keys_; }
   void forget(const std::string& key);
 
   // The next status poll of a followed job (monotonic ms), `jitter` in [0, 1).
   int64_t next_poll(const Shot& shot, int64_t now_ms, double jitter);
+  // What the planner believes of a followed job, for a debug log line: times in
+  // seconds relative to `now_ms`.
+  std::string describe(const Shot& shot, int64_t now_ms) const;
   // The first poll of a job followed again after a restart: spread over the
   // gap the policy would leave at this point, so that thousands do not poll at once.
   int64_t first_poll_after_restart(const Shot& shot, int64_t now_ms, double unit);
@@ -69,7 +74,8 @@ class PollPlanner {
     double submitted_s = 0;
     double start_s = 0;        // earliest it may have started rendering
     double start_spread_s = 0; // it started within [start_s, start_s + spread]
-    double last_poll_s = 0;    // last seen not completed
+    double last_poll_s = 0;    // last seen not completed (or known not to have been)
+    double polled_s = 0;       // last poll that found it not completed (or its submit)
     bool queued = false;       // last seen QUEUED (or believed to wait)
     bool started_known = false;
     double expected_start_s = 0;  // while queued: the queue model's estimate
@@ -99,7 +105,7 @@ class PollPlanner {
   int queued_count_ = 0;          // jobs believed waiting at the provider
   size_t learned_elsewhere_ = 0;  // observations of every class (neighbours shift priors)
   bool starts_dirty_ = true;
-  std::string started_key_;
+  std::vector<std::string> started_keys_;
   double starts_planned_at_ = -1e18;
   double rendering_counted_at_ = -1e18;
 };

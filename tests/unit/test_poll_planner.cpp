@@ -289,3 +289,29 @@ TEST_CASE("planner: a provider flipping QUEUED and PROCESSING leaves no job coun
   p.seen(b, "PROCESSING", 17000);
   CHECK(p.waiting_at_provider() == 0);
 }
+
+TEST_CASE("planner: completions seen out of order still give queued jobs their workers' free times in order") {
+  PollPlanner planner(bounds(2, 300));
+  learn(planner, renders(30, 1));
+  Shot a = job("A"), b = job("B"), x = job("X", kT0 + 1000), y = job("Y", kT0 + 2000);
+  planner.submitted(a, kT0);
+  planner.submitted(b, kT0);
+  planner.submitted(x, kT0 + 1000);
+  planner.submitted(y, kT0 + 2000);
+  planner.seen(a, "PROCESSING", kT0 + 5000);
+  planner.seen(b, "PROCESSING", kT0 + 5000);
+  planner.seen(x, "QUEUED", kT0 + 5000);
+  planner.seen(y, "QUEUED", kT0 + 5000);
+  // B's worker came free at 130 s and A's at 100 s, but B's completion is seen first.
+  planner.completed(b, 130.0, 0.0);
+  CHECK(planner.started_keys() == std::vector<std::string>{"b/X"});
+  planner.completed(a, 100.0, 0.0);
+  // X, the older, took A's worker at 100 s; Y took B's at 130 s.
+  auto keys = planner.started_keys();
+  std::sort(keys.begin(), keys.end());
+  CHECK(keys == std::vector<std::string>{"b/X", "b/Y"});
+  const int64_t now = kT0 + 140'000;
+  const int64_t nx = planner.next_poll(x, now, 0), ny = planner.next_poll(y, now, 0);
+  CHECK(nx < ny);
+  CHECK(ny - nx >= 20'000);  // 30 s apart in start, 20 s apart at least in polls
+}
