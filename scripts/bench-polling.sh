@@ -15,12 +15,16 @@
 # Figures: docs/BENCHMARKS.md, "Polling".
 #   scripts/bench-polling.sh [--quick] [--shots 100] [--scale 0.02] [--seed 7]
 #                            [--spread 0.075] [--tail 0.05:2] [--build build]
+#                            [--only a|b] [--log-level debug] [--no-scale]
 # --quick: 40 shots at --scale 0.01 (about two minutes instead of nine).
+# --only: one scenario; --log-level: the daemon's (debug logs every poll decision, in
+# <work dir>/<scenario>-wanbatch/daemon.log); --no-scale: skip bench-scale.sh at the end.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 . "$ROOT/scripts/lib.sh"
 
 shots=100 scale=0.02 seed=7 spread=0.075 tail=0.05:2 BUILD=build pattern_interval=2
+scenarios="a b" log_level=warn with_scale=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) shots=40 scale=0.01; shift ;;
@@ -30,7 +34,10 @@ while [ $# -gt 0 ]; do
     --spread) spread=$2; shift 2 ;;
     --tail) tail=$2; shift 2 ;;
     --build) BUILD=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --only) case "$2" in a|b) scenarios=$2 ;; *) echo "--only takes a or b" >&2; exit 2 ;; esac; shift 2 ;;
+    --log-level) log_level=$2; shift 2 ;;
+    --no-scale) with_scale=0; shift ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -87,7 +94,7 @@ write_config() {
     echo "state_dir: $dir/state"
     echo "output_root: $dir/out"
     echo "input_roots: [$dir/media]"
-    echo "log_level: warn"
+    echo "log_level: $log_level"
     local sec
     for sec in $(printf '%s\n' "${!cfg[@]}" | cut -d. -f1 | sort -u); do
       echo "$sec:"
@@ -207,7 +214,7 @@ target() {  # name ok(0/1) detail
 echo "polling benchmark: $shots shots (720P/1080P x 5/10 s), time scale $scale, seed $seed,"
 echo "render mean 138 s x duration/5 (x2.25 at 1080P), lognormal sigma $spread, tail $tail,"
 echo "max_in_flight $in_flight (both clients), pattern polls every $pattern_interval s; work dir $W"
-for scenario in a b; do
+for scenario in $scenarios; do
   if [ $scenario = a ]; then workers=$in_flight title="(a) no provider queue: $workers workers"
   else workers=$((in_flight / 2 > 0 ? in_flight / 2 : 1)) title="(b) provider queue: $workers workers for $in_flight in flight"; fi
   run_wanbatch "$W/$scenario-wanbatch" "$workers"
@@ -236,7 +243,7 @@ done
 
 echo
 for n in "${notes[@]}"; do echo "note: $n"; done
-for scenario in a b; do
+for scenario in $scenarios; do
   read -r req mean p95 mk pmk < <(jq -rn --slurpfile w "$W/$scenario-wanbatch.fig" --slurpfile p "$W/$scenario-pattern.fig" \
     '"\($w[0].requests.total) \($w[0].delay_mean) \($w[0].delay_p95) \($w[0].makespan) \($p[0].makespan)"')
   ok() { awk "BEGIN { print ($1) ? 1 : 0 }"; }
@@ -248,7 +255,7 @@ for scenario in a b; do
 done
 echo "targets met: $pass_count of $((pass_count + fail_count))"
 
-if [ -x "$ROOT/scripts/bench-scale.sh" ]; then
+if [ "$with_scale" = 1 ] && [ -x "$ROOT/scripts/bench-scale.sh" ]; then
   echo
   "$ROOT/scripts/bench-scale.sh" "$BUILD"
 fi

@@ -186,8 +186,8 @@ row "10,000-shot manifest accepted (rename into incoming/ to the 'accepted' log 
 
 full_flight=""
 # Every download is decoded by ffprobe and gets a poster frame from ffmpeg (issue 9): tens
-# of ms of child CPU a video, 10,000 videos on two worker threads, so allow 15 minutes.
-a_limit=900
+# of ms of child CPU a video, 10,000 videos on two worker threads, so allow 30 minutes.
+a_limit=1800
 deadline=$(calc "print $(date +%s) + $a_limit")
 while [ ! -f "$A/out/big/report.json" ]; do
   [ "$(date +%s)" -lt "$deadline" ] || break
