@@ -30,6 +30,7 @@ PollPlan::PollPlan(const RenderDist& render, double start_spread_s, const PollBo
   bounds_.min_interval_s = std::max(bounds_.min_interval_s, 1e-3);
   bounds_.max_interval_s = std::max(bounds_.max_interval_s, bounds_.min_interval_s);
   if (dist_.empty()) return;
+  mean_ = dist_.mean();
   const double target = bounds_.target_delay_fraction * render.mean();
   auto fits = [&](double c) {
     PollPrediction p = predict(c);
@@ -51,13 +52,20 @@ double PollPlan::step(double a, double c) const {
   const double hi = std::max(lo, a + bounds_.max_interval_s);  // the ceiling binds every gap
   const double fa = dist_.cdf(a), ga = dist_.cdf_integral(a);
   const double need = c * (1 - fa);
-  // Past what the distribution knows the job overruns it: gaps grow with the
-  // time it has run (twice the delay target of it), up to the ceiling.
-  if (1 - fa < kLeftMass) return std::clamp(a + 2 * bounds_.target_delay_fraction * a, lo, hi);
+  // Past what the distribution knows (its end, or a learned one's largest sample) the
+  // job overruns it: gaps grow with the time it has run (twice the delay target of
+  // it), up to the ceiling.
+  if (1 - fa < kLeftMass || a >= dist_.known_until()) return std::clamp(a + 2 * bounds_.target_delay_fraction * a, lo, hi);
   auto delay = [&](double b) { return dist_.cdf_integral(b) - ga - fa * (b - a); };
+  // Past the mean, the tail is what the distribution knows least (a few samples, or
+  // none of a slow spell): no gap is longer than twice the delay target of the time
+  // the job has run, so a job in the tail is still noticed within that share of its
+  // render however thin the learned tail.
+  double cap = hi;
+  if (a >= mean_) cap = std::clamp(a + 2 * bounds_.target_delay_fraction * a, lo, hi);
   if (delay(lo) >= need) return lo;
-  if (delay(hi) < need) return hi;
-  double l = lo, h = hi;
+  if (delay(cap) < need) return cap;
+  double l = lo, h = cap;
   for (int i = 0; i < 40 && h - l > 1e-6 * h; ++i) {
     double mid = (l + h) / 2;
     (delay(mid) >= need ? h : l) = mid;

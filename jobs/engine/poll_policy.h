@@ -18,6 +18,12 @@
 // target_delay_fraction x the render mean (the 10% margin absorbs the gap between the
 // learned distribution and the real one). Since every interval costs c, mean delay =
 // c x expected polls.
+// Overrun: past what the distribution knows (RenderDist::known_until: a learned class's
+// largest sample, where only the last kernel's tail is left, whose rising hazard would
+// pack polls ever closer) every gap is 2 x target_delay_fraction of the time since the
+// start. The tail: past the distribution's mean no gap exceeds that either: a learned
+// tail rests on few samples, and a job in it is still noticed within twice the target
+// share of its render (a 5% tail of 2x renders made p95 delays of 20% in bench-polling).
 // Bounds: min_interval_s is a floor and max_interval_s a ceiling on every gap, the first
 // one included (an operator's "never longer than this between polls"). The ceiling must
 // not stop the goal being met: a job is not polled before completion is plausible only
@@ -68,6 +74,7 @@ class PollPlan {
   RenderDist dist_;  // render time widened by the start window
   PollBounds bounds_;
   double c_ = 0;
+  double mean_ = 0;  // of dist_: past it, gaps are capped (the tail)
 };
 
 struct PollContext {

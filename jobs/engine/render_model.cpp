@@ -92,11 +92,15 @@ RenderDist RenderDist::from_samples(const std::vector<double>& seconds, double l
     for (auto it = first; it != last; ++it) sum += normal_cdf((lt - *it) / h);
     return sum / n;
   };
-  return from_cdf(std::exp(x.front() - reach), std::exp(x.back() + reach), cdf);
+  RenderDist d = from_cdf(std::exp(x.front() - reach), std::exp(x.back() + reach), cdf);
+  d.known_until_ = std::exp(x.back());
+  return d;
 }
 
 RenderDist RenderDist::lognormal(double median_s, double log_sigma) {
-  return from_samples({median_s}, log_sigma);
+  RenderDist d = from_samples({median_s}, log_sigma);
+  d.known_until_ = std::numeric_limits<double>::infinity();
+  return d;
 }
 
 double RenderDist::cdf(double t) const {
@@ -135,7 +139,9 @@ double RenderDist::mean_residual(double t) const {
 RenderDist RenderDist::widened(double w) const {
   if (empty() || !(w > 0) || !std::isfinite(w)) return *this;
   auto cdf = [&](double t) { return (cdf_integral(t) - cdf_integral(t - w)) / w; };
-  return from_cdf(t_.front(), t_.back() + w, cdf);
+  RenderDist d = from_cdf(t_.front(), t_.back() + w, cdf);
+  d.known_until_ = known_until_ + w;
+  return d;
 }
 
 bool RenderModel::observe(const RenderClass& cls, double seconds) {

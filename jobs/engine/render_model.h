@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -63,11 +64,16 @@ class RenderDist {
   // The distribution of T + U with U uniform on [0, w]: a start known only to lie in a
   // window of w seconds.
   RenderDist widened(double w) const;
+  // Past this time the distribution is a guess: a learned one's largest sample (beyond
+  // it only the last kernel's tail, whose rising hazard would pack polls ever closer).
+  // Infinite for the parametric prior.
+  double known_until() const { return known_until_; }
 
  private:
   // Tabulates `cdf` on a log-spaced grid over [lo, hi].
   static RenderDist from_cdf(double lo, double hi, const std::function<double(double)>& cdf);
   std::vector<double> t_, f_, g_;  // knots, cdf at knots, integral of cdf up to knots
+  double known_until_ = std::numeric_limits<double>::infinity();
 };
 
 class RenderModel {

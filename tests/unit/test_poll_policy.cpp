@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <set>
 #include <vector>
@@ -366,4 +367,40 @@ TEST_CASE("in a simulated FIFO run a queued job costs at most 3 polls before it 
               kJobs, kWorkers, most, total / double(kJobs), 100 * delay_sum / kJobs / 138);
   CHECK(most <= 3);
   CHECK(jobs.back().queued_polls <= 3);
+}
+
+TEST_CASE("a job in a thinly learned tail is caught within twice the delay target of its render") {
+  // 30 renders around 100 s and one slow one at 200 s: what a class looks like when a
+  // slow spell has barely begun.
+  std::vector<double> learned = renders(100, 200, 3);
+  learned.erase(std::remove_if(learned.begin(), learned.end(), [](double s) { return s > 115; }), learned.end());
+  learned.resize(30);
+  learned.push_back(200);
+  RenderModel model;
+  for (double s : learned) model.observe(k720p5, s);
+  PollPlan plan(model.dist(k720p5), 0, {0.03, 2, 300});
+  for (double render : {120.0, 130.0, 140.0, 150.0, 160.0, 175.0, 190.0}) {
+    Figures f = run_jobs(plan, {render}, 5);
+    CAPTURE(render);
+    CHECK(f.mean_delay <= 0.06 * render + 1e-9);
+  }
+}
+
+TEST_CASE("past a learned class's largest sample polls grow with the time run, not ever closer") {
+  std::vector<double> learned = renders(100, 200, 3);
+  learned.erase(std::remove_if(learned.begin(), learned.end(), [](double s) { return s > 115; }), learned.end());
+  learned.resize(10);
+  RenderModel model;
+  for (double s : learned) model.observe(k720p5, s);
+  RenderDist dist = model.dist(k720p5);
+  CHECK(dist.known_until() == doctest::Approx(*std::max_element(learned.begin(), learned.end())));
+  CHECK(RenderDist::lognormal(100, 0.5).known_until() == std::numeric_limits<double>::infinity());
+  CHECK(dist.widened(10).known_until() == doctest::Approx(dist.known_until() + 10));
+  PollPlan plan(dist, 0, {0.03, 2, 300});
+  // A job twice as slow as any seen: gaps of 6% of the time run from the largest
+  // sample on (about 11 from 115 s to 200 s), ten at most in the body before
+  // (without the rule: 26, ever closer in the last kernel's tail).
+  Figures f = run_jobs(plan, {200.0}, 5);
+  CHECK(f.max_polls <= 22);
+  CHECK(f.mean_delay <= 0.06 * 200);
 }
