@@ -176,7 +176,7 @@ TEST_CASE("metrics http: at the connection cap a newcomer drops the oldest clien
   for (int fd : fds) ::close(fd);
 }
 
-TEST_CASE("metrics http: only GET /metrics is served; other paths, methods, garbage and huge heads get their errors") {
+TEST_CASE("metrics http: only GET /metrics is served, other paths, methods, garbage and huge heads get their errors") {
   MetricsHttpServer server("127.0.0.1:0", kBody);
   const int port = server.port();
   std::string ok = get(port, "/metrics?x=1");
