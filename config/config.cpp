@@ -93,8 +93,8 @@ std::string listen_problem(const std::string& v) {
   if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
       std::stoi(port) > 65535)
     return form;
-  if (host.front() == '[')  // Debian's civetweb (the metrics server) is built without IPv6: it could never bind
-    return "must be an IPv4 address: the metrics server (civetweb) of this build cannot listen on IPv6; use "
+  if (host.front() == '[')  // the metrics server (daemon/metrics_http.h) listens on IPv4 only
+    return "must be an IPv4 address: the metrics server cannot listen on IPv6; use "
            "127.0.0.1:" + port + " or 0.0.0.0:" + port + ", got '" + v + "'";
   int parts = 0;
   size_t at = 0;

@@ -16,7 +16,6 @@
 //   loop, plus the HELD changes on the event stream from then on.
 
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
@@ -37,8 +36,6 @@ using prometheus::BuildHistogram;
 
 constexpr Millis kSnapshotEvery{1000};
 constexpr size_t kCensusSlice = 2000;  // records per loop turn while the census runs
-constexpr int kServerThreads = 8;
-constexpr Millis kRequestTimeout{2000};
 
 const ShotState kUnfinished[] = {ShotState::pending, ShotState::submitting, ShotState::in_flight, ShotState::fetching,
                                  ShotState::downloading};
@@ -302,7 +299,7 @@ Millis EngineMetrics::tick(const Scheduler& scheduler) {
   const std::string& daemon_wide = scheduler.submit_wait();
   int stuck = 0;
   for (const auto& [key, shot] : book.shots()) {
-    stuck += is_stuck(shot);
+    stuck += is_stuck_now(shot);
     if (shot.state == ShotState::in_flight && !polls_.count(key)) polls_[key] = Poll{};  // followed since a start
     if (starts(shot.reason, "waiting: ")) ++waiting[wait_label(shot.reason)];
     else if (shot.state == ShotState::pending && !daemon_wide.empty()) ++waiting[wait_label(daemon_wide)];
@@ -327,22 +324,11 @@ std::string EngineMetrics::text() const {
   return prometheus::TextSerializer().Serialize(registry_->Collect());
 }
 
-MetricsServer::MetricsServer(const std::string& listen, const std::shared_ptr<prometheus::Registry>& registry) {
-  try {
-    // civetweb's workers serve one connection each: enough of them, and a
-    // request that has not arrived whole in kRequestTimeout closed, so a few
-    // silent or trickling connections (slowloris) never keep a scrape out.
-    exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
-        "listening_ports", listen, "num_threads", std::to_string(kServerThreads), "request_timeout_ms",
-        std::to_string(kRequestTimeout.count()), "enable_keep_alive", "no"});
-  } catch (const std::exception& e) {
-    throw Error("metrics.listen " + listen + ": cannot listen: " + e.what());
-  }
-  exposer_->RegisterCollectable(registry);
-  auto ports = exposer_->GetListeningPorts();
-  std::string host = listen.substr(0, listen.rfind(':'));
-  url_ = "http://" + host + ":" + (ports.empty() ? listen.substr(listen.rfind(':') + 1) : std::to_string(ports[0])) +
-         "/metrics";
+MetricsServer::MetricsServer(const std::string& listen, const std::shared_ptr<prometheus::Registry>& registry)
+    : server_(std::make_unique<MetricsHttpServer>(listen, [registry] {
+        return prometheus::TextSerializer().Serialize(registry->Collect());
+      })) {
+  url_ = "http://" + listen.substr(0, listen.rfind(':')) + ":" + std::to_string(server_->port()) + "/metrics";
 }
 
 MetricsServer::~MetricsServer() = default;

@@ -5,9 +5,9 @@
 // engine's event stream (a sink) and by `tick()`, a snapshot of the shot book
 // at most once a second plus, after a start, a census of the stored shots a
 // slice at a time (for the HELD count over every batch, finished or not).
-// `MetricsServer` serves the registry over HTTP from prometheus-cpp's own
-// civetweb threads, so a scrape never waits on the loop and the loop never
-// waits on a scrape; the metric objects are thread-safe.
+// `MetricsServer` serves the registry over HTTP from a thread of its own
+// (daemon/metrics_http.h), so a scrape never waits on the loop and the loop
+// never waits on a scrape; the metric objects are thread-safe.
 #pragma once
 
 #include <map>
@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 
+#include "daemon/metrics_http.h"
 #include "jobs/engine/events.h"
 #include "jobs/engine/scheduler.h"
 #include "jobs/engine/stuck.h"
@@ -23,7 +24,6 @@
 
 namespace prometheus {
 class Registry;
-class Exposer;
 class Gauge;
 class Counter;
 class Histogram;
@@ -119,9 +119,11 @@ class EngineMetrics {
   std::optional<MonoPoint> last_snapshot_;
 };
 
-// The HTTP endpoint: GET http://<listen>/metrics, served by 8 civetweb
-// threads; a request must arrive whole within 2 s of its connection being
-// taken up, so silent or trickling connections cannot hold the workers.
+// The HTTP endpoint: GET http://<listen>/metrics, served by one epoll thread
+// (daemon/metrics_http.h): a request head must arrive whole within 2 s of its
+// accept however it trickles, and at most 128 connections are open (a new one
+// drops the oldest still sending), so silent or trickling clients (slowloris)
+// never keep a scrape out.
 // Throws wb::Error when it cannot listen (address in use, not an address of
 // this host).
 class MetricsServer {
@@ -134,7 +136,7 @@ class MetricsServer {
   const std::string& url() const { return url_; }
 
  private:
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsHttpServer> server_;
   std::string url_;
 };
 

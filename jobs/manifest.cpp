@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "jobs/chain.h"
@@ -26,33 +27,74 @@ const std::set<std::string> kShotFields = {"id",         "prompt",     "negative
 const std::set<std::string> kTopFields = {"batch", "priority", "budget_credits", "base_dir", "defaults", "shots"};
 constexpr size_t kMaxPromptBytes = 10000;
 
-// What in a prompt is not text a person sees, as a problem ("" when none):
-// tabs and line breaks (\n, \r\n) are text; any other C0 control (a YAML
-// "\0" or "\e"), a lone \r, DEL, C1 controls (U+0080-U+009F), bidi overrides
-// and isolates (U+202A-U+202E, U+2066-U+2069, which make a text read otherwise
-// than it runs) and zero-width characters (U+200B-U+200D, U+2060, U+FEFF) are
-// not. The UTF-8 sequences are matched as bytes.
-std::string unseen_character(std::string_view s) {
-  auto at = [](size_t i, const char* what, unsigned cp, const char* hint = "") {
-    char buf[128];
-    std::snprintf(buf, sizeof buf, "holds %s U+%04X at byte %zu%s", what, cp, i, hint);
-    return std::string(buf);
+// What in a prompt is not text a person sees, as a problem ("" when none).
+// The rule, by Unicode general category (docs/MANIFEST.md, "prompt"):
+// - Cc, control characters, are refused, except tab, line feed and a carriage
+//   return followed by a line feed (a CRLF line break): text;
+// - Cf, format characters, are refused, all of them (soft hyphen, the bidi
+//   marks, embeddings, overrides and isolates, zero-width space, joiner and
+//   non-joiner, word joiner, invisible operators, BOM, Arabic number signs,
+//   interlinear annotation, tags U+E0000-U+E007F, ...): none is seen, each
+//   can make a prompt read otherwise than it is sent. ZWJ too: emoji joined
+//   by it still say what they say without it;
+// - Zl and Zp (U+2028, U+2029): line breaks nobody's editor shows as such;
+// - Cs, surrogates (a YAML "\uD800" escape), and what is past U+10FFFF;
+// - noncharacters (U+FDD0-U+FDEF and the last two of every plane).
+// Unassigned code points inside the Cf blocks (U+2065, U+E0000, U+E0002-
+// U+E001F) are refused with them. The position is 1-based, in characters
+// (code points), as an editor counts them.
+struct Invisible {
+  const char* what;
+  const char* category;
+};
+
+std::optional<Invisible> invisible(char32_t cp) {
+  struct Range {
+    char32_t from, to;
   };
-  for (size_t i = 0; i < s.size(); ++i) {
+  static constexpr Range kFormat[] = {
+      {0x00AD, 0x00AD},   {0x0600, 0x0605},   {0x061C, 0x061C},   {0x06DD, 0x06DD},   {0x070F, 0x070F},
+      {0x0890, 0x0891},   {0x08E2, 0x08E2},   {0x180E, 0x180E},   {0x200B, 0x200F},   {0x202A, 0x202E},
+      {0x2060, 0x206F},   {0xFEFF, 0xFEFF},   {0xFFF9, 0xFFFB},   {0x110BD, 0x110BD}, {0x110CD, 0x110CD},
+      {0x13430, 0x1343F}, {0x1BCA0, 0x1BCA3}, {0x1D173, 0x1D17A}, {0xE0000, 0xE007F}};
+  if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F)) return Invisible{"a control character", "Cc"};
+  for (const auto& r : kFormat)
+    if (cp >= r.from && cp <= r.to) return Invisible{"a format character", "Cf"};
+  if (cp == 0x2028) return Invisible{"a line separator", "Zl"};
+  if (cp == 0x2029) return Invisible{"a paragraph separator", "Zp"};
+  if (cp >= 0xD800 && cp <= 0xDFFF) return Invisible{"a surrogate", "Cs"};
+  if (cp > 0x10FFFF) return Invisible{"beyond Unicode", "not a character"};
+  if ((cp >= 0xFDD0 && cp <= 0xFDEF) || (cp & 0xFFFE) == 0xFFFE) return Invisible{"a noncharacter", "Cn"};
+  return std::nullopt;
+}
+
+std::string unseen_character(std::string_view s) {
+  size_t chars = 0;
+  for (size_t i = 0; i < s.size();) {
+    ++chars;
     const auto c = static_cast<unsigned char>(s[i]);
-    auto next = [&](size_t k) { return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0u; };
-    if (c == '\r' && next(1) != '\n') return at(i, "a lone carriage return", c);
-    if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f)
-      return at(i, "a control character", c, " (a \\0 or \\e escape?)");
-    if (c == 0xC2 && next(1) >= 0x80 && next(1) <= 0x9F) return at(i, "a C1 control character", next(1));
-    if (c == 0xE2 && next(1) == 0x80 && next(2) >= 0x8B && next(2) <= 0x8D)
-      return at(i, "a zero-width character", 0x2000u + (next(2) - 0x80));
-    if (c == 0xE2 && next(1) == 0x80 && next(2) >= 0xAA && next(2) <= 0xAE)
-      return at(i, "a bidi override", 0x2000u + (next(2) - 0x80));
-    if (c == 0xE2 && next(1) == 0x81 && next(2) == 0xA0) return at(i, "a zero-width character", 0x2060);
-    if (c == 0xE2 && next(1) == 0x81 && next(2) >= 0xA6 && next(2) <= 0xA9)
-      return at(i, "a bidi isolate", 0x2040u + (next(2) - 0x80));
-    if (c == 0xEF && next(1) == 0xBB && next(2) == 0xBF) return at(i, "a zero-width character", 0xFEFF);
+    // Decoded leniently: a YAML escape may have made any code point's bytes.
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    bool whole = len > 0 && i + len <= s.size();
+    for (size_t k = 1; whole && k < len; ++k) whole = (static_cast<unsigned char>(s[i + k]) >> 6) == 2;
+    char buf[160];
+    if (!whole) {
+      std::snprintf(buf, sizeof buf, "holds a byte 0x%02X that is not UTF-8 at character %zu", c, chars);
+      return buf;
+    }
+    char32_t cp = len == 1 ? c : len == 2 ? c & 0x1Fu : len == 3 ? c & 0x0Fu : c & 0x07u;
+    for (size_t k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(s[i + k]) & 0x3Fu);
+    const bool text = cp == '\t' || cp == '\n' || (cp == '\r' && i + 1 < s.size() && s[i + 1] == '\n');
+    if (!text)
+      if (auto bad = invisible(cp)) {
+        const char* hint = cp == 0 || cp == 0x1B ? " (a \\0 or \\e escape?)"
+                           : cp == '\r'          ? " (a carriage return without a line feed)"
+                                                 : "";
+        std::snprintf(buf, sizeof buf, "holds an invisible character U+%04X (%s, %s) at character %zu%s",
+                      static_cast<unsigned>(cp), bad->what, bad->category, chars, hint);
+        return buf;
+      }
+    i += len;
   }
   return "";
 }
@@ -198,20 +240,34 @@ class Checker {
 
 }  // namespace
 
-bool is_valid_utf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
+std::optional<TextFault> text_fault(std::string_view s) {
+  int line = 1, column = 1;
+  for (size_t i = 0; i < s.size(); ++column) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    auto byte = [&](size_t k) { return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0u; };
     size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (len == 0 || i + len > s.size()) return false;
-    if (len == 2 && c < 0xc2) return false;
-    for (size_t k = 1; k < len; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return false;
-    if (len == 1 && c == 0) return false;
+    bool ok = len > 0 && i + len <= s.size();
+    for (size_t k = 1; ok && k < len; ++k) ok = (byte(k) >> 6) == 2;
+    // The shortest form only, no surrogates (U+D800-U+DFFF), nothing past U+10FFFF (RFC 3629).
+    if (ok && len == 2) ok = c >= 0xC2;
+    if (ok && len == 3) ok = !(c == 0xE0 && byte(1) < 0xA0) && !(c == 0xED && byte(1) > 0x9F);
+    if (ok && len == 4) ok = c <= 0xF4 && !(c == 0xF0 && byte(1) < 0x90) && !(c == 0xF4 && byte(1) > 0x8F);
+    if (c == 0) return TextFault{line, column, "holds a NUL byte (a manifest is text)"};
+    if (!ok) {
+      char buf[48];
+      std::snprintf(buf, sizeof buf, "is not valid UTF-8 text: byte 0x%02X", c);
+      return TextFault{line, column, buf};
+    }
+    if (c == '\n') {
+      ++line;
+      column = 0;
+    }
     i += len;
   }
-  return true;
+  return std::nullopt;
 }
+
+bool is_valid_utf8(std::string_view s) { return !text_fault(s); }
 
 ManifestResult parse_manifest(const std::string& text, const std::string& file,
                               const ManifestRules& rules) {
@@ -223,8 +279,10 @@ ManifestResult parse_manifest(const std::string& text, const std::string& file,
                             std::to_string(rules.max_bytes)});
     return result;
   }
-  if (!is_valid_utf8(text)) {
-    problems.push_back({0, "(file)", "is not valid UTF-8 text"});
+  if (auto fault = text_fault(text)) {  // yaml-cpp would stop at a NUL and say "line 0"
+    problems.push_back({fault->line, "(file)",
+                        fault->what + " at line " + std::to_string(fault->line) +
+                            ", column " + std::to_string(fault->column)});
     return result;
   }
   YamlValue root;

@@ -84,6 +84,15 @@ std::string format_problems(const std::string& file, const std::vector<ManifestP
 // Returns the manifest text with a top-level `base_dir:` line inserted.
 std::string with_base_dir(const std::string& text, const std::string& base_dir);
 
+// Where `s` stops being text (a NUL byte, or bytes that are not UTF-8: a
+// truncated or overlong sequence, a surrogate, past U+10FFFF): its 1-based
+// line and column (in characters), and what is there. Nothing when it is text.
+struct TextFault {
+  int line = 0;
+  int column = 0;
+  std::string what;  // "holds a NUL byte (...)", "is not valid UTF-8 text: byte 0xE9"
+};
+std::optional<TextFault> text_fault(std::string_view s);
 bool is_valid_utf8(std::string_view s);
 
 }  // namespace wb

@@ -51,6 +51,9 @@ struct Shot {
   // and since when the job has been followed.
   int64_t due_ms = 0;
   int64_t followed_since_ms = 0;
+  // In memory only: a status poll since this start said the job is still
+  // QUEUED or PROCESSING (jobs/engine/stuck.h: only then can it be stuck).
+  bool seen_running = false;
   int64_t completed_ms = 0;
   std::string remote_status;
   std::string output_url;

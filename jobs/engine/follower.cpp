@@ -61,6 +61,8 @@ void Follower::on_poll(const std::string& key, const HttpResponse& r) {
     return;
   }
   planner_.seen(*shot, a.status, now);
+  shot->seen_running = true;
+  if (on_running) on_running(*shot, now);
   bool changed = shot->remote_status != a.status;
   shot->remote_status = a.status;
   int64_t next = planner_.next_poll(*shot, now, core_.unit_random());

@@ -30,6 +30,8 @@ class Follower {
   std::function<void(Shot&, const std::string& event, const std::string& reason)> requeue;
   // The render model learned: persist it now and then.
   std::function<void()> on_learned;
+  // A status poll said the job is still QUEUED or PROCESSING (monotonic now, ms).
+  std::function<void(Shot&, int64_t)> on_running;
 
  private:
   void on_poll(const std::string& key, const HttpResponse& r);

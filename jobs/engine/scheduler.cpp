@@ -54,6 +54,10 @@ Scheduler::Scheduler(const Settings& settings, Store& store, Transport& transpor
     operator_.requeue(std::move(copy), event, reason);
   };
   follower_.on_learned = [this] { model_dirty_ = true; };
+  // At each poll that says the job still runs: far beyond its render time? Not
+  // when the poll is due: a job followed again after a restart may have ended
+  // while the daemon was down.
+  follower_.on_running = [this](Shot& s, int64_t now_ms) { stuck_.check(s, now_ms); };
   uploader_.frame_file = [this](const Shot& s, const MediaRef& ref) { return chains_.frame_file(s, ref); };
   chains_.requeue = [this](Shot s, const std::string& event, const std::string& reason) {
     operator_.requeue(std::move(s), event, reason);
@@ -259,7 +263,6 @@ Millis Scheduler::tick() {
       downloader_.due(*s);
       continue;
     }
-    stuck_.check(*s, now_ms);  // at each poll: still in flight far beyond its render time?
     follower_.start(*s);
   }
   // With the wire full, the work still due goes as answers come back (each

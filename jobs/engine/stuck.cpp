@@ -18,6 +18,8 @@ bool is_stuck(const Shot& shot) {
   return shot.state == ShotState::in_flight && !shot.request_id.empty() && shot.stuck_request_id == shot.request_id;
 }
 
+bool is_stuck_now(const Shot& shot) { return shot.seen_running && is_stuck(shot); }
+
 namespace {
 constexpr const char* kStuckReason = "stuck: ";
 std::string minutes_text(double seconds) {
@@ -41,7 +43,7 @@ void StuckWatch::left_flight(Shot& shot) {
 }
 
 bool StuckWatch::check(Shot& shot, int64_t now_ms) {
-  if (shot.state != ShotState::in_flight || shot.request_id.empty()) return false;
+  if (shot.state != ShotState::in_flight || shot.request_id.empty() || !shot.seen_running) return false;
   if (shot.stuck_request_id == shot.request_id) return false;  // this take was announced
   const double in_flight_s = static_cast<double>(now_ms - shot.followed_since_ms) / 1000.0;
   const double setting = core_.settings.poll.stuck_after_seconds;

@@ -5,7 +5,10 @@
 //
 // Decides: the limit (poll.stuck_after_seconds when set, else twice the 99th
 // percentile of the class's render-time distribution: learned, or the prior)
-// and when a followed job is past it. Checked at each of its status polls.
+// and when a followed job is past it. Checked at each status poll that says
+// the job still runs (QUEUED or PROCESSING), never before the first such poll
+// since the start: a job followed again after a restart may have ended while
+// the daemon was down, and its first poll says so.
 // Marking saves the shot (stuck_request_id, the reason) and emits shot_stuck.
 #pragma once
 
@@ -24,15 +27,19 @@ namespace wb {
 // distribution and no setting.
 double stuck_limit_seconds(const RenderDist& dist, double stuck_after_seconds);
 
-// Whether `shot` is stuck now: in flight on the take that was marked.
+// Whether `shot` is stuck: in flight on the take that was marked (as stored).
 bool is_stuck(const Shot& shot);
+// The same for a shot of the running engine's book, counted only once a status
+// poll since this start said the job still runs: a job marked before a restart
+// may have ended while the daemon was down (the wanbatch_shots_stuck gauge).
+bool is_stuck_now(const Shot& shot);
 
 class StuckWatch {
  public:
   StuckWatch(Core& core, const RenderModel& model) : core_(core), model_(model) {}
-  // At a status poll of a followed job (monotonic now): marks it stuck when it
-  // is in flight beyond the limit and its take was not marked yet. Returns
-  // whether it marked it.
+  // At a status poll of a followed job that said it still runs (monotonic
+  // now): marks it stuck when it is in flight beyond the limit and its take was
+  // not marked yet. Returns whether it marked it.
   bool check(Shot& shot, int64_t now_ms);
   // The shot left IN_FLIGHT for a later step (its job completed): the stuck
   // reason no longer holds and is cleared (the mover saves the shot).

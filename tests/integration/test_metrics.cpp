@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <regex>
+#include <thread>
 
 #include "tests/integration/rig.h"
 
@@ -127,4 +128,61 @@ TEST_CASE("metrics: the shipped alert rules pass promtool check rules, and a bro
   test::write("broken.rules.yml", text);
   CHECK(test::run({"/bin/sh", "-c", "promtool check rules broken.rules.yml"}, &out) != 0);
   CHECK_MESSAGE(out.find("FAILED") != std::string::npos, out);
+}
+
+TEST_CASE("metrics: under 200 silent and trickling clients the daemon's scrapes come within 1 s and its loop serves on") {
+  Rig rig({}, "metrics:\n  listen: \"127.0.0.1:0\"\n");
+  rig.start_daemon();
+  const int port = metrics_port(rig);
+  auto connect_one = [&] {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      ::close(fd);
+      fd = -1;
+    }
+    return fd;
+  };
+  std::vector<int> silent, trickling;
+  for (int i = 0; i < 200; ++i) {
+    int fd = connect_one();
+    REQUIRE(fd >= 0);
+    (i % 2 ? trickling : silent).push_back(fd);
+  }
+  rig.drop("m.yaml", manifest("m", 4));
+  // Every 100 ms 3 newcomers; every 500 ms one more header byte from each trickler. Meanwhile:
+  // scrapes, each whole within 1 s, and the control socket (the daemon's loop) answering.
+  const std::string head = "GET /metrics HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+  size_t at = 0;
+  auto next_trickle = std::chrono::steady_clock::now();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(4);
+  int scrapes = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    if (std::chrono::steady_clock::now() >= next_trickle) {
+      for (int fd : trickling) ::send(fd, head.data() + at % head.size(), 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+      ++at;
+      next_trickle += std::chrono::milliseconds(500);
+    }
+    for (int i = 0; i < 3; ++i)
+      if (int fd = connect_one(); fd >= 0) silent.push_back(fd);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::string answer = http_get(port, "/metrics");
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(1000));
+    CHECK(answer.rfind("HTTP/1.1 200 OK", 0) == 0);
+    CHECK(body_of(answer).find("wanbatch_batches_unfinished") != std::string::npos);
+    ++scrapes;
+    const auto t1 = std::chrono::steady_clock::now();
+    CHECK(wb::control_request(rig.root + "/state", {{"command", "ping"}}, 2)["ok"] == true);
+    CHECK(std::chrono::steady_clock::now() - t1 < std::chrono::milliseconds(1000));
+    std::this_thread::sleep_until(t0 + std::chrono::milliseconds(100));  // the attack's pace
+  }
+  CHECK(scrapes >= 4);
+  REQUIRE(test::eventually([&] { return rig.finished("m"); }));
+  for (int fd : silent) ::close(fd);
+  for (int fd : trickling) ::close(fd);
+  rig.daemon->signal(SIGTERM);
+  CHECK(rig.daemon->wait() == 0);
 }

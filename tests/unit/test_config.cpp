@@ -90,7 +90,7 @@ TEST_CASE("metrics.listen: 127.0.0.1:9464 by default, an IP address and port, em
     CHECK_MESSAGE(e.find("wb.yaml:5: metrics.listen: must be HOST:PORT") == 0, bad << " -> " << e);
     CHECK_MESSAGE(e.find(std::string("got '") + bad + "'") != std::string::npos, e);
   }
-  // The metrics server (Debian's civetweb) has no IPv6: what it could never bind is refused here,
+  // The metrics server (daemon/metrics_http.h) listens on IPv4 only: what it could never bind is refused here,
   // not accepted and then logged as "cannot listen" by a daemon that runs on without metrics.
   for (const char* v6 : {"[::]:0", "[::1]:9464", "[::]:1", "[::1:9464", "[]:9464"}) {
     std::string e = error_of(std::string(kMinimal) + "metrics: {listen: \"" + v6 + "\"}\n");

@@ -179,8 +179,27 @@ TEST_CASE("deep nesting, oversized and non-UTF-8 files are refused") {
   f.rules.max_bytes = 100;
   CHECK(f.problem(std::string(200, '#')).find("over the limit") != std::string::npos);
   f.rules.max_bytes = 1 << 20;
-  CHECK(f.problem("batch: caf\xe9\nshots: []\n") == "(file): is not valid UTF-8 text");
+  CHECK(f.problem("batch: caf\xe9\nshots: []\n") == "(file): is not valid UTF-8 text: byte 0xE9 at line 1, column 11");
+  // The shortest form only, no surrogates, nothing past U+10FFFF (RFC 3629).
+  for (const char* bad : {"\xC0\x80", "\xE0\x80\xAF", "\xED\xA0\x80", "\xF0\x80\x80\xAF", "\xF4\x90\x80\x80", "\xF5\x80\x80\x80"})
+    CHECK(f.problem(std::string("batch: b\nshots: [] # ") + bad + "\n").find("is not valid UTF-8 text: byte") != std::string::npos);
   CHECK(f.problem("shots: [\n") .find("(yaml)") == 0);
+}
+
+TEST_CASE("a raw NUL byte is reported at its line and column, 1-based, not at line 0") {
+  Fixture f;
+  const std::string text = std::string("batch: b\nshots:\n  - {id: a, prompt: \"caf\xC3\xA9") + '\0' +
+                           "\", image: frames/a.png}\n";
+  auto r = f.parse(text);
+  REQUIRE(r.problems.size() == 1);
+  CHECK(r.problems[0].line == 3);
+  CHECK(r.problems[0].field == "(file)");
+  CHECK(r.problems[0].message == "holds a NUL byte (a manifest is text) at line 3, column 26");
+  CHECK(format_problems("m.yaml", r.problems).rfind("m.yaml:3: (file): holds a NUL byte", 0) == 0);
+  // At the very start and after a CRLF.
+  CHECK(f.problem(std::string(1, '\0')) == "(file): holds a NUL byte (a manifest is text) at line 1, column 1");
+  CHECK(f.problem(std::string("batch: b\r\n") + '\0') ==
+        "(file): holds a NUL byte (a manifest is text) at line 2, column 1");
 }
 
 TEST_CASE("more shots than the cap are refused") {
@@ -297,25 +316,63 @@ TEST_CASE("prompts hold no control characters, and a negative prompt is capped l
             .find("longer than 10000 bytes") != std::string::npos);
 }
 
-TEST_CASE("prompts refuse what a person cannot see: lone CR, C1 controls, bidi overrides and isolates, zero-width") {
+TEST_CASE("prompts refuse what a person cannot see: Cc but tab and line breaks, all of Cf, Zl, Zp, Cs, noncharacters") {
   Fixture f;
   struct Case {
     const char* text;  // YAML double-quoted, escapes or raw UTF-8 bytes
     const char* says;
   };
   const Case cases[] = {
-      {"a\\rb", "a lone carriage return U+000D at byte 1"},
-      {"a\\x85b", "a C1 control character U+0085 at byte 1"},
-      {"a\\u009Bb", "a C1 control character U+009B"},
-      {"pay \\u202Eoof", "a bidi override U+202E at byte 4"},
-      {"a\\u202Ab", "a bidi override U+202A"},
-      {"a\xE2\x81\xA6" "b", "a bidi isolate U+2066"},
-      {"a\\u2069b", "a bidi isolate U+2069"},
-      {"zero\\u200Bwidth", "a zero-width character U+200B"},
-      {"a\\u200Db", "a zero-width character U+200D"},
-      {"a\\u2060b", "a zero-width character U+2060"},
-      {"a\xEF\xBB\xBF" "b", "a zero-width character U+FEFF"},
-      {"a\\0b", "a control character"},
+      // Cc: C0 (but tab, LF and CRLF), DEL, C1.
+      {"a\\0b", "invisible character U+0000 (a control character, Cc) at character 2 (a \\0 or \\e escape?)"},
+      {"a\\eb", "U+001B (a control character, Cc)"},
+      {"a\\x7Fb", "U+007F (a control character, Cc)"},
+      {"a\\rb", "U+000D (a control character, Cc) at character 2 (a carriage return without a line feed)"},
+      {"a\\x85b", "U+0085 (a control character, Cc) at character 2"},
+      {"a\\u009Bb", "U+009B (a control character, Cc)"},
+      // Cf, each group of the table.
+      {"soft\\u00ADhyphen", "U+00AD (a format character, Cf) at character 5"},
+      {"a\\u0600b", "U+0600 (a format character, Cf)"},
+      {"a\\u061Cb", "U+061C (a format character, Cf)"},
+      {"a\\u06DDb", "U+06DD (a format character, Cf)"},
+      {"a\\u070Fb", "U+070F (a format character, Cf)"},
+      {"a\\u0891b", "U+0891 (a format character, Cf)"},
+      {"a\\u08E2b", "U+08E2 (a format character, Cf)"},
+      {"a\\u180Eb", "U+180E (a format character, Cf)"},
+      {"zero\\u200Bwidth", "U+200B (a format character, Cf) at character 5"},
+      {"a\\u200Cb", "U+200C (a format character, Cf)"},
+      {"a\\u200Db", "U+200D (a format character, Cf)"},
+      {"caf\xC3\xA9 13 chars\\u200Ex", "U+200E (a format character, Cf) at character 14"},  // counted in characters, not bytes
+      {"a\\u200Fb", "U+200F (a format character, Cf)"},
+      {"pay \\u202Eoof", "U+202E (a format character, Cf) at character 5"},
+      {"a\\u202Ab", "U+202A (a format character, Cf)"},
+      {"a\\u2060b", "U+2060 (a format character, Cf)"},
+      {"a\\u2064b", "U+2064 (a format character, Cf)"},
+      {"a\\u2065b", "U+2065 (a format character, Cf)"},  // unassigned inside the block: refused with it
+      {"a\xE2\x81\xA6" "b", "U+2066 (a format character, Cf)"},
+      {"a\\u2069b", "U+2069 (a format character, Cf)"},
+      {"a\\u206Fb", "U+206F (a format character, Cf)"},
+      {"a\xEF\xBB\xBF" "b", "U+FEFF (a format character, Cf)"},
+      {"a\\uFFF9b", "U+FFF9 (a format character, Cf)"},
+      {"a\\U000110BDb", "U+110BD (a format character, Cf)"},
+      {"a\\U000110CDb", "U+110CD (a format character, Cf)"},
+      {"a\\U0001343Fb", "U+1343F (a format character, Cf)"},
+      {"a\\U0001BCA0b", "U+1BCA0 (a format character, Cf)"},
+      {"a\\U0001D173b", "U+1D173 (a format character, Cf)"},
+      {"a\\U000E0000b", "U+E0000 (a format character, Cf)"},
+      {"a\\U000E0001b", "U+E0001 (a format character, Cf)"},
+      {"hi\xF3\xA0\x81\xA1" "b", "U+E0061 (a format character, Cf) at character 3"},  // a tag letter, raw
+      {"a\\U000E007Fb", "U+E007F (a format character, Cf)"},
+      // Zl, Zp.
+      {"one\\Ltwo", "U+2028 (a line separator, Zl) at character 4"},
+      {"one\xE2\x80\xA9two", "U+2029 (a paragraph separator, Zp) at character 4"},
+      // Noncharacters. (Surrogates, Cs, never reach a prompt: raw, the file is not UTF-8; escaped, YAML refuses them.)
+      {"a\\uFDD0b", "U+FDD0 (a noncharacter, Cn)"},
+      {"a\\uFDEFb", "U+FDEF (a noncharacter, Cn)"},
+      {"a\\uFFFEb", "U+FFFE (a noncharacter, Cn)"},
+      {"a\xEF\xBF\xBF" "b", "U+FFFF (a noncharacter, Cn)"},
+      {"a\\U0001FFFEb", "U+1FFFE (a noncharacter, Cn)"},
+      {"a\\U0010FFFFb", "U+10FFFF (a noncharacter, Cn)"},
   };
   for (const auto& c : cases) {
     for (const char* field : {"prompt", "negative_prompt"}) {
@@ -334,8 +391,13 @@ TEST_CASE("prompts refuse what a person cannot see: lone CR, C1 controls, bidi o
       CHECK_MESSAGE(found, field << ": " << c.text);
     }
   }
-  // What is text stays text: CRLF line breaks, tabs, accents, emoji, right-to-left script without overrides.
+  // What is text stays text: CRLF line breaks, tabs, accents, emoji (with a variation selector),
+  // right-to-left script without overrides, private use, the last characters before U+FFFE.
   CHECK(f.problem("shots: [{id: a, prompt: \"one\\r\\ntwo\\tthree caf\xC3\xA9 \xF0\x9F\x8C\x8A \xD7\xA9\xD7\x9C\xD7\x95\xD7\x9D\", "
                   "image: frames/a.png}]\n") == "");
   CHECK(f.problem("shots: [{id: a, prompt: \"en\xE2\x80\x94" "dash \xE2\x80\x9Cquoted\xE2\x80\x9D\", image: frames/a.png}]\n") == "");
+  CHECK(f.problem("shots: [{id: a, prompt: \"a\\uD800b\", image: frames/a.png}]\n") != "");
+  CHECK(f.problem("shots: [{id: a, prompt: \"a\xED\xA0\x80" "b\", image: frames/a.png}]\n").find("not valid UTF-8") !=
+        std::string::npos);
+  CHECK(f.problem("shots: [{id: a, prompt: \"red \xE2\x9D\xA4\xEF\xB8\x8F heart \\uE000 \\uFFFD \\U0010FFFD\", image: frames/a.png}]\n") == "");
 }

@@ -115,3 +115,38 @@ TEST_CASE("without the setting, a job is stuck past twice the 99th percentile of
   CHECK(rig.stuck_reason.find("99th percentile of 720P/5s") != std::string::npos);
   CHECK(rig.submits() == 1);
 }
+
+TEST_CASE("after a restart, a job that ended while the daemon was down is not stuck: only a poll saying it runs can mark it") {
+  Rig rig;
+  rig.config.poll.stuck_after_seconds = 600;
+  rig.begin();
+  rig.processing_until(60);
+  // Down for two hours, far past the limit; the job completed meanwhile.
+  rig.clock.advance(wb::Millis(2 * 3600 * 1000));
+  rig.start();
+  rig.listen();
+  rig.until("/status");  // the first poll since the start is on the wire: nothing is known yet
+  CHECK(rig.stuck_events == 0);
+  CHECK_FALSE(is_stuck(rig.s1()));
+  rig.answer("/status", 200, R"({"status":"COMPLETED"})");
+  rig.tick();
+  CHECK(rig.stuck_events == 0);
+  CHECK_FALSE(is_stuck(rig.s1()));
+  CHECK(rig.net.has("/v2/requests/r1"));  // fetched as any other
+}
+
+TEST_CASE("after a restart, a job still running past the limit is marked at the first poll that says it runs") {
+  Rig rig;
+  rig.config.poll.stuck_after_seconds = 600;
+  rig.begin();
+  rig.processing_until(60);
+  rig.clock.advance(wb::Millis(2 * 3600 * 1000));
+  rig.start();
+  rig.listen();
+  rig.until("/status");
+  CHECK(rig.stuck_events == 0);
+  rig.answer("/status", 200, R"({"status":"PROCESSING"})");
+  CHECK(rig.stuck_events == 1);
+  CHECK(is_stuck(rig.s1()));
+  CHECK(rig.submits() == 1);
+}
