@@ -109,10 +109,12 @@ int cmd_submit(const Config& config, const std::vector<std::string>& files, std:
 }
 
 int cmd_control(const Config& config, const std::string& command, const std::string& target,
-                std::ostream& out, std::ostream& err, bool yes) {
+                std::ostream& out, std::ostream& err, bool yes, bool abandon) {
   nlohmann::json answer;
   try {
-    answer = control_request(config.state_dir, {{"command", command}, {"target", target}, {"yes", yes}});
+    nlohmann::json request = {{"command", command}, {"target", target}, {"yes", yes}};
+    if (abandon) request["abandon"] = true;
+    answer = control_request(config.state_dir, request);
   } catch (const Error& e) {
     err << e.what() << "\n";
     return 1;

@@ -45,11 +45,12 @@ int cmd_status(const Config& config, const StatusOptions& options, std::ostream&
 
 // pause, resume, retry TARGET, cancel TARGET: sent to the running daemon.
 // `yes`: retry may resubmit (a new billed job); without it, only free resumes.
+// `abandon`: cancel stops following a paid take that has a next take queued too.
 // `wanbatch adopt BATCH/SHOT REQUEST_ID`, through the control socket.
 int cmd_adopt(const Config& config, const std::string& target, const std::string& request_id, std::ostream& out,
               std::ostream& err);
 int cmd_control(const Config& config, const std::string& command, const std::string& target,
-                std::ostream& out, std::ostream& err, bool yes = false);
+                std::ostream& out, std::ostream& err, bool yes = false, bool abandon = false);
 
 // What the manifests will cost by the estimate, and whether the balance and the
 // budgets cover it. 0 when covered, 1 when something does not cover it.

@@ -584,8 +584,9 @@ class Daemon {
       if (cmd == "retry" || cmd == "cancel") {
         std::string target = request.value("target", "");
         bool yes = request.contains("yes") && request["yes"].is_boolean() && request["yes"].get<bool>();
+        bool abandon = request.contains("abandon") && request["abandon"].is_boolean() && request["abandon"].get<bool>();
         auto r = cmd == "retry" ? scheduler_.retry(target, yes ? Scheduler::Resubmit::yes : Scheduler::Resubmit::no)
-                                : scheduler_.cancel(target);
+                                : scheduler_.cancel(target, abandon);
         return {{"ok", true}, {"changed", r.changed}, {"skipped", r.skipped}, {"plan", r.plan}};
       }
       if (cmd == "adopt") {

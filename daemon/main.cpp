@@ -60,12 +60,12 @@ int main(int argc, char** argv) {
       "one line per batch: progress bar (# done, ! failed/held/rejected/cancelled, > in flight, . pending), counts, "
       "credits spent and the estimate for the rest against the batch budget, an ETA from the learned render "
       "times, the in-flight cap and the submit rate; then why waiting shots wait and the shots that need a "
-      "person (HELD, FAILED, REJECTED, and jobs stuck far beyond their render time). With BATCH: every shot of it (state, age, take, request_id, reason). Reads the state store "
+      "person (HELD, FAILED, REJECTED, and jobs stuck far beyond their render time). With BATCH: every shot of it (state, age, take, request_id, reason, a revision's next take queued behind it). Reads the state store "
       "read-only; works while the daemon runs");
   status->add_option("batch", status_options.batch, "list this batch's shots");
   status->add_flag("--json", status_options.json,
                    R"(print JSON: {"batches":[{"batch","shots","states","progress","credits_spent",)"
-                   R"("credits_remaining_estimate","budget_credits","eta","eta_unknown","waiting",...}],)"
+                   R"("credits_remaining_estimate","budget_credits","eta","eta_unknown","waiting","takes_queued",...}],)"
                    R"("submit_wait","daemon":{...}}; with BATCH also "shot_list")");
   status->add_flag("--watch,-w", status_options.watch,
                    "redraw until Ctrl-C (in place on a terminal; to a pipe, one plain snapshot after another). "
@@ -83,15 +83,22 @@ int main(int argc, char** argv) {
       "(without it, they are listed with their estimated cost)");
   retry->add_option("target", target, "BATCH or BATCH/SHOT")->required();
   retry->add_flag("--yes,-y", yes, "also resubmit the shots that need a new (billed) job");
+  bool abandon = false;
   auto* cancel = app.add_subcommand(
-      "cancel", "cancel shots that have not ended (a job already submitted cannot be stopped at the provider)");
+      "cancel",
+      "cancel shots that have not ended (a job already submitted cannot be stopped at the provider: an abandoned "
+      "paid job's estimated cost is counted). A shot whose paid take is on the provider while a revision's next "
+      "take waits: only the next take is cancelled, and the paid take is followed to its end and kept");
   cancel->add_option("target", target, "BATCH or BATCH/SHOT")->required();
+  cancel->add_flag("--abandon", abandon,
+                   "also stop following a paid take on the provider that has a next take queued (its video is lost; "
+                   "its estimated cost is counted)");
   std::string request_id;
   auto* adopt = app.add_subcommand(
       "adopt",
       "a HELD shot follows a job found on the provider's dashboard (an ambiguous submit, an expired record): "
       "polled, fetched, downloaded, DONE, never submitted again; refused when the request_id belongs to another "
-      "shot or the shot is not HELD");
+      "shot or to an earlier take of this one, or the shot is not HELD");
   adopt->add_option("target", target, "BATCH/SHOT")->required();
   adopt->add_option("request_id", request_id, "the provider's request_id of the job")->required();
   auto* pause = app.add_subcommand("pause", "stop submitting new shots (kept across restarts); polls and downloads go on");
@@ -107,7 +114,7 @@ int main(int argc, char** argv) {
       "the state store read-only; works while the daemon runs); exit 0, 2 when a manifest does not load");
   plan->add_option("files", files, "manifest files")->required();
   plan->add_flag("--json", plan_json,
-                 R"(print JSON: {"manifests":[{"file","batch","exists","revision","no_op","renders","removed",)"
+                 R"(print JSON: {"manifests":[{"file","batch","exists","revision","no_op","renders","removed","kept",)"
                  R"("credits_estimate","shots":[{"id","action","renders","why","changed","state","take",)"
                  R"("credits_estimate"}]}],"credits_estimate"})");
   wb::RehearseOptions rehearse_options;
@@ -118,9 +125,11 @@ int main(int argc, char** argv) {
       "daemon's last balance reading. Prints the predicted first submit, makespan, finish time, credits, API "
       "requests and where the batch would wait. Sends nothing, spends nothing, changes nothing. Exit 0, or 1 "
       "when it would not finish (a budget or the balance that does not cover it; 7 simulated days at most) or "
-      "a manifest is invalid");
+      "a manifest is invalid; 2 a usage error (a malformed --at); 130 or 143 when SIGINT or SIGTERM stopped it "
+      "(its temporary folder removed)");
   rehearse->add_option("files", files, "manifest files")->required();
-  rehearse->add_option("--at", rehearse_options.at, "start at this local time HH:MM (its next occurrence; default now)");
+  auto* rehearse_at = rehearse->add_option(
+      "--at", rehearse_options.at, "start at this local time HH:MM, 00:00..23:59 (its next occurrence; default now)");
   rehearse->add_flag("--json", rehearse_options.json,
                      R"(print JSON: {"start","first_submit","finish","finished","stalled","makespan_seconds","credits",)"
                      R"("api_requests","requests","downloads","shots","states","waits":[{"kind","reason","seconds","from"}],)"
@@ -131,6 +140,11 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;  // --help and --version: 0; any usage error: 2
   }
+  if (*rehearse && rehearse_at->count() > 0)  // given, even as '': it must be a time
+    if (std::string problem = wb::rehearse_at_problem(rehearse_options.at); !problem.empty()) {
+      std::cerr << "wanbatch rehearse: " << problem << "\nRun with --help for more information.\n";
+      return 2;
+    }
 
   // Logs go to stderr (journald under systemd); stdout is for command output.
   wb::setup_logging();
@@ -158,7 +172,7 @@ int main(int argc, char** argv) {
     if (*submit) return wb::cmd_submit(config, files, std::cout, std::cerr);
     if (*status) return wb::cmd_status(config, status_options, std::cout, std::cerr);
     if (*retry) return wb::cmd_control(config, "retry", target, std::cout, std::cerr, yes);
-    if (*cancel) return wb::cmd_control(config, "cancel", target, std::cout, std::cerr);
+    if (*cancel) return wb::cmd_control(config, "cancel", target, std::cout, std::cerr, false, abandon);
     if (*adopt) return wb::cmd_adopt(config, target, request_id, std::cout, std::cerr);
     if (*pause) return wb::cmd_control(config, "pause", "", std::cout, std::cerr);
     if (*resume) return wb::cmd_control(config, "resume", "", std::cout, std::cerr);

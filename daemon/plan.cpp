@@ -17,6 +17,32 @@
 
 namespace wb {
 
+namespace {
+// What will be paid, plainly: "will re-render 3 shots (~1.5 credits), keep 17".
+std::string plan_headline(const RevisionCounts& c, Micro credits, bool exists) {
+  auto shots = [](int n) { return std::to_string(n) + (n == 1 ? " shot" : " shots"); };
+  std::string out;
+  if (!exists) return "will render " + shots(c.renders()) + " (~" + credits_text(credits) + " credits)";
+  out = c.renders() ? "will re-render " + shots(c.renders()) + " (~" + credits_text(credits) + " credits)"
+                    : std::string("will render nothing (0 credits)");
+  std::string why;
+  auto part = [&why](int n, const char* what) {
+    if (n) why += (why.empty() ? "" : ", ") + std::to_string(n) + " " + what;
+  };
+  part(c.new_shots, "new");
+  part(c.changed, "changed");
+  part(c.not_done, "last take not DONE");
+  part(c.after_running, "after the take on the provider");
+  if (!why.empty()) out += ": " + why;
+  out += "; keep " + std::to_string(c.kept);
+  if (c.updated)
+    out += "; " + shots(c.updated) + " not yet submitted take the new spec (billed once, when submitted, as "
+           "already planned)";
+  if (c.removed) out += "; " + std::to_string(c.removed) + " removed (kept on disk, nothing billed)";
+  return out;
+}
+}  // namespace
+
 int cmd_plan(const Config& config, const std::vector<std::string>& files, bool json, std::ostream& out,
              std::ostream& err) {
   const ManifestRules rules = manifest_rules(config);
@@ -77,11 +103,11 @@ int cmd_plan(const Config& config, const std::vector<std::string>& files, bool j
                    {"same_bytes", same_bytes},
                    {"renders", plan.renders()},
                    {"removed", removed},
+                   {"kept", count_plan(plan).kept},
                    {"credits_estimate", credits_json(sum)},
                    {"shots", shots}});
     if (json) continue;
-    out << f << ": " << verdict << ": " << plan.renders() << " of " << m.shots.size() << " shots render"
-        << (removed ? ", " + std::to_string(removed) + " removed" : "") << ", ~" << credits_text(sum) << " credits\n";
+    out << f << ": " << verdict << ": " << plan_headline(count_plan(plan), sum, batch.has_value()) << "\n";
     size_t w = 4;
     for (const auto& p : plan.shots) w = std::max(w, p.id.size());
     for (const auto& p : plan.shots) {

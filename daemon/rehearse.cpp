@@ -12,6 +12,7 @@
 //   a rehearsal is the same sample, and the same bytes decode the same way.
 #include "daemon/rehearse.h"
 
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <stdlib.h>
 #include <time.h>
@@ -25,15 +26,18 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <ostream>
+#include <set>
 #include <sstream>
 
 #include "daemon/commands.h"
 #include "daemon/control.h"
 #include "daemon/rehearsal_provider.h"
+#include "jobs/crash_point.h"
 #include "jobs/credits.h"
 #include "jobs/engine/scheduler.h"
 #include "jobs/json_safe.h"
 #include "jobs/manifest.h"
+#include "jobs/revision.h"
 #include "jobs/store.h"
 #include "jobs/throttle.h"
 
@@ -50,7 +54,7 @@ class TempDir {
     for (const char* base : {static_cast<const char*>("/dev/shm"), static_cast<const char*>(std::getenv("TMPDIR")),
                              static_cast<const char*>("/tmp")}) {
       if (!base || !*base || ::access(base, W_OK) != 0) continue;
-      std::string templ = std::string(base) + "/wanbatch-rehearsal-XXXXXX";
+      std::string templ = std::string(base) + "/wanbatch-rehearsal-" + std::to_string(::getpid()) + "-XXXXXX";
       if (::mkdtemp(templ.data())) {
         path_ = templ;
         return;
@@ -80,11 +84,8 @@ struct QuietLogs {
 // The start: the next local HH:MM from `now`, or now.
 TimePoint start_at(const std::string& at, TimePoint now) {
   if (at.empty()) return now;
-  int h = -1, m = -1;
-  char tail = 0;
-  if (std::sscanf(at.c_str(), "%d:%d%c", &h, &m, &tail) != 2 || h < 0 || h > 23 || m < 0 || m > 59 ||
-      at.size() != 5)
-    throw Error("rehearse: --at must be HH:MM (local time, 00:00..23:59), not '" + at + "'");
+  if (std::string problem = rehearse_at_problem(at); !problem.empty()) throw Error("rehearse: " + problem);
+  const int h = (at[0] - '0') * 10 + (at[1] - '0'), m = (at[3] - '0') * 10 + (at[4] - '0');
   time_t t = std::chrono::system_clock::to_time_t(now);
   struct tm local {};
   ::localtime_r(&t, &local);
@@ -130,7 +131,75 @@ std::string duration_text(double seconds) {
   return o.str();
 }
 
+// SIGINT and SIGTERM while a rehearsal runs: noted, and the rehearsal stops
+// at its next step, its temporary folder removed on the way out.
+volatile sig_atomic_t g_signal = 0;
+extern "C" void note_signal(int sig) { g_signal = sig; }
+
+class SignalGuard {
+ public:
+  SignalGuard() {
+    g_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = note_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGINT, &sa, &old_int_);
+    ::sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~SignalGuard() {
+    ::sigaction(SIGINT, &old_int_, nullptr);
+    ::sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  SignalGuard(const SignalGuard&) = delete;
+  SignalGuard& operator=(const SignalGuard&) = delete;
+  static void check() {
+    if (g_signal) throw RehearsalInterrupted(g_signal);
+  }
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
 }  // namespace
+
+namespace {
+// A batch the real store has, copied into the rehearsal's store so that the
+// manifest is played as its revision. Shots on the provider now count as
+// finished as they are (their money is spent; the rehearsal cannot follow
+// them): a changed one renders its next take, as after the real take.
+RehearsalRevision copy_known_batch(Store& store, BatchRecord b, std::vector<Shot> shots) {
+  bool open = false;
+  for (auto& s : shots) {
+    if (!is_terminal(s.state) && s.state != ShotState::pending) {
+      s.state = ShotState::done;
+      s.next_take.clear();
+    }
+    if (s.state == ShotState::pending) {
+      s.due_ms = 0;
+      open = true;
+    }
+  }
+  b.finished = !open;
+  store.add_batch(b, shots);
+  RehearsalRevision r;
+  r.batch = b.name;
+  r.revision = b.revision;
+  return r;
+}
+}  // namespace
+
+std::string rehearse_at_problem(const std::string& at) {
+  auto digit = [&](size_t i) { return at[i] >= '0' && at[i] <= '9'; };
+  const bool shape = at.size() == 5 && digit(0) && digit(1) && at[2] == ':' && digit(3) && digit(4);
+  if (shape && (at[0] - '0') * 10 + (at[1] - '0') <= 23 && at[3] <= '5') return "";
+  return "--at must be HH:MM (local time, 00:00..23:59), not '" + at + "'";
+}
+
+RehearsalInterrupted::RehearsalInterrupted(int sig)
+    : Error(std::string("rehearse: interrupted by ") + (sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal") +
+            "; nothing was sent or spent, its temporary folder is removed"),
+      signal(sig) {}
 
 RehearsalResult rehearse(const Config& config, const std::vector<std::string>& files, const RehearseOptions& options) {
   const auto wall_started = std::chrono::steady_clock::now();
@@ -146,11 +215,14 @@ RehearsalResult rehearse(const Config& config, const std::vector<std::string>& f
   // What the daemon has learned: render times and costs, read-only.
   // No store yet (no daemon has run with this state_dir): the priors.
   std::string render_json, cost_json;
+  std::vector<std::pair<BatchRecord, std::vector<Shot>>> known;  // the manifests' batches the store has
   const std::string db = join_path(config.state_dir, "db");
   if (::access(join_path(db, "CURRENT").c_str(), F_OK) == 0) {
     auto real = Store::open(db, Store::Mode::read_only);
     render_json = real->meta("render_model").value_or("");
     cost_json = real->meta("cost_model").value_or("");
+    for (const auto& [file, m] : manifests)
+      if (auto b = real->batch(m.batch)) known.emplace_back(*b, real->shots(m.batch));
   }
   RenderModel model = RenderModel::from_json(parse_json_bounded(render_json).value_or(json()));
   model.set_prior_seconds(config.poll.prior_render_seconds);
@@ -170,6 +242,7 @@ RehearsalResult rehearse(const Config& config, const std::vector<std::string>& f
   }
 
   QuietLogs quiet;
+  SignalGuard signals;  // before the folder exists: a signal from here on removes it
   TempDir tmp;
   Config settings = config;
   settings.output_root = join_path(tmp.path(), "output");
@@ -180,6 +253,7 @@ RehearsalResult rehearse(const Config& config, const std::vector<std::string>& f
   auto store = Store::open(join_path(settings.state_dir, "db"), Store::Mode::read_write);
   if (!render_json.empty()) store->put_meta("render_model", render_json);
   if (!cost_json.empty()) store->put_meta("cost_model", cost_json);
+  for (const auto& [b, shots] : known) out.revisions.push_back(copy_known_batch(*store, b, shots));
 
   int64_t sim_ms = 0;
   const TimePoint wall0 = from_epoch_ms(out.start_ms);
@@ -194,9 +268,9 @@ RehearsalResult rehearse(const Config& config, const std::vector<std::string>& f
     if (it == probed.end()) it = probed.emplace(sha, probe_video(video, path)).first;
     return it->second;
   });
-  size_t finished = 0;
+  std::set<std::string> finished;  // batches of the manifests that ended
   sched.on_batch_finished = [&](const BatchRecord& b) {
-    ++finished;
+    finished.insert(b.name);
     out.finish_ms = std::max<int64_t>(out.finish_ms, b.finished_ms ? b.finished_ms : to_epoch_ms(wall0) + sim_ms);
   };
   sched.events().subscribe([&](const Event& e) {
@@ -208,15 +282,34 @@ RehearsalResult rehearse(const Config& config, const std::vector<std::string>& f
     }
   });
   sched.load();
+  std::set<std::string> names;
   for (const auto& [file, m] : manifests) {
     out.shots += static_cast<int>(m.shots.size());
-    if (sched.accept(m, basename_of(file), file) != Scheduler::Accept::added)
-      throw Error(file + ": batch " + m.batch + " is named twice in this rehearsal");
+    if (!names.insert(m.batch).second) throw Error(file + ": batch " + m.batch + " is named twice in this rehearsal");
+    // A batch the store has: the manifest is its next revision, decided as the
+    // daemon and `wanbatch plan` decide (jobs/revision.h), by the same accept.
+    for (auto& rev : out.revisions)
+      if (rev.batch == m.batch) {
+        std::map<std::string, Inputs> inputs;
+        for (const auto& spec : m.shots) inputs[spec.id] = fingerprint_inputs(spec);
+        const auto before = store->batch(m.batch);
+        RevisionPlan plan = plan_revision(store->shots(m.batch), m, inputs, before && before->sha256 == m.sha256);
+        rev.renders = plan.renders();
+        rev.no_op = plan.changes_nothing();
+        rev.revision = rev.no_op ? before->revision : before->revision + 1;
+        rev.shots = static_cast<int>(m.shots.size());
+      }
+    sched.accept(m, basename_of(file), file);
+    // Nothing to do (a no-op revision of a finished batch): it is finished as it is.
+    if (auto b = store->batch(m.batch); b && b->finished && finished.insert(m.batch).second)
+      out.finish_ms = std::max(out.finish_ms, out.start_ms);
   }
 
   std::map<std::string, size_t> wait_at;  // kind -> index in out.waits
   const int64_t limit_ms = static_cast<int64_t>(options.max_simulated_days * 86400000.0);
-  for (long turns = 0; finished < manifests.size() && turns < 5'000'000; ++turns) {
+  for (long turns = 0; finished.size() < manifests.size() && turns < 5'000'000; ++turns) {
+    SignalGuard::check();
+    crash_point("rehearsal_turn");
     Millis due = sched.tick();
     if (provider.active()) {
       provider.answer_all();
@@ -255,7 +348,7 @@ RehearsalResult rehearse(const Config& config, const std::vector<std::string>& f
     }
     sim_ms += step;
   }
-  out.finished = finished == manifests.size();
+  out.finished = finished.size() == manifests.size();
   if (!out.finished) out.finish_ms = 0;
   out.credits = provider.charged();
   for (const auto& [endpoint, n] : out.requests) out.api_requests += n;
@@ -269,6 +362,12 @@ RehearsalResult rehearse(const Config& config, const std::vector<std::string>& f
 std::string rehearsal_text(const RehearsalResult& r) {
   std::ostringstream o;
   o << "rehearsal of " << r.shots << " shots from " << local_text(r.start_ms) << " (nothing was sent or spent)\n";
+  for (const auto& v : r.revisions)
+    o << "  batch " << v.batch << ": "
+      << (v.no_op ? "a no-op revision (revision " + std::to_string(v.revision) + " stays)"
+                  : "revision " + std::to_string(v.revision))
+      << ": " << v.renders << " of " << v.shots << " shots render, " << v.shots - v.renders
+      << " kept (as `wanbatch plan` decides)\n";
   o << "  render times: " << (r.learned_samples ? std::to_string(r.learned_samples) + " learned" : std::string("none learned"))
     << (r.learned_samples ? "" : ", the product page's prior") << "; balance: "
     << (r.balance ? credits_text(to_micro(*r.balance)) + " (the daemon's last reading)" : std::string("unknown (no daemon answered): not a limit here"))
@@ -306,6 +405,10 @@ std::string rehearsal_json(const RehearsalResult& r) {
   json waits = json::array();
   for (const auto& w : r.waits)
     waits.push_back({{"kind", w.kind}, {"reason", w.reason}, {"seconds", w.seconds}, {"from", when(w.first_ms)}});
+  json revisions = json::array();
+  for (const auto& v : r.revisions)
+    revisions.push_back(
+        {{"batch", v.batch}, {"revision", v.revision}, {"no_op", v.no_op}, {"renders", v.renders}, {"shots", v.shots}});
   json j = {{"start", when(r.start_ms)},
             {"first_submit", when(r.first_submit_ms)},
             {"finish", when(r.finish_ms)},
@@ -320,7 +423,8 @@ std::string rehearsal_json(const RehearsalResult& r) {
             {"states", r.states},
             {"waits", waits},
             {"balance", r.balance ? json(*r.balance) : json(nullptr)},
-            {"learned_render_samples", r.learned_samples}};
+            {"learned_render_samples", r.learned_samples},
+            {"revisions", revisions}};
   return json_text(j) + "\n";
 }
 
@@ -329,6 +433,9 @@ int cmd_rehearse(const Config& config, const std::vector<std::string>& files, co
   RehearsalResult r;
   try {
     r = rehearse(config, files, options);
+  } catch (const RehearsalInterrupted& e) {
+    err << e.what() << "\n";
+    return 128 + e.signal;
   } catch (const Error& e) {
     err << e.what() << (std::string(e.what()).empty() || std::string(e.what()).back() == '\n' ? "" : "\n");
     return 1;

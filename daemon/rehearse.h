@@ -5,7 +5,8 @@
 // limits, window and budgets, and the daemon's last balance reading (asked
 // over the control socket; unknown when no daemon runs). It spends nothing
 // and sends nothing: the scheduler's transport is the in-process provider,
-// its store and output folder a temporary folder removed at the end.
+// its store and output folder a temporary folder removed at the end, also
+// when SIGINT or SIGTERM stops it (exit 130 or 143).
 #pragma once
 
 #include <cstdint>
@@ -36,6 +37,16 @@ struct RehearsalWait {
   int64_t first_ms = 0;   // wall, epoch ms: first seen
 };
 
+// A manifest whose batch the state store has: played as its next revision
+// (only the shots `wanbatch plan` says render are submitted).
+struct RehearsalRevision {
+  std::string batch;
+  int revision = 1;    // the revision it would be (the stored one when a no-op)
+  bool no_op = false;  // nothing renders, is updated or removed
+  int renders = 0;     // shots that render (a new take, or the first)
+  int shots = 0;       // shots in the manifest
+};
+
 struct RehearsalResult {
   int64_t start_ms = 0;         // the rehearsal's start (wall, epoch ms)
   int64_t first_submit_ms = 0;  // 0: nothing was submitted
@@ -53,10 +64,21 @@ struct RehearsalResult {
   std::optional<double> balance;        // what the rehearsal started with (nullopt: unknown)
   int learned_samples = 0;              // render times learned from the store (0: the prior alone)
   double wall_seconds = 0;              // how long the rehearsal itself took
+  std::vector<RehearsalRevision> revisions;  // the manifests that revise a stored batch
+};
+
+// Why `at` is not a valid --at (HH:MM, 00:00..23:59), "" when it is.
+std::string rehearse_at_problem(const std::string& at);
+
+// SIGINT or SIGTERM arrived while a rehearsal ran: it stopped, its temporary
+// folder removed. `wanbatch rehearse` then exits 128 + signal (130, 143).
+struct RehearsalInterrupted : Error {
+  explicit RehearsalInterrupted(int sig);
+  int signal;
 };
 
 // Plays the manifests. Throws wb::Error (a manifest that does not load, a
-// state store that cannot be read).
+// state store that cannot be read; RehearsalInterrupted).
 RehearsalResult rehearse(const Config& config, const std::vector<std::string>& files, const RehearseOptions& options);
 
 std::string rehearsal_text(const RehearsalResult& r);

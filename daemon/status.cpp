@@ -130,6 +130,7 @@ std::string batch_line(const StatusView& v, const BatchStatus& b, size_t& bar_at
   if (b.in_flight) o << ", " << b.in_flight << " in flight";
   if (b.stuck) o << " (" << b.stuck << " stuck)";
   if (b.pending) o << ", " << b.pending << " pending";
+  if (b.takes_queued) o << ", " << b.takes_queued << (b.takes_queued == 1 ? " take" : " takes") << " queued";
   o << "  credits " << credits_text(b.spent) << " spent";
   if (!b.finished || b.remaining_estimate) o << ", ~" << credits_text(b.remaining_estimate) << " to go";
   if (b.budget) o << " of budget " << credits_text(to_micro(*b.budget));
@@ -305,6 +306,7 @@ StatusView summarize(const StatusSnapshot& snap, const PricingConfig& pricing, d
       else ++b.in_flight;
       ended += is_terminal(s.state);
       b.spent += s.earlier_cost_micro;  // earlier takes (revisions)
+      if (!s.next_take.empty() && !is_terminal(s.state)) ++b.takes_queued;
       if (s.cost) b.spent += to_micro(*s.cost);
       else if (!is_terminal(s.state)) b.remaining_estimate += costs.estimate(s.spec);
       if (needs_person(s.state)) b.attention.push_back({s.spec.id, to_string(s.state), s.reason});
@@ -357,6 +359,9 @@ static std::string changes_note(const ShotRow& r) {
     out += ")";
   }
   if (r.removed) out += " (removed from the manifest)";
+  if (r.queued_take)
+    out += " (take " + std::to_string(r.queued_take) + " queued behind take " + std::to_string(r.take) + " " +
+           (r.state == "PENDING" ? "uploading its media" : "in flight") + ")";
   return out;
 }
 
@@ -366,7 +371,8 @@ std::vector<ShotRow> shot_rows(const BatchRecord& batch, const std::vector<Shot>
   for (const auto& s : shots)
     rows.push_back({s.spec.id, to_string(s.state), s.reason, s.request_id,
                     std::max<int64_t>(0, now_ms - (s.submitted_ms ? s.submitted_ms : batch.created_ms)), s.take,
-                    s.changes, s.removed, is_stuck(s)});
+                    s.changes, s.removed, is_stuck(s),
+                    !s.next_take.empty() && !is_terminal(s.state) ? s.take + 1 : 0});
   return rows;
 }
 
@@ -434,6 +440,7 @@ nlohmann::json batch_json(const BatchStatus& b) {
           {"eta", b.eta_ms ? nlohmann::json(iso8601_utc(from_epoch_ms(*b.eta_ms))) : nlohmann::json(nullptr)},
           {"eta_unknown", b.no_eta},
           {"stuck", b.stuck},
+          {"takes_queued", b.takes_queued},
           {"waiting", waiting}};
 }
 
@@ -462,7 +469,8 @@ nlohmann::json shot_rows_json(const std::vector<ShotRow>& rows) {
                    {"take", r.take},
                    {"changes", r.changes},
                    {"removed", r.removed},
-                   {"stuck", r.stuck}});
+                   {"stuck", r.stuck},
+                   {"take_queued", r.queued_take ? nlohmann::json(r.queued_take) : nlohmann::json(nullptr)}});
   return out;
 }
 

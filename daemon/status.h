@@ -61,6 +61,7 @@ struct BatchStatus {
   // provider or on the way back (SUBMITTING..DOWNLOADING); PENDING.
   int done = 0, failed_or_held = 0, in_flight = 0, pending = 0;
   int stuck = 0;        // of in_flight: far beyond its render time (jobs/engine/stuck.h)
+  int takes_queued = 0;  // shots whose next take (a revision) waits for the take on the provider
   double progress = 0;  // ended / shots, 0..1
   MicroCredits spent = 0;
   MicroCredits remaining_estimate = 0;
@@ -107,6 +108,7 @@ struct ShotRow {
   std::vector<std::string> changes;  // what changed since the previous take
   bool removed = false;              // it left the manifest in a later revision
   bool stuck = false;  // in flight far beyond its render time
+  int queued_take = 0;  // a revision's next take queued behind this one (its number), 0 when none
 };
 std::vector<ShotRow> shot_rows(const BatchRecord& batch, const std::vector<Shot>& shots, int64_t now_ms);
 

@@ -182,6 +182,43 @@ RevisionPlan plan_revision(const std::vector<Shot>& stored, const Manifest& m,
   return plan;
 }
 
+RevisionCounts count_plan(const RevisionPlan& plan) {
+  RevisionCounts c;
+  for (const auto& p : plan.shots) switch (p.action) {
+      case ShotPlan::Action::render:
+        if (p.why == ShotPlan::Why::new_shot) ++c.new_shots;
+        else if (p.why == ShotPlan::Why::changed) ++c.changed;
+        else ++c.not_done;
+        break;
+      case ShotPlan::Action::render_after: ++c.after_running; break;
+      case ShotPlan::Action::update:
+        if (p.changed.empty()) ++c.kept;  // back in the manifest, or its queued take dropped
+        else ++c.updated;
+        break;
+      case ShotPlan::Action::keep: ++c.kept; break;
+      case ShotPlan::Action::remove: ++c.removed; break;
+    }
+  return c;
+}
+
+std::string counts_text(const RevisionCounts& c) {
+  auto shots = [](int n) { return std::to_string(n) + (n == 1 ? " shot" : " shots"); };
+  std::string out = shots(c.new_shots + c.changed + c.not_done) + (c.new_shots + c.changed + c.not_done == 1 ? " renders" : " render");
+  std::string parts;
+  auto part = [&parts](int n, const char* what) {
+    if (n) parts += (parts.empty() ? "" : ", ") + std::to_string(n) + " " + what;
+  };
+  part(c.new_shots, "new");
+  part(c.changed, "changed");
+  part(c.not_done, "last take not DONE");
+  if (!parts.empty()) out += " (" + parts + ")";
+  if (c.after_running) out += ", " + std::to_string(c.after_running) + " after " + (c.after_running == 1 ? "its take" : "their takes") + " on the provider";
+  if (c.updated) out += ", " + std::to_string(c.updated) + " not yet submitted " + (c.updated == 1 ? "takes" : "take") + " the new spec";
+  out += ", " + std::to_string(c.kept) + " kept";
+  if (c.removed) out += ", " + std::to_string(c.removed) + " removed";
+  return out;
+}
+
 const char* action_text(ShotPlan::Action a) {
   switch (a) {
     case ShotPlan::Action::render: return "render";

@@ -68,6 +68,23 @@ struct RevisionPlan {
 RevisionPlan plan_revision(const std::vector<Shot>& stored, const Manifest& manifest,
                            const std::map<std::string, Inputs>& inputs, bool same_bytes = false);
 
+// A revision's shots counted by what happens to them, for the daemon's log line
+// and `wanbatch plan`'s header: each shot of the plan in exactly one count.
+struct RevisionCounts {
+  int new_shots = 0;      // render: not in the batch before
+  int changed = 0;        // render: a render input (or its chain parent) changed
+  int not_done = 0;       // render: its last take ended FAILED, REJECTED or CANCELLED
+  int after_running = 0;  // render_after: a new take once the one on the provider ends
+  int updated = 0;        // update: not submitted yet, takes the new spec (billed once, when submitted)
+  int kept = 0;           // nothing to render (unchanged DONE or HELD, running unchanged, a queued take dropped)
+  int removed = 0;        // left the manifest
+  int renders() const { return new_shots + changed + not_done + after_running; }  // what the revision bills
+};
+RevisionCounts count_plan(const RevisionPlan& plan);
+// "3 shots render (1 new, 1 changed, 1 last take not DONE), 1 after its take on the
+// provider, 2 not yet submitted take the new spec, 14 kept, 1 removed" (zero counts left out).
+std::string counts_text(const RevisionCounts& c);
+
 // "new", "changed: prompt, image", "last take FAILED", "unchanged", ...
 std::string why_text(const ShotPlan& p);
 const char* action_text(ShotPlan::Action a);

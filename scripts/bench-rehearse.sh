@@ -6,7 +6,9 @@
 #   1. rehearse the batch with nothing learned (the prior) and no daemon (balance unknown);
 #   2. render it for real: the daemon against the simulator (renders vary by class, a
 #      lognormal spread and a tail, as in bench-polling);
-#   3. rehearse it again with what the daemon learned, the daemon still running.
+#   3. rehearse the same shots again (under another batch name: the store now has this
+#      one, so its own manifest would be a no-op revision) with what the daemon learned,
+#      the daemon still running.
 # Prints predicted (prior, learned) and actual makespan (first submit to last video
 # written, simulated seconds), API requests (submit, status, result, upload, credits) and
 # credits, and checks that neither rehearsal sent one request (the simulator counts them).
@@ -106,7 +108,10 @@ jobs=$(sim_get /sim/jobs)
 actual_makespan=$(echo "$jobs" | jq '([.jobs[].last_download] | max) - ([.jobs[].submitted] | min)')
 
 sent=$(sim_get /sim/stats | jq '.endpoints.submit')
-wb rehearse --json "$manifest" >"$W/learned.json" || true
+# The same shots under another batch name: the store has `bench` now, and a
+# rehearsal of its own manifest would be a no-op revision (nothing to render).
+sed 's/^batch: bench$/batch: bench-again/' "$manifest" >"$W/again.yaml"
+wb rehearse --json "$W/again.yaml" >"$W/learned.json" || true
 [ "$(sim_get /sim/stats | jq '.endpoints.submit')" = "$sent" ] || { echo "FAIL: the rehearsal submitted" >&2; exit 1; }
 kill "$daemon_pid" 2>/dev/null || true
 

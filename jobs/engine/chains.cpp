@@ -45,8 +45,27 @@ Chains::Chains(Core& core) : core_(core) {
       failures_.erase(e.key + word);
     }
     if (is_terminal(e.to)) ended_.insert(e.key);
+    // A parent DONE by any path (its render, a revision's new take, an adopted
+    // job, a retry) releases the children it held: they wait for it again.
+    if (e.to == ShotState::done) {
+      const auto slash = e.key.find('/');
+      const std::string batch = e.key.substr(0, slash), id = e.key.substr(slash + 1);
+      if (is_parent(batch, id)) release(batch, {id}, "its parent " + id + " is DONE");
+    }
   });
 }
+
+bool Chains::is_parent(const std::string& batch, const std::string& id) {
+  auto it = parents_.find(batch);
+  if (it == parents_.end()) {
+    it = parents_.emplace(batch, std::set<std::string>()).first;
+    for (const auto& s : core_.store.shots(batch))
+      for (const auto& f : frame_refs(s.spec)) it->second.insert(f.ref->shot);
+  }
+  return it->second.count(id) > 0;
+}
+
+void Chains::batch_changed(const std::string& batch) { parents_.erase(batch); }
 
 bool Chains::waits_for_parent(const Shot& shot) {
   return !frame_refs(shot.spec).empty() && shot.reason.rfind(kWaitingFor, 0) == 0;
@@ -99,6 +118,7 @@ bool Chains::ready(Shot& shot) {
       return false;
     }
     if (p->state != ShotState::done) {
+      if (auto it = parents_.find(shot.batch); it != parents_.end()) it->second.insert(parent_id);
       core_.end(shot, ShotState::held,
                 kHeldByParent + parent_id + " ended " + to_string(p->state) +
                     (p->reason.empty() ? "" : " (" + p->reason + ")") + "; `wanbatch retry " + parent +
@@ -179,7 +199,8 @@ std::vector<std::string> Chains::children_of(const std::string& batch, const std
   return chain_descendants(specs, shot);
 }
 
-std::vector<std::string> Chains::release(const std::string& batch, const std::vector<std::string>& retried) {
+std::vector<std::string> Chains::release(const std::string& batch, const std::vector<std::string>& retried,
+                                         const std::string& why) {
   std::vector<std::string> out;
   if (retried.empty()) return out;
   std::set<std::string> below;
@@ -194,7 +215,7 @@ std::vector<std::string> Chains::release(const std::string& batch, const std::ve
       continue;
     auto refs = frame_refs(s.spec);
     std::string reason = refs.empty() ? "" : kWaitingFor + refs.front().ref->shot + " to finish";
-    spdlog::info("{}: released, its parent was retried", s.key());
+    spdlog::info("{}: released, {}", s.key(), why);
     out.push_back(s.spec.id);
     forget_frame_urls(s);  // the parent's next take gives the frame
     if (requeue) requeue(std::move(s), "chain_released", reason);

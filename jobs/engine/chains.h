@@ -4,7 +4,8 @@
 // (a PNG under Settings::frames_dir) and uploaded like a local image
 // (jobs/engine/uploader.h asks frame_file()). A parent that ends FAILED, HELD,
 // REJECTED or CANCELLED holds its children (HELD, the reason naming it); an
-// operator retry of the parent releases them to wait for it again.
+// operator retry of the parent releases them to wait for it again, and so does
+// the parent's end DONE by any path (a revision's new take, an adopted job).
 //
 // Crash safety: the frames taken are known in memory only, so after a restart
 // a child without its uploaded URL has its frame taken and uploaded again; the
@@ -41,18 +42,25 @@ class Chains {
   // call (after a load), every chained PENDING shot.
   void tick();
 
-  // After an operator retry of `retried` (ids of `batch`): their descendants
-  // HELD by a parent go back to PENDING, to wait for it again. Returns their ids.
-  std::vector<std::string> release(const std::string& batch, const std::vector<std::string>& retried);
+  // After an operator retry of `retried` (ids of `batch`), or their end DONE:
+  // their descendants HELD by a parent go back to PENDING, to wait for it
+  // again (`why` is logged). Returns their ids.
+  std::vector<std::string> release(const std::string& batch, const std::vector<std::string>& retried,
+                                   const std::string& why = "its parent was retried");
   // Every shot of `batch` whose render needs `shot`'s video, directly or through
   // others, in manifest order (for revisions: a parent's new take renders these again).
   std::vector<std::string> children_of(const std::string& batch, const std::string& shot) const;
+
+  // A revision of `batch` was stored: which shots take frames from which may have changed.
+  void batch_changed(const std::string& batch);
 
   // Sends a HELD shot back to PENDING (the operator's requeue, with a ledger line).
   std::function<void(Shot shot, const std::string& ledger_event, const std::string& reason)> requeue;
 
  private:
   void wait(Shot& shot, const std::string& reason);
+  // Whether a shot of `batch` takes a frame from `id` (the batch's specs read once a run).
+  bool is_parent(const std::string& batch, const std::string& id);
   void take_frame(const std::string& frame_key, const std::string& video, const std::string& word,
                   const std::string& png);
 
@@ -67,6 +75,7 @@ class Chains {
   std::map<std::string, Failure> failures_;
   std::set<std::string> ended_;  // keys of shots that ended since the last tick
   bool look_at_all_ = true;
+  std::map<std::string, std::set<std::string>> parents_;  // batch -> ids some shot takes a frame from
 };
 
 }  // namespace wb

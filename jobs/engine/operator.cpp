@@ -2,8 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include "jobs/credits.h"
 #include "jobs/engine/submitter.h"
 #include "jobs/segmind.h"
+#include "jobs/throttle.h"
 
 namespace wb {
 
@@ -120,6 +122,18 @@ OperatorResult Operator::retry(const std::string& target, Resubmit allow_resubmi
   return r;
 }
 
+int Operator::take_of_request(const std::string& key, const std::string& request_id) const {
+  // The ledger names the take of every job a shot was given (absent: take 1).
+  for (const auto& e : core_.store.ledger()) {
+    if (!e.is_object() || e.value("shot", "") != key) continue;
+    auto id = e.find("request_id");
+    if (id == e.end() || !id->is_string() || id->get<std::string>() != request_id) continue;
+    auto take = e.find("take");
+    return take != e.end() && take->is_number_integer() ? take->get<int>() : 1;
+  }
+  return 0;
+}
+
 OperatorResult Operator::adopt(const std::string& target, const std::string& request_id) {
   if (id_is_batch(target)) throw Error("adopt takes one shot, BATCH/SHOT, not '" + target + "'");
   if (!is_plain_token(request_id))
@@ -132,6 +146,11 @@ OperatorResult Operator::adopt(const std::string& target, const std::string& req
                           "under a new batch name");
   if (auto owner = core_.store.shot_by_request(request_id); owner && *owner != s.key())
     throw Error("request_id " + request_id + " already belongs to " + *owner);
+  if (request_id != s.request_id)
+    if (int take = take_of_request(s.key(), request_id); take && take != s.take)
+      throw Error("request_id " + request_id + " belongs to take " + std::to_string(take) + " of " + s.key() +
+                  "; the current take is " + std::to_string(s.take) + " (its video would be taken for take " +
+                  std::to_string(s.take) + "'s); nothing changed");
   auto entry = ledger_entry(s, "adopted", core_.wall());
   entry["request_id"] = request_id;
   entry["previous_request_id"] = s.request_id;
@@ -165,7 +184,7 @@ OperatorResult Operator::adopt(const std::string& target, const std::string& req
   return r;
 }
 
-OperatorResult Operator::cancel(const std::string& target) {
+OperatorResult Operator::cancel(const std::string& target, bool abandon) {
   OperatorResult r;
   for (auto& s : target_shots(target)) {
     if (is_terminal(s.state)) {
@@ -178,9 +197,41 @@ OperatorResult Operator::cancel(const std::string& target) {
       r.skipped.push_back(s.spec.id + ": a submit is on the wire; try again in a moment");
       continue;
     }
+    const bool paid = occupies_slot(live->state) && !live->request_id.empty();
+    if (paid && !abandon && !live->next_take.empty()) {
+      // The revision's next take is what is cancelled; the paid take renders on.
+      const int next = live->take + 1;
+      auto entry = ledger_entry(*live, "next_take_cancelled", core_.wall());
+      entry["request_id"] = live->request_id;
+      entry["cancelled_take"] = next;
+      live->next_take.clear();
+      core_.store.put_shot_and_ledger(*live, entry);
+      spdlog::info("{}: its queued take {} cancelled by an operator; take {} ({}) is followed to its end", s.key(),
+                   next, live->take, live->request_id);
+      r.changed.push_back(s.spec.id);
+      r.plan.push_back(s.spec.id + ": its queued take " + std::to_string(next) + " is cancelled; take " +
+                       std::to_string(live->take) + " on the provider (request_id " + live->request_id +
+                       ", billed) is followed to its end and its video kept as take " + std::to_string(live->take) +
+                       " (`wanbatch cancel --abandon` stops following it)");
+      continue;
+    }
     std::string why = "cancelled by an operator";
-    if (!live->request_id.empty())
+    if (paid && !live->cost) {
+      // Billed whatever we do: its cost counts, the estimate standing in for the unknown charge.
+      const Micro estimate = core_.spend.costs().estimate(live->spec);
+      live->cost = from_micro(estimate);
+      auto entry = ledger_entry(*live, "operator_cancel", core_.wall());
+      entry["request_id"] = live->request_id;
+      entry["cost_estimate"] = credits_json(estimate);
+      core_.store.append_ledger(entry);
+      const std::string day = local_day(core_.wall());
+      core_.store.put_shot_spent(*live, day, estimate, core_.spend.costs().to_json());
+      core_.spend.spent(live->batch, day, *live->cost, true);
+      why += "; the provider's job " + live->request_id + " cannot be cancelled and is billed: its estimated cost " +
+             credits_text(estimate) + " is counted (the provider's dashboard has the charge)";
+    } else if (!live->request_id.empty()) {
       why += "; the provider's job " + live->request_id + " cannot be cancelled and may still be billed";
+    }
     r.changed.push_back(s.spec.id);
     if (live->state == ShotState::downloading) {
       output_.discard_part(live->batch, live->spec.id);

@@ -30,12 +30,19 @@ class Operator {
  public:
   Operator(Core& core, Batches& batches, OutputDir& output) : core_(core), batches_(batches), output_(output) {}
   OperatorResult retry(const std::string& target, Resubmit allow_resubmit);
-  OperatorResult cancel(const std::string& target);
+  // Cancel ends shots not ended. A shot whose paid take is on the provider
+  // while a revision's next take waits (Shot::next_take): only the next take is
+  // cancelled, and the paid one is followed to its end and kept (its video that
+  // take's), unless `abandon`. A paid job abandoned (it cannot be stopped at the
+  // provider) has its estimated cost counted, in the record (report.json) and
+  // the ledger's `operator_cancel` line, since the provider bills it anyway.
+  OperatorResult cancel(const std::string& target, bool abandon = false);
   // A HELD shot ("BATCH/SHOT") follows the provider's job `request_id`, found by a
   // person (e.g. on the provider's dashboard after an ambiguous submit): polled,
   // fetched, downloaded, DONE, never submitted again. Throws wb::Error, changing
   // nothing, when the shot is not HELD, the id is not a plain token, or the id
-  // already belongs to another shot. The ledger records the adoption.
+  // already belongs to another shot or to an earlier take of this one. The
+  // ledger records the adoption.
   OperatorResult adopt(const std::string& target, const std::string& request_id);
   // Back to PENDING for a new submit, with a ledger line saying why.
   void requeue(Shot shot, const std::string& ledger_event, const std::string& reason);
@@ -44,6 +51,8 @@ class Operator {
 
  private:
   std::vector<Shot> target_shots(const std::string& target) const;
+  // The take of `key` that the ledger gave `request_id` to, 0 when it names none.
+  int take_of_request(const std::string& key, const std::string& request_id) const;
   // Back to following its job at `step` (operator retry of a HELD shot).
   void resume_at(Shot shot, ShotState step);
 

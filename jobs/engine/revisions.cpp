@@ -194,10 +194,7 @@ Revisions::Outcome Revisions::apply(const Manifest& m, const std::string& manife
     live->removed = true;
     core_.end(*live, ShotState::cancelled, written[id]->reason);
   }
-  spdlog::info("batch {}: {} from {}: {} shots render ({} new takes), {} updated before submit, {} removed",
-               m.batch, tag, manifest_name, out.plan.renders(), to_follow.size(), to_update.size(),
-               std::count_if(out.plan.shots.begin(), out.plan.shots.end(),
-                             [](const ShotPlan& p) { return p.action == ShotPlan::Action::remove; }));
+  spdlog::info("batch {}: {} from {}: {}", m.batch, tag, manifest_name, counts_text(count_plan(out.plan)));
   out.applied = true;
   batches_.maybe_finish(m.batch);
   return out;

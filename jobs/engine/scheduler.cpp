@@ -170,7 +170,10 @@ Scheduler::Accept Scheduler::accept(const Manifest& m, const std::string& manife
       // A stand-in for a lost record takes no revision: its shots' history is unknown.
       if (existing->damaged) return same_bytes ? Accept::already_added : Accept::name_taken;
       Revisions::Outcome r = revisions_.apply(m, manifest_name, manifest_path, same_bytes);
-      if (r.applied) return Accept::revised;
+      if (r.applied) {
+        chains_.batch_changed(m.batch);
+        return Accept::revised;
+      }
       return existing->sha256 == m.sha256 ? Accept::already_added : Accept::unchanged;
     }
     for (const auto& k : store.shots(m.batch)) known.insert(k.spec.id);

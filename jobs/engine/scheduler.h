@@ -78,7 +78,7 @@ class Scheduler {
   using Resubmit = wb::Resubmit;
   // A retried parent releases the children it held (shot chains).
   OperatorResult retry(const std::string& target, Resubmit allow_resubmit = Resubmit::yes);
-  OperatorResult cancel(const std::string& target) { return operator_.cancel(target); }
+  OperatorResult cancel(const std::string& target, bool abandon = false) { return operator_.cancel(target, abandon); }
   OperatorResult adopt(const std::string& target, const std::string& request_id) {
     return operator_.adopt(target, request_id);
   }

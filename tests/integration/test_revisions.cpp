@@ -67,7 +67,8 @@ TEST_CASE("a revision of six shots that changes two bills exactly two submits an
   // plan: what would render and why, with the daemon running; it changes nothing.
   std::string out;
   CHECK(test::run({WANBATCH_BIN, "--config", rig.config, "plan", rig.root + "/revised.yaml"}, &out) == 0);
-  CHECK_MESSAGE(out.find("revision 2 of batch lake: 2 of 6 shots render") != std::string::npos, out);
+  CHECK_MESSAGE(out.find("revision 2 of batch lake: will re-render 2 shots (~") != std::string::npos, out);
+  CHECK_MESSAGE(out.find(" credits): 2 changed; keep 4\n") != std::string::npos, out);
   CHECK_MESSAGE(out.find("sh000  render   take 2  changed: prompt") != std::string::npos, out);
   CHECK_MESSAGE(out.find("sh030  render   take 2  changed: image") != std::string::npos, out);
   CHECK_MESSAGE(out.find("sh010  keep     take 1  unchanged") != std::string::npos, out);

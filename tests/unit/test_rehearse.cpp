@@ -12,7 +12,10 @@
 #include <filesystem>
 
 #include "daemon/rehearse.h"
+#include "daemon/commands.h"
 #include "jobs/engine/render_model.h"
+#include "jobs/manifest.h"
+#include "jobs/revision.h"
 #include "jobs/store.h"
 #include "tests/support.h"
 
@@ -204,4 +207,66 @@ TEST_CASE("a rehearsal refuses a bad --at and an invalid manifest, with the reas
   s.options.at = "";
   test::write(s.root + "/media/bad.yaml", "batch: bad\nshots: [{id: s1}]\n");
   CHECK_THROWS_AS(rehearse(s.config, {s.root + "/media/bad.yaml"}, s.options), Error);
+}
+
+TEST_CASE("a rehearsal of a revision renders only what `wanbatch plan` says renders, and a no-op revision nothing") {
+  Setup s;
+  const std::string first = s.manifest("rev", 4);
+  {
+    // The batch as the daemon left it: every shot DONE, from this manifest.
+    ManifestResult m = load_manifest(first, manifest_rules(s.config));
+    REQUIRE(m.manifest);
+    BatchRecord b;
+    b.name = "rev";
+    b.sha256 = m.manifest->sha256;
+    b.base_dir = m.manifest->base_dir;
+    b.shot_count = 4;
+    b.finished = true;
+    std::vector<Shot> shots;
+    for (size_t i = 0; i < m.manifest->shots.size(); ++i) {
+      Shot shot;
+      shot.batch = "rev";
+      shot.index = static_cast<int>(i);
+      shot.spec = m.manifest->shots[i];
+      shot.inputs = fingerprint_inputs(shot.spec);
+      shot.state = ShotState::done;
+      shot.request_id = "old-" + std::to_string(i);
+      shot.cost = 0.5;
+      shots.push_back(shot);
+    }
+    auto store = Store::open(s.root + "/state/db", Store::Mode::read_write);
+    store->add_batch(b, shots);
+  }
+  auto state_before = s.listing(s.root + "/state");
+
+  // One prompt changed: one shot renders.
+  std::string text = test::read(first);
+  text.replace(text.find("'shot 2'"), 8, "'shot 2, at night'");
+  test::write(s.root + "/media/rev2.yaml", text);
+  RehearsalResult r = rehearse(s.config, {s.root + "/media/rev2.yaml"}, s.options);
+  CHECK_MESSAGE(r.finished, rehearsal_text(r));
+  CHECK(r.requests["submit"] == 1);
+  CHECK(r.credits == doctest::Approx(0.5));
+  CHECK(r.states["DONE"] == 4);
+  REQUIRE(r.revisions.size() == 1);
+  CHECK(r.revisions[0].revision == 2);
+  CHECK(r.revisions[0].renders == 1);
+  CHECK(rehearsal_text(r).find("batch rev: revision 2: 1 of 4 shots render, 3 kept") != std::string::npos);
+
+  // A comment only: a no-op revision, nothing to submit, finished at once.
+  test::write(s.root + "/media/rev3.yaml", test::read(first) + "# a note\n");
+  r = rehearse(s.config, {s.root + "/media/rev3.yaml"}, s.options);
+  CHECK(r.finished);
+  CHECK(r.requests["submit"] == 0);
+  CHECK(r.credits == 0);
+  REQUIRE(r.revisions.size() == 1);
+  CHECK(r.revisions[0].no_op);
+  CHECK_FALSE(s.wire.touched());
+  CHECK(s.listing(s.root + "/state") == state_before);
+}
+
+TEST_CASE("--at is HH:MM, 00:00..23:59, and nothing else") {
+  for (const char* ok : {"00:00", "07:30", "23:59"}) CHECK_MESSAGE(rehearse_at_problem(ok).empty(), ok);
+  for (const char* bad : {"", "7:30", "24:00", "12:60", " 1:23", "+1:23", "12:3x", "12-30", "12:300"})
+    CHECK_MESSAGE(rehearse_at_problem(bad).find("--at must be HH:MM") != std::string::npos, bad);
 }

@@ -259,7 +259,7 @@ TEST_CASE("status BATCH: a row per shot with state, age, take, request_id and re
   auto j = shot_rows_json(rows);
   CHECK(j[0] == nlohmann::json{{"id", "s0"}, {"state", "DONE"}, {"age_seconds", 10}, {"reason", ""},
                                {"request_id", "req0"}, {"take", 1}, {"changes", nlohmann::json::array()},
-                               {"removed", false}, {"stuck", false}});
+                               {"removed", false}, {"stuck", false}, {"take_queued", nullptr}});
 }
 
 TEST_CASE("status: a stuck job is counted on its batch's line, listed for a person, and marked in its row") {
