@@ -15,6 +15,7 @@ namespace {
 constexpr double kMargin = 0.9;           // calibrate to 90% of the targets
 constexpr double kJitterFraction = 0.05;  // of the gap
 constexpr double kLeftMass = 1e-5;
+constexpr double kOverrunMass = 0.02;  // under the 5% a p95 leaves out
 constexpr int kMaxPolls = 2000;
 
 double jittered(double last, double gap, double min_gap, double unit) {
@@ -52,10 +53,12 @@ double PollPlan::step(double a, double c) const {
   const double hi = std::max(lo, a + bounds_.max_interval_s);  // the ceiling binds every gap
   const double fa = dist_.cdf(a), ga = dist_.cdf_integral(a);
   const double need = c * (1 - fa);
-  // Past what the distribution knows (its end, or a learned one's largest sample) the
-  // job overruns it: gaps grow with the time it has run (twice the delay target of
-  // it), up to the ceiling.
-  if (1 - fa < kLeftMass || a >= dist_.known_until()) return std::clamp(a + 2 * bounds_.target_delay_fraction * a, lo, hi);
+  // Past what the distribution knows (its end, or a learned one's largest sample once
+  // less than kOverrunMass is left: with few samples much of the mass lies beyond the
+  // largest, and delays of 6% there would leave no p95 to calibrate) the job overruns
+  // it: gaps grow with the time it has run (twice the delay target of it), up to the
+  // ceiling.
+  if (1 - fa < kLeftMass || (a >= dist_.known_until() && 1 - fa <= kOverrunMass)) return std::clamp(a + 2 * bounds_.target_delay_fraction * a, lo, hi);
   auto delay = [&](double b) { return dist_.cdf_integral(b) - ga - fa * (b - a); };
   // Past the mean, the tail is what the distribution knows least (a few samples, or
   // none of a slow spell): no gap is longer than twice the delay target of the time

@@ -19,7 +19,7 @@
 // learned distribution and the real one). Since every interval costs c, mean delay =
 // c x expected polls.
 // Overrun: past what the distribution knows (RenderDist::known_until: a learned class's
-// largest sample, where only the last kernel's tail is left, whose rising hazard would
+// largest sample, once under 2% of the mass is left there, where only the last kernel's tail is left, whose rising hazard would
 // pack polls ever closer) every gap is 2 x target_delay_fraction of the time since the
 // start. The tail: past the distribution's mean no gap exceeds that either: a learned
 // tail rests on few samples, and a job in it is still noticed within twice the target

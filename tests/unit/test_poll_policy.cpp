@@ -404,3 +404,16 @@ TEST_CASE("past a learned class's largest sample polls grow with the time run, n
   CHECK(f.max_polls <= 22);
   CHECK(f.mean_delay <= 0.06 * 200);
 }
+
+TEST_CASE("a class learned from one or two renders is not polled at the floor") {
+  // With few samples much of the mass lies past the largest: the overrun rule must not
+  // take that mass, or no c meets the p95 and every poll falls to the floor.
+  for (std::vector<double> learned : {std::vector<double>{100}, std::vector<double>{100, 104}}) {
+    RenderModel model;
+    for (double s : learned) model.observe(k720p5, s);
+    PollPlan plan(model.dist(k720p5), 0, {0.03, 2, 300});
+    Figures f = run_jobs(plan, renders(100, 200, 9), 3);
+    CAPTURE(learned.size());
+    CHECK(f.mean_polls <= 12);
+  }
+}
