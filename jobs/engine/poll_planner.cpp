@@ -279,6 +279,12 @@ int64_t PollPlanner::first_poll_after_restart(const Shot& shot, int64_t now_ms, 
   return now_ms + static_cast<int64_t>(unit * static_cast<double>(std::max<int64_t>(0, next - now_ms)));
 }
 
+std::optional<int64_t> PollPlanner::rendering_since_ms(const Shot& shot) const {
+  auto it = jobs_.find(shot.key());
+  if (it == jobs_.end() || it->second.queued) return std::nullopt;
+  return static_cast<int64_t>(std::floor(it->second.start_s * 1000.0));
+}
+
 std::string PollPlanner::describe(const Shot& shot, int64_t now_ms) const {
   auto it = jobs_.find(shot.key());
   if (it == jobs_.end()) return "not followed";

@@ -53,6 +53,10 @@ class PollPlanner {
 
   // The next status poll of a followed job (monotonic ms), `jitter` in [0, 1).
   int64_t next_poll(const Shot& shot, int64_t now_ms, double jitter);
+  // When a followed job started rendering, as far as is known (the earliest it may
+  // have; its submit when no queue was seen), or nullopt while it is believed to
+  // wait in the provider's queue or is not followed.
+  std::optional<int64_t> rendering_since_ms(const Shot& shot) const;
   // What the planner believes of a followed job, for a debug log line: times in
   // seconds relative to `now_ms`.
   std::string describe(const Shot& shot, int64_t now_ms) const;

@@ -57,7 +57,7 @@ Scheduler::Scheduler(const Settings& settings, Store& store, Transport& transpor
   // At each poll that says the job still runs: far beyond its render time? Not
   // when the poll is due: a job followed again after a restart may have ended
   // while the daemon was down.
-  follower_.on_running = [this](Shot& s, int64_t now_ms) { stuck_.check(s, now_ms); };
+  follower_.on_running = [this](Shot& s, int64_t now_ms) { stuck_.check(s, now_ms, planner_.rendering_since_ms(s)); };
   uploader_.frame_file = [this](const Shot& s, const MediaRef& ref) { return chains_.frame_file(s, ref); };
   chains_.requeue = [this](Shot s, const std::string& event, const std::string& reason) {
     operator_.requeue(std::move(s), event, reason);

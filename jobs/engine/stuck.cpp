@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "jobs/log_context.h"
@@ -42,17 +43,22 @@ void StuckWatch::left_flight(Shot& shot) {
   if (shot.reason.rfind(kStuckReason, 0) == 0) shot.reason.clear();
 }
 
-bool StuckWatch::check(Shot& shot, int64_t now_ms) {
+bool StuckWatch::check(Shot& shot, int64_t now_ms, std::optional<int64_t> rendering_since_ms) {
   if (shot.state != ShotState::in_flight || shot.request_id.empty() || !shot.seen_running) return false;
   if (shot.stuck_request_id == shot.request_id) return false;  // this take was announced
-  const double in_flight_s = static_cast<double>(now_ms - shot.followed_since_ms) / 1000.0;
   const double setting = core_.settings.poll.stuck_after_seconds;
+  int64_t since_ms = shot.followed_since_ms;
+  if (setting <= 0) {
+    if (!rendering_since_ms) return false;  // waiting for a worker, not rendering
+    since_ms = std::max(since_ms, *rendering_since_ms);
+  }
+  const double in_flight_s = static_cast<double>(now_ms - since_ms) / 1000.0;
   const RenderClass cls{shot.spec.resolution, shot.spec.duration};
   const double limit_s = setting > 0 ? setting : learned_limit_s(cls, now_ms);
   if (limit_s <= 0 || in_flight_s <= limit_s) return false;
   LogScope log_scope(shot.key(), shot.request_id);
   shot.stuck_request_id = shot.request_id;
-  shot.reason = std::string(kStuckReason) + "in flight for " + minutes_text(in_flight_s) + ", over " + minutes_text(limit_s) +
+  shot.reason = std::string(kStuckReason) + (setting > 0 ? "in flight for " : "rendering for ") + minutes_text(in_flight_s) + ", over " + minutes_text(limit_s) +
                 (setting > 0 ? " (poll.stuck_after_seconds)" : " (twice the 99th percentile of " + cls.key() + " renders)") +
                 "; still followed, never resubmitted by itself: look at request " + shot.request_id +
                 " on the provider's dashboard";

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "jobs/engine/core.h"
@@ -37,10 +38,14 @@ bool is_stuck_now(const Shot& shot);
 class StuckWatch {
  public:
   StuckWatch(Core& core, const RenderModel& model) : core_(core), model_(model) {}
-  // At a status poll of a followed job that said it still runs (monotonic
-  // now): marks it stuck when it is in flight beyond the limit and its take was
-  // not marked yet. Returns whether it marked it.
-  bool check(Shot& shot, int64_t now_ms);
+  // At a status poll of a followed job (monotonic now) that says it still runs:
+  // marks it stuck when it is past the limit and its take was not marked yet.
+  // `rendering_since_ms`: when it started rendering as far as is known (the
+  // earliest it may have), nullopt while it waits in the provider's queue. The
+  // learned limit is a render time, so it counts from there (a job that waits in
+  // a queue is not stuck); poll.stuck_after_seconds counts from the submit.
+  // Returns whether it marked it.
+  bool check(Shot& shot, int64_t now_ms, std::optional<int64_t> rendering_since_ms);
   // The shot left IN_FLIGHT for a later step (its job completed): the stuck
   // reason no longer holds and is cleared (the mover saves the shot).
   void left_flight(Shot& shot);

@@ -150,3 +150,20 @@ TEST_CASE("after a restart, a job still running past the limit is marked at the 
   CHECK(is_stuck(rig.s1()));
   CHECK(rig.submits() == 1);
 }
+
+TEST_CASE("without the setting, time waiting in the provider's queue does not count: the limit is a render time") {
+  Rig rig;
+  const double limit = 2 * RenderDist::lognormal(rig.config.poll.prior_render_seconds, 0.5).quantile(0.99);
+  rig.begin();
+  while (rig.in_flight_s() < limit + 100) {  // a long queue
+    rig.until("/status");
+    rig.answer("/status", 200, R"({"status":"QUEUED"})");
+  }
+  CHECK(rig.stuck_events == 0);
+  const double queued = rig.in_flight_s();
+  rig.processing_until(queued + limit - 60);
+  CHECK(rig.stuck_events == 0);  // rendering for less than the limit
+  rig.processing_until(queued + limit + 310);
+  CHECK(rig.stuck_events == 1);
+  CHECK(rig.stuck_reason.find("rendering for ") != std::string::npos);
+}
