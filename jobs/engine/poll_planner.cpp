@@ -40,14 +40,21 @@ const PollPlanner::Plan& PollPlanner::plan_for(const RenderClass& cls, double sp
     q = poll_.min_interval_seconds * std::exp2((bucket - 1) / 2.0);
   }
   Plan& p = plans_[cls.key() + "|" + std::to_string(bucket)];
-  size_t n = model_.observations(cls) + learned_elsewhere_;
-  if (!p.plan || n >= next_rebuild(p.built_at)) {
+  // A class with renders of its own is planned on them alone (RenderModel::dist), so
+  // its own count decides; before its first, every class's (neighbours shift it). One
+  // count for both starved a class that began late: planned on its neighbour while
+  // the total crossed 64, then not again before 128 whatever it learned.
+  const size_t own = model_.observations(cls);
+  const bool stale = own > 0 ? p.built_own == 0 || own >= next_rebuild(p.built_own)
+                             : learned_elsewhere_ >= next_rebuild(p.built_elsewhere);
+  if (!p.plan || stale) {
     RenderDist dist = model_.dist(cls);
     p.plan = std::make_unique<PollPlan>(dist, q, PollBounds{poll_.target_delay_fraction, poll_.min_interval_seconds,
                                                              poll_.max_interval_seconds});
     p.mean_s = dist.empty() ? RenderModel::prior_median(cls, poll_.prior_render_seconds) : dist.mean();
     p.dist = std::move(dist);
-    p.built_at = n;
+    p.built_own = own;
+    p.built_elsewhere = learned_elsewhere_;
   }
   return p;
 }

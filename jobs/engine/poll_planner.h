@@ -4,7 +4,8 @@
 // in the store as one small record) and the provider's queue (QueueModel),
 // and asks the pure placement (poll_policy.h) for each next poll. Plans are
 // built per class and rebuilt only when a class has learned enough more
-// (1, 2, 4 ... 256 observations, then every 256), so a poll costs a lookup.
+// (1, 2, 4 ... 256 of its own observations, then every 256; before its first,
+// as often of every class's), so a poll costs a lookup.
 #pragma once
 
 #include <cstdint>
@@ -87,7 +88,8 @@ class PollPlanner {
     double queued_since_s = 0;    // first seen QUEUED
   };
   struct Plan {
-    size_t built_at = 0;  // observations when built
+    size_t built_own = 0;        // the class's own observations when built
+    size_t built_elsewhere = 0;  // every class's observations when built
     std::unique_ptr<PollPlan> plan;
     RenderDist dist;
     double mean_s = 0;

@@ -315,3 +315,38 @@ TEST_CASE("planner: completions seen out of order still give queued jobs their w
   CHECK(nx < ny);
   CHECK(ny - nx >= 20'000);  // 30 s apart in start, 20 s apart at least in polls
 }
+
+TEST_CASE("planner: a class that starts learning after others have learned much is planned on its own renders") {
+  const PollConfig cfg = bounds(2, 300);
+  PollPlanner planner(cfg);
+  // 70 renders of 720P/10s at 100 s: its neighbour 720P/5s is then expected at 50 s.
+  int i = 0;
+  for (double r : renders(70, 1)) {
+    Shot s = job("ten" + std::to_string(i++), kT0, "720P", 10);
+    planner.submitted(s, kT0);
+    planner.seen(s, "PROCESSING", kT0 + 1000);
+    planner.completed(s, r, 0.2);
+  }
+  Shot first = job("five-first", kT0, "720P", 5);
+  planner.submitted(first, kT0);
+  planner.next_poll(first, kT0, 0);  // planned on the neighbour
+  planner.forget(first.key());
+  // 720P/5s then shows renders of 100 s, not 50.
+  for (double r : renders(20, 2)) {
+    Shot s = job("five" + std::to_string(i++), kT0, "720P", 5);
+    planner.submitted(s, kT0);
+    planner.seen(s, "PROCESSING", kT0 + 1000);
+    planner.completed(s, r, 0.2);
+  }
+  // A 100 s job of 720P/5s: a handful of polls, as on its own 20 renders.
+  Shot s = job("five-now", kT0, "720P", 5);
+  planner.submitted(s, kT0);
+  int64_t now = kT0;
+  int polls = 0;
+  while (now < kT0 + 100'000 && polls < 100) {
+    now = planner.next_poll(s, now, 0.5);
+    planner.seen(s, "PROCESSING", now);
+    ++polls;
+  }
+  CHECK(polls <= 8);
+}
