@@ -407,6 +407,7 @@ class Daemon {
     live("poll.max_interval_seconds", c_.poll.max_interval_seconds, fresh.poll.max_interval_seconds);
     live("poll.target_delay_fraction", c_.poll.target_delay_fraction, fresh.poll.target_delay_fraction);
     live("poll.prior_render_seconds", c_.poll.prior_render_seconds, fresh.poll.prior_render_seconds);
+    live("poll.stuck_after_seconds", c_.poll.stuck_after_seconds, fresh.poll.stuck_after_seconds);
     live("limits.requests_per_minute", c_.limits.requests_per_minute, fresh.limits.requests_per_minute);
     live("limits.download_min_bytes_per_second", c_.limits.download_min_bytes_per_second,
          fresh.limits.download_min_bytes_per_second);

@@ -54,6 +54,9 @@ struct Shot {
   // In memory only: a status poll since this start said the job is still
   // QUEUED or PROCESSING (jobs/engine/stuck.h: only then can it be stuck).
   bool seen_running = false;
+  // Not saved: after a restart, a job last seen QUEUED renders from no earlier than
+  // this (monotonic ms), as far as the stuck limit is concerned.
+  int64_t render_not_before_ms = 0;
   int64_t completed_ms = 0;
   std::string remote_status;
   std::string output_url;

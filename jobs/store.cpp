@@ -755,6 +755,18 @@ void Store::append_ledger(const nlohmann::json& entry) {
   write({{journal_then_key(entry), entry.dump()}}, Sync::yes);
 }
 
+std::vector<nlohmann::json> Store::ledger_tail(size_t n) const {
+  std::vector<nlohmann::json> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->SeekForPrev("l/\xff"); it->Valid() && it->key().starts_with("l/") && out.size() < n; it->Prev()) {
+    auto j = parse_json_bounded(it->value().ToString());
+    out.push_back(j ? *j : nlohmann::json{{"event", "unreadable"}});
+  }
+  check(it->status(), "ledger tail");
+  std::reverse(out.begin(), out.end());
+  return out;
+}
+
 std::vector<nlohmann::json> Store::ledger() const {
   std::vector<nlohmann::json> out;
   for (const auto& v : scan("l/")) {

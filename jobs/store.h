@@ -140,6 +140,8 @@ class Store {
 
   void append_ledger(const nlohmann::json& entry);
   std::vector<nlohmann::json> ledger() const;
+  // The newest `n` ledger entries, oldest first (read backwards: a long ledger costs nothing).
+  std::vector<nlohmann::json> ledger_tail(size_t n) const;
 
  private:
   Store() = default;

@@ -1,5 +1,7 @@
 #include "jobs/engine/credits.h"
 
+#include <cmath>
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -50,6 +52,10 @@ Millis Credits::interval() const {
 }
 
 void Credits::balance_from_result(double balance) {
+  // Only the API's own read can raise the balance (a top-up): a result's figure is
+  // taken when it is finite and no higher than what is known, so a garbled or hostile
+  // one (1e300) cannot open the budget; a higher one waits for the next read.
+  if (!std::isfinite(balance) || balance < 0 || !state_.balance || balance > *state_.balance) return;
   state_.balance_read = true;
   set_balance(balance);
   if (!on_wire_) next_check_ = std::max(next_check_, core_.mono() + interval());

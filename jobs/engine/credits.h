@@ -16,7 +16,9 @@ class Credits {
   // Starts a balance read when one is due; returns when the next one is (monotonic ms).
   int64_t tick(MonoPoint now);
   void set_balance(double balance);
-  // A result's remaining_credits: the balance, and the next read an interval later.
+  // A result's remaining_credits: the balance, and the next read an interval later,
+  // when it is finite, >= 0 and no higher than the balance known (never before the
+  // first API read; a higher figure waits for the next read).
   void balance_from_result(double balance);
   // A 406: read again soon.
   void soon();

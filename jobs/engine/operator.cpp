@@ -1,5 +1,7 @@
 #include "jobs/engine/operator.h"
 
+#include <cctype>
+
 #include <spdlog/spdlog.h>
 
 #include "jobs/credits.h"
@@ -122,12 +124,20 @@ OperatorResult Operator::retry(const std::string& target, Resubmit allow_resubmi
   return r;
 }
 
+namespace {
+std::string ascii_case(std::string text, bool upper) {
+  for (char& c : text) c = static_cast<char>(upper ? std::toupper(static_cast<unsigned char>(c)) : std::tolower(static_cast<unsigned char>(c)));
+  return text;
+}
+bool same_request_id(const std::string& a, const std::string& b) { return ascii_case(a, false) == ascii_case(b, false); }
+}  // namespace
+
 int Operator::take_of_request(const std::string& key, const std::string& request_id) const {
   // The ledger names the take of every job a shot was given (absent: take 1).
   for (const auto& e : core_.store.ledger()) {
     if (!e.is_object() || e.value("shot", "") != key) continue;
     auto id = e.find("request_id");
-    if (id == e.end() || !id->is_string() || id->get<std::string>() != request_id) continue;
+    if (id == e.end() || !id->is_string() || !same_request_id(id->get<std::string>(), request_id)) continue;
     auto take = e.find("take");
     return take != e.end() && take->is_number_integer() ? take->get<int>() : 1;
   }
@@ -144,9 +154,11 @@ OperatorResult Operator::adopt(const std::string& target, const std::string& req
   if (s.damaged)
     throw Error(s.key() + ": its stored record was unreadable, so what it asked for is unknown; render it again "
                           "under a new batch name");
-  if (auto owner = core_.store.shot_by_request(request_id); owner && *owner != s.key())
-    throw Error("request_id " + request_id + " already belongs to " + *owner);
-  if (request_id != s.request_id)
+  // A person may type a UUID in either case; the provider's may match it either way.
+  for (const std::string& form : {request_id, ascii_case(request_id, false), ascii_case(request_id, true)})
+    if (auto owner = core_.store.shot_by_request(form); owner && *owner != s.key())
+      throw Error("request_id " + request_id + " already belongs to " + *owner);
+  if (!same_request_id(request_id, s.request_id))
     if (int take = take_of_request(s.key(), request_id); take && take != s.take)
       throw Error("request_id " + request_id + " belongs to take " + std::to_string(take) + " of " + s.key() +
                   "; the current take is " + std::to_string(s.take) + " (its video would be taken for take " +

@@ -79,13 +79,9 @@ void Scheduler::load() {
   if (auto costs = store.meta("cost_model")) core_.spend.costs().load(*costs);
   core_.spend.day_loader = [&store](const std::string& day) { return store.spent_on(day); };
   std::vector<Shot> unfinished = store.unfinished_shots();
-  const int64_t wall_ms = to_epoch_ms(core_.wall());
-  const MonoPoint mono = core_.mono();
+  remember_recent_submits();
   for (auto& s : unfinished) {
     revisions_.loaded(s);
-    // Its submit still counts in the provider's rate window (the wall clock may
-    // have stepped: a submit "in the future" counts as now).
-    if (s.submitted_ms) bucket_.remember(mono - Millis(std::clamp<int64_t>(wall_ms - s.submitted_ms, 0, 86400000)), mono);
     if (s.state == ShotState::downloading && s.file_take > 0 && s.file_take != s.take) try {
         if (restore_newest_done(output_, s.batch, s.spec.id, s.file_take))
           spdlog::warn("{}: {}.mp4 put back to take {}, its newest DONE take", s.key(), s.spec.id, s.file_take);
@@ -105,6 +101,25 @@ void Scheduler::load() {
   submit_state_.paused = store.meta("paused").value_or("0") == "1";
   if (submit_state_.paused) spdlog::warn("submits are paused (wanbatch resume to resume)");
   spdlog::info("loaded {} unfinished shots in {} unfinished batches", book.size(), book.batches().size());
+}
+
+void Scheduler::remember_recent_submits() {
+  // Every POST of the last window still counts at the provider, whether its shot has
+  // finished since or not: the ledger's newest attempts (a few entries a submit; the
+  // wall clock may have stepped: an attempt "in the future" counts as now).
+  const Settings& st = core_.settings;
+  const double in_window = st.limits.submits_per_minute * std::max(st.limits.submit_window_seconds, 60.0) / 60.0;
+  const auto n = static_cast<size_t>(std::clamp(4.0 * in_window + 64.0, 64.0, 20000.0));
+  const int64_t wall_ms = to_epoch_ms(core_.wall());
+  const MonoPoint mono = core_.mono();
+  for (const auto& e : core_.store.ledger_tail(n)) {
+    if (!e.is_object()) continue;
+    auto event = e.find("event"), time = e.find("time");
+    if (event == e.end() || !event->is_string() || *event != "attempt") continue;
+    if (time == e.end() || !time->is_string()) continue;
+    if (auto t = parse_reset_time(time->get<std::string>()))
+      bucket_.remember(mono - Millis(std::clamp<int64_t>(wall_ms - to_epoch_ms(*t), 0, 86400000)), mono);
+  }
 }
 
 void Scheduler::follow_again(Shot s) {
@@ -152,6 +167,9 @@ void Scheduler::follow_again(Shot s) {
     // Spread the first polls over the gap the policy would leave, so that
     // thousands of jobs followed again do not poll at once.
     planner_.submitted(live, live.followed_since_ms);
+    // Last seen waiting for a worker (or never polled): for the stuck limit its
+    // render counts from now at the earliest (its queue time is no render time).
+    if (live.remote_status == "QUEUED") live.render_not_before_ms = mono_now;
     book.set_due(live, planner_.first_poll_after_restart(live, mono_now, core_.unit_random()));
   } else if (is_followed(live.state)) {
     book.set_due(live, mono_now + static_cast<int64_t>(core_.unit_random() * 1000));

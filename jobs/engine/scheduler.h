@@ -125,6 +125,8 @@ class Scheduler {
   // An unfinished shot read from the store (at load, or found missing from the
   // book) is followed again: SUBMITTING becomes HELD, a followed step is due soon.
   void follow_again(Shot shot);
+  // The submit window over a restart: the ledger's recent POSTs go into the bucket.
+  void remember_recent_submits();
 
   Core core_;
   OutputDir output_;

@@ -50,7 +50,7 @@ bool StuckWatch::check(Shot& shot, int64_t now_ms, std::optional<int64_t> render
   int64_t since_ms = shot.followed_since_ms;
   if (setting <= 0) {
     if (!rendering_since_ms) return false;  // waiting for a worker, not rendering
-    since_ms = std::max(since_ms, *rendering_since_ms);
+    since_ms = std::max({since_ms, *rendering_since_ms, shot.render_not_before_ms});
   }
   const double in_flight_s = static_cast<double>(now_ms - since_ms) / 1000.0;
   const RenderClass cls{shot.spec.resolution, shot.spec.duration};

@@ -40,6 +40,13 @@ TEST_CASE("SIGHUP, SIGUSR1 and SIGUSR2 mid-batch: no kill, no drain, nothing HEL
   test::write(rig.config, edited);
   rig.daemon->signal(SIGHUP);
   REQUIRE(test::eventually([&] { return rig.log().find("applied: limits.max_in_flight") != std::string::npos; }));
+  // Every poll.* key applies at once, the stuck limit too.
+  REQUIRE(edited.find("max_interval_seconds: 0.3}") != std::string::npos);
+  edited.replace(edited.find("max_interval_seconds: 0.3}"), 26, "max_interval_seconds: 0.3, stuck_after_seconds: 3600}");
+  test::write(rig.config, edited);
+  rig.daemon->signal(SIGHUP);
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.log().find("applied: poll.stuck_after_seconds") != std::string::npos; }),
+                  rig.log());
   REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("sig"); }), rig.log());
   CHECK(rig.daemon->running());
   std::string log = rig.log();

@@ -254,7 +254,7 @@ TEST_CASE("a restart remembers the submits of the rate window (no second window'
   rig.start();  // 10 s after the 12 submits: the provider's window still holds them
   for (int s = 0; s < 49; ++s) total += rig.step(Millis(1000));
   CHECK(total == 12);
-  CHECK(rig.reason("s12").find("submit rate") != std::string::npos);
+  CHECK_MESSAGE(rig.reason("s12").find("submit rate") != std::string::npos, rig.reason("s12"));
   total += rig.step(Millis(1000));  // 60 s after the first submits
   CHECK(total == 20);
 }
@@ -273,4 +273,21 @@ TEST_CASE("a wall clock stepped back over a restart counts earlier submits as ju
   CHECK(total == 0);
   total += rig.step(Millis(1000));
   CHECK(total == 8);
+}
+
+TEST_CASE("a restart remembers the window's submits of shots that have finished since") {
+  Rig rig;
+  rig.config.limits.submits_per_minute = 12;
+  rig.config.limits.max_in_flight = 100;
+  rig.start();
+  rig.accept(shots(20));
+  int total = rig.step();
+  CHECK(total == 12);
+  rig.finish_all(0.5);  // all 12 done within a few seconds
+  rig.start();          // restart: no shot of the window is unfinished now
+  const MonoPoint restarted = rig.clock.mono;
+  while (rig.clock.mono < restarted + std::chrono::seconds(50)) total += rig.step(Millis(1000));
+  CHECK(total == 12);
+  while (rig.clock.mono < restarted + std::chrono::seconds(70)) total += rig.step(Millis(1000));
+  CHECK(total == 20);
 }

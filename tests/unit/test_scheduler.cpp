@@ -42,7 +42,7 @@ struct Rig : test::SchedulerRig {
   }
 
   // Answers submit -> status COMPLETED -> result -> download for one shot.
-  void complete(const std::string& request_id) {
+  void complete(const std::string& request_id, const std::string& remaining_credits = "9") {
     until("/v2/requests/" + request_id + "/status");
     auto poll = net.take("/v2/requests/" + request_id + "/status");
     FakeTransport::reply(poll, 200, R"({"status":"COMPLETED"})");
@@ -50,7 +50,7 @@ struct Rig : test::SchedulerRig {
     auto fetch = net.take("/v2/requests/" + request_id);
     FakeTransport::reply(fetch, 200,
                          R"({"status":"COMPLETED","output":{"video":{"url":"https://cdn.example/)" + request_id +
-                             R"(.mp4"}},"metrics":{"cost":0.5,"remaining_credits":9}})");
+                             R"(.mp4"}},"metrics":{"cost":0.5,"remaining_credits":)" + remaining_credits + "}}");
     step();
     auto dl = net.take("https://cdn.example/" + request_id + ".mp4");
     FakeTransport::deliver(dl, std::string(sim::sample_mp4()));
@@ -120,6 +120,26 @@ TEST_CASE("a result's remaining_credits counts as a balance read: no API read fo
   rig.clock.advance(Millis(200000));
   rig.sched->tick();
   CHECK(rig.net.has("/v1/get-user-credits"));
+}
+
+TEST_CASE("a result's remaining_credits never raises the balance: a garbled 1e300 opens no budget") {
+  Rig rig;
+  rig.start();
+  rig.accept("batch: b\nshots:\n  - {id: s1, prompt: p, image: 'https://cdn.example/a.png'}\n"
+             "  - {id: s2, prompt: p, image: 'https://cdn.example/a.png'}\n"
+             "  - {id: s3, prompt: p, image: 'https://cdn.example/a.png'}\n");
+  rig.sched->tick();
+  rig.answer("/v1/get-user-credits", 200, R"({"credits":20})");
+  rig.sched->tick();
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r2"})");
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r3"})");
+  rig.complete("r1", "1e300");
+  CHECK(rig.sched->balance() == 20);
+  rig.complete("r2", "19");
+  CHECK(rig.sched->balance() == 19);
+  rig.complete("r3", "50");  // a top-up is for the API's own read to show
+  CHECK(rig.sched->balance() == 19);
 }
 
 TEST_CASE("every API request carries the key header and nothing else does") {

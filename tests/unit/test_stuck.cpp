@@ -167,3 +167,20 @@ TEST_CASE("without the setting, time waiting in the provider's queue does not co
   CHECK(rig.stuck_events == 1);
   CHECK(rig.stuck_reason.find("rendering for ") != std::string::npos);
 }
+
+TEST_CASE("after a restart, a job last seen QUEUED counts its render from the restart, not its submit") {
+  Rig rig;
+  const double limit = 2 * RenderDist::lognormal(rig.config.poll.prior_render_seconds, 0.5).quantile(0.99);
+  rig.begin();
+  while (rig.in_flight_s() < limit + 100) {  // a long queue, then the daemon stops
+    rig.until("/status");
+    rig.answer("/status", 200, R"({"status":"QUEUED"})");
+  }
+  rig.start();
+  rig.listen();
+  const double restarted = rig.in_flight_s();
+  rig.processing_until(restarted + limit - 60);
+  CHECK(rig.stuck_events == 0);
+  rig.processing_until(restarted + limit + 310);
+  CHECK(rig.stuck_events == 1);
+}

@@ -155,6 +155,9 @@ TEST_CASE("adopt refuses the job of an earlier take of the same shot, changing n
                        doctest::Contains("request_id r1 belongs to take 1 of b/s1; the current take is 2"), Error);
   CHECK(rig.shot("s1").state == ShotState::held);
   CHECK(rig.store->ledger().size() == ledger_before);
+  // The same id typed in another case is the same job.
+  CHECK_THROWS_WITH_AS(rig.sched->adopt("b/s1", "R1"), doctest::Contains("belongs to take 1 of b/s1"), Error);
+  CHECK(rig.store->ledger().size() == ledger_before);
 
   // The job a person found for take 2 is followed.
   auto r = rig.sched->adopt("b/s1", "r2");
