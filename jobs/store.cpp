@@ -755,16 +755,13 @@ void Store::append_ledger(const nlohmann::json& entry) {
   write({{journal_then_key(entry), entry.dump()}}, Sync::yes);
 }
 
-std::vector<nlohmann::json> Store::ledger_tail(size_t n) const {
-  std::vector<nlohmann::json> out;
+void Store::ledger_backwards(const std::function<bool(const nlohmann::json&)>& more) const {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
-  for (it->SeekForPrev("l/\xff"); it->Valid() && it->key().starts_with("l/") && out.size() < n; it->Prev()) {
+  for (it->SeekForPrev("l/\xff"); it->Valid() && it->key().starts_with("l/"); it->Prev()) {
     auto j = parse_json_bounded(it->value().ToString());
-    out.push_back(j ? *j : nlohmann::json{{"event", "unreadable"}});
+    if (!more(j ? *j : nlohmann::json{{"event", "unreadable"}})) break;
   }
-  check(it->status(), "ledger tail");
-  std::reverse(out.begin(), out.end());
-  return out;
+  check(it->status(), "ledger backwards");
 }
 
 std::vector<nlohmann::json> Store::ledger() const {

@@ -21,6 +21,7 @@
 #pragma once
 
 #include <map>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -140,8 +141,8 @@ class Store {
 
   void append_ledger(const nlohmann::json& entry);
   std::vector<nlohmann::json> ledger() const;
-  // The newest `n` ledger entries, oldest first (read backwards: a long ledger costs nothing).
-  std::vector<nlohmann::json> ledger_tail(size_t n) const;
+  // The ledger newest first, while `more` says so (a long ledger costs only what is read).
+  void ledger_backwards(const std::function<bool(const nlohmann::json&)>& more) const;
 
  private:
   Store() = default;

@@ -105,21 +105,26 @@ void Scheduler::load() {
 
 void Scheduler::remember_recent_submits() {
   // Every POST of the last window still counts at the provider, whether its shot has
-  // finished since or not: the ledger's newest attempts (a few entries a submit; the
-  // wall clock may have stepped: an attempt "in the future" counts as now).
+  // finished since or not: the ledger's attempts, newest first, back to the first entry
+  // older than the window (other entries, e.g. a retry of a whole batch, are read past;
+  // the wall clock may have stepped: an attempt "in the future" counts as now).
   const Settings& st = core_.settings;
-  const double in_window = st.limits.submits_per_minute * std::max(st.limits.submit_window_seconds, 60.0) / 60.0;
-  const auto n = static_cast<size_t>(std::clamp(4.0 * in_window + 64.0, 64.0, 20000.0));
+  const int64_t window_ms = static_cast<int64_t>(
+      1000.0 * std::max(st.limits.submit_window_seconds, 60.0 / std::max(st.limits.submits_per_minute, 0.01)));
   const int64_t wall_ms = to_epoch_ms(core_.wall());
   const MonoPoint mono = core_.mono();
-  for (const auto& e : core_.store.ledger_tail(n)) {
-    if (!e.is_object()) continue;
-    auto event = e.find("event"), time = e.find("time");
-    if (event == e.end() || !event->is_string() || *event != "attempt") continue;
-    if (time == e.end() || !time->is_string()) continue;
-    if (auto t = parse_reset_time(time->get<std::string>()))
-      bucket_.remember(mono - Millis(std::clamp<int64_t>(wall_ms - to_epoch_ms(*t), 0, 86400000)), mono);
-  }
+  core_.store.ledger_backwards([&](const nlohmann::json& e) {
+    if (!e.is_object()) return true;
+    auto time = e.find("time");
+    if (time == e.end() || !time->is_string()) return true;
+    auto t = parse_reset_time(time->get<std::string>());
+    if (!t) return true;
+    const int64_t age = std::clamp<int64_t>(wall_ms - to_epoch_ms(*t), 0, 86400000);
+    if (age > window_ms) return false;
+    auto event = e.find("event");
+    if (event != e.end() && event->is_string() && *event == "attempt") bucket_.remember(mono - Millis(age), mono);
+    return true;
+  });
 }
 
 void Scheduler::follow_again(Shot s) {
