@@ -44,12 +44,20 @@ std::string retry_command(const Shot& s, const std::string& config_path) {
 void ContactSheets::start() {
   for (const auto& b : store_.unfinished_batches()) stale_.insert(b.name);
   index_stale_ = true;
+  census_ = store_.census();
+  since_census_.clear();
+  recount_.clear();
 }
 
 void ContactSheets::on_event(const Event& e) {
   if (e.kind == Event::Kind::shot_changed) {
     std::string batch = e.key.substr(0, e.key.find('/'));
-    if (auto it = lines_.find(batch); it != lines_.end()) {
+    if (census_) {
+      // Added to the census's count once it is read (a state may go below zero here).
+      auto& states = since_census_[batch].states;
+      --states[to_string(e.from)];
+      ++states[to_string(e.to)];
+    } else if (auto it = lines_.find(batch); it != lines_.end()) {
       // The index's line follows the change; the batch is not read again.
       auto& states = it->second.states;
       if (auto from = states.find(to_string(e.from)); from != states.end() && --from->second <= 0) states.erase(from);
@@ -58,17 +66,23 @@ void ContactSheets::on_event(const Event& e) {
     stale_.insert(std::move(batch));
     index_stale_ = true;
   } else if (e.kind == Event::Kind::job_completed) {
-    if (auto it = lines_.find(e.key.substr(0, e.key.find('/'))); it != lines_.end())
+    const std::string batch = e.key.substr(0, e.key.find('/'));
+    if (census_)
+      since_census_[batch].spent_micro += to_micro(e.credits);
+    else if (auto it = lines_.find(batch); it != lines_.end())
       it->second.spent_micro += to_micro(e.credits);
   } else if (e.kind == Event::Kind::batch_finished) {
     lines_.erase(e.key);  // counted once more, exactly, from its records
+    if (census_) recount_.insert(e.key);
     finished_.insert(e.key);
     index_stale_ = true;
   }
 }
 
 namespace {
-constexpr size_t kIndexSlice = 2000;  // shot records counted per loop turn for the index
+constexpr size_t kIndexSlice = 2000;  // shot records counted per loop turn for a batch's line
+// The census's share of a loop turn: the control socket and the metrics wait no longer.
+constexpr auto kCensusTurn = std::chrono::milliseconds(3);
 }
 
 Millis ContactSheets::tick(std::chrono::steady_clock::time_point now) {
@@ -90,7 +104,7 @@ Millis ContactSheets::tick(std::chrono::steady_clock::time_point now) {
     }
   }
   try {
-    index_counting_ = !write_index(kIndexSlice);
+    index_counting_ = !write_index(kIndexSlice, std::chrono::steady_clock::now() + kCensusTurn);
   } catch (const Error& e) {
     index_counting_ = false;
     spdlog::warn("the batches' index was not written: {}", e.what());
@@ -116,8 +130,28 @@ void ContactSheets::write_batch(const std::string& batch) {
   out.write(batch, "index.html", batch_sheet_html(*record, shots, ctx));
 }
 
-bool ContactSheets::write_index(size_t records) {
+bool ContactSheets::write_index(size_t records, std::chrono::steady_clock::time_point until) {
   if (!index_stale_) return true;
+  if (census_) {
+    if (!census_->step(records, until)) return false;
+    for (const auto& [name, counted] : census_->batches()) {
+      if (recount_.count(name)) continue;
+      BatchLine l;
+      l.batch = counted.record;
+      for (const auto& [state, n] : counted.states) l.states[to_string(state)] = static_cast<int>(n);
+      l.spent_micro = counted.spent_micro;
+      if (auto d = since_census_.find(name); d != since_census_.end()) {
+        for (const auto& [state, n] : d->second.states) l.states[state] += n;
+        l.spent_micro += d->second.spent_micro;
+      }
+      std::erase_if(l.states, [](const auto& kv) { return kv.second <= 0; });
+      lines_[name] = std::move(l);
+    }
+    census_.reset();
+    since_census_.clear();
+    recount_.clear();
+    return false;  // the lines are written on the next call, with a slice of its own
+  }
   std::vector<BatchLine> lines;
   size_t read = 0;
   bool complete = true;
@@ -138,6 +172,7 @@ bool ContactSheets::write_index(size_t records) {
     for (const auto& s : store_.shots(b.name)) {
       ++l.states[to_string(s.state)];
       if (s.cost) l.spent_micro += to_micro(*s.cost);
+      l.spent_micro += s.earlier_cost_micro;  // earlier takes (revisions), as the batch's sheet counts them
       ++read;
     }
     lines_[b.name] = l;

@@ -8,6 +8,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <set>
 #include <string>
 
@@ -35,11 +37,14 @@ class ContactSheets {
   Millis tick(std::chrono::steady_clock::time_point now);
   // Writes one batch's sheet now. Throws wb::Error.
   void write_batch(const std::string& batch);
-  // Writes <output_root>/index.html once every finished batch's line is counted.
-  // Counting reads each finished batch's shots once, at most about `records` of
-  // them per call (a store with 100,000 finished shots must not stall the loop
-  // at start); returns false while lines are still missing. Throws wb::Error.
-  bool write_index(size_t records = SIZE_MAX);
+  // Writes <output_root>/index.html once every batch's line is counted. The
+  // lines are counted once, from a census of the store made at start(), at most
+  // about `records` records and none past `until` per call (a store with 100,000
+  // finished shots must not stall the loop at start; the events since the census
+  // are added to it); a batch that finished, or was made or grew since, is counted
+  // from its records. Returns false while lines are still missing. Throws wb::Error.
+  bool write_index(size_t records = SIZE_MAX,
+                   std::chrono::steady_clock::time_point until = std::chrono::steady_clock::time_point::max());
 
  private:
   const Config& config_;
@@ -51,7 +56,12 @@ class ContactSheets {
 
   // The index's line of each batch: counted from its records once, then followed by
   // the events (a finished batch is counted once more, exactly).
-  std::map<std::string, BatchLine> lines_;  // keys whose poster ffmpeg could not take
+  std::map<std::string, BatchLine> lines_;
+  // While the census of start() runs: the changes seen since it was made, per batch,
+  // and the batches that finished since (counted again from their records).
+  std::unique_ptr<ShotCensus> census_;
+  std::map<std::string, BatchLine> since_census_;
+  std::set<std::string> recount_;
 };
 
 }  // namespace wb

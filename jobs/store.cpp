@@ -509,6 +509,7 @@ struct ShotCensus::Scan {
   rocksdb::DB* db;
   const rocksdb::Snapshot* snapshot;
   std::unique_ptr<rocksdb::Iterator> it;
+  bool shots = false;  // the batch records (b/) are read first, then the shots (s/)
   ~Scan() {
     it.reset();  // before the snapshot it reads
     db->ReleaseSnapshot(snapshot);
@@ -518,19 +519,46 @@ struct ShotCensus::Scan {
 ShotCensus::ShotCensus(std::unique_ptr<Scan> scan) : scan_(std::move(scan)) {}
 ShotCensus::~ShotCensus() = default;
 
-bool ShotCensus::step(size_t records) {
+bool ShotCensus::step(size_t records, std::chrono::steady_clock::time_point until) {
   if (done_) return true;
   rocksdb::Iterator& it = *scan_->it;
-  for (size_t n = 0; n < records && it.Valid() && it.key().starts_with("s/"); ++n, it.Next()) {
-    auto j = nlohmann::json::parse(it.value().ToString(), nullptr, false);
-    if (!j.is_object() || !j.contains("state") || !j["state"].is_string()) continue;
-    if (auto state = shot_state_from(j["state"].get<std::string>())) ++counts_[*state];
+  constexpr size_t kClockEvery = 16;  // records read between two looks at the clock
+  for (size_t n = 0; n < records; ++n) {
+    if (n % kClockEvery == kClockEvery - 1 && std::chrono::steady_clock::now() >= until) return false;
+    const std::string_view prefix = scan_->shots ? "s/" : "b/";
+    if (!it.Valid() || !it.key().starts_with(prefix)) {
+      check(it.status(), std::string("census of ") + std::string(prefix));
+      if (scan_->shots) {
+        done_ = true;
+        scan_.reset();  // the snapshot is released as soon as it is read
+        return true;
+      }
+      scan_->shots = true;
+      it.Seek("s/");
+      continue;
+    }
+    const std::string key = it.key().ToString();
+    if (!scan_->shots) {
+      if (auto b = parse_batch(it.value().ToString(), key)) batches_[b->name].record = std::move(*b);
+    } else if (auto j = nlohmann::json::parse(it.value().ToString(), nullptr, false);
+               j.is_object() && j.contains("state") && j["state"].is_string()) {
+      if (auto state = shot_state_from(j["state"].get<std::string>())) {
+        ++counts_[*state];
+        // "s/<batch>/<id>": neither a batch name nor a shot id holds a '/'.
+        const size_t slash = key.find('/', 2);
+        if (slash != std::string::npos) {
+          if (auto b = batches_.find(key.substr(2, slash - 2)); b != batches_.end()) {
+            ++b->second.states[*state];
+            if (auto c = j.find("cost"); c != j.end() && c->is_number()) b->second.spent_micro += to_micro(c->get<double>());
+            if (auto c = j.find("earlier_cost_micro"); c != j.end() && c->is_number_integer())
+              b->second.spent_micro += c->get<int64_t>();  // earlier takes (revisions)
+          }
+        }
+      }
+    }
+    it.Next();
   }
-  if (it.Valid() && it.key().starts_with("s/")) return false;
-  check(it.status(), "census of s/");
-  done_ = true;
-  scan_.reset();  // the snapshot is released as soon as it is read
-  return true;
+  return false;
 }
 
 std::unique_ptr<ShotCensus> Store::census() const {
@@ -541,7 +569,7 @@ std::unique_ptr<ShotCensus> Store::census() const {
   options.snapshot = scan->snapshot;
   options.fill_cache = false;  // a one-off pass over the history
   scan->it.reset(db_->NewIterator(options));
-  scan->it->Seek("s/");
+  scan->it->Seek("b/");
   return std::unique_ptr<ShotCensus>(new ShotCensus(std::move(scan)));
 }
 

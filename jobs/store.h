@@ -20,6 +20,7 @@
 // (jobs/journal.h), an independent record checked against the store at open.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <functional>
 #include <memory>
@@ -57,18 +58,29 @@ struct BatchRecord {
 
 enum class Sync { no, yes };
 
-// The stored shots counted by state as they were when the census was made (a
-// store snapshot), read a slice at a time: a daemon counts a long history
+// The stored shots counted by state, in all and per batch (with the batch's
+// record and the credits its shots spent), as they were when the census was made
+// (a store snapshot), read a slice at a time: a daemon counts a long history
 // without stalling its loop, and adds the changes it sees from that moment on.
 // Unreadable records are not counted. Must not outlive its Store.
 class ShotCensus {
  public:
+  struct Batch {
+    BatchRecord record;                      // as of the snapshot
+    std::map<ShotState, int64_t> states;     // its shot records by state
+    int64_t spent_micro = 0;                 // their costs (earlier takes too), micro-credits
+  };
   ~ShotCensus();
   ShotCensus(const ShotCensus&) = delete;
   ShotCensus& operator=(const ShotCensus&) = delete;
-  // Reads up to `records` more shot records; true once every one is read.
-  bool step(size_t records);
+  // Reads up to `records` more records (batch records first, then shots), and
+  // none past `until`; true once every one is read. A slice is the loop's to
+  // give: a daemon gives a few milliseconds a turn, whatever the disk's speed.
+  bool step(size_t records,
+            std::chrono::steady_clock::time_point until = std::chrono::steady_clock::time_point::max());
   const std::map<ShotState, int64_t>& counts() const { return counts_; }
+  // Every batch record of the snapshot, with its shots counted (complete once step is true).
+  const std::map<std::string, Batch>& batches() const { return batches_; }
 
  private:
   friend class Store;
@@ -76,6 +88,7 @@ class ShotCensus {
   explicit ShotCensus(std::unique_ptr<Scan> scan);
   std::unique_ptr<Scan> scan_;
   std::map<ShotState, int64_t> counts_;
+  std::map<std::string, Batch> batches_;
   bool done_ = false;
 };
 

@@ -8,12 +8,17 @@
 # BENCH_SCALE_TIME (0.2: real seconds per simulated second) compresses the run;
 # BENCH_SCALE_TMP (default /dev/shm) holds state and outputs (tmpfs: the figures are
 # the daemon's CPU and memory, not the disk's sync latency).
+# BENCH_SCALE_PARTS (default ABC) picks the parts to run: A (10,000 shots: acceptance,
+# RSS, CPU a shot), B (restart with 5,000 in flight), C (start on 100,000 finished shots).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD="${1:-$ROOT/build}"
 BUILD="$(cd "$BUILD" && pwd)" || { echo "no build dir $1" >&2; exit 2; }
 SCALE="${BENCH_SCALE_TIME:-0.2}"
 TMPBASE="${BENCH_SCALE_TMP:-/dev/shm}"
+PARTS="${BENCH_SCALE_PARTS:-ABC}"
+[[ "$PARTS" =~ ^[ABC]+$ ]] || { echo "bench-scale: BENCH_SCALE_PARTS is letters of ABC, not '$PARTS'" >&2; exit 2; }
+part() { [[ "$PARTS" == *"$1"* ]]; }
 [ -d "$TMPBASE" ] && [ -w "$TMPBASE" ] || TMPBASE=/tmp
 for b in wanbatch segmind-sim; do
   [ -x "$BUILD/$b" ] || { echo "bench-scale: $BUILD/$b missing; build first" >&2; exit 2; }
@@ -164,6 +169,7 @@ row() { rows+=("$1|$2|$3|$4"); }  # target | figure | limit | PASS/FAIL
 verdict() { calc "print ($1) ? \"PASS\" : \"FAIL\""; }
 
 # ============ A: 10,000 shots: acceptance, then 5,000 in flight + 5,000 pending ============
+if part A; then
 render=138
 start_sim "$W/sim-a.log" "$render"
 A="$W/a"
@@ -217,8 +223,10 @@ else
 fi
 stop_pid "$A_PID" KILL
 stop_pid "$SIM_PID" KILL
+fi
 
 # ============ B: kill -9 with 5,000 in flight, restart, polls per 0.5 s ============
+if part B; then
 start_sim "$W/sim-b.log" 100000   # no job ends during this part
 B="$W/b"
 make_config "$B"
@@ -270,8 +278,11 @@ row "restart with $in_flight in flight: first status poll after the start" "${fi
   "$(verdict "\"$first_poll\" != \"none\" && $first_poll < 1")"
 row "  polls spread: largest 0.5 s bin after the first second vs the mean (${window} s)" "$peak vs $mean" "<= 2 x mean" \
   "$(verdict "$mean > 0 && $peak <= 2 * $mean")"
+fi
 
 # ============ C: start on an empty store and on 100,000 finished shots ============
+if part C; then
+[ -n "${SIM_PORT:-}" ] || start_sim "$W/sim-c.log" 100000
 H="$W/hist"
 make_config "$H"
 E="$W/empty"
@@ -313,6 +324,7 @@ me=$(median "${e_ping[@]}") mh=$(median "${h_ping[@]}")
 mel=$(median "${e_loaded[@]}") mhl=$(median "${h_loaded[@]}")
 row "start to control socket answering, 100,000 finished shots vs empty (median of 5)" "$mh s vs $me s (loaded line: $mhl s vs $mel s)" \
   "<= empty + max(20%, 50 ms)" "$(verdict "$mh <= $me + ($me * 0.2 > 0.05 ? $me * 0.2 : 0.05)")"
+fi
 
 # ============ the table ============
 echo

@@ -147,6 +147,22 @@ TEST_CASE("an identical manifest of a finished batch is logged and moved to done
   CHECK(rig.billed() == std::map<std::string, int>{{"sh000", 1}, {"sh010", 1}});
 }
 
+TEST_CASE("a finished batch's manifest left in active/ by a stop is moved to done/ at the next start") {
+  Rig rig;
+  rig.start_daemon();
+  rig.drop("lake.yaml", manifest("lake", 2));
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("lake"); }), rig.log());
+  rig.daemon->signal(SIGTERM);
+  REQUIRE(rig.daemon->wait() == 0);
+  // A stop between the batch's end and the move of its file: the file is back in active/.
+  const std::string active = rig.root + "/spool/active/lake__lake.yaml";
+  REQUIRE(std::rename((rig.root + "/spool/done/lake.yaml").c_str(), active.c_str()) == 0);
+  rig.start_daemon();
+  REQUIRE_MESSAGE(test::eventually([&] { return !test::exists(active); }), rig.log());
+  CHECK(test::exists(rig.root + "/spool/done/lake.yaml"));
+  CHECK(rig.billed() == std::map<std::string, int>{{"sh000", 1}, {"sh010", 1}});
+}
+
 TEST_CASE("an identical manifest of a running batch leaves the running one's file in active/ alone") {
   Rig rig;
   rig.start_daemon();
