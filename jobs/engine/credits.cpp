@@ -21,25 +21,48 @@ int64_t Credits::tick(MonoPoint now) {
     // while (never a busy loop), and a tight budget is not eaten by balance reads.
     next_check_ = core_.budget.next_available(now, RequestBudget::Use::submit) +
                   std::max(Millis(1000), Millis(static_cast<int64_t>(60000.0 / std::max(1.0, core_.budget.per_minute()))));
-    if (!state_.balance_read) state_.balance_read = true;  // submits need not wait for a read that cannot go
+    // Submits need not wait for a read that cannot go, unless a reserve needs it.
+    if (!state_.balance_read && !reserve_needs_balance()) state_.balance_read = true;
   } else if (!on_wire_ && now >= next_check_) {
     on_wire_ = true;
     core_.transport.start(core_.api.credits(), [this](HttpResponse r) {
       core_.events.emit(Event::request("", "credits", r.status));
       on_wire_ = false;
-      state_.balance_read = true;  // answered or failed: submits need not wait for it any longer
       next_check_ = core_.mono() + interval();
       auto balance = parse_credits(r);
       if (!balance) {
-        spdlog::warn("credit balance check failed: {}", error_message(r));
+        const std::string why = error_message(r);
+        spdlog::warn("credit balance check failed: {}", why);
+        if (!state_.balance) {
+          // No balance known yet: read again soon (backing off up to the interval), and
+          // while limits.credit_reserve asks for one, submits keep waiting for it.
+          ++failed_reads_;
+          const double backoff = core_.settings.retry.base_delay_seconds *
+                                 std::pow(2.0, static_cast<double>(std::min(failed_reads_ - 1, 20)));
+          next_check_ = core_.mono() + std::min(interval(), std::max(Millis(1), seconds(backoff)));
+          if (reserve_needs_balance()) {
+            state_.balance_error = "the last read failed: " + why +
+                                   "; limits.credit_reserve needs a known balance, read again in " +
+                                   std::to_string((next_check_ - core_.mono()).count() / 1000) + " s";
+            return;
+          }
+        }
+        state_.balance_read = true;  // failed, and no reserve waits for it: submits go
         return;
       }
+      failed_reads_ = 0;
+      state_.balance_error.clear();
+      state_.balance_read = true;
       set_balance(*balance);
       spdlog::debug("credit balance {}", *balance);
     });
   }
   if (on_wire_) return std::numeric_limits<int64_t>::max();
   return std::max(mono_ms(next_check_), mono_ms(now) + 1);
+}
+
+bool Credits::reserve_needs_balance() const {
+  return core_.settings.limits.credit_reserve > 0 && !state_.balance;
 }
 
 Millis Credits::interval() const {

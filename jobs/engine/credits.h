@@ -3,6 +3,10 @@
 // result that carries remaining_credits, which counts as a read: the next API
 // read is an interval after it, so while results come no request is spent on
 // the balance. A balance that covers the next shot ends a credits wait.
+// While no balance is known, a failed read is tried again after
+// retry.base_delay_seconds, doubling up to the interval; submits wait for the
+// first read, and past a failed one only when limits.credit_reserve is set (a
+// reserve cannot be kept without a balance).
 #pragma once
 
 #include "jobs/engine/core.h"
@@ -28,7 +32,10 @@ class Credits {
   SubmitState& state_;
   bool on_wire_ = false;
   MonoPoint next_check_{};
+  int failed_reads_ = 0;  // reads failed in a row while no balance is known
   Millis interval() const;
+  // limits.credit_reserve is set and no balance is known: submits wait for a read.
+  bool reserve_needs_balance() const;
 };
 
 }  // namespace wb

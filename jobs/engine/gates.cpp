@@ -22,7 +22,9 @@ std::optional<Wait> common_gate(const SubmitState& st, const TimeWindow& window,
     return Wait{"waiting: " + st.blocked_reason + " (until " +
                     iso8601_utc(wall + std::chrono::duration_cast<Millis>(st.blocked_until - now)) + ")",
                 mono_ms(st.blocked_until)};
-  if (!st.balance_read) return Wait{"waiting: reading the credit balance", 0};
+  if (!st.balance_read)
+    return Wait{"waiting: reading the credit balance" + (st.balance_error.empty() ? "" : " (" + st.balance_error + ")"),
+                0};
   if (st.credits_wait) {
     const std::string b = st.balance ? format_credits(to_micro(*st.balance)) : "unknown";
     return Wait{"waiting: insufficient credits (balance " + b +

@@ -19,6 +19,7 @@ struct SubmitState {
   std::string blocked_reason;
   int consecutive_429 = 0;
   bool balance_read = false;         // the first balance check has been answered
+  std::string balance_error;         // while no balance is known: why the last read failed
   bool credits_wait = false;         // a 406 Insufficient credits: wait for a top-up
   std::optional<double> balance;     // for the message
 };

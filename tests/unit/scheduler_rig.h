@@ -22,6 +22,7 @@ struct SchedulerRig {
   std::unique_ptr<wb::Scheduler> sched;
   std::vector<std::string> finished;  // batches, as on_batch_finished reported them
   double balance = 1000;               // what balance checks answer
+  long balance_status = 200;           // and with what HTTP status (not 200: an error body)
   bool threads = false;                // blocking work on worker threads, as in the daemon
 
   // (Re)starts the scheduler on the same store: a daemon restart.
@@ -69,7 +70,8 @@ struct SchedulerRig {
     sched->tick();
     if (!net.has("/v1/get-user-credits")) return;
     while (net.has("/v1/get-user-credits"))
-      answer("/v1/get-user-credits", 200, R"({"credits":)" + std::to_string(balance) + "}");
+      answer("/v1/get-user-credits", balance_status,
+             balance_status == 200 ? R"({"credits":)" + std::to_string(balance) + "}" : R"({"error":"unavailable"})");
     sched->tick();
   }
 };

@@ -2,6 +2,7 @@
 // the rate bucket and the operator pause, each with the reason a shot shows.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <ctime>
 
@@ -130,6 +131,41 @@ TEST_CASE("credits: the balance less reservations and the reserve must cover the
   rig.accept(shots(5));
   CHECK(rig.step() == 2);   // 1.2 - 0.1 reserve covers two shots of 0.5
   CHECK(rig.reason("s2").find("waiting: credits") == 0);
+}
+
+TEST_CASE("a failed first balance read holds submits while a credit reserve needs a balance, and is read again soon") {
+  Rig rig;
+  rig.config.limits.credit_reserve = 0.1;
+  rig.config.retry.base_delay_seconds = 1;
+  rig.config.credits.check_interval_seconds = 300;
+  rig.balance_status = 503;
+  rig.start();
+  rig.accept(shots(3));
+  CHECK(rig.step() == 0);  // the reserve cannot be kept with no balance known
+  CHECK(rig.reason("s0").find("waiting: reading the credit balance (the last read failed") == 0);
+  CHECK(rig.reason("s0").find("limits.credit_reserve") != std::string::npos);
+  auto reads = [&] {
+    return std::count_if(rig.net.started.begin(), rig.net.started.end(),
+                         [](const HttpRequest& r) { return r.url.find("/v1/get-user-credits") != std::string::npos; });
+  };
+  CHECK(reads() == 1);
+  CHECK(rig.step(Millis(1100)) == 0);  // read again after retry.base_delay_seconds: failed again
+  CHECK(reads() == 2);
+  rig.balance_status = 200;
+  rig.balance = 1.2;
+  CHECK(rig.step(Millis(1100)) == 0);  // backing off: 2 s after the second failure
+  CHECK(reads() == 2);
+  CHECK(rig.step(Millis(1000)) == 2);  // then read, well before the 300 s interval: 1.2 - 0.1 covers two
+  CHECK(reads() == 3);
+  CHECK(rig.reason("s2").find("waiting: credits") == 0);
+}
+
+TEST_CASE("with no credit reserve, a failed first balance read lets submits go") {
+  Rig rig;
+  rig.balance_status = 503;
+  rig.start();
+  rig.accept(shots(3));
+  CHECK(rig.step() == 3);  // the provider's 406 is the guard then
 }
 
 TEST_CASE("406 Insufficient credits pauses submits until a balance check shows a top-up") {
