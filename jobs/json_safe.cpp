@@ -2,6 +2,8 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 namespace wb {
 
@@ -35,10 +37,61 @@ bool json_depth_within(std::string_view text, int max_depth) {
   return true;
 }
 
+namespace {
+
+// `text` with each number too large for a double (1e999, which nlohmann refuses as
+// "number overflow", failing the whole body) written as null, as nlohmann writes a
+// non-finite number; nullopt when there is none. Strings are left as they are.
+std::optional<std::string> overflows_as_null(std::string_view text) {
+  std::string out;
+  bool changed = false, in_string = false, escaped = false;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    const char c = text[i];
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+      out += c;
+      ++i;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    if (c != '-' && (c < '0' || c > '9')) {
+      out += c;
+      ++i;
+      continue;
+    }
+    size_t end = i + 1;
+    while (end < text.size() && std::string_view("0123456789+-.eE").find(text[end]) != std::string_view::npos) ++end;
+    const std::string number(text.substr(i, end - i));
+    char* stop = nullptr;
+    const double v = std::strtod(number.c_str(), &stop);
+    if (stop == number.c_str() + number.size() && std::isinf(v)) {
+      out += "null";
+      changed = true;
+    } else {
+      out += number;
+    }
+    i = end;
+  }
+  if (!changed) return std::nullopt;
+  return out;
+}
+
+}  // namespace
+
 std::optional<nlohmann::json> parse_json_bounded(std::string_view text, int max_depth) {
   if (!json_depth_within(text, max_depth)) return std::nullopt;
   auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded()) return std::nullopt;
+  if (j.is_discarded()) {
+    // One field out of a double's range must not cost the whole answer (a result
+    // whose remaining_credits says 1e999 still names the video).
+    auto fixed = overflows_as_null(text);
+    if (!fixed) return std::nullopt;
+    j = nlohmann::json::parse(*fixed, nullptr, false);
+    if (j.is_discarded()) return std::nullopt;
+  }
   return j;
 }
 

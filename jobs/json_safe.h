@@ -17,6 +17,7 @@ constexpr int kMaxJsonDepth = 64;
 bool json_depth_within(std::string_view text, int max_depth = kMaxJsonDepth);
 
 // The parsed value, or nullopt when `text` is not JSON or is nested too deep.
+// A number too large for a double (1e999) reads as null, not as a failed parse.
 std::optional<nlohmann::json> parse_json_bounded(std::string_view text, int max_depth = kMaxJsonDepth);
 
 // `j` as j.dump(indent) writes it (same layout, same string escapes, throws the

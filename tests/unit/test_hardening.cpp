@@ -187,6 +187,25 @@ TEST_CASE("JSON nested 100,000 levels in a FAILED error or a result output is re
         Verdict::failed);
 }
 
+TEST_CASE("a number out of a double's range costs its field, not the whole answer") {
+  // Found by an outside attack: remaining_credits 1e999 made the result unreadable, and the
+  // shot was HELD after five tries though the answer named its video.
+  auto r = classify_result(answer(
+      200, R"({"status":"COMPLETED","output":"https://cdn.example/v.mp4","metrics":{"cost":0.5,"remaining_credits":1e999}})"));
+  CHECK(r.verdict == Verdict::ok);
+  CHECK(r.output_url == "https://cdn.example/v.mp4");
+  CHECK(r.cost == 0.5);
+  CHECK_FALSE(r.remaining_credits.has_value());
+  auto j = parse_json_bounded(R"({"a":-1E+999,"b":"1e999 \" 1e999","c":[2.5e308,1e308,-0]})");
+  REQUIRE(j.has_value());
+  CHECK((*j)["a"].is_null());
+  CHECK((*j)["b"] == "1e999 \" 1e999");  // strings untouched
+  CHECK((*j)["c"][0].is_null());
+  CHECK((*j)["c"][1] == 1e308);
+  CHECK_FALSE(parse_json_bounded(R"({"a":1e999,)").has_value());  // still not JSON
+  CHECK_FALSE(parse_json_bounded("1e999x").has_value());
+}
+
 TEST_CASE("a request_id that is not a plain token is never followed, and URLs cannot change path") {
   for (std::string id : {std::string("../../v1/get-user-credits?x=1"), std::string("abc\r\nX-Evil: 1"),
                          std::string(".."), std::string("a/b"), std::string("a b"), std::string(200, 'a'),
