@@ -588,7 +588,7 @@ class Daemon {
         bool abandon = request.contains("abandon") && request["abandon"].is_boolean() && request["abandon"].get<bool>();
         auto r = cmd == "retry" ? scheduler_.retry(target, yes ? Scheduler::Resubmit::yes : Scheduler::Resubmit::no)
                                 : scheduler_.cancel(target, abandon);
-        return {{"ok", true}, {"changed", r.changed}, {"skipped", r.skipped}, {"plan", r.plan}};
+        return {{"ok", true}, {"changed", r.changed}, {"skipped", r.skipped}, {"plan", r.plan}, {"kept_paid", r.kept_paid}};
       }
       if (cmd == "adopt") {
         auto r = scheduler_.adopt(request.value("target", ""), request.value("request_id", ""));

@@ -86,13 +86,13 @@ int main(int argc, char** argv) {
   bool abandon = false;
   auto* cancel = app.add_subcommand(
       "cancel",
-      "cancel shots that have not ended (a job already submitted cannot be stopped at the provider: an abandoned "
-      "paid job's estimated cost is counted). A shot whose paid take is on the provider while a revision's next "
-      "take waits: only the next take is cancelled, and the paid take is followed to its end and kept");
+      "cancel shots that have not ended. A take already submitted (paid for, on the provider) is never abandoned "
+      "without --abandon: it is followed to its end and its video kept (a revision's next take queued behind it is "
+      "cancelled); exit 0, 3 when such a paid take keeps running, 1 on an error");
   cancel->add_option("target", target, "BATCH or BATCH/SHOT")->required();
   cancel->add_flag("--abandon", abandon,
-                   "also stop following a paid take on the provider that has a next take queued (its video is lost; "
-                   "its estimated cost is counted)");
+                   "also abandon a paid take on the provider: stop following it (it cannot be stopped there and is "
+                   "billed: its video is lost, its estimated cost counted)");
   std::string request_id;
   auto* adopt = app.add_subcommand(
       "adopt",
