@@ -61,6 +61,12 @@ void Credits::balance_from_result(double balance) {
   if (!on_wire_) next_check_ = std::max(next_check_, core_.mono() + interval());
 }
 
+void Credits::read_before(double balance) {
+  state_.balance_read = true;
+  set_balance(balance);
+  if (!on_wire_) next_check_ = core_.mono() + interval();
+}
+
 void Credits::soon() {
   next_check_ = std::min(next_check_,
                          core_.mono() + std::min(Millis(30000), seconds(core_.settings.credits.check_interval_seconds)));

@@ -16,6 +16,9 @@ class Credits {
   // Starts a balance read when one is due; returns when the next one is (monotonic ms).
   int64_t tick(MonoPoint now);
   void set_balance(double balance);
+  // A reading made before this run (Scheduler::set_balance_read): the first
+  // read is done, the next one an interval from now.
+  void read_before(double balance);
   // A result's remaining_credits: the balance, and the next read an interval later,
   // when it is finite, >= 0 and no higher than the balance known (never before the
   // first API read; a higher figure waits for the next read).

@@ -110,6 +110,10 @@ class Scheduler {
   }
   // The last balance read (nullopt before the first).
   std::optional<double> balance() const { return core_.spend.balance(); }
+  // A balance read before this scheduler started (a rehearsal: the running
+  // daemon's last reading): taken as the first read, so submits do not wait for
+  // one, and the next API read is an interval later.
+  void set_balance_read(double balance) { credits_.read_before(balance); }
   // Replaces the decode check of downloaded videos (Core::probe): a rehearsal's.
   void set_video_probe(std::function<VideoFacts(const VideoConfig&, const std::string&)> probe) {
     core_.probe = std::move(probe);
