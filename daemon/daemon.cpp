@@ -577,7 +577,8 @@ class Daemon {
       if (cmd == "ping")  // `wanbatch status` shows the live cap and rate; `rehearse` takes the balance
         return {{"ok", true}, {"paused", scheduler_.paused()}, {"max_in_flight", c_.limits.max_in_flight},
                 {"submits_per_minute", scheduler_.submit_rate_per_minute()},
-                {"balance", scheduler_.balance() ? nlohmann::json(*scheduler_.balance()) : nlohmann::json(nullptr)}};
+                {"balance", scheduler_.balance() ? nlohmann::json(*scheduler_.balance()) : nlohmann::json(nullptr)},
+                {"next_balance_read_seconds", static_cast<double>(scheduler_.next_balance_read_in().count()) / 1000.0}};
       if (cmd == "pause" || cmd == "resume") {
         scheduler_.set_paused(cmd == "pause");
         return {{"ok", true}, {"paused", scheduler_.paused()}};

@@ -18,8 +18,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <chrono>
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <cstdio>
@@ -250,10 +251,13 @@ RehearsalResult rehearse(const Config& config, const std::vector<std::string>& f
   if (!cost_json.empty()) costs.load(cost_json);
 
   out.balance = options.balance;
+  std::optional<double> next_read_s;  // the daemon's next balance read, seconds from now
   if (!out.balance && options.ask_daemon) {
     try {
       auto ping = control_request(config.state_dir, {{"command", "ping"}});
       if (auto b = ping.find("balance"); b != ping.end() && b->is_number()) out.balance = b->get<double>();
+      if (auto n = ping.find("next_balance_read_seconds"); n != ping.end() && n->is_number() && out.balance)
+        next_read_s = std::max(0.0, n->get<double>());
     } catch (const Error&) {
       // No daemon: the balance is unknown, and not a limit in the rehearsal.
     }
@@ -301,10 +305,21 @@ RehearsalResult rehearse(const Config& config, const std::vector<std::string>& f
     }
   });
   sched.load();
-  // A balance the running daemon has read: it reads none for this batch now
-  // (its next read is an interval on); with none known, a daemon started for it
-  // reads one first, and so does the rehearsal.
-  if (out.balance) sched.set_balance_read(*out.balance);
+  // A balance the running daemon has read: it reads none for this batch when it
+  // starts it, and its next read is when the daemon said (one interval after
+  // another while no result carries the balance, up to a later --at); with none
+  // known, a daemon started for it reads one first, and so does the rehearsal.
+  if (out.balance) {
+    std::optional<Millis> next_in;
+    if (next_read_s) {
+      const double every = std::max(0.1, config.credits.check_interval_seconds);
+      const double late = static_cast<double>(out.start_ms - to_epoch_ms(std::chrono::system_clock::now())) / 1000.0;
+      double at = *next_read_s - std::max(0.0, late);
+      if (at < 0) at = std::fmod(std::fmod(at, every) + every, every);
+      next_in = Millis(static_cast<int64_t>(at * 1000.0));
+    }
+    sched.set_balance_read(*out.balance, next_in);
+  }
   std::set<std::string> names;
   for (const auto& [file, m] : manifests) {
     out.shots += static_cast<int>(m.shots.size());
