@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
     --scale) scale=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
     --build) BUILD=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
