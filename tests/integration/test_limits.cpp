@@ -143,7 +143,7 @@ TEST_CASE("expiry after a long stop: resubmitted with on_expired: resubmit") {
   for (auto& [shot, n] : rig.billed()) CHECK(n == 2);  // the price of resubmitting: documented
 }
 
-TEST_CASE("cancel of a paid take on the provider keeps it running and exits 3; cancel --abandon abandons it") {
+TEST_CASE("cancel of a paid take on the provider keeps it running and exits 3, cancel --abandon abandons it") {
   Rig rig({"--render-slow", "breeze:80000"});  // the job renders far longer than the test
   rig.start_daemon();
   rig.drop("paid.yaml", manifest("paid", 1));

@@ -228,7 +228,7 @@ TEST_CASE("a second plain cancel after the queued take was cancelled keeps the p
   CHECK(rig.submits() == 1);
 }
 
-TEST_CASE("a plain cancel of a paid take with nothing queued keeps it running; --abandon abandons it") {
+TEST_CASE("a plain cancel of a paid take with nothing queued keeps it running, --abandon abandons it") {
   Rig rig;
   rig.accept(one("wind"));
   rig.submit("r1");
