@@ -282,3 +282,26 @@ TEST_CASE("chain children HELD by a FAILED parent that renders again are counted
   CHECK(of(p, "s2").released_by == "s1");
   CHECK(p.renders() == 3);
 }
+
+TEST_CASE("a parent's new take counts the chain below it whatever state each is in: DONE renders, on the provider renders after") {
+  Manifest m = manifest({spec("s1", "storm"), framed("s2", "s1"), framed("s3", "s1"), framed("s4", "s1")});
+  // s1 on the provider (its change renders after that take); s2 DONE, s3 on the provider,
+  // s4 PENDING (it waits for s1 and takes the new take's frame: billed once, as planned).
+  std::vector<Shot> old = {stored(spec("s1"), ShotState::in_flight), stored(framed("s2", "s1"), ShotState::done),
+                           stored(framed("s3", "s1"), ShotState::in_flight),
+                           stored(framed("s4", "s1"), ShotState::pending)};
+  for (int i : {1, 2, 3}) old[static_cast<size_t>(i)].inputs.clear();
+  auto in = same_inputs(m);
+  for (const char* id : {"s2", "s3", "s4"}) in.erase(id);
+  RevisionPlan p = plan_revision(old, m, in);
+  CHECK(of(p, "s1").action == ShotPlan::Action::render_after);
+  CHECK(of(p, "s2").action == ShotPlan::Action::render);
+  CHECK(of(p, "s2").changed == std::vector<std::string>{"parent s1"});
+  CHECK(of(p, "s3").action == ShotPlan::Action::render_after);
+  CHECK_FALSE(of(p, "s4").costs());
+  CHECK(p.renders() == 3);
+  RevisionCounts c = count_plan(p);
+  CHECK(c.changed == 1);
+  CHECK(c.after_running == 2);
+  CHECK(c.renders() == 3);
+}
