@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
   app.footer(
       "Global options (--config, --version, --help) go before or after the subcommand.\n"
       "Exit codes: 0 success (validate: every manifest valid); 1 problems found or the command failed;\n"
-      "2 usage or config error.");
+      "2 usage or config error; 130, 143 rehearse stopped by SIGINT, SIGTERM; 3 cancel left a paid take running.");
   app.require_subcommand(1);
   app.fallthrough();  // a subcommand hands options it does not know (--config) to the app
   std::string config_path = wb::default_config_path();
@@ -110,12 +110,13 @@ int main(int argc, char** argv) {
   auto* plan = app.add_subcommand(
       "plan",
       "for each shot of the manifests, whether it would render as a revision of its batch and why (new, which "
-      "field changed, last take failed, unchanged, removed) and the estimated credits; changes nothing (reads "
+      "field changed, last take failed, a chain child HELD by a parent that renders again, unchanged, removed) and "
+      "the estimated credits; changes nothing (reads "
       "the state store read-only; works while the daemon runs); exit 0, 2 when a manifest does not load");
   plan->add_option("files", files, "manifest files")->required();
   plan->add_flag("--json", plan_json,
-                 R"(print JSON: {"manifests":[{"file","batch","exists","revision","no_op","renders","removed","kept",)"
-                 R"("credits_estimate","shots":[{"id","action","renders","why","changed","state","take",)"
+                 R"(print JSON: {"manifests":[{"file","batch","exists","revision","no_op","renders","removed","released","kept",)"
+                 R"("credits_estimate","shots":[{"id","action","released_by","renders","why","changed","state","take",)"
                  R"("credits_estimate"}]}],"credits_estimate"})");
   wb::RehearseOptions rehearse_options;
   auto* rehearse = app.add_subcommand(
@@ -125,8 +126,9 @@ int main(int argc, char** argv) {
       "daemon's last balance reading. Prints the predicted first submit, makespan, finish time, credits, API "
       "requests and where the batch would wait. Sends nothing, spends nothing, changes nothing. Exit 0, or 1 "
       "when it would not finish (a budget or the balance that does not cover it; 7 simulated days at most) or "
-      "a manifest is invalid; 2 a usage error (a malformed --at); 130 or 143 when SIGINT or SIGTERM stopped it "
-      "(its temporary folder removed)");
+      "a manifest is invalid (or $TMPDIR, when set, cannot hold its temporary folder; else /dev/shm or /tmp); 2 "
+      "a usage error (a malformed --at); 130 or 143 when SIGINT or SIGTERM stopped it (its temporary folder "
+      "removed)");
   rehearse->add_option("files", files, "manifest files")->required();
   auto* rehearse_at = rehearse->add_option(
       "--at", rehearse_options.at, "start at this local time HH:MM, 00:00..23:59 (its next occurrence; default now)");
