@@ -133,6 +133,9 @@ int cmd_control(const Config& config, const std::string& command, const std::str
   out << "\n";
   for (const auto& what : answer.value("plan", std::vector<std::string>{})) out << "  " << what << "\n";
   for (const auto& why : answer.value("skipped", std::vector<std::string>{})) out << "  left alone: " << why << "\n";
+  // A plain cancel kept a paid take running (it never abandons one): exit 3, so a
+  // script sees that the shot has not ended.
+  if (command == "cancel" && !answer.value("kept_paid", std::vector<std::string>{}).empty()) return 3;
   return 0;
 }
 

@@ -45,7 +45,8 @@ int cmd_status(const Config& config, const StatusOptions& options, std::ostream&
 
 // pause, resume, retry TARGET, cancel TARGET: sent to the running daemon.
 // `yes`: retry may resubmit (a new billed job); without it, only free resumes.
-// `abandon`: cancel stops following a paid take that has a next take queued too.
+// `abandon`: cancel also abandons a paid take on the provider (never done without it).
+// Exit 0; 1 on an error; cancel: 3 when a paid take was kept running (not abandoned).
 // `wanbatch adopt BATCH/SHOT REQUEST_ID`, through the control socket.
 int cmd_adopt(const Config& config, const std::string& target, const std::string& request_id, std::ostream& out,
               std::ostream& err);

@@ -595,7 +595,8 @@ class Daemon {
       if (cmd == "ping")  // `wanbatch status` shows the live cap and rate; `rehearse` takes the balance
         return {{"ok", true}, {"paused", scheduler_.paused()}, {"max_in_flight", c_.limits.max_in_flight},
                 {"submits_per_minute", scheduler_.submit_rate_per_minute()},
-                {"balance", scheduler_.balance() ? nlohmann::json(*scheduler_.balance()) : nlohmann::json(nullptr)}};
+                {"balance", scheduler_.balance() ? nlohmann::json(*scheduler_.balance()) : nlohmann::json(nullptr)},
+                {"next_balance_read_seconds", static_cast<double>(scheduler_.next_balance_read_in().count()) / 1000.0}};
       if (cmd == "pause" || cmd == "resume") {
         scheduler_.set_paused(cmd == "pause");
         return {{"ok", true}, {"paused", scheduler_.paused()}};
@@ -606,7 +607,7 @@ class Daemon {
         bool abandon = request.contains("abandon") && request["abandon"].is_boolean() && request["abandon"].get<bool>();
         auto r = cmd == "retry" ? scheduler_.retry(target, yes ? Scheduler::Resubmit::yes : Scheduler::Resubmit::no)
                                 : scheduler_.cancel(target, abandon);
-        return {{"ok", true}, {"changed", r.changed}, {"skipped", r.skipped}, {"plan", r.plan}};
+        return {{"ok", true}, {"changed", r.changed}, {"skipped", r.skipped}, {"plan", r.plan}, {"kept_paid", r.kept_paid}};
       }
       if (cmd == "adopt") {
         auto r = scheduler_.adopt(request.value("target", ""), request.value("request_id", ""));

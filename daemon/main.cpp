@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
   app.footer(
       "Global options (--config, --version, --help) go before or after the subcommand.\n"
       "Exit codes: 0 success (validate: every manifest valid); 1 problems found or the command failed;\n"
-      "2 usage or config error.");
+      "2 usage or config error; 130, 143 rehearse stopped by SIGINT, SIGTERM; 3 cancel left a paid take running.");
   app.require_subcommand(1);
   app.fallthrough();  // a subcommand hands options it does not know (--config) to the app
   std::string config_path = wb::default_config_path();
@@ -86,13 +86,13 @@ int main(int argc, char** argv) {
   bool abandon = false;
   auto* cancel = app.add_subcommand(
       "cancel",
-      "cancel shots that have not ended (a job already submitted cannot be stopped at the provider: an abandoned "
-      "paid job's estimated cost is counted). A shot whose paid take is on the provider while a revision's next "
-      "take waits: only the next take is cancelled, and the paid take is followed to its end and kept");
+      "cancel shots that have not ended. A take already submitted (paid for, on the provider) is never abandoned "
+      "without --abandon: it is followed to its end and its video kept (a revision's next take queued behind it is "
+      "cancelled); exit 0, 3 when such a paid take keeps running, 1 on an error");
   cancel->add_option("target", target, "BATCH or BATCH/SHOT")->required();
   cancel->add_flag("--abandon", abandon,
-                   "also stop following a paid take on the provider that has a next take queued (its video is lost; "
-                   "its estimated cost is counted)");
+                   "also abandon a paid take on the provider: stop following it (it cannot be stopped there and is "
+                   "billed: its video is lost, its estimated cost counted)");
   std::string request_id;
   auto* adopt = app.add_subcommand(
       "adopt",
@@ -110,12 +110,13 @@ int main(int argc, char** argv) {
   auto* plan = app.add_subcommand(
       "plan",
       "for each shot of the manifests, whether it would render as a revision of its batch and why (new, which "
-      "field changed, last take failed, unchanged, removed) and the estimated credits; changes nothing (reads "
+      "field changed, last take failed, a chain child HELD by a parent that renders again, unchanged, removed) and "
+      "the estimated credits; changes nothing (reads "
       "the state store read-only; works while the daemon runs); exit 0, 2 when a manifest does not load");
   plan->add_option("files", files, "manifest files")->required();
   plan->add_flag("--json", plan_json,
-                 R"(print JSON: {"manifests":[{"file","batch","exists","revision","no_op","renders","removed","kept",)"
-                 R"("credits_estimate","shots":[{"id","action","renders","why","changed","state","take",)"
+                 R"(print JSON: {"manifests":[{"file","batch","exists","revision","no_op","renders","removed","released","kept",)"
+                 R"("credits_estimate","shots":[{"id","action","released_by","renders","why","changed","state","take",)"
                  R"("credits_estimate"}]}],"credits_estimate"})");
   wb::RehearseOptions rehearse_options;
   auto* rehearse = app.add_subcommand(
@@ -125,8 +126,9 @@ int main(int argc, char** argv) {
       "daemon's last balance reading. Prints the predicted first submit, makespan, finish time, credits, API "
       "requests and where the batch would wait. Sends nothing, spends nothing, changes nothing. Exit 0, or 1 "
       "when it would not finish (a budget or the balance that does not cover it; 7 simulated days at most) or "
-      "a manifest is invalid; 2 a usage error (a malformed --at); 130 or 143 when SIGINT or SIGTERM stopped it "
-      "(its temporary folder removed)");
+      "a manifest is invalid (or $TMPDIR, when set, cannot hold its temporary folder; else /dev/shm or /tmp); 2 "
+      "a usage error (a malformed --at); 130 or 143 when SIGINT or SIGTERM stopped it (its temporary folder "
+      "removed)");
   rehearse->add_option("files", files, "manifest files")->required();
   auto* rehearse_at = rehearse->add_option(
       "--at", rehearse_options.at, "start at this local time HH:MM, 00:00..23:59 (its next occurrence; default now)");

@@ -3,6 +3,7 @@
 // would cost (jobs/engine/spend.h, the estimate's arithmetic). It changes
 // nothing: the state store is opened read-only, which works while the daemon
 // runs and holds its lock.
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <ostream>
 
@@ -19,7 +20,8 @@ namespace wb {
 
 namespace {
 // What will be paid, plainly: "will re-render 3 shots (~1.5 credits), keep 17".
-std::string plan_headline(const RevisionCounts& c, Micro credits, bool exists) {
+// `releasers`: the shots whose new take releases HELD chain children ("sh010's").
+std::string plan_headline(const RevisionCounts& c, Micro credits, bool exists, const std::vector<std::string>& releasers) {
   auto shots = [](int n) { return std::to_string(n) + (n == 1 ? " shot" : " shots"); };
   std::string out;
   if (!exists) return "will render " + shots(c.renders()) + " (~" + credits_text(credits) + " credits)";
@@ -33,6 +35,13 @@ std::string plan_headline(const RevisionCounts& c, Micro credits, bool exists) {
   part(c.changed, "changed");
   part(c.not_done, "last take not DONE");
   part(c.after_running, "after the take on the provider");
+  if (c.released) {
+    std::string by;
+    for (size_t i = 0; i < releasers.size(); ++i)
+      by += (i == 0 ? "" : i + 1 == releasers.size() ? " and " : ", ") + releasers[i] + "'s";
+    why += (why.empty() ? "" : ", ") + std::to_string(c.released) + (c.released == 1 ? " chain child" : " chain children") +
+           " HELD by a parent, released by " + by + (releasers.size() == 1 ? " new take" : " new takes");
+  }
   if (!why.empty()) out += ": " + why;
   out += "; keep " + std::to_string(c.kept);
   if (c.updated)
@@ -79,7 +88,8 @@ int cmd_plan(const Config& config, const std::vector<std::string>& files, bool j
       sum += cost;
       removed += p.action == ShotPlan::Action::remove;
       shots.push_back({{"id", p.id},
-                       {"action", action_text(p.action)},
+                       {"action", p.released() ? "render after its parent" : action_text(p.action)},
+                       {"released_by", p.released() ? nlohmann::json(p.released_by) : nlohmann::json(nullptr)},
                        {"renders", p.costs()},
                        {"why", why_text(p)},
                        {"changed", p.changed},
@@ -103,11 +113,16 @@ int cmd_plan(const Config& config, const std::vector<std::string>& files, bool j
                    {"same_bytes", same_bytes},
                    {"renders", plan.renders()},
                    {"removed", removed},
+                   {"released", count_plan(plan).released},
                    {"kept", count_plan(plan).kept},
                    {"credits_estimate", credits_json(sum)},
                    {"shots", shots}});
     if (json) continue;
-    out << f << ": " << verdict << ": " << plan_headline(count_plan(plan), sum, batch.has_value()) << "\n";
+    std::vector<std::string> releasers;
+    for (const auto& p : plan.shots)
+      if (p.released() && std::find(releasers.begin(), releasers.end(), p.released_by) == releasers.end())
+        releasers.push_back(p.released_by);
+    out << f << ": " << verdict << ": " << plan_headline(count_plan(plan), sum, batch.has_value(), releasers) << "\n";
     size_t w = 4;
     for (const auto& p : plan.shots) w = std::max(w, p.id.size());
     for (const auto& p : plan.shots) {

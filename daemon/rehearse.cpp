@@ -2,8 +2,8 @@
 // - The rehearsal is the daemon's loop with the outside replaced: the clock is
 //   a counter moved from one due time to the next (what tick() returns), the
 //   transport is RehearsalProvider, answered after each tick, the store and
-//   the output folder are a temporary folder (on /dev/shm when there is one:
-//   the engine's synced writes cost nothing there). So a 100-shot batch plays
+//   the output folder are a temporary folder ($TMPDIR when set, else /dev/shm
+//   when there is one: the engine's synced writes cost nothing there). So a 100-shot batch plays
 //   in well under a second, and nothing real is read for writing.
 // - Where the batch waits: after each tick, the daemon-wide submit wait and the
 //   reasons of the pending shots ("waiting: ..."), each held until the next
@@ -18,8 +18,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <iomanip>
@@ -47,20 +50,22 @@ namespace {
 
 using nlohmann::json;
 
-// A private folder, removed with everything in it at the end.
+// A private folder, removed with everything in it at the end: in $TMPDIR when it
+// is set (and only there: a folder someone chose is not second-guessed), else
+// on /dev/shm, else /tmp.
 class TempDir {
  public:
   TempDir() {
-    for (const char* base : {static_cast<const char*>("/dev/shm"), static_cast<const char*>(std::getenv("TMPDIR")),
-                             static_cast<const char*>("/tmp")}) {
-      if (!base || !*base || ::access(base, W_OK) != 0) continue;
-      std::string templ = std::string(base) + "/wanbatch-rehearsal-" + std::to_string(::getpid()) + "-XXXXXX";
-      if (::mkdtemp(templ.data())) {
-        path_ = templ;
-        return;
-      }
+    const char* tmpdir = std::getenv("TMPDIR");
+    if (tmpdir && *tmpdir) {
+      if (!make(tmpdir))
+        throw Error(std::string("rehearse: cannot make a temporary folder in $TMPDIR (") + tmpdir +
+                    "): " + std::strerror(errno));
+      return;
     }
-    throw Error("rehearse: cannot make a temporary folder (/dev/shm, $TMPDIR, /tmp)");
+    for (const char* base : {"/dev/shm", "/tmp"})
+      if (::access(base, W_OK) == 0 && make(base)) return;
+    throw Error("rehearse: cannot make a temporary folder (TMPDIR is not set; /dev/shm, /tmp)");
   }
   ~TempDir() {
     std::error_code ec;
@@ -71,6 +76,12 @@ class TempDir {
   const std::string& path() const { return path_; }
 
  private:
+  bool make(const std::string& base) {
+    std::string templ = base + "/wanbatch-rehearsal-" + std::to_string(::getpid()) + "-XXXXXX";
+    if (!::mkdtemp(templ.data())) return false;
+    path_ = templ;
+    return true;
+  }
   std::string path_;
 };
 
@@ -216,6 +227,7 @@ RehearsalResult rehearse(const Config& config, const std::vector<std::string>& f
   // No store yet (no daemon has run with this state_dir): the priors.
   std::string render_json, cost_json;
   std::vector<std::pair<BatchRecord, std::vector<Shot>>> known;  // the manifests' batches the store has
+  std::map<std::string, std::string> assets;  // SHA-256 -> URL: the manifests' local media the daemon uploaded
   const std::string db = join_path(config.state_dir, "db");
   if (::access(join_path(db, "CURRENT").c_str(), F_OK) == 0) {
     auto real = Store::open(db, Store::Mode::read_only);
@@ -223,6 +235,13 @@ RehearsalResult rehearse(const Config& config, const std::vector<std::string>& f
     cost_json = real->meta("cost_model").value_or("");
     for (const auto& [file, m] : manifests)
       if (auto b = real->batch(m.batch)) known.emplace_back(*b, real->shots(m.batch));
+    // The daemon uploads a file once per content (a/<sha256>): one it has uploaded
+    // is not uploaded again, in the rehearsal either.
+    for (const auto& [file, m] : manifests)
+      for (const auto& spec : m.shots)
+        for (const auto& [field, print] : fingerprint_inputs(spec))
+          if (print.rfind("sha256:", 0) == 0)
+            if (auto url = real->asset_url(print.substr(7))) assets[print.substr(7)] = *url;
   }
   RenderModel model = RenderModel::from_json(parse_json_bounded(render_json).value_or(json()));
   model.set_prior_seconds(config.poll.prior_render_seconds);
@@ -232,10 +251,13 @@ RehearsalResult rehearse(const Config& config, const std::vector<std::string>& f
   if (!cost_json.empty()) costs.load(cost_json);
 
   out.balance = options.balance;
+  std::optional<double> next_read_s;  // the daemon's next balance read, seconds from now
   if (!out.balance && options.ask_daemon) {
     try {
       auto ping = control_request(config.state_dir, {{"command", "ping"}});
       if (auto b = ping.find("balance"); b != ping.end() && b->is_number()) out.balance = b->get<double>();
+      if (auto n = ping.find("next_balance_read_seconds"); n != ping.end() && n->is_number() && out.balance)
+        next_read_s = std::max(0.0, n->get<double>());
     } catch (const Error&) {
       // No daemon: the balance is unknown, and not a limit in the rehearsal.
     }
@@ -253,6 +275,7 @@ RehearsalResult rehearse(const Config& config, const std::vector<std::string>& f
   auto store = Store::open(join_path(settings.state_dir, "db"), Store::Mode::read_write);
   if (!render_json.empty()) store->put_meta("render_model", render_json);
   if (!cost_json.empty()) store->put_meta("cost_model", cost_json);
+  for (const auto& [sha, url] : assets) store->put_asset(sha, url);
   for (const auto& [b, shots] : known) out.revisions.push_back(copy_known_batch(*store, b, shots));
 
   int64_t sim_ms = 0;
@@ -282,6 +305,21 @@ RehearsalResult rehearse(const Config& config, const std::vector<std::string>& f
     }
   });
   sched.load();
+  // A balance the running daemon has read: it reads none for this batch when it
+  // starts it, and its next read is when the daemon said (one interval after
+  // another while no result carries the balance, up to a later --at); with none
+  // known, a daemon started for it reads one first, and so does the rehearsal.
+  if (out.balance) {
+    std::optional<Millis> next_in;
+    if (next_read_s) {
+      const double every = std::max(0.1, config.credits.check_interval_seconds);
+      const double late = static_cast<double>(out.start_ms - to_epoch_ms(std::chrono::system_clock::now())) / 1000.0;
+      double at = *next_read_s - std::max(0.0, late);
+      if (at < 0) at = std::fmod(std::fmod(at, every) + every, every);
+      next_in = Millis(static_cast<int64_t>(at * 1000.0));
+    }
+    sched.set_balance_read(*out.balance, next_in);
+  }
   std::set<std::string> names;
   for (const auto& [file, m] : manifests) {
     out.shots += static_cast<int>(m.shots.size());

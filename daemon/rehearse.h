@@ -5,7 +5,8 @@
 // limits, window and budgets, and the daemon's last balance reading (asked
 // over the control socket; unknown when no daemon runs). It spends nothing
 // and sends nothing: the scheduler's transport is the in-process provider,
-// its store and output folder a temporary folder removed at the end, also
+// its store and output folder a temporary folder ($TMPDIR when set, else
+// /dev/shm, else /tmp) removed at the end, also
 // when SIGINT or SIGTERM stops it (exit 130 or 143).
 #pragma once
 

@@ -19,11 +19,23 @@
 #include "jobs/engine/book.h"
 #include "jobs/engine/stuck.h"
 #include "jobs/json_safe.h"
+#include "jobs/revision.h"
 #include "jobs/util.h"
 
 namespace wb {
 
 namespace {
+
+// The spec of a revision's next take queued behind the shot's take, if any
+// (an unreadable queued record counts as the shot's own spec again).
+std::optional<ShotSpec> queued_take(const Shot& s) {
+  if (s.next_take.empty() || is_terminal(s.state)) return std::nullopt;
+  try {
+    return next_take_from(s.next_take).spec;
+  } catch (const std::exception&) {
+    return s.spec;
+  }
+}
 
 bool needs_person(ShotState s) {
   return s == ShotState::held || s == ShotState::failed || s == ShotState::rejected;
@@ -244,11 +256,13 @@ std::map<std::string, double> expected_ends(const std::vector<EtaJob>& jobs, con
   std::vector<double> running;
   for (const auto& j : jobs) {
     if (at_provider(j.state)) {
-      double rem = times.remaining(j.cls, j.elapsed_s);
+      double rem = times.remaining(j.cls, j.elapsed_s) + (j.then ? times.mean(*j.then) : 0.0);
       running.push_back(rem);
       ends[j.batch] = std::max(ends[j.batch], rem);
-    } else if (occupies_slot(j.state)) {  // fetching, downloading: ending now
-      ends[j.batch] = std::max(ends[j.batch], 0.0);
+    } else if (occupies_slot(j.state)) {  // fetching, downloading: ending now, then its queued take
+      double rem = j.then ? times.mean(*j.then) : 0.0;
+      if (j.then) running.push_back(rem);
+      ends[j.batch] = std::max(ends[j.batch], rem);
     }
   }
   std::sort(running.begin(), running.end());
@@ -261,7 +275,7 @@ std::map<std::string, double> expected_ends(const std::vector<EtaJob>& jobs, con
     if (j.state != ShotState::pending) continue;
     double start = std::max(free_at.top(), spacing * static_cast<double>(submitted++));
     free_at.pop();
-    double end = start + times.mean(j.cls);
+    double end = start + times.mean(j.cls) + (j.then ? times.mean(*j.then) : 0.0);
     free_at.push(end);
     ends[j.batch] = std::max(ends[j.batch], end);
   }
@@ -306,9 +320,12 @@ StatusView summarize(const StatusSnapshot& snap, const PricingConfig& pricing, d
       else ++b.in_flight;
       ended += is_terminal(s.state);
       b.spent += s.earlier_cost_micro;  // earlier takes (revisions)
-      if (!s.next_take.empty() && !is_terminal(s.state)) ++b.takes_queued;
       if (s.cost) b.spent += to_micro(*s.cost);
       else if (!is_terminal(s.state)) b.remaining_estimate += costs.estimate(s.spec);
+      if (auto next = queued_take(s)) {  // a revision's next take: still to go, after this one
+        ++b.takes_queued;
+        b.remaining_estimate += costs.estimate(*next);
+      }
       if (needs_person(s.state)) b.attention.push_back({s.spec.id, to_string(s.state), s.reason});
       else if (is_stuck(s)) {
         ++b.stuck;
@@ -332,6 +349,7 @@ StatusView summarize(const StatusSnapshot& snap, const PricingConfig& pricing, d
       if (s.state == ShotState::pending && !b.no_eta.empty()) continue;  // it will not go: no slot for it
       EtaJob j{rec.name, RenderClass{s.spec.resolution, s.spec.duration}, s.state,
                s.submitted_ms ? static_cast<double>(snap.now_ms - s.submitted_ms) / 1000.0 : 0.0};
+      if (auto next = queued_take(s)) j.then = RenderClass{next->resolution, next->duration};
       eta_jobs.push_back({ShotBook::submit_order(&rec, s), j});
     }
     v.batches.push_back(std::move(b));

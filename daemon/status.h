@@ -95,6 +95,9 @@ struct EtaJob {
   RenderClass cls;
   ShotState state = ShotState::pending;
   double elapsed_s = 0;  // at the provider: since submitted
+  // A revision's next take queued behind this take (Shot::next_take): it renders
+  // in the same slot once this take ends.
+  std::optional<RenderClass> then{};
 };
 // `jobs` in submit order; returns each batch's expected end, seconds from now.
 std::map<std::string, double> expected_ends(const std::vector<EtaJob>& jobs, const RenderModel& model,

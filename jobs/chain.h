@@ -14,6 +14,10 @@
 
 namespace wb {
 
+// The start of the reason of a shot HELD because its parent ended without a
+// video (jobs/engine/chains.cpp): a new DONE take of the parent releases it.
+inline constexpr const char* kHeldByParent = "held: its parent ";
+
 // The frame words a reference may use.
 bool is_frame_word(const std::string& word);
 

@@ -169,6 +169,22 @@ RevisionPlan plan_revision(const std::vector<Shot>& stored, const Manifest& m,
       child->take = o.take + 1;
     }
   }
+  // A chain child HELD because its parent ended without a video is released by
+  // the parent's next DONE take (jobs/engine/chains.h): once the new take of a
+  // shot above it is DONE, it renders, and is billed. The revision itself leaves
+  // it as it is (keep); the plan counts it with what the revision costs.
+  for (size_t i = 0; i < plan.shots.size(); ++i) {
+    const ShotPlan& parent = plan.shots[i];
+    if (!parent.costs() || parent.released() || !by_id.count(parent.id)) continue;
+    for (const auto& id : chain_descendants(m.shots, parent.id)) {
+      ShotPlan* child = planned.count(id) ? planned[id] : nullptr;
+      auto old = by_id.find(id);
+      if (!child || child->action != ShotPlan::Action::keep || child->released() || old == by_id.end()) continue;
+      const Shot& o = *old->second;
+      if (o.state != ShotState::held || o.removed || o.reason.rfind(kHeldByParent, 0) != 0) continue;
+      child->released_by = parent.id;
+    }
+  }
   for (const auto& s : stored) {
     if (seen.count(s.spec.id) || s.removed) continue;
     ShotPlan p;
@@ -184,7 +200,12 @@ RevisionPlan plan_revision(const std::vector<Shot>& stored, const Manifest& m,
 
 RevisionCounts count_plan(const RevisionPlan& plan) {
   RevisionCounts c;
-  for (const auto& p : plan.shots) switch (p.action) {
+  for (const auto& p : plan.shots) {
+    if (p.released()) {
+      ++c.released;
+      continue;
+    }
+    switch (p.action) {
       case ShotPlan::Action::render:
         if (p.why == ShotPlan::Why::new_shot) ++c.new_shots;
         else if (p.why == ShotPlan::Why::changed) ++c.changed;
@@ -198,6 +219,7 @@ RevisionCounts count_plan(const RevisionPlan& plan) {
       case ShotPlan::Action::keep: ++c.kept; break;
       case ShotPlan::Action::remove: ++c.removed; break;
     }
+  }
   return c;
 }
 
@@ -213,6 +235,9 @@ std::string counts_text(const RevisionCounts& c) {
   part(c.not_done, "last take not DONE");
   if (!parts.empty()) out += " (" + parts + ")";
   if (c.after_running) out += ", " + std::to_string(c.after_running) + " after " + (c.after_running == 1 ? "its take" : "their takes") + " on the provider";
+  if (c.released)
+    out += ", " + std::to_string(c.released) + " chain " + (c.released == 1 ? "child" : "children") +
+           " released by " + (c.released == 1 ? "its parent's" : "their parents'") + " new take";
   if (c.updated) out += ", " + std::to_string(c.updated) + " not yet submitted " + (c.updated == 1 ? "takes" : "take") + " the new spec";
   out += ", " + std::to_string(c.kept) + " kept";
   if (c.removed) out += ", " + std::to_string(c.removed) + " removed";
@@ -246,7 +271,10 @@ std::string why_text(const ShotPlan& p) {
                                                          : std::string());
     case ShotPlan::Why::last_not_done: return std::string("last take ended ") + to_string(p.state);
     case ShotPlan::Why::unchanged: return "unchanged";
-    case ShotPlan::Why::held: return "unchanged, HELD: `wanbatch retry` decides (its job may have been billed)";
+    case ShotPlan::Why::held:
+      if (p.released())
+        return "HELD by its parent: renders after " + p.released_by + "'s new take is DONE";
+      return "unchanged, HELD: `wanbatch retry` decides (its job may have been billed)";
     case ShotPlan::Why::running: return std::string("unchanged, ") + to_string(p.state);
     case ShotPlan::Why::removed: return "left the manifest (kept)";
     case ShotPlan::Why::retry_it:

@@ -52,7 +52,13 @@ struct ShotPlan {
   ShotState state = ShotState::pending;  // of the stored shot (pending for a new one)
   int take = 1;                      // the take it renders (render, render_after), else its current take
   int index = -1;                    // its position in the new manifest (-1: removed)
-  bool costs() const { return action == Action::render || action == Action::render_after; }
+  // A chain child HELD by its parent (jobs/chain.h kHeldByParent) whose parent, or
+  // a shot above it, renders a new take: the revision leaves it (Action::keep), and
+  // the parent's new take, once DONE, releases it to render (billed) after it.
+  // The shot whose new take releases it; "" for every other shot.
+  std::string released_by;
+  bool released() const { return !released_by.empty(); }
+  bool costs() const { return action == Action::render || action == Action::render_after || released(); }
 };
 
 struct RevisionPlan {
@@ -75,14 +81,16 @@ struct RevisionCounts {
   int changed = 0;        // render: a render input (or its chain parent) changed
   int not_done = 0;       // render: its last take ended FAILED, REJECTED or CANCELLED
   int after_running = 0;  // render_after: a new take once the one on the provider ends
+  int released = 0;       // keep, but HELD by a parent that renders a new take: renders after it (billed)
   int updated = 0;        // update: not submitted yet, takes the new spec (billed once, when submitted)
   int kept = 0;           // nothing to render (unchanged DONE or HELD, running unchanged, a queued take dropped)
   int removed = 0;        // left the manifest
-  int renders() const { return new_shots + changed + not_done + after_running; }  // what the revision bills
+  int renders() const { return new_shots + changed + not_done + after_running + released; }  // what the revision bills
 };
 RevisionCounts count_plan(const RevisionPlan& plan);
 // "3 shots render (1 new, 1 changed, 1 last take not DONE), 1 after its take on the
-// provider, 2 not yet submitted take the new spec, 14 kept, 1 removed" (zero counts left out).
+// provider, 2 chain children released by their parent's new take, 2 not yet submitted take
+// the new spec, 14 kept, 1 removed" (zero counts left out).
 std::string counts_text(const RevisionCounts& c);
 
 // "new", "changed: prompt, image", "last take FAILED", "unchanged", ...

@@ -8,10 +8,12 @@
 #      lognormal spread and a tail, as in bench-polling);
 #   3. rehearse the same shots again (under another batch name: the store now has this
 #      one, so its own manifest would be a no-op revision) with what the daemon learned,
-#      the daemon still running.
+#      the daemon still running (its balance known, the local images uploaded);
+#   4. render that second batch for real too.
 # Prints predicted (prior, learned) and actual makespan (first submit to last video
-# written, simulated seconds), API requests (submit, status, result, upload, credits) and
-# credits, and checks that neither rehearsal sent one request (the simulator counts them).
+# written, simulated seconds), API requests (in all, and by endpoint: submit, status,
+# result, upload, credits) and credits, and checks that neither rehearsal sent one
+# request (the simulator counts them).
 # Exits 0 when the run finished and the rehearsals sent nothing, 1 if not.
 # Figures: docs/BENCHMARKS.md, "Rehearsal".
 #   scripts/bench-rehearse.sh [--shots 24] [--scale 0.01] [--seed 7] [--build build]
@@ -26,7 +28,7 @@ while [ $# -gt 0 ]; do
     --scale) scale=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
     --build) BUILD=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -88,7 +90,7 @@ manifest="$W/media/bench.yaml"
 } >"$manifest"
 
 wb() { SEGMIND_API_KEY=bench "$BIN/wanbatch" --config "$W/wanbatch.yaml" "$@"; }
-api_requests() { sim_get /sim/stats | jq '.endpoints | .submit + .status + .result + .upload + .credits'; }
+endpoints() { sim_get /sim/stats | jq -c '.endpoints | {submit, status, result, upload, credits}'; }
 
 before=$(sim_get /sim/stats | jq .requests)
 t0=$(date +%s.%N)
@@ -102,7 +104,7 @@ pids+=("$daemon_pid")
 wb submit "$manifest" >/dev/null
 for _ in $(seq 6000); do [ -s "$W/out/bench/report.json" ] && break; sleep 0.1; done
 [ -s "$W/out/bench/report.json" ] || { echo "FAIL: the real run did not finish (log: $W/daemon.log)" >&2; exit 1; }
-actual_requests=$(api_requests)
+actual_endpoints=$(endpoints)
 actual_credits=$(jq '.total_cost' "$W/out/bench/report.json")
 jobs=$(sim_get /sim/jobs)
 actual_makespan=$(echo "$jobs" | jq '([.jobs[].last_download] | max) - ([.jobs[].submitted] | min)')
@@ -111,22 +113,48 @@ sent=$(sim_get /sim/stats | jq '.endpoints.submit')
 # The same shots under another batch name: the store has `bench` now, and a
 # rehearsal of its own manifest would be a no-op revision (nothing to render).
 sed 's/^batch: bench$/batch: bench-again/' "$manifest" >"$W/again.yaml"
-wb rehearse --json "$W/again.yaml" >"$W/learned.json" || true
+# The daemon stores what it learned at most every 10 s: rehearse once its render times of
+# this run are in the store (each rehearsal reads them, sends nothing, and takes 0.5 s).
+for _ in $(seq 60); do
+  wb rehearse --json "$W/again.yaml" >"$W/learned.json" || true
+  [ "$(jq '.learned_render_samples' "$W/learned.json" 2>/dev/null || echo 0)" -ge "$shots" ] && break
+  sleep 1
+done
 [ "$(sim_get /sim/stats | jq '.endpoints.submit')" = "$sent" ] || { echo "FAIL: the rehearsal submitted" >&2; exit 1; }
+
+# 4. The second batch for real: what the daemon sends for it (the simulator's counters, before and after).
+before_again=$(endpoints)
+sim_before=$(sim_get /sim/jobs | jq .now)
+wb submit "$W/again.yaml" >/dev/null
+for _ in $(seq 6000); do [ -s "$W/out/bench-again/report.json" ] && break; sleep 0.1; done
+[ -s "$W/out/bench-again/report.json" ] || { echo "FAIL: the second real run did not finish (log: $W/daemon.log)" >&2; exit 1; }
+again_endpoints=$(jq -cn --argjson a "$(endpoints)" --argjson b "$before_again" \
+  '{submit: ($a.submit - $b.submit), status: ($a.status - $b.status), result: ($a.result - $b.result),
+    upload: ($a.upload - $b.upload), credits: ($a.credits - $b.credits)}')
+again_credits=$(jq '.total_cost' "$W/out/bench-again/report.json")
+again_makespan=$(sim_get /sim/jobs | jq --argjson t "$sim_before" \
+  '[.jobs[] | select(.submitted >= $t)] | ([.[].last_download] | max) - ([.[].submitted] | min)')
 kill "$daemon_pid" 2>/dev/null || true
 
+by_endpoint='"\(.submit // 0)/\(.status // 0)/\(.result // 0)/\(.upload // 0)/\(.credits // 0)"'
 row() {  # label json
   jq -r --arg name "$1" --argjson k "$scale" \
     '[$name, (if .makespan_seconds then (.makespan_seconds / $k | round | tostring) else "-" end),
-      (.api_requests | tostring), (.credits | tostring), (.learned_render_samples | tostring)] | @tsv' "$2"
+      (.api_requests | tostring), (.requests | '"$by_endpoint"'), (.credits | tostring),
+      (.learned_render_samples | tostring)] | @tsv' "$2"
+}
+real_row() {  # label makespan endpoints credits
+  jq -rn --arg name "$1" --argjson m "$2" --argjson e "$3" --arg c "$4" \
+    '[$name, ($m + 0.5 | floor | tostring), ($e | .submit + .status + .result + .upload + .credits | tostring),
+      ($e | '"$by_endpoint"'), $c, "-"] | @tsv'
 }
 echo "rehearsal vs real run: $shots shots, --scale $scale, seed $seed, 8 in flight (simulated seconds)"
 {
-  printf 'run\tmakespan_s\tapi_requests\tcredits\tlearned_samples\n'
+  printf 'run\tmakespan_s\tapi_requests\tsubmit/status/result/upload/credits\tcredits\tlearned_samples\n'
   row "rehearse (prior)" "$W/prior.json"
-  printf 'real run\t%s\t%s\t%s\t-\n' "$(awk -v v="$actual_makespan" 'BEGIN { printf "%d", v + 0.5 }')" \
-    "$actual_requests" "$actual_credits"
-  row "rehearse (learned)" "$W/learned.json"
+  real_row "real run" "$actual_makespan" "$actual_endpoints" "$actual_credits"
+  row "rehearse (learned), batch 2" "$W/learned.json"
+  real_row "real run, batch 2" "$again_makespan" "$again_endpoints" "$again_credits"
 } | column -t -s $'\t'
 printf 'the first rehearsal took %.2f s of real time; neither rehearsal sent a request\n' \
   "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"

@@ -21,7 +21,6 @@ namespace wb {
 
 namespace {
 
-constexpr const char* kHeldByParent = "held: its parent ";
 constexpr const char* kWaitingFor = "waiting for ";
 
 std::string& url_of(Shot& shot, const FrameRef& f) {

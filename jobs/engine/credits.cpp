@@ -84,6 +84,17 @@ void Credits::balance_from_result(double balance) {
   if (!on_wire_) next_check_ = std::max(next_check_, core_.mono() + interval());
 }
 
+void Credits::read_before(double balance, std::optional<Millis> next_in) {
+  state_.balance_read = true;
+  set_balance(balance);
+  if (!on_wire_) next_check_ = core_.mono() + (next_in ? std::max(Millis(0), *next_in) : interval());
+}
+
+Millis Credits::next_read_in(MonoPoint now) const {
+  if (on_wire_ || next_check_ <= now) return Millis(0);
+  return std::chrono::duration_cast<Millis>(next_check_ - now);
+}
+
 void Credits::soon() {
   next_check_ = std::min(next_check_,
                          core_.mono() + std::min(Millis(30000), seconds(core_.settings.credits.check_interval_seconds)));

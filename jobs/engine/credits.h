@@ -9,6 +9,8 @@
 // reserve cannot be kept without a balance).
 #pragma once
 
+#include <optional>
+
 #include "jobs/engine/core.h"
 #include "jobs/engine/gates.h"
 
@@ -20,6 +22,11 @@ class Credits {
   // Starts a balance read when one is due; returns when the next one is (monotonic ms).
   int64_t tick(MonoPoint now);
   void set_balance(double balance);
+  // A reading made before this run (Scheduler::set_balance_read): the first
+  // read is done, the next one `next_in` from now (an interval when not given).
+  void read_before(double balance, std::optional<Millis> next_in = std::nullopt);
+  // How long until the next API read is due (0: due or on the wire now).
+  Millis next_read_in(MonoPoint now) const;
   // A result's remaining_credits: the balance, and the next read an interval later,
   // when it is finite, >= 0 and no higher than the balance known (never before the
   // first API read; a higher figure waits for the next read).

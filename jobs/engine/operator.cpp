@@ -227,6 +227,15 @@ OperatorResult Operator::cancel(const std::string& target, bool abandon) {
                        " (`wanbatch cancel --abandon` stops following it)");
       continue;
     }
+    if (paid && !abandon) {
+      // A plain cancel never abandons a take already paid for: it renders on to DONE.
+      r.kept_paid.push_back(s.spec.id);
+      r.skipped.push_back(s.spec.id + ": take " + std::to_string(live->take) + " on the provider (request_id " +
+                          live->request_id + ") is paid for and keeps running to its end (its video kept); " +
+                          "`wanbatch cancel --abandon " + s.key() +
+                          "` stops following it (its video lost, its estimated cost counted)");
+      continue;
+    }
     std::string why = "cancelled by an operator";
     if (paid && !live->cost) {
       // Billed whatever we do: its cost counts, the estimate standing in for the unknown charge.

@@ -18,6 +18,7 @@ struct OperatorResult {
   std::vector<std::string> changed;
   std::vector<std::string> skipped;  // "id: why"
   std::vector<std::string> plan;     // retry: "id: what is done and what it costs"
+  std::vector<std::string> kept_paid;  // cancel: ids whose paid take keeps running (also in skipped)
 };
 
 enum class Resubmit { no, yes };
@@ -30,10 +31,11 @@ class Operator {
  public:
   Operator(Core& core, Batches& batches, OutputDir& output) : core_(core), batches_(batches), output_(output) {}
   OperatorResult retry(const std::string& target, Resubmit allow_resubmit);
-  // Cancel ends shots not ended. A shot whose paid take is on the provider
-  // while a revision's next take waits (Shot::next_take): only the next take is
-  // cancelled, and the paid one is followed to its end and kept (its video that
-  // take's), unless `abandon`. A paid job abandoned (it cannot be stopped at the
+  // Cancel ends shots not ended, but never abandons a take already paid for
+  // (on the provider: IN_FLIGHT, FETCHING, DOWNLOADING) unless `abandon`: such a
+  // shot is followed to its end and kept (`kept_paid`, with why in `skipped`);
+  // when a revision's next take waits behind it (Shot::next_take), that next
+  // take is cancelled. A paid job abandoned (it cannot be stopped at the
   // provider) has its estimated cost counted, in the record (report.json) and
   // the ledger's `operator_cancel` line, since the provider bills it anyway.
   OperatorResult cancel(const std::string& target, bool abandon = false);

@@ -110,6 +110,14 @@ class Scheduler {
   }
   // The last balance read (nullopt before the first).
   std::optional<double> balance() const { return core_.spend.balance(); }
+  // A balance read before this scheduler started (a rehearsal: the running
+  // daemon's last reading): taken as the first read, so submits do not wait for
+  // one, and the next API read is `next_read_in` later (an interval when not given).
+  void set_balance_read(double balance, std::optional<Millis> next_read_in = std::nullopt) {
+    credits_.read_before(balance, next_read_in);
+  }
+  // How long until the next balance read from the API is due (0: due now).
+  Millis next_balance_read_in() const { return credits_.next_read_in(core_.mono()); }
   // Replaces the decode check of downloaded videos (Core::probe): a rehearsal's.
   void set_video_probe(std::function<VideoFacts(const VideoConfig&, const std::string&)> probe) {
     core_.probe = std::move(probe);

@@ -109,3 +109,81 @@ TEST_CASE("kill -9 once the frame is taken, or once uploaded: taken again, never
     REQUIRE(::chdir("..") == 0);
   }
 }
+
+namespace {
+// sh010 fails on the simulator (its prompt has the --fail-text), which holds the
+// chain below it: sh020 takes its last frame, sh030 sh020's.
+std::string held_chain(const std::string& parent_prompt) {
+  return "batch: held\ndefaults:\n  duration: 4\nshots:\n"
+         "  - id: sh010\n    prompt: \"sh010: " + parent_prompt + "\"\n    image: frames/f0.png\n"
+         "  - id: sh020\n    prompt: \"sh020: the boat crosses the lake\"\n    image: {shot: sh010, frame: last}\n"
+         "  - id: sh030\n    prompt: \"sh030: the boat reaches the shore\"\n    image: {shot: sh020, frame: last}\n"
+         "  - id: sh040\n    prompt: \"sh040: the lake at night\"\n    image: frames/f1.png\n";
+}
+
+json held_report(Rig& rig) {
+  const std::string path = rig.root + "/out/held/report.json";
+  auto j = json::parse(test::exists(path) ? test::read(path) : std::string("{}"), nullptr, false);
+  return j.is_discarded() ? json::object() : j;
+}
+}  // namespace
+
+TEST_CASE("plan counts chain children HELD by a failed parent that a revision renders again, as the daemon bills") {
+  if (!test::have_tool("ffmpeg")) {
+    MESSAGE("skipped: ffmpeg not installed (Debian package ffmpeg)");
+    return;
+  }
+  Rig rig({"--fail-text", "FAILS_HERE"});
+  rig.start_daemon();
+  rig.drop("held.yaml", held_chain("a boat leaves the jetty FAILS_HERE"));
+  REQUIRE_MESSAGE(test::eventually([&] { return held_report(rig).value("revision", 0) == 1; },
+                                   std::chrono::seconds(60)),
+                  rig.log());
+  json states = held_report(rig)["states"];
+  REQUIRE(states.value("FAILED", 0) == 1);
+  REQUIRE(states.value("HELD", 0) == 2);
+  int before = 0;
+  for (auto& [shot, n] : rig.billed()) before += n;
+  REQUIRE(before == 2);  // sh010 (failed) and sh040
+
+  // The revision fixes sh010's prompt: it renders again, and its new take releases sh020 and sh030.
+  const std::string revised = "base_dir: " + rig.root + "/media\n" + held_chain("a boat leaves the jetty");
+  test::write(rig.root + "/revised.yaml", revised);
+  std::string out;
+  CHECK(test::run({WANBATCH_BIN, "--config", rig.config, "plan", rig.root + "/revised.yaml"}, &out) == 0);
+  CHECK_MESSAGE(out.find("will re-render 3 shots (~") != std::string::npos, out);
+  CHECK_MESSAGE(out.find("1 changed, 2 chain children HELD by a parent, released by sh010's new take; keep 1") !=
+                    std::string::npos,
+                out);
+  CHECK_MESSAGE(out.find("sh030  render   take 1  HELD by its parent: renders after sh010's new take is DONE") !=
+                    std::string::npos,
+                out);
+  CHECK(test::run({WANBATCH_BIN, "--config", rig.config, "plan", "--json", rig.root + "/revised.yaml"}, &out) == 0);
+  json plan = json::parse(out);
+  const int planned = plan["manifests"][0]["renders"].get<int>();
+  CHECK(planned == 3);
+  CHECK(plan["manifests"][0]["released"] == 2);
+  CHECK(plan["manifests"][0]["shots"][1]["released_by"] == "sh010");
+  const double planned_credits = plan["credits_estimate"].get<double>();
+
+  rig.drop_raw("held.yaml", revised);
+  REQUIRE_MESSAGE(test::eventually(
+                      [&] {
+                        json r = held_report(rig);
+                        return r.value("revision", 0) == 2 && r["states"].value("DONE", 0) == 4;
+                      },
+                      std::chrono::seconds(60)),
+                  rig.log());
+  int after = 0;
+  for (auto& [shot, n] : rig.billed()) after += n;
+  CHECK(after - before == planned);  // what the daemon billed is what plan said
+  auto billed = rig.billed();
+  CHECK(billed["sh010"] == 2);
+  CHECK(billed["sh020"] == 1);
+  CHECK(billed["sh030"] == 1);
+  CHECK(billed["sh040"] == 1);
+  // The credits too (the simulator charges what the estimate counts: 4 s at 720P each).
+  CHECK(held_report(rig)["total_cost"].get<double>() == doctest::Approx(planned_credits + 0.4));
+  rig.daemon->signal(SIGTERM);
+  rig.daemon->wait();
+}

@@ -143,6 +143,31 @@ TEST_CASE("expiry after a long stop: resubmitted with on_expired: resubmit") {
   for (auto& [shot, n] : rig.billed()) CHECK(n == 2);  // the price of resubmitting: documented
 }
 
+TEST_CASE("cancel of a paid take on the provider keeps it running and exits 3, cancel --abandon abandons it") {
+  Rig rig({"--render-slow", "breeze:80000"});  // the job renders far longer than the test
+  rig.start_daemon();
+  rig.drop("paid.yaml", manifest("paid", 1));
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.states("paid").value("IN_FLIGHT", 0) == 1; }), rig.log());
+  int code = 0;
+  for (int i = 0; i < 2; ++i) {  // however often it is asked
+    std::string out = cli(rig, {"cancel", "paid/sh000"}, &code);
+    CHECK(code == 3);
+    CHECK_MESSAGE(out.find("cancel: 0 shot(s)") != std::string::npos, out);
+    CHECK_MESSAGE(out.find("left alone: sh000: take 1 on the provider (request_id ") != std::string::npos, out);
+    CHECK_MESSAGE(out.find("is paid for and keeps running to its end") != std::string::npos, out);
+    CHECK_MESSAGE(out.find("`wanbatch cancel --abandon paid/sh000`") != std::string::npos, out);
+    CHECK(rig.states("paid").value("IN_FLIGHT", 0) == 1);
+  }
+  CHECK(count_events(rig.daemon_ledger(), "operator_cancel") == 0);
+  std::string out = cli(rig, {"cancel", "--abandon", "paid/sh000"}, &code);
+  CHECK(code == 0);
+  CHECK_MESSAGE(out.find("cancel: 1 shot(s) sh000") != std::string::npos, out);
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("paid"); }), rig.log());
+  CHECK(rig.states("paid").value("CANCELLED", 0) == 1);
+  CHECK(count_events(rig.daemon_ledger(), "operator_cancel") == 1);
+  CHECK(rig.billed()["sh000"] == 1);
+}
+
 TEST_CASE("operator commands: pause, resume, retry a HELD shot, cancel") {
   Rig rig({"--drop-rate", "1"});
   rig.start_daemon();

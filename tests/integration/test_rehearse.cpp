@@ -62,3 +62,36 @@ TEST_CASE("rehearse sends no request and changes nothing, and with a daemon runn
   CHECK(rig.billed().size() == 4);
   CHECK_FALSE(test::exists(rig.root + "/out/r"));
 }
+
+TEST_CASE("rehearse predicts the uploads and balance reads the daemon makes: none for media it uploaded, none while it has a balance") {
+  Rig rig;
+  // One balance read in the whole test: at the daemon's start (results carry the balance after it).
+  std::string config = test::read(rig.config);
+  const std::string fast = "check_interval_seconds: 0.5";
+  REQUIRE(config.find(fast) != std::string::npos);
+  config.replace(config.find(fast), fast.size(), "check_interval_seconds: 3600");
+  test::write(rig.config, config);
+  rig.start_daemon();
+  rig.drop("a.yaml", manifest("a", 4));  // uploads frames/f0.png and frames/f1.png
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("a"); }), rig.log());
+
+  // Another batch with the same local images and a URL one, rehearsed with the daemon running.
+  std::string file = rig.root + "/media/r.yaml";
+  test::write(file, "base_dir: " + rig.root + "/media\n" + manifest("r", 6));
+  json predicted = rehearse(rig, file);
+  CHECK(predicted["balance"].is_number());
+  CHECK(predicted["requests"].value("upload", 0) == 0);   // uploaded already: the store has their URLs
+  CHECK(predicted["requests"].value("credits", 0) == 0);  // the daemon has a balance; its next read is an hour on
+
+  // The daemon renders it: what it sends, the simulator counts.
+  json before = stats(rig.base)["endpoints"];
+  rig.drop("r.yaml", manifest("r", 6));
+  REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("r"); }), rig.log());
+  json after = stats(rig.base)["endpoints"];
+  for (const char* endpoint : {"upload", "credits", "submit", "result"}) {
+    CAPTURE(endpoint);
+    CHECK(after[endpoint].get<int>() - before[endpoint].get<int>() == predicted["requests"].value(endpoint, 0));
+  }
+  rig.daemon->signal(SIGTERM);
+  rig.daemon->wait();
+}

@@ -68,3 +68,25 @@ TEST_CASE("rehearse --at '' and other malformed times are a usage error, exit 2,
   std::string out;
   CHECK(test::run({WANBATCH_BIN, "--config", rig.config, "rehearse", "--at", "23:59", file}, &out) == 0);
 }
+
+TEST_CASE("rehearse makes its temporary folder in $TMPDIR when it is set, not in /dev/shm, and removes it") {
+  Rig rig;
+  std::string file = rig.root + "/media/r.yaml";
+  test::write(file, "base_dir: " + rig.root + "/media\n" + manifest("r", 2));
+  const std::string scratch = rig.root + "/scratch";
+  test::mkdirs(scratch);
+  test::Process p({WANBATCH_BIN, "--config", rig.config, "rehearse", file},
+                  {{"WANBATCH_STOP_AT", "rehearsal_turn"}, {"TMPDIR", scratch}}, rig.root + "/rehearse.log");
+  REQUIRE_MESSAGE(test::eventually([&] { return stopped(p.pid()); }), test::read(rig.root + "/rehearse.log"));
+  auto listed = test::list(scratch);
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0].rfind("wanbatch-rehearsal-" + std::to_string(p.pid()) + "-", 0) == 0);
+  glob_t g{};
+  const std::string shm = "/dev/shm/wanbatch-rehearsal-" + std::to_string(p.pid()) + "-*";
+  CHECK(::glob(shm.c_str(), 0, nullptr, &g) == GLOB_NOMATCH);
+  ::globfree(&g);
+  p.signal(SIGTERM);
+  p.signal(SIGCONT);
+  CHECK(p.wait() == 128 + SIGTERM);
+  CHECK(test::list(scratch).empty());
+}

@@ -65,6 +65,7 @@ int main(int argc, char** argv) {
       });
   app.add_option("--credits", o.credits, "starting credit balance")->capture_default_str();
   app.add_option("--fail-rate", o.fail_rate, "share of jobs that end FAILED (422)")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--fail-text", o.fail_text, "a job whose prompt contains this text ends FAILED (422)");
   app.add_option("--error-rate", o.error_rate, "share of API calls answered 500")->check(CLI::Range(0.0, 1.0));
   app.add_option("--drop-rate", o.drop_rate, "share of accepted submits whose answer is dropped")
       ->check(CLI::Range(0.0, 1.0));

@@ -332,6 +332,7 @@ Response Simulator::submit(const Request& req) {
   job->end = job->start + (slow ? opt_.render_slow_seconds : render_time(opt_, duration, resolution, draw));
   *worker = job->end;
   job->fails = opt_.fail_rate > 0 && std::uniform_real_distribution<double>(0, 1)(rng_) < opt_.fail_rate;
+  if (!opt_.fail_text.empty() && prompt.find(opt_.fail_text) != std::string::npos) job->fails = true;
   job->cost = cost;
   job->params = body;
   std::string id = job->id;

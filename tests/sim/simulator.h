@@ -42,6 +42,7 @@ struct Options {
   double price_per_second_720p = 0.1;
   double price_per_second_1080p = 0.15;
   double fail_rate = 0;       // share of jobs that end FAILED
+  std::string fail_text;      // a job whose prompt contains it (when not empty) ends FAILED
   double error_rate = 0;      // share of API calls answered 500
   double drop_rate = 0;       // share of accepted submits whose answer is dropped
   int rate_limit = 0;         // submits per window; 0 = unlimited

@@ -327,3 +327,21 @@ TEST_CASE("a restart remembers the window's submits of shots that have finished 
   while (rig.clock.mono < restarted + std::chrono::seconds(70)) total += rig.step(Millis(1000));
   CHECK(total == 20);
 }
+
+TEST_CASE("a balance read before the scheduler started (a rehearsal's, from the daemon): no read at the start, the next when it is due") {
+  test::SchedulerRig rig;
+  rig.start();
+  rig.sched->set_balance_read(500, Millis(5000));
+  rig.sched->tick();
+  CHECK_FALSE(rig.net.has("/v1/get-user-credits"));
+  REQUIRE(rig.sched->balance());
+  CHECK(*rig.sched->balance() == 500);
+  CHECK(rig.sched->next_balance_read_in() == Millis(5000));
+  rig.clock.advance(Millis(4999));
+  rig.sched->tick();
+  CHECK_FALSE(rig.net.has("/v1/get-user-credits"));
+  rig.clock.advance(Millis(1));
+  rig.sched->tick();
+  CHECK(rig.net.has("/v1/get-user-credits"));
+  CHECK(rig.sched->next_balance_read_in() == Millis(0));  // on the wire
+}

@@ -270,3 +270,40 @@ TEST_CASE("--at is HH:MM, 00:00..23:59, and nothing else") {
   for (const char* bad : {"", "7:30", "24:00", "12:60", " 1:23", "+1:23", "12:3x", "12-30", "12:300"})
     CHECK_MESSAGE(rehearse_at_problem(bad).find("--at must be HH:MM") != std::string::npos, bad);
 }
+
+TEST_CASE("a rehearsal uploads no file the daemon uploaded, and reads the balance first only when none is known") {
+  Setup s;
+  std::string file = s.manifest("media", 3);  // s0 has the local image f0.png
+  RehearsalResult r = rehearse(s.config, {file}, s.options);  // the daemon's balance known: no read at the start
+  REQUIRE(r.finished);
+  CHECK(r.requests["upload"] == 1);
+  CHECK(r.requests.count("credits") == 0);
+  RehearseOptions unknown = s.options;
+  unknown.balance.reset();  // no daemon: one started for the batch reads the balance first
+  r = rehearse(s.config, {file}, unknown);
+  CHECK(r.requests["credits"] == 1);
+
+  // The daemon has uploaded f0.png (its URL under a/<sha256>): not uploaded again.
+  {
+    auto store = Store::open(s.root + "/state/db", Store::Mode::read_write);
+    store->put_asset(sha256_hex(test::png(0)), "https://cdn.example/uploaded-f0.png");
+  }
+  r = rehearse(s.config, {file}, s.options);
+  REQUIRE(r.finished);
+  CHECK(r.requests.count("upload") == 0);
+  CHECK(r.requests["submit"] == 3);
+  CHECK_FALSE(s.wire.touched());
+}
+
+TEST_CASE("a rehearsal names a $TMPDIR it cannot make its temporary folder in, and changes nothing") {
+  Setup s;
+  std::string file = s.manifest("tmp", 1);
+  const char* was = std::getenv("TMPDIR");
+  const std::string saved = was ? was : "";
+  ::setenv("TMPDIR", (s.root + "/no-such-folder").c_str(), 1);
+  const std::string expected = "cannot make a temporary folder in $TMPDIR (" + s.root + "/no-such-folder)";
+  CHECK_THROWS_WITH_AS(rehearse(s.config, {file}, s.options), doctest::Contains(expected.c_str()), Error);
+  if (was) ::setenv("TMPDIR", saved.c_str(), 1);
+  else ::unsetenv("TMPDIR");
+  CHECK_FALSE(test::exists(s.root + "/no-such-folder"));
+}

@@ -241,3 +241,67 @@ TEST_CASE("a parent that renders a new take re-renders the chain below it") {
   CHECK(of(p, "s4").action == ShotPlan::Action::keep);
   CHECK(p.renders() == 3);
 }
+
+TEST_CASE("chain children HELD by a FAILED parent that renders again are counted: released by its new take") {
+  // s1 ended FAILED; s2 (its child) and s3 (s2's child) were HELD naming their parent.
+  Manifest m = manifest({spec("s1"), framed("s2", "s1"), framed("s3", "s2"), framed("s4", "s1")});
+  std::vector<Shot> old = {stored(spec("s1"), ShotState::failed), stored(framed("s2", "s1"), ShotState::held),
+                           stored(framed("s3", "s2"), ShotState::held), stored(framed("s4", "s1"), ShotState::held)};
+  old[1].reason = "held: its parent s1 ended FAILED (bad); `wanbatch retry b/s1` releases it";
+  old[2].reason = "held: its parent s2 ended HELD; `wanbatch retry b/s2` releases it";
+  old[3].reason = "the submit's answer was lost";  // s4: not a chain hold, stays for `retry`
+  for (int i : {1, 2, 3}) old[static_cast<size_t>(i)].inputs.clear();
+  auto in = same_inputs(m);
+  for (const char* id : {"s2", "s3", "s4"}) in.erase(id);
+  RevisionPlan p = plan_revision(old, m, in);
+  CHECK(of(p, "s1").action == ShotPlan::Action::render);
+  // The revision leaves them (the engine's chains release them on s1's DONE) but they cost.
+  CHECK(of(p, "s2").action == ShotPlan::Action::keep);
+  CHECK(of(p, "s2").released_by == "s1");
+  CHECK(of(p, "s2").costs());
+  CHECK(of(p, "s3").released_by == "s1");  // the grandchild too
+  CHECK(why_text(of(p, "s3")) == "HELD by its parent: renders after s1's new take is DONE");
+  CHECK_FALSE(of(p, "s4").costs());
+  CHECK(p.renders() == 3);
+  RevisionCounts c = count_plan(p);
+  CHECK(c.not_done == 1);
+  CHECK(c.released == 2);
+  CHECK(c.kept == 1);
+  CHECK(c.renders() == 3);
+  CHECK(counts_text(c).find("2 chain children released by their parents' new take") != std::string::npos);
+
+  // A HELD parent left to `wanbatch retry` (unchanged) releases nothing.
+  old[0].state = ShotState::held;
+  p = plan_revision(old, m, in);
+  CHECK(p.renders() == 0);
+  CHECK_FALSE(of(p, "s2").released());
+  // A HELD parent whose prompt changed renders, and releases them.
+  m.shots[0].prompt = "storm";
+  p = plan_revision(old, m, in);
+  CHECK(of(p, "s1").action == ShotPlan::Action::render);
+  CHECK(of(p, "s2").released_by == "s1");
+  CHECK(p.renders() == 3);
+}
+
+TEST_CASE("a parent's new take counts the chain below it whatever state each is in: DONE renders, on the provider renders after") {
+  Manifest m = manifest({spec("s1", "storm"), framed("s2", "s1"), framed("s3", "s1"), framed("s4", "s1")});
+  // s1 on the provider (its change renders after that take); s2 DONE, s3 on the provider,
+  // s4 PENDING (it waits for s1 and takes the new take's frame: billed once, as planned).
+  std::vector<Shot> old = {stored(spec("s1"), ShotState::in_flight), stored(framed("s2", "s1"), ShotState::done),
+                           stored(framed("s3", "s1"), ShotState::in_flight),
+                           stored(framed("s4", "s1"), ShotState::pending)};
+  for (int i : {1, 2, 3}) old[static_cast<size_t>(i)].inputs.clear();
+  auto in = same_inputs(m);
+  for (const char* id : {"s2", "s3", "s4"}) in.erase(id);
+  RevisionPlan p = plan_revision(old, m, in);
+  CHECK(of(p, "s1").action == ShotPlan::Action::render_after);
+  CHECK(of(p, "s2").action == ShotPlan::Action::render);
+  CHECK(of(p, "s2").changed == std::vector<std::string>{"parent s1"});
+  CHECK(of(p, "s3").action == ShotPlan::Action::render_after);
+  CHECK_FALSE(of(p, "s4").costs());
+  CHECK(p.renders() == 3);
+  RevisionCounts c = count_plan(p);
+  CHECK(c.changed == 1);
+  CHECK(c.after_running == 2);
+  CHECK(c.renders() == 3);
+}

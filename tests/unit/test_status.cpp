@@ -4,7 +4,9 @@
 #include <cmath>
 
 #include "daemon/status.h"
+#include "jobs/credits.h"
 #include "jobs/json_safe.h"
+#include "jobs/revision.h"
 #include "jobs/util.h"
 
 using namespace wb;
@@ -293,4 +295,39 @@ TEST_CASE("status: short durations read as people write them") {
   CHECK(short_duration(61'000) == "2m");
   CHECK(short_duration(3'600'000 + 5 * 60'000) == "1h05m");
   CHECK(short_duration(26 * 3'600'000LL) == "1d02h");
+}
+
+TEST_CASE("status: ~to go counts a revision's next take queued behind a take on the provider, credits and time") {
+  StatusSnapshot snap = running_snapshot();
+  std::vector<Shot> shots = {make_shot("lake", 0, ShotState::in_flight), make_shot("lake", 1, ShotState::fetching, 0.5)};
+  ShotSpec next0 = shots[0].spec;  // take 2 of s0: a longer 1080P take
+  next0.duration = 10;
+  next0.resolution = "1080P";
+  shots[0].next_take = next_take_json(next0, {}, {"duration", "resolution"});
+  shots[1].next_take = next_take_json(shots[1].spec, {}, {"prompt"});  // its cost is known; take 2's is not
+  snap.batches.push_back({make_batch("lake"), shots});
+  PricingConfig pricing;
+  CostModel costs(pricing);
+  StatusView v = summarize(snap, pricing, 100);
+  REQUIRE(v.batches.size() == 1);
+  const BatchStatus& b = v.batches[0];
+  CHECK(b.takes_queued == 2);
+  // s0: its running take and its next take; s1: its next take (its running take's cost is known).
+  const Micro expected = costs.estimate(shots[0].spec) + costs.estimate(next0) + costs.estimate(shots[1].spec);
+  CHECK(b.remaining_estimate == expected);
+  CHECK(to_micro(batch_json(b)["credits_remaining_estimate"].get<double>()) == expected);
+  CHECK(overview_text(v, {}).find("~" + credits_text(expected) + " to go") != std::string::npos);
+  // Time: the next takes render after the takes on the provider, in the same slots.
+  RenderModel model;
+  model.set_prior_seconds(100);
+  const double elapsed = 10;
+  const double s0_end = model.dist({"720P", 5}).mean_residual(elapsed) + class_mean(model, "1080P", 10);
+  REQUIRE(b.eta_ms);
+  CHECK(static_cast<double>(*b.eta_ms - kNow) / 1000 == doctest::Approx(s0_end).epsilon(0.01));
+  std::vector<EtaJob> jobs = {{"b", {"720P", 5}, ShotState::in_flight, 60, RenderClass{"720P", 5}},
+                              {"b", {"720P", 5}, ShotState::downloading, 0, RenderClass{"720P", 5}}};
+  auto ends = expected_ends(jobs, model, 8, 60000);
+  CHECK(ends["b"] == doctest::Approx(model.dist({"720P", 5}).mean_residual(60) + class_mean(model)).epsilon(0.01));
+  jobs = {{"b", {"720P", 5}, ShotState::pending, 0, RenderClass{"720P", 5}}};
+  CHECK(expected_ends(jobs, model, 8, 60000)["b"] == doctest::Approx(2 * class_mean(model)).epsilon(0.01));
 }

@@ -196,6 +196,53 @@ TEST_CASE("cancel of a shot whose paid take runs with a next take queued cancels
   CHECK(report["items"][0]["cost"] == doctest::Approx(0.5));
 }
 
+TEST_CASE("a second plain cancel after the queued take was cancelled keeps the paid take running: only --abandon abandons it") {
+  Rig rig;
+  rig.accept(one("wind"));
+  rig.submit("r1");
+  REQUIRE(rig.revise(one("storm"), "b2.yaml") == Scheduler::Accept::revised);
+  auto first = rig.sched->cancel("b/s1");
+  REQUIRE(first.plan.size() == 1);
+  REQUIRE(rig.shot("s1").next_take.empty());
+
+  // The same plain cancel again: the paid take is not abandoned, and the answer says how to.
+  auto second = rig.sched->cancel("b/s1");
+  CHECK(second.changed.empty());
+  CHECK(second.kept_paid == std::vector<std::string>{"s1"});
+  REQUIRE(second.skipped.size() == 1);
+  CHECK_MESSAGE(second.skipped[0].find("take 1 on the provider (request_id r1) is paid for and keeps running to its "
+                                       "end") != std::string::npos,
+                second.skipped[0]);
+  CHECK(second.skipped[0].find("`wanbatch cancel --abandon b/s1`") != std::string::npos);
+  CHECK(rig.shot("s1").state == ShotState::in_flight);
+  CHECK(rig.ledger_events("operator_cancel") == 0);
+  // The batch as a whole too: a plain cancel of it leaves the paid take.
+  auto batch = rig.sched->cancel("b");
+  CHECK(batch.kept_paid == std::vector<std::string>{"s1"});
+  CHECK(rig.shot("s1").state == ShotState::in_flight);
+
+  rig.complete("r1");
+  rig.tick(Millis(3600 * 1000));
+  CHECK(rig.shot("s1").state == ShotState::done);  // its paid video kept
+  CHECK(test::exists(rig.root + "/out/b/s1.mp4"));
+  CHECK(rig.submits() == 1);
+}
+
+TEST_CASE("a plain cancel of a paid take with nothing queued keeps it running, --abandon abandons it") {
+  Rig rig;
+  rig.accept(one("wind"));
+  rig.submit("r1");
+  auto r = rig.sched->cancel("b/s1");
+  CHECK(r.changed.empty());
+  CHECK(r.kept_paid == std::vector<std::string>{"s1"});
+  CHECK(rig.shot("s1").state == ShotState::in_flight);
+  r = rig.sched->cancel("b/s1", true);
+  CHECK(r.changed == std::vector<std::string>{"s1"});
+  CHECK(r.kept_paid.empty());
+  CHECK(rig.shot("s1").state == ShotState::cancelled);
+  CHECK(rig.ledger_events("operator_cancel") == 1);
+}
+
 TEST_CASE("cancel --abandon of a paid take counts its estimated cost in report.json and the ledger") {
   Rig rig;
   rig.accept(one("wind"));

@@ -410,11 +410,11 @@ TEST_CASE("a full output disk at the commit leaves no <shot>.mp4 for a shot that
   CHECK_FALSE(test::exists(out + "/b/s1.mp4"));  // nothing visible for a shot that is not DONE
   CHECK_FALSE(test::exists(out + "/b/s1.json"));
   CHECK(test::exists(out + "/b/.s1.mp4.part"));  // kept for the next try
-  // A crash between a commit and the DONE record leaves the video visible: a cancel takes it back.
+  // A crash between a commit and the DONE record leaves the video visible: a cancel (--abandon: its take was paid for) takes it back.
   test::run({"/bin/rm", "-f", out + "/filler"});
   test::write(out + "/b/s1.mp4", video);
   test::write(out + "/b/s1.json", R"({"request_id":"r1"})");  // the commit's sidecar names this take's job
-  auto r = rig.sched->cancel("b/s1");
+  auto r = rig.sched->cancel("b/s1", true);
   CHECK(r.changed.size() == 1);
   CHECK(rig.shot().state == ShotState::cancelled);
   CHECK_FALSE(test::exists(out + "/b/s1.mp4"));
@@ -440,7 +440,7 @@ TEST_CASE("files that name another job (an earlier DONE take's) are left when a 
   rig.to_download();
   CHECK(rig.shot().state == ShotState::downloading);
   CHECK(test::read(rig.root + "/out/b/s1.mp4") == "take 1, DONE and paid for");
-  rig.sched->cancel("b/s1");
+  rig.sched->cancel("b/s1", true);
   CHECK(rig.shot().state == ShotState::cancelled);
   CHECK(test::exists(rig.root + "/out/b/s1.mp4"));
   CHECK(test::exists(rig.root + "/out/b/s1.json"));
