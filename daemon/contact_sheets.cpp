@@ -150,7 +150,6 @@ bool ContactSheets::write_index(size_t records, std::chrono::steady_clock::time_
     census_.reset();
     since_census_.clear();
     recount_.clear();
-    return false;  // the lines are written on the next call, with a slice of its own
   }
   std::vector<BatchLine> lines;
   size_t read = 0;
