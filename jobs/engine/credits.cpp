@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <limits>
 
 #include "jobs/segmind.h"
@@ -16,6 +17,8 @@ Millis seconds(double s) { return Millis(static_cast<int64_t>(s * 1000.0)); }
 }  // namespace
 
 int64_t Credits::tick(MonoPoint now) {
+  // A reserve set (SIGHUP) while no balance is known: submits wait for a reading again.
+  if (reserve_needs_balance() && state_.balance_read) state_.balance_read = false;
   if (!on_wire_ && now >= next_check_ && !core_.budget.try_take(now, RequestBudget::Use::submit)) {
     // The request budget is spent on following jobs: the balance waits a
     // while (never a busy loop), and a tight budget is not eaten by balance reads.
@@ -39,13 +42,14 @@ int64_t Credits::tick(MonoPoint now) {
           ++failed_reads_;
           const double backoff = core_.settings.retry.base_delay_seconds *
                                  std::pow(2.0, static_cast<double>(std::min(failed_reads_ - 1, 20)));
-          next_check_ = core_.mono() + std::min(interval(), std::max(Millis(1), seconds(backoff)));
-          if (reserve_needs_balance()) {
-            state_.balance_error = "the last read failed: " + why +
-                                   "; limits.credit_reserve needs a known balance, read again in " +
-                                   std::to_string((next_check_ - core_.mono()).count() / 1000) + " s";
-            return;
-          }
+          const Millis wait = std::min(interval(), std::max(Millis(1), seconds(backoff)));
+          next_check_ = core_.mono() + wait;
+          char again[32];
+          std::snprintf(again, sizeof again, "%.1f", static_cast<double>(wait.count()) / 1000.0);
+          // Kept for the wait's reason: also shown when a reserve is set later (SIGHUP).
+          state_.balance_error = "the last read failed: " + why +
+                                 "; limits.credit_reserve needs a known balance, read again in " + again + " s";
+          if (reserve_needs_balance()) return;
         }
         state_.balance_read = true;  // failed, and no reserve waits for it: submits go
         return;

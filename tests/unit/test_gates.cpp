@@ -2,6 +2,8 @@
 // the rate bucket and the operator pause, each with the reason a shot shows.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <ctime>
@@ -30,7 +32,9 @@ struct Rig : test::SchedulerRig {
     return accepted;
   }
   // Completes every job that is polled or fetched, at `cost` each.
-  void finish_all(double cost) {
+  void finish_all(double cost) { finish_all_json(std::to_string(cost)); }
+  // The same with the result's metrics.cost as this JSON text.
+  void finish_all_json(const std::string& cost) {
     for (int round = 0; round < 4; ++round) {
       step(Millis(1000));
       while (net.has("/status")) {
@@ -43,7 +47,7 @@ struct Rig : test::SchedulerRig {
           auto c = std::move(*it);
           it = net.calls.erase(it);
           FakeTransport::reply(c, 200, R"({"status":"COMPLETED","output":"https://cdn/x.mp4","metrics":{"cost":)" +
-                                           std::to_string(cost) + "}}");
+                                           cost + "}}");
         } else {
           ++it;
         }
@@ -102,6 +106,33 @@ TEST_CASE("a batch budget stops the batch exactly at its cap") {
   CHECK(rig.count(ShotState::pending) == 6);
 }
 
+TEST_CASE("a result that names no readable cost counts its estimate as spent: budgets hold") {
+  // Found by an outside attack: a DONE shot with no cost counted 0, so a batch budget
+  // of 1 let 6 shots of 0.5 through.
+  const std::string top = test::cwd();
+  int run = 0;
+  for (std::string cost : {"null", "\"abc\"", "-1", "1e999"}) {
+    CAPTURE(cost);
+    const std::string dir = top + "/run" + std::to_string(run++);  // a state of its own each
+    test::mkdirs(dir);
+    REQUIRE(::chdir(dir.c_str()) == 0);
+    Rig rig;
+    rig.start();
+    rig.accept(shots(10, "budget_credits: 2.0\n"));
+    CHECK(rig.step() == 4);
+    rig.finish_all_json(cost);
+    CHECK(rig.step(Millis(60000)) == 0);  // 4 x the 0.5 estimate spent of 2.0: nothing more
+    int costed = 0;
+    for (auto& s : rig.store->shots("b"))
+      if (s.state != ShotState::pending) costed += s.cost == 0.5;
+    CHECK(costed == 4);
+    int unknown = 0;
+    for (const auto& e : rig.store->ledger()) unknown += e.value("event", "") == "cost_unknown";
+    CHECK(unknown == 4);
+    REQUIRE(::chdir(top.c_str()) == 0);
+  }
+}
+
 TEST_CASE("observed costs below the estimate let the budget go further") {
   Rig rig;
   rig.config.limits.max_in_flight = 100;
@@ -144,6 +175,7 @@ TEST_CASE("a failed first balance read holds submits while a credit reserve need
   CHECK(rig.step() == 0);  // the reserve cannot be kept with no balance known
   CHECK(rig.reason("s0").find("waiting: reading the credit balance (the last read failed") == 0);
   CHECK(rig.reason("s0").find("limits.credit_reserve") != std::string::npos);
+  CHECK_MESSAGE(rig.reason("s0").find("read again in 1.0 s") != std::string::npos, rig.reason("s0"));  // not 3999999 s
   auto reads = [&] {
     return std::count_if(rig.net.started.begin(), rig.net.started.end(),
                          [](const HttpRequest& r) { return r.url.find("/v1/get-user-credits") != std::string::npos; });
@@ -158,6 +190,23 @@ TEST_CASE("a failed first balance read holds submits while a credit reserve need
   CHECK(rig.step(Millis(1000)) == 2);  // then read, well before the 300 s interval: 1.2 - 0.1 covers two
   CHECK(reads() == 3);
   CHECK(rig.reason("s2").find("waiting: credits") == 0);
+}
+
+TEST_CASE("a credit reserve set while no balance is known holds the next submits") {
+  // Found by an outside attack: a reserve set by SIGHUP after a failed first read was
+  // not kept (the failed read had already let submits go).
+  Rig rig;
+  rig.config.credits.check_interval_seconds = 300;
+  rig.balance_status = 503;
+  rig.start();
+  rig.accept(shots(3));
+  CHECK(rig.step() == 3);
+  rig.accept("batch: c\nshots:\n  - {id: t0, prompt: p, image: 'https://x/a.png', duration: 5}\n", "c.yaml");
+  rig.config.limits.credit_reserve = 0.1;  // as a SIGHUP applies it
+  CHECK(rig.step(Millis(100)) == 0);
+  CHECK(rig.store->meta("submit_wait").value_or("").find("waiting: reading the credit balance (the last read failed") == 0);
+  rig.balance_status = 200;
+  CHECK(rig.step(Millis(60000)) == 1);  // read again, the reserve kept: the shot goes
 }
 
 TEST_CASE("with no credit reserve, a failed first balance read lets submits go") {
