@@ -5,6 +5,8 @@
 #include <algorithm>
 
 #include "jobs/crash_point.h"
+#include "jobs/credits.h"
+#include "jobs/engine/submitter.h"
 #include "jobs/segmind.h"
 #include "jobs/throttle.h"
 
@@ -138,6 +140,7 @@ void Follower::on_fetch(const std::string& key, const HttpResponse& r) {
   core_.move(*shot, ShotState::downloading);
   // A result fetched again (the output URL had gone) is not spent again.
   const bool newly_spent = a.cost && !shot->cost && *a.cost >= 0;
+  double spent_now = 0;
   if (newly_spent) {
     const std::string day = local_day(core_.wall());
     shot->cost = a.cost;
@@ -148,12 +151,29 @@ void Follower::on_fetch(const std::string& key, const HttpResponse& r) {
     core_.store.put_shot_spent(*shot, day, to_micro(*a.cost), core_.spend.costs().to_json());
     core_.spend.spent(shot->batch, day, *a.cost, true);
     core_.spend.release(key);
+  } else if (!shot->cost) {
+    // Billed, and the answer names no readable cost (missing, null, negative, out of
+    // range): the estimate stands in for the charge, so no budget is overspent
+    // (counted as spent and in the ledger, not learned).
+    const std::string day = local_day(core_.wall());
+    const Micro estimate = core_.spend.costs().estimate(shot->spec);
+    shot->cost = from_micro(estimate);
+    auto entry = ledger_entry(*shot, "cost_unknown", core_.wall());
+    entry["request_id"] = shot->request_id;
+    entry["cost_estimate"] = credits_json(estimate);
+    core_.store.append_ledger(entry);
+    core_.store.put_shot_spent(*shot, day, estimate, core_.spend.costs().to_json());
+    core_.spend.spent(shot->batch, day, *shot->cost, true);
+    core_.spend.release(key);
+    spdlog::warn("{}: the result names no readable cost: its estimate {} is counted as spent (the provider's "
+                 "dashboard has the charge)",
+                 key, credits_text(estimate));
+    spent_now = *shot->cost;
   } else {
-    if (a.cost) shot->cost = a.cost;
     core_.save(*shot, Sync::yes);
   }
   core_.events.emit(Event::completed(key, shot->spec.resolution, a.inference_time, a.queue_time,
-                                     newly_spent ? *a.cost : 0.0));
+                                     newly_spent ? *a.cost : spent_now));
   // The balance after this job's charge: read after it is counted, so the
   // charge is not taken from it twice.
   if (a.remaining_credits && on_balance) on_balance(*a.remaining_credits);
