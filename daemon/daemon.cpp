@@ -336,21 +336,29 @@ class Daemon {
   // `status` and the report, and released by a person with `retry --yes`.
   // The manifests in spool.active ("<batch>__<name>") whose batch finished: moved to
   // spool.done. Reads the files there, not every batch of the history (a store with
-  // 100,000 finished shots starts as fast as an empty one).
+  // 100,000 finished shots starts as fast as an empty one). A batch name may hold "__"
+  // itself: each split is tried, and a batch's file is the one its record names.
   void retire_finished_in_active() {
     DIR* d = ::opendir(c_.spool.active.c_str());
     if (!d) return;
-    std::vector<std::string> batches;
+    std::vector<std::string> names;
     while (struct dirent* e = ::readdir(d)) {
       std::string name = e->d_name;
-      if (auto sep = name.find("__"); sep != std::string::npos && sep > 0 && name[0] != '.')
-        batches.push_back(name.substr(0, sep));
+      if (name[0] != '.' && name.find("__") != std::string::npos) names.push_back(name);
     }
     ::closedir(d);
-    std::sort(batches.begin(), batches.end());
-    batches.erase(std::unique(batches.begin(), batches.end()), batches.end());
-    for (const auto& name : batches)
-      if (auto b = store_->batch(name); b && b->finished) retire_manifest(*b);
+    std::sort(names.begin(), names.end());
+    for (const auto& name : names) {
+      const std::string path = join_path(c_.spool.active, name);
+      for (auto sep = name.find("__"); sep != std::string::npos; sep = name.find("__", sep + 1)) {
+        if (sep == 0) continue;
+        auto b = store_->batch(name.substr(0, sep));
+        if (b && b->finished && b->manifest_path == path) {
+          retire_manifest(*b);
+          break;
+        }
+      }
+    }
   }
 
   void readopt_lost_batches() {

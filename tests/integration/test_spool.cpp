@@ -151,16 +151,21 @@ TEST_CASE("a finished batch's manifest left in active/ by a stop is moved to don
   Rig rig;
   rig.start_daemon();
   rig.drop("lake.yaml", manifest("lake", 2));
+  rig.drop("ab.yaml", manifest("a__b", 1));  // a batch name may hold "__" too (attack)
   REQUIRE_MESSAGE(test::eventually([&] { return rig.finished("lake"); }), rig.log());
+  REQUIRE_MESSAGE(test::eventually([&] { return test::exists(rig.root + "/spool/done/ab.yaml"); }), rig.log());
   rig.daemon->signal(SIGTERM);
   REQUIRE(rig.daemon->wait() == 0);
   // A stop between the batch's end and the move of its file: the file is back in active/.
   const std::string active = rig.root + "/spool/active/lake__lake.yaml";
+  const std::string active_ab = rig.root + "/spool/active/a__b__ab.yaml";
   REQUIRE(std::rename((rig.root + "/spool/done/lake.yaml").c_str(), active.c_str()) == 0);
+  REQUIRE(std::rename((rig.root + "/spool/done/ab.yaml").c_str(), active_ab.c_str()) == 0);
   rig.start_daemon();
-  REQUIRE_MESSAGE(test::eventually([&] { return !test::exists(active); }), rig.log());
+  REQUIRE_MESSAGE(test::eventually([&] { return !test::exists(active) && !test::exists(active_ab); }), rig.log());
   CHECK(test::exists(rig.root + "/spool/done/lake.yaml"));
-  CHECK(rig.billed() == std::map<std::string, int>{{"sh000", 1}, {"sh010", 1}});
+  CHECK(test::exists(rig.root + "/spool/done/ab.yaml"));
+  CHECK(rig.billed() == std::map<std::string, int>{{"sh000", 2}, {"sh010", 1}});  // one sh000 a batch
 }
 
 TEST_CASE("an identical manifest of a running batch leaves the running one's file in active/ alone") {
