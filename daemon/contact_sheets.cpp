@@ -83,6 +83,9 @@ namespace {
 constexpr size_t kIndexSlice = 2000;  // shot records counted per loop turn for a batch's line
 // The census's share of a loop turn: the control socket and the metrics wait no longer.
 constexpr auto kCensusTurn = std::chrono::milliseconds(3);
+// A running batch's sheet is written again no sooner than this many times what its
+// last write took (a 10,000-shot sheet takes about 0.3 s: about once a minute).
+constexpr int kSheetDuty = 200;
 }
 
 Millis ContactSheets::tick(std::chrono::steady_clock::time_point now) {
@@ -91,17 +94,34 @@ Millis ContactSheets::tick(std::chrono::steady_clock::time_point now) {
   if (finished_.empty() && !index_counting_ && (!due || (stale_.empty() && !index_stale_))) return Millis(1000);
   std::set<std::string> todo = std::move(finished_);
   finished_.clear();
+  const std::set<std::string> ended = todo;  // written at once, and no spacing kept for them
   if (due) {
-    todo.insert(stale_.begin(), stale_.end());
-    stale_.clear();
+    // A running batch's sheet waits out its own spacing too (a big batch's sheet
+    // costs more than a small one's); what still waits stays stale.
+    for (auto it = stale_.begin(); it != stale_.end();) {
+      auto nb = not_before_.find(*it);
+      if (nb != not_before_.end() && now < nb->second) {
+        ++it;
+        continue;
+      }
+      todo.insert(*it);
+      it = stale_.erase(it);
+    }
   }
   for (const auto& batch : todo) {
     stale_.erase(batch);
+    const auto started = std::chrono::steady_clock::now();
     try {
       write_batch(batch);
     } catch (const Error& e) {
       spdlog::warn("batch {}: the contact sheet was not written: {}", batch, e.what());
     }
+    // At most 1/kSheetDuty of the daemon's time goes to one batch's sheet while it runs.
+    const auto took = std::chrono::steady_clock::now() - started;
+    if (ended.count(batch))
+      not_before_.erase(batch);
+    else
+      not_before_[batch] = now + took * kSheetDuty;
   }
   try {
     index_counting_ = !write_index(kIndexSlice, std::chrono::steady_clock::now() + kCensusTurn);

@@ -53,6 +53,8 @@ class ContactSheets {
   bool index_stale_ = false;
   bool index_counting_ = false;  // the index waits for finished batches still to be counted
   std::chrono::steady_clock::time_point last_write_{};
+  // A running batch's sheet is not written again before this (its last write's cost).
+  std::map<std::string, std::chrono::steady_clock::time_point> not_before_;
 
   // The index's line of each batch: counted from its records once, then followed by
   // the events (a finished batch is counted once more, exactly).

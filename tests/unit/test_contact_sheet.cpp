@@ -200,6 +200,42 @@ TEST_CASE("sheets are written again at most every interval while running, at onc
     CHECK_MESSAGE(e.path().filename().string().find("tmp") == std::string::npos, e.path());
 }
 
+TEST_CASE("a big running batch's sheet is written again no sooner than 200 times its last write took") {
+  SheetRig rig;
+  rig.config.contact_sheet.interval_seconds = 1;
+  {
+    std::vector<Shot> more;  // "night" grows to 3,004 shots: a write of tens of ms
+    for (int i = 0; i < 3000; ++i) {
+      Shot s = make_shot("x" + std::to_string(i), ShotState::done);
+      s.index = 10 + i;
+      more.push_back(s);
+    }
+    BatchRecord b = *rig.store->batch("night");
+    b.shot_count += 3000;
+    rig.store->put_revision(b, more);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  rig.sheets.start();
+  const auto w0 = std::chrono::steady_clock::now();
+  rig.sheets.tick(t0);
+  const auto took = std::chrono::steady_clock::now() - w0;  // the sheet, the index and the census
+  REQUIRE(rig.sheet().find("data-shot=\"s4\" data-state=\"PENDING\"") != std::string::npos);
+  Shot s4 = *rig.store->shot("night", "s4");
+  s4.state = ShotState::in_flight;
+  rig.store->put_shot(s4, Sync::no);
+  rig.sheets.on_event(Event::shot("night/s4", ShotState::pending, ShotState::in_flight, ""));
+  // The interval has passed, not the spacing: the sheet stays as it was (a write's 200
+  // times is at least 0.2 s even on a fast machine; the interval is 1 s).
+  const auto spacing = std::max(std::chrono::steady_clock::duration(std::chrono::milliseconds(1100)), took * 200);
+  if (took * 200 > std::chrono::milliseconds(2000)) {
+    rig.sheets.tick(t0 + std::chrono::milliseconds(1100));
+    CHECK(rig.sheet().find("data-shot=\"s4\" data-state=\"PENDING\"") != std::string::npos);
+  }
+  rig.sheets.tick(t0 + spacing + std::chrono::seconds(1));
+  CHECK(rig.sheet().find("data-shot=\"s4\" data-state=\"IN_FLIGHT\"") != std::string::npos);
+  CHECK(took * 200 > std::chrono::milliseconds(2000));  // the batch is big enough for the test to mean something
+}
+
 TEST_CASE("the batches' index counts a long history a slice at a time, then follows the events") {
   SheetRig rig;  // "night": 4 shots, running
   for (int b = 0; b < 3; ++b) {
