@@ -188,7 +188,7 @@ TEST_CASE("plan counts chain children HELD by a failed parent that a revision re
   rig.daemon->wait();
 }
 
-TEST_CASE("a chain child HELD by a failed parent that a revision removes is CANCELLED, never billed; plan agrees") {
+TEST_CASE("a chain child HELD by a failed parent that a revision removes is CANCELLED, never billed, and plan agrees") {
   if (!test::have_tool("ffmpeg")) {
     MESSAGE("skipped: ffmpeg not installed (Debian package ffmpeg)");
     return;

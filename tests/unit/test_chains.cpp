@@ -251,8 +251,8 @@ TEST_CASE("a chain child HELD by its parent that a revision removes ends CANCELL
   CHECK(rig.shot("sh030").request_id.empty());
 }
 
-TEST_CASE("a parent's new take releases a child HELD because its frame could not be taken, and the chain below it; "
-          "a child whose own parent stays HELD is not released") {
+TEST_CASE("a parent's new take releases a child HELD because its frame could not be taken, and the chain below it, but "
+          "not a child whose own parent stays HELD") {
   REQUIRE_FFMPEG();
   Rig rig;
   const std::string ffmpeg = rig.config.video.ffmpeg;
