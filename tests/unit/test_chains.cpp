@@ -283,6 +283,7 @@ TEST_CASE("a parent's new take releases a child HELD because its frame could not
   REQUIRE(revise(rig, only_child, "b2.yaml") == Scheduler::Accept::revised);
   for (int i = 0; i < 5; ++i) rig.tick(Millis(60000));
   CHECK(rig.shot("sh030").state == ShotState::held);
+  CHECK(rig.shot("sh030").take == 1);  // its take 1 was never submitted: no take 2 without a take 1
   CHECK(rig.submits() == 1);
 
   // sh010 changes: its new take releases sh020 (its frame is taken again) and sh030 below it.
