@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
       "daemon's last balance reading. Prints the predicted first submit, makespan, finish time, credits, API "
       "requests and where the batch would wait. Sends nothing, spends nothing, changes nothing. Exit 0, or 1 "
       "when it would not finish (a budget or the balance that does not cover it; 7 simulated days at most) or "
-      "a manifest is invalid (or $TMPDIR, when set, cannot hold its temporary folder; else /dev/shm or /tmp); 2 "
+      "a manifest is invalid (or $TMPDIR, when set, cannot hold its temporary folder; else /dev/shm or /tmp; or its file system has not the room the rehearsal needs); 2 "
       "a usage error (a malformed --at); 130 or 143 when SIGINT or SIGTERM stopped it (its temporary folder "
       "removed)");
   rehearse->add_option("files", files, "manifest files")->required();

@@ -47,6 +47,8 @@ std::string plan_headline(const RevisionCounts& c, Micro credits, bool exists, c
   if (c.updated)
     out += "; " + shots(c.updated) + " not yet submitted take the new spec (billed once, when submitted, as "
            "already planned)";
+  if (c.blocked)
+    out += "; " + shots(c.blocked) + " HELD by a parent that gives no frame (not submitted, nothing billed)";
   if (c.removed) out += "; " + std::to_string(c.removed) + " removed (kept on disk, nothing billed)";
   return out;
 }
@@ -76,7 +78,15 @@ int cmd_plan(const Config& config, const std::vector<std::string>& files, bool j
     std::vector<Shot> stored = batch ? store->shots(m.batch) : std::vector<Shot>{};
     std::map<std::string, Inputs> inputs;
     for (const auto& spec : m.shots) inputs[spec.id] = fingerprint_inputs(spec);
-    const bool same_bytes = batch && batch->sha256 == m.sha256;
+    // The same bytes as the batch's last manifest, as the daemon compares them: the
+    // file itself, or the copy `wanbatch submit` spools (with its base_dir line).
+    bool same_bytes = batch && batch->sha256 == m.sha256;
+    if (batch && !same_bytes && !m.base_dir_given) {
+      try {
+        same_bytes = batch->sha256 == sha256_hex(with_base_dir(read_file(f), m.base_dir));
+      } catch (const Error&) {
+      }
+    }
     RevisionPlan plan = plan_revision(stored, m, inputs, same_bytes);
     std::map<std::string, const ShotSpec*> specs;
     for (const auto& spec : m.shots) specs[spec.id] = &spec;
@@ -88,8 +98,11 @@ int cmd_plan(const Config& config, const std::vector<std::string>& files, bool j
       sum += cost;
       removed += p.action == ShotPlan::Action::remove;
       shots.push_back({{"id", p.id},
-                       {"action", p.released() ? "render after its parent" : action_text(p.action)},
+                       {"action", p.released() ? "render after its parent"
+                                  : p.blocked()  ? "held by its parent"
+                                                 : action_text(p.action)},
                        {"released_by", p.released() ? nlohmann::json(p.released_by) : nlohmann::json(nullptr)},
+                       {"held_by", p.blocked() ? nlohmann::json(p.blocked_by) : nlohmann::json(nullptr)},
                        {"renders", p.costs()},
                        {"why", why_text(p)},
                        {"changed", p.changed},
@@ -114,6 +127,7 @@ int cmd_plan(const Config& config, const std::vector<std::string>& files, bool j
                    {"renders", plan.renders()},
                    {"removed", removed},
                    {"released", count_plan(plan).released},
+                   {"held_by_parent", count_plan(plan).blocked},
                    {"kept", count_plan(plan).kept},
                    {"credits_estimate", credits_json(sum)},
                    {"shots", shots}});
@@ -128,7 +142,7 @@ int cmd_plan(const Config& config, const std::vector<std::string>& files, bool j
     for (const auto& p : plan.shots) {
       std::string id = p.id;
       id.resize(w, ' ');
-      std::string act = p.costs() ? "render" : action_text(p.action);
+      std::string act = p.costs() ? "render" : p.blocked() ? "held" : action_text(p.action);
       act.resize(7, ' ');
       out << "  " << id << "  " << act << "  take " << p.take << "  " << why_text(p);
       if (p.costs()) out << "  ~" << credits_text(spend.costs().estimate(*specs[p.id]));

@@ -13,6 +13,7 @@
 #include "daemon/rehearse.h"
 
 #include <signal.h>
+#include <sys/statvfs.h>
 #include <spdlog/spdlog.h>
 #include <stdlib.h>
 #include <time.h>
@@ -84,6 +85,23 @@ class TempDir {
   }
   std::string path_;
 };
+
+// The room the rehearsal needs in its temporary folder, about: the state
+// store's files (its log, memtable flushes) and, per shot, its sample video,
+// sidecar and records. RocksDB aborts the process on a full disk in the middle
+// of a write, so a folder without this room is refused before the store opens.
+uint64_t room_needed(int shots) { return (8ull << 20) + static_cast<uint64_t>(std::max(shots, 0)) * (16ull << 10); }
+
+void check_room(const std::string& dir, int shots) {
+  struct statvfs v {};
+  if (::statvfs(dir.c_str(), &v) != 0) return;  // unknown: the store says what goes wrong
+  const uint64_t free = static_cast<uint64_t>(v.f_bavail) * v.f_frsize, need = room_needed(shots);
+  if (free >= need) return;
+  auto kb = [](uint64_t n) { return std::to_string((n + 1023) / 1024) + " KB"; };
+  throw Error("rehearse: its temporary folder " + dir + " has " + kb(free) + " free, and a rehearsal of " +
+              std::to_string(shots) + " shots needs about " + kb(need) +
+              " (its state store and videos): set TMPDIR to a folder with room; nothing was sent or spent");
+}
 
 // Keeps spdlog quiet while the rehearsal's engine runs: its log is not news.
 struct QuietLogs {
@@ -266,10 +284,17 @@ RehearsalResult rehearse(const Config& config, const std::vector<std::string>& f
   QuietLogs quiet;
   SignalGuard signals;  // before the folder exists: a signal from here on removes it
   TempDir tmp;
+  {
+    int shots = 0;
+    for (const auto& [file, m] : manifests) shots += static_cast<int>(m.shots.size());
+    for (const auto& [b, stored] : known) shots += static_cast<int>(stored.size());
+    check_room(tmp.path(), shots);
+  }
   Config settings = config;
   settings.output_root = join_path(tmp.path(), "output");
   settings.state_dir = join_path(tmp.path(), "state");
-  settings.video.ffmpeg = "";  // no poster frames: there is no contact sheet to show them
+  settings.frames_dir = join_path(settings.state_dir, "frames");  // a chain's frames stay in the folder too
+  settings.video.ffmpeg = "";  // no poster frames: there is no contact sheet to show them (chains: below)
   std::filesystem::create_directories(settings.output_root);
   std::filesystem::create_directories(settings.state_dir);
   auto store = Store::open(join_path(settings.state_dir, "db"), Store::Mode::read_write);
@@ -290,6 +315,20 @@ RehearsalResult rehearse(const Config& config, const std::vector<std::string>& f
     auto it = probed.find(sha);
     if (it == probed.end()) it = probed.emplace(sha, probe_video(video, path)).first;
     return it->second;
+  });
+  // Shot chains render as in the daemon: the child's frame is a stand-in PNG (no
+  // ffmpeg here), one per parent's take and frame word, uploaded as the daemon
+  // uploads the real one.
+  sched.set_frame_extract([](const VideoConfig&, const std::string& video, const std::string& word,
+                             const std::string& png) {
+    try {
+      write_file_atomic(dirname_of(png), basename_of(png), std::string("\x89PNG\r\n\x1a\n") + "rehearsal stand-in for the " + word + " frame of " +
+                                 video + " " + sha256_hex(read_file(video)),
+                        Durability::flush_only);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
   });
   std::set<std::string> finished;  // batches of the manifests that ended
   sched.on_batch_finished = [&](const BatchRecord& b) {

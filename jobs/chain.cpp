@@ -96,6 +96,12 @@ std::vector<std::string> chain_descendants(const std::vector<ShotSpec>& shots, c
   return out;
 }
 
+bool held_by_chain(const Shot& shot) {
+  if (shot.state != ShotState::held || !shot.request_id.empty() || shot.submit_attempts != 0) return false;
+  return shot.reason.rfind(kHeldByParent, 0) == 0 ||
+         (!frame_refs(shot.spec).empty() && shot.reason.rfind(kFrameNotTaken, 0) == 0);
+}
+
 void forget_frame_urls(Shot& shot) {
   if (shot.spec.image.is_frame()) shot.image_url.clear();
   if (shot.spec.last_frame.is_frame()) shot.last_frame_url.clear();

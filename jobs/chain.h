@@ -17,6 +17,14 @@ namespace wb {
 // The start of the reason of a shot HELD because its parent ended without a
 // video (jobs/engine/chains.cpp): a new DONE take of the parent releases it.
 inline constexpr const char* kHeldByParent = "held: its parent ";
+// The start of the reason of a shot HELD because its parent's frame could not be taken.
+inline constexpr const char* kFrameNotTaken = "could not take the ";
+
+// A shot HELD by its chain before it was ever submitted (nothing billed for
+// it): its parent ended without a video, or the parent's frame could not be
+// taken. A new DONE take (or a retry) of a shot above it releases it, unless it
+// left the manifest.
+bool held_by_chain(const Shot& shot);
 
 // The frame words a reference may use.
 bool is_frame_word(const std::string& word);

@@ -108,13 +108,30 @@ RevisionPlan plan_revision(const std::vector<Shot>& stored, const Manifest& m,
     const Shot& o = *old->second;
     p.state = o.state;
     p.take = o.take;
+    p.submitted = !o.request_id.empty() || o.submit_attempts > 0;
+    // Its take was never submitted (Revisions::new_take): a new take keeps its number.
+    const bool never_submitted = o.state != ShotState::done && !p.submitted && !o.cost;
     p.changed = changed_fields(o.spec, o.inputs, spec, now);
+    if (same_bytes) {
+      // The same manifest again: its text changed nothing, so a field that differs
+      // from the stored take is one whose take of this manifest was cancelled (a
+      // queued take): it stays cancelled. Only a file edited in place renders.
+      std::vector<std::string> edited;
+      for (const auto& f : p.changed) {
+        const MediaRef* a = f == "image" ? &o.spec.image : f == "last_frame" ? &o.spec.last_frame : f == "audio" ? &o.spec.audio : nullptr;
+        const MediaRef* b = f == "image" ? &spec.image : f == "last_frame" ? &spec.last_frame : f == "audio" ? &spec.audio : nullptr;
+        if (a && a->path == b->path && a->url == b->url && a->shot == b->shot && a->frame == b->frame) edited.push_back(f);
+        else p.not_again.push_back(f);
+      }
+      p.changed = std::move(edited);
+    }
     const bool changed = !p.changed.empty();
     if (!is_terminal(o.state)) {
       const bool submitted = o.state != ShotState::pending;
       if (!changed) {
         p.why = ShotPlan::Why::running;
         p.action = o.next_take.empty() ? ShotPlan::Action::keep : ShotPlan::Action::update;  // drops the queued take
+        if (same_bytes && !o.next_take.empty()) p.action = ShotPlan::Action::keep;  // queued by this same manifest
       } else if (!submitted) {
         p.why = ShotPlan::Why::changed;
         p.action = ShotPlan::Action::update;
@@ -133,7 +150,7 @@ RevisionPlan plan_revision(const std::vector<Shot>& stored, const Manifest& m,
     } else if (changed) {
       p.why = ShotPlan::Why::changed;
       p.action = ShotPlan::Action::render;
-      p.take = o.take + 1;
+      p.take = o.take + (never_submitted ? 0 : 1);
     } else if (o.state == ShotState::done) {
       p.why = ShotPlan::Why::unchanged;
       p.action = o.removed ? ShotPlan::Action::update : ShotPlan::Action::keep;  // back in the manifest
@@ -146,7 +163,7 @@ RevisionPlan plan_revision(const std::vector<Shot>& stored, const Manifest& m,
     } else {
       p.why = ShotPlan::Why::last_not_done;
       p.action = ShotPlan::Action::render;
-      p.take = o.take + 1;
+      p.take = o.take + (never_submitted ? 0 : 1);
     }
     plan.shots.push_back(std::move(p));
   }
@@ -169,21 +186,65 @@ RevisionPlan plan_revision(const std::vector<Shot>& stored, const Manifest& m,
       child->take = o.take + 1;
     }
   }
-  // A chain child HELD because its parent ended without a video is released by
-  // the parent's next DONE take (jobs/engine/chains.h): once the new take of a
-  // shot above it is DONE, it renders, and is billed. The revision itself leaves
-  // it as it is (keep); the plan counts it with what the revision costs.
-  for (size_t i = 0; i < plan.shots.size(); ++i) {
-    const ShotPlan& parent = plan.shots[i];
-    if (!parent.costs() || parent.released() || !by_id.count(parent.id)) continue;
-    for (const auto& id : chain_descendants(m.shots, parent.id)) {
-      ShotPlan* child = planned.count(id) ? planned[id] : nullptr;
-      auto old = by_id.find(id);
-      if (!child || child->action != ShotPlan::Action::keep || child->released() || old == by_id.end()) continue;
-      const Shot& o = *old->second;
-      if (o.state != ShotState::held || o.removed || o.reason.rfind(kHeldByParent, 0) != 0) continue;
-      child->released_by = parent.id;
+  // What the chain does to the shots that take a frame from another one, as the
+  // daemon does it (jobs/engine/chains.h): a shot gives a frame when it is DONE
+  // and stays so, is followed (not ended), renders and its own parents give
+  // one, or is a shot HELD by its chain before any submit that a parent's new
+  // take releases (every parent gives a frame, one of them renders again). The
+  // least such set, grown until it holds; a shot that renders without it is HELD
+  // by its parent (blocked), one HELD stays so.
+  std::map<std::string, bool> gives;
+  auto state_of = [&by_id](const std::string& id) { return by_id.count(id) ? by_id.at(id)->state : ShotState::pending; };
+  auto renders = [](const ShotPlan& p) {
+    return p.action == ShotPlan::Action::render || p.action == ShotPlan::Action::render_after;
+  };
+  auto candidate = [&by_id](const ShotPlan& p) {
+    auto it = by_id.find(p.id);
+    return it != by_id.end() && !it->second->removed && held_by_chain(*it->second) &&
+           (p.action == ShotPlan::Action::keep);
+  };
+  for (auto& p : plan.shots) {
+    const ShotState st = state_of(p.id);
+    bool base = false;
+    if (p.action == ShotPlan::Action::render_after) base = true;  // on the provider: its next take waits for it
+    else if (p.action == ShotPlan::Action::keep || p.action == ShotPlan::Action::update)
+      base = by_id.count(p.id) && (st == ShotState::done || !is_terminal(st));
+    gives[p.id] = base;
+  }
+  const std::map<std::string, const ShotSpec*> specs = [&m] {
+    std::map<std::string, const ShotSpec*> out;
+    for (const auto& spec : m.shots) out[spec.id] = &spec;
+    return out;
+  }();
+  // A removed shot keeps its state: DONE (or on the provider) gives its frame.
+  for (const auto& s : stored)
+    if (!seen.count(s.spec.id)) gives[s.spec.id] = s.state == ShotState::done || (!is_terminal(s.state) && s.state != ShotState::pending);
+  for (bool more = true; more;) {
+    more = false;
+    for (auto& p : plan.shots) {
+      if (gives[p.id] || p.index < 0) continue;
+      const bool r = p.action == ShotPlan::Action::render, c = candidate(p);
+      if (!r && !c) continue;
+      bool all = true;
+      std::string up;
+      for (const auto& f : frame_refs(*specs.at(p.id))) {
+        const std::string& pid = f.ref->shot;
+        if (!gives[pid]) all = false;
+        else if (up.empty() && planned.count(pid) && (renders(*planned[pid]) || planned[pid]->released())) up = pid;
+      }
+      if (!all || (c && up.empty())) continue;
+      if (c) p.released_by = planned[up]->released() ? planned[up]->released_by : up;  // the new take it waits for
+      gives[p.id] = true;
+      more = true;
     }
+  }
+  for (auto& p : plan.shots) {
+    if (p.action != ShotPlan::Action::render || gives[p.id]) continue;
+    for (const auto& f : frame_refs(*specs.at(p.id)))
+      if (!gives[f.ref->shot]) {
+        p.blocked_by = f.ref->shot;
+        break;
+      }
   }
   for (const auto& s : stored) {
     if (seen.count(s.spec.id) || s.removed) continue;
@@ -192,6 +253,7 @@ RevisionPlan plan_revision(const std::vector<Shot>& stored, const Manifest& m,
     p.action = ShotPlan::Action::remove;
     p.why = ShotPlan::Why::removed;
     p.state = s.state;
+    p.submitted = !s.request_id.empty() || s.submit_attempts > 0;
     p.take = s.take;
     plan.shots.push_back(std::move(p));
   }
@@ -203,6 +265,10 @@ RevisionCounts count_plan(const RevisionPlan& plan) {
   for (const auto& p : plan.shots) {
     if (p.released()) {
       ++c.released;
+      continue;
+    }
+    if (p.blocked()) {
+      ++c.blocked;
       continue;
     }
     switch (p.action) {
@@ -238,6 +304,8 @@ std::string counts_text(const RevisionCounts& c) {
   if (c.released)
     out += ", " + std::to_string(c.released) + " chain " + (c.released == 1 ? "child" : "children") +
            " released by " + (c.released == 1 ? "its parent's" : "their parents'") + " new take";
+  if (c.blocked)
+    out += ", " + std::to_string(c.blocked) + " changed but HELD by a parent that gives no frame (not billed)";
   if (c.updated) out += ", " + std::to_string(c.updated) + " not yet submitted " + (c.updated == 1 ? "takes" : "take") + " the new spec";
   out += ", " + std::to_string(c.kept) + " kept";
   if (c.removed) out += ", " + std::to_string(c.removed) + " removed";
@@ -261,6 +329,12 @@ std::string why_text(const ShotPlan& p) {
     for (const auto& f : p.changed) out += (out.empty() ? "" : ", ") + f;
     return out;
   };
+  if (p.blocked()) {
+    ShotPlan plain = p;
+    plain.blocked_by.clear();
+    return why_text(plain) + "; but its parent " + p.blocked_by +
+           " gives no frame (HELD, or waits for a HELD shot): it will be HELD by it, not submitted, nothing billed";
+  }
   switch (p.why) {
     case ShotPlan::Why::new_shot: return "new";
     case ShotPlan::Why::changed:
@@ -270,13 +344,24 @@ std::string why_text(const ShotPlan& p) {
               : p.action == ShotPlan::Action::update     ? std::string(" (not submitted yet: takes the new spec)")
                                                          : std::string());
     case ShotPlan::Why::last_not_done: return std::string("last take ended ") + to_string(p.state);
-    case ShotPlan::Why::unchanged: return "unchanged";
+    case ShotPlan::Why::unchanged:
+      if (!p.not_again.empty()) {
+        std::string f;
+        for (const auto& x : p.not_again) f += (f.empty() ? "" : ", ") + x;
+        return "the same manifest again: only files edited in place render (take " + std::to_string(p.take) +
+               " differs in " + f + ": the take of it was cancelled, and stays so)";
+      }
+      return "unchanged";
     case ShotPlan::Why::held:
       if (p.released())
         return "HELD by its parent: renders after " + p.released_by + "'s new take is DONE";
+      if (!p.submitted)
+        return "unchanged, HELD, never submitted (nothing billed): stays HELD; `wanbatch retry` decides";
       return "unchanged, HELD: `wanbatch retry` decides (its job may have been billed)";
     case ShotPlan::Why::running: return std::string("unchanged, ") + to_string(p.state);
-    case ShotPlan::Why::removed: return "left the manifest (kept)";
+    case ShotPlan::Why::removed:
+      if (p.state == ShotState::held && !p.submitted) return "left the manifest: HELD, never submitted, so CANCELLED";
+      return "left the manifest (kept)";
     case ShotPlan::Why::retry_it:
       return std::string("unchanged, last take ended ") + to_string(p.state) +
              " (the same manifest again: `wanbatch retry` renders it)";

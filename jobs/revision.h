@@ -52,13 +52,31 @@ struct ShotPlan {
   ShotState state = ShotState::pending;  // of the stored shot (pending for a new one)
   int take = 1;                      // the take it renders (render, render_after), else its current take
   int index = -1;                    // its position in the new manifest (-1: removed)
-  // A chain child HELD by its parent (jobs/chain.h kHeldByParent) whose parent, or
-  // a shot above it, renders a new take: the revision leaves it (Action::keep), and
-  // the parent's new take, once DONE, releases it to render (billed) after it.
-  // The shot whose new take releases it; "" for every other shot.
+  // A chain child HELD by its chain before it was submitted (jobs/chain.h
+  // held_by_chain) whose parent renders a new take, or is released itself: the
+  // revision leaves it (Action::keep), and the parent's new take, once DONE,
+  // releases it to render (billed) after it. Only when every parent it takes a
+  // frame from gives one (DONE, rendering, released), as the daemon does. The
+  // shot whose new take releases it (directly, or through the released shots
+  // above it); "" for every other shot.
   std::string released_by;
   bool released() const { return !released_by.empty(); }
-  bool costs() const { return action == Action::render || action == Action::render_after || released(); }
+  // A shot that would render (a new take, or a new shot) but takes a frame from
+  // a parent that will not give one (HELD, FAILED, ... and not rendering again,
+  // or itself waiting on such a parent): the daemon HELDs it by that parent
+  // before it is submitted, so it costs nothing. The parent's id; "" otherwise.
+  std::string blocked_by;
+  bool blocked() const { return !blocked_by.empty(); }
+  // The stored take was submitted (a request_id, or a submit that may have
+  // reached the provider): a HELD one may have been billed.
+  bool submitted = false;
+  // The same manifest bytes again: the fields that differ from the stored take
+  // but are not files edited in place (a take of this manifest that an operator
+  // cancelled): they do not render.
+  std::vector<std::string> not_again;
+  bool costs() const {
+    return !blocked() && (action == Action::render || action == Action::render_after || released());
+  }
 };
 
 struct RevisionPlan {
@@ -70,7 +88,9 @@ struct RevisionPlan {
 // `stored`: the batch's shot records; `inputs`: the new manifest's fingerprints
 // by shot id; `same_bytes`: the manifest file is the batch's last one again
 // (dropped twice): then a shot whose last take failed is left to `wanbatch
-// retry`, and only changed inputs (files edited in place) render.
+// retry`, and only changed inputs (files edited in place) render: a field
+// that differs from the stored take without a file edited in place is a take
+// of this manifest an operator cancelled (ShotPlan::not_again), not rendered.
 RevisionPlan plan_revision(const std::vector<Shot>& stored, const Manifest& manifest,
                            const std::map<std::string, Inputs>& inputs, bool same_bytes = false);
 
@@ -82,6 +102,7 @@ struct RevisionCounts {
   int not_done = 0;       // render: its last take ended FAILED, REJECTED or CANCELLED
   int after_running = 0;  // render_after: a new take once the one on the provider ends
   int released = 0;       // keep, but HELD by a parent that renders a new take: renders after it (billed)
+  int blocked = 0;        // render, but its chain parent will not give a frame: HELD by it, not billed
   int updated = 0;        // update: not submitted yet, takes the new spec (billed once, when submitted)
   int kept = 0;           // nothing to render (unchanged DONE or HELD, running unchanged, a queued take dropped)
   int removed = 0;        // left the manifest

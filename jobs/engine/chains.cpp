@@ -49,7 +49,7 @@ Chains::Chains(Core& core) : core_(core) {
     if (e.to == ShotState::done) {
       const auto slash = e.key.find('/');
       const std::string batch = e.key.substr(0, slash), id = e.key.substr(slash + 1);
-      if (is_parent(batch, id)) release(batch, {id}, "its parent " + id + " is DONE");
+      if (is_parent(batch, id)) release(batch, {id}, "is DONE");
     }
   });
 }
@@ -120,7 +120,9 @@ bool Chains::ready(Shot& shot) {
       if (auto it = parents_.find(shot.batch); it != parents_.end()) it->second.insert(parent_id);
       core_.end(shot, ShotState::held,
                 kHeldByParent + parent_id + " ended " + to_string(p->state) +
-                    (p->reason.empty() ? "" : " (" + p->reason + ")") + "; `wanbatch retry " + parent +
+                    (p->reason.empty() ? ""
+                     : p->reason.rfind(kHeldByParent, 0) == 0 ? " (held by its own parent)"
+                                                               : " (" + p->reason + ")") + "; `wanbatch retry " + parent +
                     "` releases it");
       return false;
     }
@@ -146,10 +148,11 @@ void Chains::take_frame(const std::string& frame_key, const std::string& video, 
                word);
   const VideoConfig config = core_.settings.video;
   const std::string root = core_.settings.frames_dir;
-  core_.background.run([this, frame_key, video, word, png, config, root]() -> Background::Done {
+  auto extract = core_.extract;
+  core_.background.run([this, frame_key, video, word, png, config, root, extract]() -> Background::Done {
     ::mkdir(root.c_str(), 0700);
     ::mkdir(dirname_of(png).c_str(), 0700);
-    std::string problem = extract_frame(config, video, word, png);
+    std::string problem = extract(config, video, word, png);
     return [this, frame_key, png, problem] {
       taking_.erase(frame_key);
       const std::string parent = frame_key.substr(0, frame_key.rfind('/'));
@@ -202,19 +205,46 @@ std::vector<std::string> Chains::release(const std::string& batch, const std::ve
                                          const std::string& why) {
   std::vector<std::string> out;
   if (retried.empty()) return out;
-  std::set<std::string> below;
-  for (const auto& id : retried)
-    for (auto& d : children_of(batch, id)) below.insert(std::move(d));
-  if (below.empty()) return out;
   std::vector<Shot> stored = core_.store.shots(batch);
   std::sort(stored.begin(), stored.end(), [](const Shot& a, const Shot& b) { return a.index < b.index; });
-  for (auto& s : stored) {
-    if (!below.count(s.spec.id) || s.state != ShotState::held || s.reason.rfind(kHeldByParent, 0) != 0 ||
-        core_.book.find(s.key()))
-      continue;
+  std::map<std::string, const Shot*> by_id;
+  for (const auto& s : stored) by_id[s.spec.id] = &s;
+  // The shots that give a frame again: the retried (or DONE) ones, then each child
+  // released, so the chain below goes with them. A child is released only when
+  // every parent it takes a frame from gives one (released, DONE, or followed);
+  // one that left the manifest is never released (docs/MANIFEST.md).
+  std::map<std::string, std::string> up;  // id -> the line that says why it gives a frame again
+  for (const auto& id : retried) up[id] = why;
+  std::set<size_t> chosen;
+  for (bool more = true; more;) {
+    more = false;
+    for (size_t i = 0; i < stored.size(); ++i) {
+      const Shot& s = stored[i];
+      if (chosen.count(i) || up.count(s.spec.id) || s.removed || !held_by_chain(s) || core_.book.find(s.key()))
+        continue;
+      std::string via;
+      bool blocked = false;
+      for (const auto& f : frame_refs(s.spec)) {
+        const std::string& pid = f.ref->shot;
+        if (up.count(pid)) {
+          if (via.empty()) via = pid;
+          continue;
+        }
+        if (core_.book.find(batch + "/" + pid)) continue;
+        auto p = by_id.find(pid);
+        if (p == by_id.end() || p->second->state != ShotState::done) blocked = true;
+      }
+      if (blocked || via.empty()) continue;
+      chosen.insert(i);
+      up[s.spec.id] = "its parent " + via + (std::count(retried.begin(), retried.end(), via) ? " " + why : " was released");
+      more = true;
+    }
+  }
+  for (size_t i : chosen) {
+    Shot s = stored[i];
     auto refs = frame_refs(s.spec);
     std::string reason = refs.empty() ? "" : kWaitingFor + refs.front().ref->shot + " to finish";
-    spdlog::info("{}: released, {}", s.key(), why);
+    spdlog::info("{}: released, {}", s.key(), up[s.spec.id]);
     out.push_back(s.spec.id);
     forget_frame_urls(s);  // the parent's next take gives the frame
     if (requeue) requeue(std::move(s), "chain_released", reason);

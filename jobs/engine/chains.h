@@ -43,10 +43,14 @@ class Chains {
   void tick();
 
   // After an operator retry of `retried` (ids of `batch`), or their end DONE:
-  // their descendants HELD by a parent go back to PENDING, to wait for it
-  // again (`why` is logged). Returns their ids.
+  // the shots below them HELD by their chain before any submit
+  // (jobs/chain.h held_by_chain) go back to PENDING, to wait for their parent
+  // again, each only when every parent it takes a frame from gives one (DONE,
+  // followed, or released with it), and never one that left the manifest. The
+  // log names each one's own parent ("its parent b was released", or `why`
+  // after the retried parent's id). Returns their ids, in manifest order.
   std::vector<std::string> release(const std::string& batch, const std::vector<std::string>& retried,
-                                   const std::string& why = "its parent was retried");
+                                   const std::string& why = "was retried");
   // Every shot of `batch` whose render needs `shot`'s video, directly or through
   // others, in manifest order (for revisions: a parent's new take renders these again).
   std::vector<std::string> children_of(const std::string& batch, const std::string& shot) const;

@@ -15,6 +15,7 @@
 #include "jobs/engine/events.h"
 #include "jobs/engine/requests.h"
 #include "jobs/engine/spend.h"
+#include "jobs/frame_grab.h"
 #include "jobs/http.h"
 #include "jobs/settings.h"
 #include "jobs/store.h"
@@ -53,6 +54,12 @@ class Core {
   // The decode check of each downloaded video (ffprobe). A rehearsal (daemon/rehearse.h),
   // whose videos are all one sample, remembers the answer for the same bytes.
   std::function<VideoFacts(const VideoConfig&, const std::string& path)> probe = probe_video;
+  // Takes a shot chain's frame from a parent's video into a PNG ("" or the
+  // problem; jobs/frame_grab.h). A rehearsal, which runs no ffmpeg, writes a
+  // stand-in PNG of the same role, so its chains render and upload as the daemon's.
+  std::function<std::string(const VideoConfig&, const std::string& video, const std::string& word,
+                            const std::string& png)>
+      extract = extract_frame;
 
   int64_t now_ms() const { return mono_ms(mono()); }
   double unit_random() { return std::uniform_real_distribution<double>(0.0, 1.0)(rng); }

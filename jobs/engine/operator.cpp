@@ -221,16 +221,21 @@ OperatorResult Operator::cancel(const std::string& target, bool abandon) {
       spdlog::info("{}: its queued take {} cancelled by an operator; take {} ({}) is followed to its end", s.key(),
                    next, live->take, live->request_id);
       r.changed.push_back(s.spec.id);
+      r.kept_paid.push_back(s.spec.id);  // the shot has not ended: its paid take runs on (exit 3)
       r.plan.push_back(s.spec.id + ": its queued take " + std::to_string(next) + " is cancelled; take " +
-                       std::to_string(live->take) + " on the provider (request_id " + live->request_id +
-                       ", billed) is followed to its end and its video kept as take " + std::to_string(live->take) +
-                       " (`wanbatch cancel --abandon` stops following it)");
+                       std::to_string(live->take) +
+                       (at_provider(live->state) ? " on the provider" : " rendered, now being fetched") +
+                       " (request_id " + live->request_id +
+                       ") is paid for and keeps running to its end (its video kept as take " +
+                       std::to_string(live->take) + "); `wanbatch cancel --abandon " + s.key() +
+                       "` stops following it (its video lost, its estimated cost counted)");
       continue;
     }
     if (paid && !abandon) {
       // A plain cancel never abandons a take already paid for: it renders on to DONE.
       r.kept_paid.push_back(s.spec.id);
-      r.skipped.push_back(s.spec.id + ": take " + std::to_string(live->take) + " on the provider (request_id " +
+      const char* where = at_provider(live->state) ? " on the provider" : " rendered, now being fetched";
+      r.skipped.push_back(s.spec.id + ": take " + std::to_string(live->take) + where + " (request_id " +
                           live->request_id + ") is paid for and keeps running to its end (its video kept); " +
                           "`wanbatch cancel --abandon " + s.key() +
                           "` stops following it (its video lost, its estimated cost counted)");

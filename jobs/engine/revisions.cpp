@@ -26,7 +26,10 @@ void Revisions::new_take(Shot& s, const ShotSpec& spec, const Inputs& inputs, st
   fresh.batch = s.batch;
   fresh.index = s.index;
   fresh.spec = spec;
-  fresh.take = s.take + 1;
+  // A take never submitted (HELD or CANCELLED before its submit: nothing of it on
+  // disk or billed) is replaced under its own number: no take numbers without a take.
+  const bool never_submitted = s.state != ShotState::done && s.request_id.empty() && s.submit_attempts == 0 && !s.cost;
+  fresh.take = never_submitted ? s.take : s.take + 1;
   fresh.file_take = s.file_take;
   fresh.file = s.file;
   fresh.changes = std::move(changes);
@@ -80,6 +83,7 @@ Revisions::Outcome Revisions::apply(const Manifest& m, const std::string& manife
   std::vector<std::string> to_update;  // book entries whose stored copy changed
   std::vector<std::string> to_cancel;  // PENDING shots that left the manifest
   std::map<std::string, ShotState> ended_as;  // the state a new take follows
+  std::vector<std::string> cancelled_held;    // HELD, never submitted, left the manifest: CANCELLED
   for (auto& p : out.plan.shots) {
     const ShotSpec* spec = p.index >= 0 ? &m.shots[static_cast<size_t>(p.index)] : nullptr;
     auto it = by_id.find(p.id);
@@ -135,7 +139,14 @@ Revisions::Outcome Revisions::apply(const Manifest& m, const std::string& manife
         break;
       case ShotPlan::Action::remove:
         s.removed = true;
-        if (live) {
+        if (!live && s.state == ShotState::held && s.request_id.empty() && s.submit_attempts == 0) {
+          // HELD before it was ever submitted (a chain child held by its parent):
+          // nothing to keep but the record, and nothing may release it now.
+          s.reason = "removed from the manifest (" + tag + ") before it was submitted";
+          s.state = ShotState::cancelled;
+          spdlog::info("{}: CANCELLED: {}", s.key(), s.reason);
+          cancelled_held.push_back(p.id);
+        } else if (live) {
           if (s.state == ShotState::pending && !book.busy(s.key())) {
             s.state = ShotState::cancelled;  // stored so; the book ends it below
             s.reason = "removed from the manifest (" + tag + ")";
@@ -188,6 +199,8 @@ Revisions::Outcome Revisions::apply(const Manifest& m, const std::string& manife
     book.add(std::move(s));
     core_.events.emit(Event::shot(key, before, ShotState::pending, why));
   }
+  for (const auto& id : cancelled_held)
+    core_.events.emit(Event::shot(m.batch + "/" + id, ShotState::held, ShotState::cancelled, written[id]->reason));
   for (const auto& id : to_cancel) {
     Shot* live = book.find(m.batch + "/" + id);
     if (!live) continue;

@@ -122,6 +122,11 @@ class Scheduler {
   void set_video_probe(std::function<VideoFacts(const VideoConfig&, const std::string&)> probe) {
     core_.probe = std::move(probe);
   }
+  // How a chain's frame is taken (Core::extract; a rehearsal writes a stand-in).
+  void set_frame_extract(
+      std::function<std::string(const VideoConfig&, const std::string&, const std::string&, const std::string&)> f) {
+    core_.extract = std::move(f);
+  }
   // The unfinished shots and batches, to read (a metrics snapshot).
   const ShotBook& book() const { return core_.book; }
 

@@ -187,3 +187,60 @@ TEST_CASE("plan counts chain children HELD by a failed parent that a revision re
   rig.daemon->signal(SIGTERM);
   rig.daemon->wait();
 }
+
+TEST_CASE("a chain child HELD by a failed parent that a revision removes is CANCELLED, never billed, and plan agrees") {
+  if (!test::have_tool("ffmpeg")) {
+    MESSAGE("skipped: ffmpeg not installed (Debian package ffmpeg)");
+    return;
+  }
+  Rig rig({"--fail-text", "FAILS_HERE"});
+  rig.start_daemon();
+  rig.drop("held.yaml", held_chain("a boat leaves the jetty FAILS_HERE"));
+  REQUIRE_MESSAGE(test::eventually([&] { return held_report(rig).value("revision", 0) == 1; },
+                                   std::chrono::seconds(60)),
+                  rig.log());
+  REQUIRE(held_report(rig)["states"].value("HELD", 0) == 2);
+  int before = 0;
+  for (auto& [shot, n] : rig.billed()) before += n;
+
+  // sh010 fixed, sh030 (HELD by sh020, never submitted) left the manifest.
+  std::string text = held_chain("a boat leaves the jetty");
+  const size_t from = text.find("  - id: sh030"), to = text.find("  - id: sh040");
+  text.erase(from, to - from);
+  const std::string revised = "base_dir: " + rig.root + "/media\n" + text;
+  test::write(rig.root + "/revised.yaml", revised);
+  std::string out;
+  CHECK(test::run({WANBATCH_BIN, "--config", rig.config, "plan", "--json", rig.root + "/revised.yaml"}, &out) == 0);
+  json plan = json::parse(out);
+  const int planned = plan["manifests"][0]["renders"].get<int>();
+  CHECK(planned == 2);  // sh010 and sh020
+  CHECK(plan["manifests"][0]["removed"] == 1);
+  for (const auto& s : plan["manifests"][0]["shots"])
+    if (s["id"] == "sh030") {
+      CHECK(s["action"] == "removed");
+      CHECK(s["renders"] == false);
+      CHECK(s["why"] == "left the manifest: HELD, never submitted, so CANCELLED");
+    }
+
+  rig.drop_raw("held.yaml", revised);
+  REQUIRE_MESSAGE(test::eventually(
+                      [&] {
+                        json r = held_report(rig);
+                        return r.value("revision", 0) == 2 && r["states"].value("DONE", 0) == 3;
+                      },
+                      std::chrono::seconds(60)),
+                  rig.log());
+  int after = 0;
+  for (auto& [shot, n] : rig.billed()) after += n;
+  CHECK(after - before == planned);
+  auto billed = rig.billed();
+  CHECK(billed.count("sh030") == 0);  // never submitted, never billed
+  CHECK(billed["sh020"] == 1);
+  json report = held_report(rig);
+  CHECK(report["states"].value("CANCELLED", 0) == 1);
+  const std::string log = rig.log();
+  CHECK_MESSAGE(log.find("held/sh030: released") == std::string::npos, log);
+  CHECK_MESSAGE(log.find("held/sh020: released, its parent sh010 is DONE") != std::string::npos, log);
+  rig.daemon->signal(SIGTERM);
+  rig.daemon->wait();
+}

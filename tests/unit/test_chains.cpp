@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "jobs/revision.h"
 #include "jobs/segmind.h"
 #include "tests/sim/simulator.h"
 #include "tests/unit/scheduler_rig.h"
@@ -177,4 +178,133 @@ TEST_CASE("the chain below a shot is known to the engine (what a revision render
   CHECK(rig.sched->chain_children("b", "sh010") == std::vector<std::string>{"sh020", "sh030"});
   CHECK(rig.sched->chain_children("b", "sh020") == std::vector<std::string>{"sh030"});
   CHECK(rig.sched->chain_children("b", "sh030").empty());
+}
+
+namespace {
+
+const char* kChainFixed = R"(batch: b
+shots:
+  - {id: sh010, prompt: a boat leaves again, image: 'https://cdn.example/a.png'}
+  - {id: sh020, prompt: the boat crosses, image: {shot: sh010, frame: last}}
+)";
+
+Scheduler::Accept revise(Rig& rig, const std::string& yaml, const std::string& name) {
+  ManifestRules rules;
+  rules.input_roots = rig.config.input_roots;
+  auto r = parse_manifest(yaml, rig.root + "/media/" + name, rules);
+  REQUIRE_MESSAGE(r.manifest, format_problems(name, r.problems));
+  return rig.sched->accept(*r.manifest, name, rig.root + "/spool/active/b__" + name);
+}
+
+RevisionPlan plan_of(Rig& rig, const std::string& yaml) {
+  auto r = parse_manifest(yaml, rig.root + "/media/plan.yaml", {});
+  REQUIRE(r.manifest);
+  std::map<std::string, Inputs> in;
+  for (const auto& s : r.manifest->shots) in[s.id] = fingerprint_inputs(s);
+  return plan_revision(rig.store->shots("b"), *r.manifest, in);
+}
+
+}  // namespace
+
+TEST_CASE("a chain child HELD by its parent that a revision removes ends CANCELLED: never released, never billed") {
+  REQUIRE_FFMPEG();
+  Rig rig;
+  rig.accept(kChain);
+  rig.tick();
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
+  rig.until("/v2/requests/r1/status");
+  rig.answer("/v2/requests/r1/status", 422, R"({"status":"FAILED","error":"Content blocked"})");
+  rig.tick();
+  rig.tick();
+  REQUIRE(rig.shot("sh030").state == ShotState::held);
+  // A nested hold names the parent and its state, not the parent's whole reason again.
+  CHECK(rig.shot("sh030").reason ==
+        "held: its parent sh020 ended HELD (held by its own parent); `wanbatch retry b/sh020` releases it");
+
+  // The revision fixes sh010 and drops sh030 (HELD, never submitted).
+  RevisionPlan plan = plan_of(rig, kChainFixed);
+  CHECK(plan.renders() == 2);  // sh010 and sh020, released by its new take
+  for (const auto& p : plan.shots)
+    if (p.id == "sh030") {
+      CHECK(p.action == ShotPlan::Action::remove);
+      CHECK_FALSE(p.costs());
+      CHECK(why_text(p) == "left the manifest: HELD, never submitted, so CANCELLED");
+    }
+  REQUIRE(revise(rig, kChainFixed, "b2.yaml") == Scheduler::Accept::revised);
+  CHECK(rig.shot("sh030").state == ShotState::cancelled);
+  CHECK(rig.shot("sh030").reason == "removed from the manifest (revision 2) before it was submitted");
+  CHECK(rig.shot("sh030").removed);
+
+  rig.tick();
+  rig.render("r2");  // sh010's new take ends DONE: it releases sh020, not sh030
+  REQUIRE(rig.shot("sh010").state == ShotState::done);
+  CHECK(rig.shot("sh020").state == ShotState::pending);
+  CHECK(rig.shot("sh030").state == ShotState::cancelled);
+  rig.until(rig.config.api.storage_url);
+  rig.answer(rig.config.api.storage_url, 200, R"({"file_urls":["https://cdn.example/f.png"]})");
+  rig.until("/v2/wan2.7-i2v");
+  rig.render("r3");
+  REQUIRE(rig.shot("sh020").state == ShotState::done);
+  for (int i = 0; i < 5; ++i) rig.tick(Millis(60000));
+  CHECK(rig.submits() == 3);  // sh010 twice, sh020 once; nothing for sh030
+  CHECK(rig.shot("sh030").state == ShotState::cancelled);
+  CHECK(rig.shot("sh030").request_id.empty());
+}
+
+TEST_CASE("a parent's new take releases a child HELD because its frame could not be taken, and the chain below it, but "
+          "not a child whose own parent stays HELD") {
+  REQUIRE_FFMPEG();
+  Rig rig;
+  const std::string ffmpeg = rig.config.video.ffmpeg;
+  rig.config.video.ffmpeg = "/bin/false";  // no frame can be taken: sh020 ends HELD, sh030 HELD by it
+  rig.start();
+  rig.accept(kChain);
+  rig.tick();
+  rig.render("r1");
+  REQUIRE(rig.shot("sh010").state == ShotState::done);
+  for (int i = 0; i < 200 && rig.shot("sh030").state != ShotState::held; ++i) rig.tick(std::max(rig.sched->tick(), Millis(1)));
+  REQUIRE(rig.shot("sh020").state == ShotState::held);
+  REQUIRE(rig.shot("sh020").reason.rfind("could not take the last frame of sh010", 0) == 0);
+  REQUIRE(rig.shot("sh030").state == ShotState::held);
+  CHECK(rig.shot("sh030").reason.rfind("held: its parent sh020 ended HELD (could not take the last frame of sh010", 0) == 0);
+  rig.config.video.ffmpeg = ffmpeg;
+  rig.start();
+
+  // Only sh030's prompt changes: its parent sh020 stays HELD, so it is HELD again, not billed.
+  const std::string only_child = std::string(kChain).replace(std::string(kChain).find("the boat arrives"), 16, "the boat lands");
+  RevisionPlan plan = plan_of(rig, only_child);
+  CHECK(plan.renders() == 0);
+  for (const auto& p : plan.shots) {
+    if (p.id == "sh030") CHECK(p.blocked_by == "sh020");
+    if (p.id == "sh020")
+      CHECK(why_text(p) == "unchanged, HELD, never submitted (nothing billed): stays HELD; `wanbatch retry` decides");
+  }
+  CHECK(count_plan(plan).blocked == 1);
+  REQUIRE(revise(rig, only_child, "b2.yaml") == Scheduler::Accept::revised);
+  for (int i = 0; i < 5; ++i) rig.tick(Millis(60000));
+  CHECK(rig.shot("sh030").state == ShotState::held);
+  CHECK(rig.shot("sh030").take == 1);  // its take 1 was never submitted: no take 2 without a take 1
+  CHECK(rig.submits() == 1);
+
+  // sh010 changes: its new take releases sh020 (its frame is taken again) and sh030 below it.
+  const std::string parent = std::string(only_child).replace(only_child.find("a boat leaves"), 13, "a boat sails");
+  plan = plan_of(rig, parent);
+  CHECK(plan.renders() == 3);
+  for (const auto& p : plan.shots)
+    if (p.id != "sh010") CHECK(p.released_by == "sh010");
+  REQUIRE(revise(rig, parent, "b3.yaml") == Scheduler::Accept::revised);
+  rig.tick();
+  rig.render("r2");
+  CHECK(rig.shot("sh020").state == ShotState::pending);
+  CHECK(rig.shot("sh030").state == ShotState::pending);
+  rig.until(rig.config.api.storage_url);
+  rig.answer(rig.config.api.storage_url, 200, R"({"file_urls":["https://cdn.example/f2.png"]})");
+  rig.until("/v2/wan2.7-i2v");
+  rig.render("r3");
+  rig.until(rig.config.api.storage_url);
+  rig.answer(rig.config.api.storage_url, 200, R"({"file_urls":["https://cdn.example/f3.png"]})");
+  rig.until("/v2/wan2.7-i2v");
+  rig.render("r4");
+  CHECK(rig.shot("sh030").state == ShotState::done);
+  CHECK(rig.submits() == 1 + plan.renders());  // what plan said is what was submitted
 }

@@ -4,12 +4,14 @@
 // connection on.
 #include <doctest/doctest.h>
 #include <netinet/in.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
+#include <sstream>
 
 #include "daemon/rehearse.h"
 #include "daemon/commands.h"
@@ -306,4 +308,50 @@ TEST_CASE("a rehearsal names a $TMPDIR it cannot make its temporary folder in, a
   if (was) ::setenv("TMPDIR", saved.c_str(), 1);
   else ::unsetenv("TMPDIR");
   CHECK_FALSE(test::exists(s.root + "/no-such-folder"));
+}
+
+TEST_CASE("a rehearsal renders shot chains as the daemon does: every child submitted, its frame uploaded, billed") {
+  Setup s;
+  const std::string path = s.root + "/media/chain.yaml";
+  test::write(path, "batch: chain\nshots:\n"
+                    "  - {id: a, prompt: 'a', image: 'https://cdn.example/a.png'}\n"
+                    "  - {id: b, prompt: 'b', image: {shot: a, frame: last}}\n"
+                    "  - {id: c, prompt: 'c', image: {shot: b, frame: last}, last_frame: {shot: a, frame: first}}\n"
+                    "  - {id: d, prompt: 'd', image: 'https://cdn.example/a.png'}\n");
+  auto state_before = s.listing(s.root + "/state");
+  RehearsalResult r = rehearse(s.config, {path}, s.options);
+  CHECK(r.finished);
+  CHECK(r.states["DONE"] == 4);
+  CHECK(r.states.count("HELD") == 0);
+  CHECK(r.requests["submit"] == 4);
+  CHECK(r.requests["upload"] == 3);  // a's last frame, b's last frame, a's first frame
+  CHECK(r.credits == doctest::Approx(4 * 0.5));
+  CHECK(s.listing(s.root + "/state") == state_before);  // no frame written under the real state folder
+  CHECK_FALSE(s.wire.touched());
+}
+
+TEST_CASE("a rehearsal whose $TMPDIR has no room says so, exits with an error (not an abort) and leaves no folder") {
+  Setup s;
+  std::string file = s.manifest("full", 3);
+  const std::string tfs = s.root + "/tfs";
+  std::filesystem::create_directories(tfs);
+  if (::mount("tmpfs", tfs.c_str(), "tmpfs", 0, "size=256k") != 0) {
+    MESSAGE("skipped: cannot mount a small tmpfs here (needs root and mount rights)");
+    return;
+  }
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { ::umount(dir.c_str()); }
+  } unmount{tfs};
+  const char* was = std::getenv("TMPDIR");
+  const std::string saved = was ? was : "";
+  ::setenv("TMPDIR", tfs.c_str(), 1);
+  std::ostringstream out, err;
+  const int rc = cmd_rehearse(s.config, {file}, s.options, out, err);
+  if (was) ::setenv("TMPDIR", saved.c_str(), 1);
+  else ::unsetenv("TMPDIR");
+  CHECK(rc == 1);
+  CHECK_MESSAGE(err.str().find("free, and a rehearsal of 3 shots needs about") != std::string::npos, err.str());
+  CHECK(err.str().find("set TMPDIR to a folder with room") != std::string::npos);
+  CHECK(s.listing(tfs).empty());  // its folder removed
 }

@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include <sstream>
+
+#include "daemon/commands.h"
 #include "jobs/engine/scheduler.h"
 #include "jobs/takes.h"
 #include "tests/sim/simulator.h"
@@ -221,4 +224,22 @@ TEST_CASE("at a restart, the submit journal's entries of an earlier take do not 
   CHECK(s1.take == 2);
   CHECK(rig.submit("r2") == "storm");
   CHECK(rig.store->ledger().back()["take"] == 2);
+}
+
+TEST_CASE("plan takes a file as `wanbatch submit` spools it (its base_dir line added): the same bytes as the daemon's") {
+  Rig rig;
+  const std::string text = "batch: b\nshots:\n  - {id: s1, prompt: wind, image: 'https://cdn.example/a.png'}\n";
+  const std::string file = rig.root + "/media/b.yaml";
+  test::write(file, text);
+  rig.accept(with_base_dir(text, rig.root + "/media"));  // the spool copy
+  std::ostringstream out, err;
+  REQUIRE(cmd_plan(rig.config, {file}, true, out, err) == 0);
+  auto plan = nlohmann::json::parse(out.str());
+  CHECK(plan["manifests"][0]["same_bytes"] == true);
+  CHECK(plan["manifests"][0]["no_op"] == true);
+  // Another base_dir is another manifest.
+  test::write(file, "base_dir: /elsewhere\n" + text);
+  std::ostringstream out2;
+  REQUIRE(cmd_plan(rig.config, {file}, true, out2, err) == 0);
+  CHECK(nlohmann::json::parse(out2.str())["manifests"][0]["same_bytes"] == false);
 }

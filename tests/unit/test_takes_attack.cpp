@@ -179,6 +179,12 @@ TEST_CASE("cancel of a shot whose paid take runs with a next take queued cancels
   CHECK(r.changed == std::vector<std::string>{"s1"});
   REQUIRE(r.plan.size() == 1);
   CHECK(r.plan[0].find("queued take 2 is cancelled") != std::string::npos);
+  // Both parts said, and `wanbatch cancel` exits 3: the shot has not ended, its paid take runs on.
+  CHECK(r.kept_paid == std::vector<std::string>{"s1"});
+  CHECK_MESSAGE(r.plan[0].find("take 1 on the provider (request_id r1) is paid for and keeps running to its end") !=
+                    std::string::npos,
+                r.plan[0]);
+  CHECK(r.plan[0].find("`wanbatch cancel --abandon b/s1` stops following it") != std::string::npos);
   CHECK(rig.shot("s1").state == ShotState::in_flight);
   CHECK(rig.shot("s1").next_take.empty());
   CHECK(rig.ledger_events("next_take_cancelled") == 1);
@@ -339,4 +345,26 @@ TEST_CASE("a revision's counts put every shot in one count: new, changed, not DO
   CHECK(counts_text(c) ==
         "3 shots render (1 new, 1 changed, 1 last take not DONE), 1 after its take on the provider, "
         "1 not yet submitted takes the new spec, 1 kept, 1 removed");
+}
+
+TEST_CASE("the same manifest dropped again does not bring back a queued take an operator cancelled") {
+  Rig rig;
+  rig.accept(one("wind"));
+  rig.submit("r1");
+  REQUIRE(rig.revise(one("storm"), "b2.yaml") == Scheduler::Accept::revised);
+  rig.sched->cancel("b/s1");  // cancels the queued take 2 (storm); take 1 (wind) runs on
+  rig.complete("r1");
+  rig.tick(Millis(3600 * 1000));
+  REQUIRE(rig.shot("s1").state == ShotState::done);
+  REQUIRE(rig.shot("s1").take == 1);
+
+  // b2.yaml's bytes again (as a file of another name): nothing renders, take 1 stays.
+  CHECK(rig.revise(one("storm"), "b2-again.yaml") == Scheduler::Accept::already_added);
+  rig.tick(Millis(3600 * 1000));
+  CHECK(rig.submits() == 1);
+  CHECK(rig.shot("s1").take == 1);
+  // Another manifest that asks for storm renders it: the cancel holds only for the same bytes.
+  CHECK(rig.revise(one("storm") + "# reviewed again\n", "b3.yaml") == Scheduler::Accept::revised);
+  rig.tick(Millis(1000));
+  CHECK(rig.shot("s1").take == 2);
 }
