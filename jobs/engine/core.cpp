@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "jobs/credits.h"
+#include "jobs/engine/submitter.h"
 #include "jobs/log_context.h"
 #include "jobs/throttle.h"
 
@@ -53,6 +55,19 @@ void Core::end(Shot& shot, ShotState state, const std::string& reason) {
   book.erase(key);
   events.emit(Event::shot(key, from, state, reason));
   if (on_shot_ended) on_shot_ended(batch);
+}
+
+Micro Core::count_estimate_spent(Shot& shot, const std::string& event) {
+  const Micro estimate = spend.costs().estimate(shot.spec);
+  shot.cost = from_micro(estimate);
+  auto entry = ledger_entry(shot, event, wall());
+  entry["request_id"] = shot.request_id;
+  entry["cost_estimate"] = credits_json(estimate);
+  store.append_ledger(entry);
+  const std::string day = local_day(wall());
+  store.put_shot_spent(shot, day, estimate, spend.costs().to_json());
+  spend.spent(shot.batch, day, *shot.cost, true);
+  return estimate;
 }
 
 void Core::retry_later(Shot& shot, const std::string& why, bool limited) {

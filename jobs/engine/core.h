@@ -66,6 +66,11 @@ class Core {
   Millis backoff(int attempts);
 
   void save(Shot& shot, Sync sync = Sync::no) { store.put_shot(shot, sync); }
+  // A billed job whose charge is not known (an abandoned take, a result with no
+  // readable cost): its estimate becomes its cost, counted as spent (batch, day,
+  // balance) with a ledger line `event` naming the request_id and the estimate,
+  // in one synced write. Returns the estimate.
+  Micro count_estimate_spent(Shot& shot, const std::string& event);
   // A step forward (not an end): the state changes in the book and the event
   // is told; the caller saves.
   void move(Shot& shot, ShotState state);

@@ -155,15 +155,7 @@ void Follower::on_fetch(const std::string& key, const HttpResponse& r) {
     // Billed, and the answer names no readable cost (missing, null, negative, out of
     // range): the estimate stands in for the charge, so no budget is overspent
     // (counted as spent and in the ledger, not learned).
-    const std::string day = local_day(core_.wall());
-    const Micro estimate = core_.spend.costs().estimate(shot->spec);
-    shot->cost = from_micro(estimate);
-    auto entry = ledger_entry(*shot, "cost_unknown", core_.wall());
-    entry["request_id"] = shot->request_id;
-    entry["cost_estimate"] = credits_json(estimate);
-    core_.store.append_ledger(entry);
-    core_.store.put_shot_spent(*shot, day, estimate, core_.spend.costs().to_json());
-    core_.spend.spent(shot->batch, day, *shot->cost, true);
+    const Micro estimate = core_.count_estimate_spent(*shot, "cost_unknown");
     core_.spend.release(key);
     spdlog::warn("{}: the result names no readable cost: its estimate {} is counted as spent (the provider's "
                  "dashboard has the charge)",

@@ -244,15 +244,7 @@ OperatorResult Operator::cancel(const std::string& target, bool abandon) {
     std::string why = "cancelled by an operator";
     if (paid && !live->cost) {
       // Billed whatever we do: its cost counts, the estimate standing in for the unknown charge.
-      const Micro estimate = core_.spend.costs().estimate(live->spec);
-      live->cost = from_micro(estimate);
-      auto entry = ledger_entry(*live, "operator_cancel", core_.wall());
-      entry["request_id"] = live->request_id;
-      entry["cost_estimate"] = credits_json(estimate);
-      core_.store.append_ledger(entry);
-      const std::string day = local_day(core_.wall());
-      core_.store.put_shot_spent(*live, day, estimate, core_.spend.costs().to_json());
-      core_.spend.spent(live->batch, day, *live->cost, true);
+      const Micro estimate = core_.count_estimate_spent(*live, "operator_cancel");
       why += "; the provider's job " + live->request_id + " cannot be cancelled and is billed: its estimated cost " +
              credits_text(estimate) + " is counted (the provider's dashboard has the charge)";
     } else if (!live->request_id.empty()) {
