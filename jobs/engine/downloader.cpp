@@ -1,6 +1,7 @@
 #include "jobs/engine/downloader.h"
 
 #include <spdlog/spdlog.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -87,8 +88,11 @@ void Downloader::start(Shot& shot) {
   ++on_wire_;
   core_.send(key, "download", std::move(req), [this, key, fd](const HttpResponse& r) {
     --on_wire_;
+    struct Closer {
+      int fd;
+      ~Closer() { ::close(fd); }
+    } closer{fd};  // also when the answer's store write throws
     on_answer(key, fd, r);
-    ::close(fd);
   });
 }
 
@@ -136,37 +140,56 @@ void Downloader::on_answer(const std::string& key, int fd, const HttpResponse& r
   }
   // Decoded for real before it may be DONE. The probe (tens of ms, up to
   // video.timeout_seconds) runs beside the loop; the shot is parked until its
-  // answer comes back to the loop's thread (finish()).
-  const int kept = ::dup(fd);  // the caller closes `fd` when this returns
-  if (kept < 0) {
-    core_.retry_later(*shot, std::string("cannot check the video: dup: ") + std::strerror(errno), true);
+  // answer comes back to the loop's thread (finish()). No descriptor is kept
+  // meanwhile: when the probes fall behind the downloads, thousands of videos
+  // wait, and each held descriptor would count against the daemon's open-file
+  // limit and be copied into every helper process started.
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    core_.retry_later(*shot, std::string("cannot check the video: fstat: ") + std::strerror(errno), true);
     return;
   }
+  const PartId probed{st.st_dev, st.st_ino, st.st_size, st.st_mtim};
   shot->due_ms = kParked;
   probing_.insert(key);
   const bool has_audio = check.has_audio;
   // The contact sheet's poster frame is taken here too, beside the loop.
-  core_.background.run([this, key, kept, has_audio, video = core_.settings.video, probe = core_.probe,
+  core_.background.run([this, key, probed, has_audio, video = core_.settings.video, probe = core_.probe,
                         part = output_.part_path(shot->batch, shot->spec.id),
                         poster = join_path(output_.batch_dir(shot->batch), shot->spec.id + ".jpg")]() -> Background::Done {
     VideoFacts facts = probe(video, part);
     std::string poster_problem;
     if (facts.checked && facts.decodes) poster_problem = make_poster(video, part, facts.duration_seconds, poster);
-    return [this, key, kept, has_audio, facts, poster_problem] {
+    return [this, key, probed, has_audio, facts, poster_problem] {
       if (!poster_problem.empty()) spdlog::warn("{}: no poster frame for the contact sheet: {}", key, poster_problem);
-      finish(key, kept, has_audio, facts);
+      finish(key, probed, has_audio, facts);
     };
   });
 }
 
-void Downloader::finish(const std::string& key, int fd, bool has_audio, const VideoFacts& facts) {
+void Downloader::finish(const std::string& key, const PartId& probed, bool has_audio, const VideoFacts& facts) {
   probing_.erase(key);
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
   Shot* shot = core_.book.find(key);
   if (!shot || shot->state != ShotState::downloading) return;  // cancelled while it was probed
+  // The file the probe checked, opened again by its path: hashed, synced and
+  // renamed only if it is still that file, as long as it was.
+  const std::string part = output_.part_path(shot->batch, shot->spec.id);
+  struct Closer {
+    int fd;
+    ~Closer() {
+      if (fd >= 0) ::close(fd);
+    }
+  } closer{::open(part.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC)};
+  const int fd = closer.fd;
+  struct stat st {};
+  if (fd < 0 || ::fstat(fd, &st) != 0 || st.st_dev != probed.dev || st.st_ino != probed.ino ||
+      st.st_size != probed.size || st.st_mtim.tv_sec != probed.mtime.tv_sec ||
+      st.st_mtim.tv_nsec != probed.mtime.tv_nsec) {
+    const std::string why = fd < 0 ? std::string(std::strerror(errno)) : std::string("replaced or changed");
+    output_.discard_part(shot->batch, shot->spec.id);
+    core_.retry_later(*shot, "the downloaded video changed while it was checked (" + why + ")", true);
+    return;
+  }
   const MonoPoint now = core_.mono();
   // A video that does not decode is downloaded once more, then HELD.
   if (!facts.checked) {
@@ -192,8 +215,6 @@ void Downloader::finish(const std::string& key, int fd, bool has_audio, const Vi
   shot->video_json = video_facts_json(facts, differences);
   if (!differences.empty()) spdlog::warn("{}: the video differs from what was asked: {}", key, differences.front());
   try {
-    struct stat st {};
-    ::fstat(fd, &st);
     VideoInfo video{static_cast<long long>(st.st_size), sha256_fd_hex(fd), has_audio, shot->video_json};
     // An earlier DONE take keeps its files under its take name first (jobs/takes.h).
     if (shot->file_take > 0 && shot->file_take != shot->take) keep_take(output_, shot->batch, shot->spec.id, shot->file_take);

@@ -3,10 +3,15 @@
 // (jobs/video_probe.h: a video and an audio stream that decode; duration and
 // size compared with what was asked, kept in the shot's video_json), renamed
 // into place with its sidecar, and the shot DONE. One that does not decode is
-// downloaded once more, then HELD. The probe runs in the loop, bounded by
-// video.timeout_seconds (a few tens of ms for a sound file). At most limits.max_concurrent_downloads at
-// once; due shots beyond that wait their turn in order.
+// downloaded once more, then HELD. The probe runs beside the loop, bounded by
+// video.timeout_seconds (a few tens of ms for a sound file); a video waiting for
+// it holds no descriptor (thousands may wait), and is opened again by its path,
+// which must still name the same file. At most limits.max_concurrent_downloads
+// at once; due shots beyond that wait their turn in order.
 #pragma once
+
+#include <sys/types.h>
+#include <time.h>
 
 #include <deque>
 #include <set>
@@ -33,7 +38,14 @@ class Downloader {
   // The output disk refused the video: the shot says why and tries again after a backoff.
   void wait_for_disk(Shot& shot, const std::string& why);
   // The probe's answer, on the loop's thread: DONE, downloaded again, or HELD.
-  void finish(const std::string& key, int fd, bool has_audio, const VideoFacts& facts);
+  // `probed` is the downloaded .part as it was handed to the probe.
+  struct PartId {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    off_t size = 0;
+    timespec mtime{};
+  };
+  void finish(const std::string& key, const PartId& probed, bool has_audio, const VideoFacts& facts);
 
   Core& core_;
   OutputDir& output_;

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <thread>
 #include <cstdlib>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "jobs/background.h"
@@ -288,6 +289,96 @@ TEST_CASE("the probe runs beside the loop: a slow ffprobe holds up no tick, the 
   rig.sched->tick();
   CHECK(rig.shot().state == ShotState::done);
   CHECK(test::exists(rig.root + "/out/b/s1.mp4"));
+}
+
+namespace {
+// A probe that answers "decodes" once released, from a worker thread.
+struct HeldProbe {
+  std::atomic<bool> release{false};
+  std::atomic<int> asked{0};
+  void install(Rig& rig) {
+    rig.sched->set_video_probe([this](const VideoConfig&, const std::string&) {
+      ++asked;
+      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      VideoFacts f;
+      f.checked = f.decodes = f.has_video = f.has_audio = true;
+      f.duration_seconds = 5;
+      f.width = 1280;
+      f.height = 720;
+      return f;
+    });
+  }
+};
+
+// Descriptors of this process open on `path`.
+int open_on(const std::string& path) {
+  int n = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    std::error_code rec;
+    auto target = std::filesystem::read_symlink(e.path(), rec);
+    if (!rec && target.string() == path) ++n;
+  }
+  return n;
+}
+
+void wait_for_probe_answer(Rig& rig) {
+  pollfd p{rig.sched->background_fd(), POLLIN, 0};
+  REQUIRE(::poll(&p, 1, 20000) == 1);
+  rig.sched->tick();
+}
+}  // namespace
+
+TEST_CASE("a video waiting for its probe holds no descriptor, and is committed by its path when it answers") {
+  // Found by bench-scale: 10,000 downloads outran two probe workers and the daemon
+  // held a descriptor per waiting video (8,700 at once): past a service's open-file
+  // limit (1,024 under systemd) downloads and sockets fail, and every helper started
+  // copied and closed them all.
+  Rig rig(true);
+  HeldProbe probe;
+  probe.install(rig);
+  rig.to_download();
+  rig.deliver(std::string(sim::sample_mp4()));
+  rig.sched->tick();
+  const std::string part = rig.root + "/out/b/.s1.mp4.part";
+  REQUIRE(test::exists(part));
+  for (int i = 0; i < 1000 && probe.asked == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  CHECK(open_on(part) == 0);
+  CHECK(rig.shot().state == ShotState::downloading);
+  probe.release = true;
+  wait_for_probe_answer(rig);
+  Shot s = rig.shot();
+  REQUIRE(s.state == ShotState::done);
+  CHECK(open_on(rig.root + "/out/b/s1.mp4") == 0);
+  auto sidecar = nlohmann::json::parse(test::read(rig.root + "/out/b/s1.json"));
+  CHECK(sidecar["video"]["sha256"] == sha256_hex(std::string(sim::sample_mp4())));
+}
+
+TEST_CASE("a video replaced while it was probed is downloaded again, never committed unchecked") {
+  Rig rig(true);
+  HeldProbe probe;
+  probe.install(rig);
+  rig.to_download();
+  rig.deliver(std::string(sim::sample_mp4()));
+  rig.sched->tick();
+  const std::string part = rig.root + "/out/b/.s1.mp4.part";
+  for (int i = 0; i < 1000 && probe.asked == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  REQUIRE(probe.asked == 1);
+  // Another file takes its name while the probe looks at the first.
+  test::write(rig.root + "/out/b/other", garbled_mp4());
+  REQUIRE(::rename((rig.root + "/out/b/other").c_str(), part.c_str()) == 0);
+  probe.release = true;
+  wait_for_probe_answer(rig);
+  Shot s = rig.shot();
+  CHECK(s.state == ShotState::downloading);
+  CHECK_FALSE(test::exists(rig.root + "/out/b/s1.mp4"));
+  CHECK_FALSE(test::exists(part));
+  // Downloaded again, checked again, and DONE with what was checked.
+  rig.deliver(std::string(sim::sample_mp4()));
+  rig.sched->tick();
+  wait_for_probe_answer(rig);
+  REQUIRE(rig.shot().state == ShotState::done);
+  CHECK(test::read(rig.root + "/out/b/s1.mp4") == std::string(sim::sample_mp4()));
 }
 
 TEST_CASE("background work: done runs on the draining thread, each one even when one throws") {
