@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <nlohmann/json.hpp>
 
@@ -83,9 +84,25 @@ namespace {
 constexpr size_t kIndexSlice = 2000;  // shot records counted per loop turn for a batch's line
 // The census's share of a loop turn: the control socket and the metrics wait no longer.
 constexpr auto kCensusTurn = std::chrono::milliseconds(3);
-// A running batch's sheet is written again no sooner than this many times what its
-// last write took (a 10,000-shot sheet takes about 0.3 s: about once a minute).
-constexpr int kSheetDuty = 200;
+// Running batches' sheets take at most this share of the daemon's CPU time...
+constexpr double kSheetShare = 0.05;
+// ...or are written again once this old (a big batch's sheet on an idle daemon).
+constexpr auto kSheetMaxAge = std::chrono::minutes(10);
+}  // namespace
+
+std::chrono::nanoseconds ContactSheets::process_cpu_time() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
+
+bool ContactSheets::may_rewrite(const std::string& batch, std::chrono::steady_clock::time_point now) const {
+  auto w = written_.find(batch);
+  if (w == written_.end()) return true;  // its first sheet since the start
+  if (now - w->second.at >= kSheetMaxAge) return true;
+  const double budget = kSheetShare * static_cast<double>(cpu_().count());
+  return static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(spent_ + w->second.took).count()) <=
+         budget;
 }
 
 Millis ContactSheets::tick(std::chrono::steady_clock::time_point now) {
@@ -94,13 +111,12 @@ Millis ContactSheets::tick(std::chrono::steady_clock::time_point now) {
   if (finished_.empty() && !index_counting_ && (!due || (stale_.empty() && !index_stale_))) return Millis(1000);
   std::set<std::string> todo = std::move(finished_);
   finished_.clear();
-  const std::set<std::string> ended = todo;  // written at once, and no spacing kept for them
+  const std::set<std::string> ended = todo;  // written at once, whatever they cost
   if (due) {
-    // A running batch's sheet waits out its own spacing too (a big batch's sheet
+    // A running batch's sheet waits for its share of the CPU (a big batch's sheet
     // costs more than a small one's); what still waits stays stale.
     for (auto it = stale_.begin(); it != stale_.end();) {
-      auto nb = not_before_.find(*it);
-      if (nb != not_before_.end() && now < nb->second) {
+      if (!may_rewrite(*it, now)) {
         ++it;
         continue;
       }
@@ -116,12 +132,12 @@ Millis ContactSheets::tick(std::chrono::steady_clock::time_point now) {
     } catch (const Error& e) {
       spdlog::warn("batch {}: the contact sheet was not written: {}", batch, e.what());
     }
-    // At most 1/kSheetDuty of the daemon's time goes to one batch's sheet while it runs.
     const auto took = std::chrono::steady_clock::now() - started;
+    spent_ += took;
     if (ended.count(batch))
-      not_before_.erase(batch);
+      written_.erase(batch);
     else
-      not_before_[batch] = now + took * kSheetDuty;
+      written_[batch] = Written{now, took};
   }
   try {
     index_counting_ = !write_index(kIndexSlice, std::chrono::steady_clock::now() + kCensusTurn);
@@ -136,18 +152,22 @@ Millis ContactSheets::tick(std::chrono::steady_clock::time_point now) {
 void ContactSheets::write_batch(const std::string& batch) {
   auto record = store_.batch(batch);
   if (!record) return;
-  std::vector<Shot> shots = store_.shots(batch);
   OutputDir out(config_.output_root);
   const std::string dir = out.batch_dir(batch);
   SheetContext ctx;
   ctx.now_ms = now_ms();
+  // A shot at a time: a 10,000-shot batch's records are never all in memory.
   // Poster frames are taken beside the loop, when each video is probed
   // (jobs/engine/downloader.cpp); the sheet shows the ones that exist.
-  for (const auto& s : shots) {
+  BatchSheet sheet;
+  store_.each_shot(batch, [&](const Shot& s) {
+    ctx.retry_commands.clear();
+    ctx.posters.clear();
     if (std::string cmd = retry_command(s, config_.path); !cmd.empty()) ctx.retry_commands[s.spec.id] = cmd;
     if (s.state == ShotState::done && regular_file(join_path(dir, s.spec.id + ".jpg"))) ctx.posters.insert(s.spec.id);
-  }
-  out.write(batch, "index.html", batch_sheet_html(*record, shots, ctx));
+    sheet.add(s, ctx);
+  });
+  out.write(batch, "index.html", std::move(sheet).pieces(*record, ctx));
 }
 
 bool ContactSheets::write_index(size_t records, std::chrono::steady_clock::time_point until) {
@@ -188,12 +208,12 @@ bool ContactSheets::write_index(size_t records, std::chrono::steady_clock::time_
     }
     BatchLine l;
     l.batch = b;
-    for (const auto& s : store_.shots(b.name)) {
+    store_.each_shot(b.name, [&](const Shot& s) {
       ++l.states[to_string(s.state)];
       if (s.cost) l.spent_micro += to_micro(*s.cost);
       l.spent_micro += s.earlier_cost_micro;  // earlier takes (revisions), as the batch's sheet counts them
       ++read;
-    }
+    });
     lines_[b.name] = l;
     lines.push_back(std::move(l));
   }

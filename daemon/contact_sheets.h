@@ -1,13 +1,17 @@
 // The contact sheets' writer, a sink of the engine's event stream: a shot that
 // changes marks its batch's sheet stale; stale sheets are written again at
 // most every contact_sheet.interval_seconds, a finished batch's at once, and
-// <output_root>/index.html with them. Posters (<shot>.jpg, ffmpeg) are taken
+// <output_root>/index.html with them. A running batch's sheet is read from all
+// its records (a 10,000-shot sheet: about 0.3 s), so the rewrites of running
+// batches take at most a twentieth of the daemon's CPU time, or wait until the
+// sheet is ten minutes old: their cost follows the work done, not the hours. Posters (<shot>.jpg, ffmpeg) are taken
 // once per DONE video. Pages: jobs/contact_sheet.h. Every file goes through a
 // temporary name and a rename; a failure is logged and tried again later.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -28,7 +32,12 @@ std::string retry_command(const Shot& shot, const std::string& config_path);
 
 class ContactSheets {
  public:
-  ContactSheets(const Config& config, const Store& store) : config_(config), store_(store) {}
+  // `cpu` answers the CPU time the daemon has used (all its threads) so far.
+  using CpuClock = std::function<std::chrono::nanoseconds()>;
+  ContactSheets(const Config& config, const Store& store, CpuClock cpu = process_cpu_time)
+      : config_(config), store_(store), cpu_(std::move(cpu)) {}
+  // The CPU time this process has used so far.
+  static std::chrono::nanoseconds process_cpu_time();
   // Marks every unfinished batch's sheet (and the index) stale: at start.
   void start();
   void on_event(const Event& event);
@@ -53,8 +62,16 @@ class ContactSheets {
   bool index_stale_ = false;
   bool index_counting_ = false;  // the index waits for finished batches still to be counted
   std::chrono::steady_clock::time_point last_write_{};
-  // A running batch's sheet is not written again before this (its last write's cost).
-  std::map<std::string, std::chrono::steady_clock::time_point> not_before_;
+  CpuClock cpu_;
+  // Time spent writing sheets, and each running batch's last write: when, and how long it took.
+  std::chrono::steady_clock::duration spent_{};
+  struct Written {
+    std::chrono::steady_clock::time_point at;
+    std::chrono::steady_clock::duration took;
+  };
+  std::map<std::string, Written> written_;
+  // A running batch's sheet may be written again now: within the share, or old enough.
+  bool may_rewrite(const std::string& batch, std::chrono::steady_clock::time_point now) const;
 
   // The index's line of each batch: counted from its records once, then followed by
   // the events (a finished batch is counted once more, exactly).

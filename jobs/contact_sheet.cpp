@@ -185,39 +185,50 @@ std::string html_escape(const std::string& text) {
   return out;
 }
 
-std::string batch_sheet_html(const BatchRecord& b, const std::vector<Shot>& shots, const SheetContext& ctx) {
-  std::map<std::string, int> states = count_states(shots);
-  MicroCredits spent = 0;
-  double render_seconds = 0;
-  for (const auto& s : shots) {
-    if (s.cost) spent += to_micro(*s.cost);
-    spent += s.earlier_cost_micro;  // earlier takes (revisions)
-    if (s.submitted_ms && s.completed_ms > s.submitted_ms)
-      render_seconds += static_cast<double>(s.completed_ms - s.submitted_ms) / 1000.0;
-  }
+void BatchSheet::add(const Shot& s, const SheetContext& ctx) {
+  ++shots_;
+  ++states_[to_string(s.state)];
+  if (s.cost) spent_micro_ += to_micro(*s.cost);
+  spent_micro_ += s.earlier_cost_micro;  // earlier takes (revisions)
+  if (s.submitted_ms && s.completed_ms > s.submitted_ms)
+    render_seconds_ += static_cast<double>(s.completed_ms - s.submitted_ms) / 1000.0;
+  cards_ += card(s, ctx);
+}
+
+std::vector<std::string> BatchSheet::pieces(const BatchRecord& b, const SheetContext& ctx) && {
   std::string out = head(b.name + " - wanbatch", true);
   out += "<body>\n<header><h1>" + html_escape(b.name) + "</h1>\n<div class=\"totals\">";
-  out += "<span data-total=\"shots\">" + std::to_string(shots.size()) + " shots</span>";
+  out += "<span data-total=\"shots\">" + std::to_string(shots_) + " shots</span>";
   for (ShotState st : all_states())
-    if (auto it = states.find(to_string(st)); it != states.end())
+    if (auto it = states_.find(to_string(st)); it != states_.end())
       out += "<span data-total=\"" + html_escape(it->first) + "\">" + html_escape(it->first) + ": " +
              std::to_string(it->second) + "</span>";
-  out += "<span data-total=\"credits\">spent " + credits_text(spent) + " credits" +
+  out += "<span data-total=\"credits\">spent " + credits_text(spent_micro_) + " credits" +
          (b.budget_credits ? " of a " + credits_text(to_micro(*b.budget_credits)) + " budget" : std::string()) +
          "</span>";
-  out += "<span>render time " + seconds_text(render_seconds) + "</span>";
+  out += "<span>render time " + seconds_text(render_seconds_) + "</span>";
   out += "<span>" + std::string(b.finished ? "finished " + time_text(b.finished_ms) : "running") + "</span>";
   out += "<span>manifest " + html_escape(b.manifest_name) + "</span>";
   out += "<span>written " + html_escape(time_text(ctx.now_ms)) + "</span></div>\n";
   out += "<div class=\"filters\"><button type=\"button\" data-filter=\"ALL\" aria-pressed=\"true\">all</button>";
   for (ShotState st : all_states())
-    if (states.count(to_string(st)))
+    if (states_.count(to_string(st)))
       out += "<button type=\"button\" data-filter=\"" + std::string(to_string(st)) + "\" aria-pressed=\"false\">" +
              to_string(st) + "</button>";
   out += "</div>\n<p><a href=\"../index.html\">all batches</a> &middot; <a href=\"report.json\">report.json</a></p>"
          "</header>\n<main>\n";
-  for (const auto& s : shots) out += card(s, ctx);
-  out += "</main>\n<script>" + std::string(kScript) + "</script>\n</body></html>\n";
+  std::vector<std::string> page;
+  page.push_back(std::move(out));
+  page.push_back(std::move(cards_));
+  page.push_back("</main>\n<script>" + std::string(kScript) + "</script>\n</body></html>\n");
+  return page;
+}
+
+std::string batch_sheet_html(const BatchRecord& b, const std::vector<Shot>& shots, const SheetContext& ctx) {
+  BatchSheet sheet;
+  for (const auto& s : shots) sheet.add(s, ctx);
+  std::string out;
+  for (const auto& piece : std::move(sheet).pieces(b, ctx)) out += piece;
   return out;
 }
 

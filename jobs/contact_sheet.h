@@ -33,6 +33,22 @@ struct SheetContext {
 
 std::string batch_sheet_html(const BatchRecord& batch, const std::vector<Shot>& shots, const SheetContext& context);
 
+// The same page a shot at a time, so that a big batch's records need not all be in
+// memory at once: add() each shot in order (its card is kept, its record is not),
+// then pieces() gives the page (head with the totals, the cards, the tail).
+class BatchSheet {
+ public:
+  void add(const Shot& shot, const SheetContext& context);
+  std::vector<std::string> pieces(const BatchRecord& batch, const SheetContext& context) &&;
+
+ private:
+  std::map<std::string, int> states_;
+  size_t shots_ = 0;
+  int64_t spent_micro_ = 0;
+  double render_seconds_ = 0;
+  std::string cards_;
+};
+
 struct BatchLine {
   BatchRecord batch;
   std::map<std::string, int> states;

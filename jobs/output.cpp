@@ -171,6 +171,14 @@ std::string OutputDir::write(const std::string& batch, const std::string& name, 
   return join_path(dir, name);
 }
 
+std::string OutputDir::write(const std::string& batch, const std::string& name,
+                             const std::vector<std::string>& pieces) const {
+  if (!is_batch_file(name)) throw Error("not a batch file: " + name);
+  std::string dir = batch_dir(batch);
+  write_file_atomic(dir, name, pieces);
+  return join_path(dir, name);
+}
+
 std::string OutputDir::write_sidecar(const std::string& batch, const std::string& shot,
                                      const std::string& data) const {
   check_shot_id(shot);

@@ -62,6 +62,7 @@ class OutputDir {
 
   // Writes the batch file <batch>/<name> (one of batch_file_names()) atomically.
   std::string write(const std::string& batch, const std::string& name, const std::string& data) const;
+  std::string write(const std::string& batch, const std::string& name, const std::vector<std::string>& pieces) const;
 
   // Writes the shot's sidecar <batch>/<shot>.json atomically.
   std::string write_sidecar(const std::string& batch, const std::string& shot, const std::string& data) const;

@@ -688,6 +688,16 @@ std::vector<Shot> Store::shots(const std::string& batch) const {
   return out;
 }
 
+void Store::each_shot(const std::string& batch, const std::function<void(const Shot&)>& visit) const {
+  const std::string prefix = batch.empty() ? std::string("s/") : "s/" + batch + "/";
+  rocksdb::ReadOptions options;
+  options.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options));
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next())
+    visit(read_shot(it->key().ToString(), it->value().ToString()));
+  check(it->status(), "scan " + prefix);
+}
+
 std::vector<Shot> Store::all_shots() const { return shots(""); }
 
 std::optional<Shot> Store::shot(const std::string& batch, const std::string& id) const {

@@ -133,6 +133,9 @@ class Store {
   // Micro-credits spent on a local day ("YYYY-MM-DD"), from the aggregate.
   int64_t spent_on(const std::string& day) const;
   std::vector<Shot> shots(const std::string& batch) const;
+  // The batch's shots one at a time, in the order shots() gives them, without
+  // holding them all (nor filling the block cache with a big batch's records).
+  void each_shot(const std::string& batch, const std::function<void(const Shot&)>& visit) const;
   std::optional<Shot> shot(const std::string& batch, const std::string& id) const;
   // A revision (jobs/revision.h): the batch record and every shot it changes
   // or adds, in one synced write (their index entries follow their states).

@@ -153,8 +153,8 @@ void fsync_dir(const std::string& dir) {
   if (fd.get() >= 0) ::fsync(fd.get());
 }
 
-void write_file_atomic(const std::string& dir, const std::string& name, std::string_view data,
-                       Durability durability) {
+static void write_pieces_atomic(const std::string& dir, const std::string& name,
+                                const std::vector<std::string_view>& pieces, Durability durability) {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   std::string final_path = join_path(dir, name);
   struct stat st {};
@@ -165,7 +165,7 @@ void write_file_atomic(const std::string& dir, const std::string& name, std::str
     Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
     if (fd.get() < 0) throw Error("cannot create " + tmp + ": " + errno_text());
     try {
-      write_all(fd.get(), data, tmp);
+      for (std::string_view piece : pieces) write_all(fd.get(), piece, tmp);
       if (durability == Durability::fsync && ::fsync(fd.get()) != 0)
         throw Error("cannot sync " + tmp + ": " + errno_text());
     } catch (...) {
@@ -179,6 +179,17 @@ void write_file_atomic(const std::string& dir, const std::string& name, std::str
     throw Error("cannot rename " + tmp + " to " + final_path + ": " + std::strerror(e));
   }
   if (durability == Durability::fsync) fsync_dir(dir);
+}
+
+void write_file_atomic(const std::string& dir, const std::string& name, std::string_view data,
+                       Durability durability) {
+  write_pieces_atomic(dir, name, std::vector<std::string_view>{data}, durability);
+}
+
+void write_file_atomic(const std::string& dir, const std::string& name, const std::vector<std::string>& pieces,
+                       Durability durability) {
+  std::vector<std::string_view> views(pieces.begin(), pieces.end());
+  write_pieces_atomic(dir, name, views, durability);
 }
 
 void move_file(const std::string& from, const std::string& to) {

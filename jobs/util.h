@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace wb {
 
@@ -53,6 +54,9 @@ enum class Durability { flush_only, fsync };
 // write through a symlink at the final name. With Durability::fsync the file and the
 // folder are synced before returning.
 void write_file_atomic(const std::string& dir, const std::string& name, std::string_view data,
+                       Durability durability = Durability::fsync);
+// The same for a file made of pieces, written one after the other.
+void write_file_atomic(const std::string& dir, const std::string& name, const std::vector<std::string>& pieces,
                        Durability durability = Durability::fsync);
 
 // Renames a file, falling back to copy + fsync + unlink across filesystems.
