@@ -163,19 +163,22 @@ void Notifier::load() {
 
 std::string Notifier::summary_json(const std::string& batch, const std::string& event) const {
   auto record = store_.batch(batch);
-  std::vector<Shot> shots = store_.shots(batch);
   MicroCredits spent = 0;
-  for (const auto& s : shots)
+  std::map<std::string, int> states;
+  int shots = 0;
+  store_.each_shot(batch, [&](const Shot& s) {  // a big batch's records are never all held
     if (s.cost) spent += to_micro(*s.cost);
-  auto states = count_states(shots);
-  bool success = !shots.empty() && states["DONE"] == static_cast<int>(shots.size());
+    ++states[to_string(s.state)];
+    ++shots;
+  });
+  bool success = shots > 0 && states["DONE"] == shots;
   std::erase_if(states, [](const auto& kv) { return kv.second == 0; });
   const std::string dir = join_path(config_.output_root, batch);
   int64_t finished = record && record->finished_ms ? record->finished_ms : wall_ms_();
   json j = {{"event", event},
             {"batch", batch},
             {"state", success ? "success" : "failure"},
-            {"shots", static_cast<int>(shots.size())},
+            {"shots", shots},
             {"states", states},
             {"credits_spent", credits_json(spent)},
             {"finished_at", iso8601_utc(from_epoch_ms(finished))},

@@ -140,6 +140,10 @@ void write_json(std::string& out, const nlohmann::json& j, int indent, int level
 
 }  // namespace
 
+void append_json_text(std::string& out, const nlohmann::json& j, int indent, int level) {
+  write_json(out, j, indent, level);
+}
+
 std::string json_text(const nlohmann::json& j, int indent) {
   std::string out;
   write_json(out, j, indent, 0);

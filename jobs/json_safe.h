@@ -28,5 +28,7 @@ std::optional<nlohmann::json> parse_json_bounded(std::string_view text, int max_
 // rounded to micro-credits (jobs/credits.h) shows exactly. Recurses per level:
 // for values of bounded depth (ours, or parsed by parse_json_bounded).
 std::string json_text(const nlohmann::json& j, int indent = -1);
+// The same, appended to `out` as a value nested `level` deep (its lines indented to match).
+void append_json_text(std::string& out, const nlohmann::json& j, int indent, int level);
 
 }  // namespace wb

@@ -31,24 +31,27 @@ void Batches::finish_pending() {
     LogScope log_scope(name);
     BatchRecord rec = *b;
     int64_t now_ms = to_epoch_ms(core_.wall());
-    std::vector<Shot> stored = core_.store.shots(name);
     // The book must hold every unfinished shot of the batch; one the store
     // knows unfinished and the book does not (its index entry lost) is
-    // followed again, and the batch is not finished without it.
+    // followed again, and the batch is not finished without it. The records
+    // are read one at a time into the report (a big batch's are never all held).
     bool adopted = false;
-    for (auto& s : stored)
-      if (!is_terminal(s.state) && !core_.book.find(s.key())) {
-        spdlog::error("{}: unfinished in the store ({}) but not followed; followed again", s.key(), to_string(s.state));
-        core_.save(s, Sync::yes);  // writes its index entry again
-        if (on_adopt) on_adopt(std::move(s));
-        adopted = true;
-      }
+    BatchReport report;
+    core_.store.each_shot(name, [&](const Shot& stored) {
+      report.add(stored);
+      if (is_terminal(stored.state) || core_.book.find(stored.key())) return;
+      Shot s = stored;
+      spdlog::error("{}: unfinished in the store ({}) but not followed; followed again", s.key(), to_string(s.state));
+      core_.save(s, Sync::yes);  // writes its index entry again
+      if (on_adopt) on_adopt(std::move(s));
+      adopted = true;
+    });
     if (adopted) {  // looked at again next tick: open while they run, finished once they all ended
       ++it;
       continue;
     }
     try {
-      output_.write(name, "report.json", batch_report_json(rec, stored, now_ms));
+      output_.write(name, "report.json", std::move(report).pieces(rec, now_ms));
     } catch (const Error& e) {
       spdlog::warn("batch {}: cannot write its report yet: {}", name, e.what());
       ++it;

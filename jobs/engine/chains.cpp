@@ -28,9 +28,7 @@ std::string& url_of(Shot& shot, const FrameRef& f) {
 }
 
 std::optional<Shot> stored_shot(const Store& store, const std::string& batch, const std::string& id) {
-  for (auto& s : store.shots(batch))
-    if (s.spec.id == id) return std::move(s);
-  return std::nullopt;
+  return store.shot(batch, id);
 }
 
 }  // namespace
@@ -58,8 +56,10 @@ bool Chains::is_parent(const std::string& batch, const std::string& id) {
   auto it = parents_.find(batch);
   if (it == parents_.end()) {
     it = parents_.emplace(batch, std::set<std::string>()).first;
-    for (const auto& s : core_.store.shots(batch))
-      for (const auto& f : frame_refs(s.spec)) it->second.insert(f.ref->shot);
+    auto& parents = it->second;
+    core_.store.each_shot(batch, [&](const Shot& s) {
+      for (const auto& f : frame_refs(s.spec)) parents.insert(f.ref->shot);
+    });
   }
   return it->second.count(id) > 0;
 }

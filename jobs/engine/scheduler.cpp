@@ -93,8 +93,7 @@ void Scheduler::load() {
   // What unfinished batches have spent so far, for their budgets.
   for (const auto& [name, b] : book.batches()) {
     Micro spent = 0;
-    for (const auto& s : store.shots(name))
-      spent += (s.cost ? to_micro(*s.cost) : 0) + s.earlier_cost_micro;
+    store.each_shot(name, [&](const Shot& s) { spent += (s.cost ? to_micro(*s.cost) : 0) + s.earlier_cost_micro; });
     core_.spend.set_batch_spent(name, spent);
   }
   batches_.check_all();

@@ -114,6 +114,30 @@ TEST_CASE("a report of shots costing 0.1, 0.2 and 0.3 shows a total of exactly 0
   CHECK(report["total_cost"].get<double>() == 0.6);
 }
 
+TEST_CASE("the report written a shot at a time is laid out as the whole report dumped at once") {
+  BatchRecord b;
+  b.name = "b";
+  b.manifest_name = "b.yaml";
+  std::vector<Shot> shots = {shot_costing("s1", 0.1), shot_costing("s2", 0.2), shot_costing("s3", 0.3)};
+  shots[1].changes = {"prompt", "seed"};
+  shots[1].reason = "a \"quoted\"\nreason";
+  shots[2].video_json = R"({"width":96,"differences":["duration 1.00 s, asked 5 s"]})";
+  for (const auto& list : {std::vector<Shot>{}, std::vector<Shot>{shots[0]}, shots}) {
+    std::string text = batch_report_json(b, list, 1700000000000);
+    auto parsed = json::parse(text);
+    CHECK(parsed["items"].size() == list.size());
+    CHECK(parsed["shots"] == list.size());
+    CHECK(text == json_text(parsed, 2) + "\n");  // the pieces join as one dump
+  }
+  BatchReport streamed;
+  for (const auto& s : shots) streamed.add(s);
+  auto pieces = std::move(streamed).pieces(b, 1700000000000);
+  CHECK(pieces.size() == 3);
+  std::string joined;
+  for (const auto& p : pieces) joined += p;
+  CHECK(joined == batch_report_json(b, shots, 1700000000000));
+}
+
 TEST_CASE("a sidecar shows a noisy cost and the provider's money metrics as exact decimals") {
   Shot s = shot_costing("s1", 0.1 + 0.2 + 0.3);
   s.metrics_json = R"({"cost":0.6000000000000001,"remaining_credits":9.399999999999999,"inference_time":130.5})";
