@@ -37,6 +37,7 @@ using prometheus::BuildGauge;
 using prometheus::BuildHistogram;
 
 constexpr Millis kSnapshotEvery{1000};
+constexpr Millis kSnapshotMax{15000};
 // The census's share of a loop turn while it runs: the control socket waits no longer.
 constexpr auto kCensusTurn = std::chrono::milliseconds(3);
 
@@ -298,6 +299,13 @@ Millis EngineMetrics::tick(const Scheduler& scheduler) {
     progress_->Remove(it->second);
     it = batch_progress_.erase(it);
   }
+  // The walk of every unfinished shot (waits, stuck shots): once a second for up to
+  // 1,000 of them, then a second more per 1,000 (at most 15 s, a usual scrape
+  // interval), so that its cost follows the work done, not the hours a big batch waits.
+  const Millis walk_every =
+      std::clamp(Millis(static_cast<int64_t>(book.shots().size())), kSnapshotEvery, kSnapshotMax);
+  if (last_walk_ && now - *last_walk_ < walk_every) return next;
+  last_walk_ = now;
   std::map<std::string, int> waiting;
   const std::string& daemon_wide = scheduler.submit_wait();
   int stuck = 0;

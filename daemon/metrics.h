@@ -116,7 +116,7 @@ class EngineMetrics {
   int64_t held_delta_ = 0;  // HELD changes seen since the census snapshot
   int64_t held_counted_ = 0;
   bool census_done_ = false;
-  std::optional<MonoPoint> last_snapshot_;
+  std::optional<MonoPoint> last_snapshot_, last_walk_;
 };
 
 // The HTTP endpoint: GET http://<listen>/metrics, served by one epoll thread

@@ -309,3 +309,29 @@ TEST_CASE("metrics: after a restart a job marked stuck before it counts only onc
   rig.poll("r1", "COMPLETED");  // it ended while the daemon was down
   CHECK(value(rig.text(), "wanbatch_shots_stuck") == 0);
 }
+
+TEST_CASE("metrics: a big book's walk (waits, stuck) is spaced a second per 1,000 shots, its state counts are not") {
+  // Found by bench-scale: walking 10,000 unfinished shots every second was a tenth of
+  // the daemon's CPU while it waited for ffprobe, whatever the work done.
+  Rig rig;
+  rig.sched->set_paused(true);
+  for (int b = 0; b < 5; ++b) {  // 5 batches of 500 (a manifest holds 1,000 at most by default)
+    std::string yaml = "batch: big" + std::to_string(b) + "\nshots:\n";
+    for (int i = 0; i < 500; ++i)
+      yaml += "  - {id: s" + std::to_string(i) + ", prompt: wind, image: 'https://cdn.example/a.png'}\n";
+    rig.accept(yaml, "big" + std::to_string(b) + ".yaml");
+  }
+  rig.tick();
+  std::string t = rig.text();  // the first snapshot walks at once
+  CHECK(value(t, R"(wanbatch_shots{state="PENDING"})") == 2500);
+  CHECK(value(t, R"(wanbatch_shots_waiting{reason="paused"})") == 2500);
+  rig.sched->set_paused(false);
+  rig.tick();  // submits go
+  REQUIRE(rig.net.has("/v2/wan2.7-i2v"));
+  t = rig.text();  // a second later: the counts are fresh, the walk is not due (2.5 s)
+  CHECK(value(t, R"(wanbatch_shots{state="PENDING"})") < 2500);
+  CHECK(value(t, R"(wanbatch_shots_waiting{reason="paused"})") == 2500);
+  t = rig.text();
+  t = rig.text();  // three seconds after the first walk
+  CHECK(value(t, R"(wanbatch_shots_waiting{reason="paused"})") == 0);
+}
