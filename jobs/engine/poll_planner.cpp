@@ -263,9 +263,11 @@ int64_t PollPlanner::next_poll(const Shot& shot, int64_t now_ms, double jitter) 
     } else {
       // Its expected start has passed and it still waits: the estimate is
       // stale, so polls back off on how long it has waited (half of it), a
-      // handful of polls however long the queue.
+      // handful of polls however long the queue; and never closer than the
+      // margin its start is planned with (a twentieth of a render), which a
+      // short wait would otherwise bring down to the floor.
       double waited = now - (j.queued_since_s > 0 ? j.queued_since_s : j.submitted_s);
-      t = now + std::max(0.5 * waited, poll_.min_interval_seconds) * (0.95 + 0.1 * jitter);
+      t = now + std::max({0.5 * waited, margin, poll_.min_interval_seconds}) * (0.95 + 0.1 * jitter);
     }
     t = std::clamp(t, now + poll_.min_interval_seconds, now + poll_.max_interval_seconds);
   } else {

@@ -275,6 +275,28 @@ TEST_CASE("planner: a job QUEUED for an hour past its expected start costs a han
   CHECK(polls <= 40);  // backs off on the wait
 }
 
+TEST_CASE("planner: a job still QUEUED just past its expected start is not polled at the floor") {
+  // Found by an outside attack: with a small floor a job seen QUEUED when it was
+  // believed to start cost ten polls in the first twentieth of a render (the backoff
+  // on half its short wait started at the floor).
+  PollConfig pc;
+  pc.min_interval_seconds = 0.01;
+  pc.max_interval_seconds = 300;
+  PollPlanner p(pc);
+  Shot s = planner_shot("a");
+  const int64_t now = 1'000'000;
+  p.submitted(s, now);
+  p.seen(s, "QUEUED", now + 10);
+  const double mean_ms = 138'000;  // shorter than this class's prior (1080P 10 s)
+  int polls = 0;
+  for (int64_t t = p.next_poll(s, now + 10, 0.5); t < now + static_cast<int64_t>(0.05 * mean_ms);
+       t = p.next_poll(s, t, 0.5)) {
+    ++polls;
+    p.seen(s, "QUEUED", t);
+  }
+  CHECK(polls <= 2);
+}
+
 TEST_CASE("planner: a provider flipping QUEUED and PROCESSING leaves no job counted as waiting") {
   PollConfig pc;
   PollPlanner p(pc);
