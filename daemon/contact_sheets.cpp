@@ -84,7 +84,10 @@ namespace {
 constexpr size_t kIndexSlice = 2000;  // shot records counted per loop turn for a batch's line
 // The census's share of a loop turn: the control socket and the metrics wait no longer.
 constexpr auto kCensusTurn = std::chrono::milliseconds(3);
-// Running batches' sheets take at most this share of the daemon's CPU time...
+// A sheet whose last write took no longer than this is written at every interval
+// (a batch of a few hundred shots); a dearer one takes at most kSheetShare of the
+// daemon's CPU time...
+constexpr auto kCheapSheet = std::chrono::milliseconds(10);
 constexpr double kSheetShare = 0.05;
 // ...or are written again once this old (a big batch's sheet on an idle daemon).
 constexpr auto kSheetMaxAge = std::chrono::minutes(10);
@@ -99,7 +102,7 @@ std::chrono::nanoseconds ContactSheets::process_cpu_time() {
 bool ContactSheets::may_rewrite(const std::string& batch, std::chrono::steady_clock::time_point now) const {
   auto w = written_.find(batch);
   if (w == written_.end()) return true;  // its first sheet since the start
-  if (now - w->second.at >= kSheetMaxAge) return true;
+  if (w->second.took <= kCheapSheet || now - w->second.at >= kSheetMaxAge) return true;
   const double budget = kSheetShare * static_cast<double>(cpu_().count());
   return static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(spent_ + w->second.took).count()) <=
          budget;
@@ -133,7 +136,7 @@ Millis ContactSheets::tick(std::chrono::steady_clock::time_point now) {
       spdlog::warn("batch {}: the contact sheet was not written: {}", batch, e.what());
     }
     const auto took = std::chrono::steady_clock::now() - started;
-    spent_ += took;
+    if (took > kCheapSheet) spent_ += took;
     if (ended.count(batch))
       written_.erase(batch);
     else

@@ -3,8 +3,9 @@
 // most every contact_sheet.interval_seconds, a finished batch's at once, and
 // <output_root>/index.html with them. A running batch's sheet is read from all
 // its records (a 10,000-shot sheet: about 0.3 s), so the rewrites of running
-// batches take at most a twentieth of the daemon's CPU time, or wait until the
-// sheet is ten minutes old: their cost follows the work done, not the hours. Posters (<shot>.jpg, ffmpeg) are taken
+// batches whose sheet takes more than 10 ms take at most a twentieth of the
+// daemon's CPU time, or wait until the sheet is ten minutes old: their cost
+// follows the work done, not the hours. Posters (<shot>.jpg, ffmpeg) are taken
 // once per DONE video. Pages: jobs/contact_sheet.h. Every file goes through a
 // temporary name and a rename; a failure is logged and tried again later.
 #pragma once

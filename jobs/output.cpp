@@ -64,8 +64,14 @@ std::string OutputDir::batch_dir(const std::string& batch) const {
 int OutputDir::open_part(const std::string& batch, const std::string& shot, bool resume, long long& offset) const {
   check_shot_id(shot);
   std::string path = join_path(batch_dir(batch), part_name(shot));
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | (resume ? 0 : O_TRUNC) | O_NOFOLLOW | O_CLOEXEC, 0644);
+  // Non-blocking: a FIFO put at this name must not hold up the loop (it is refused below).
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | (resume ? 0 : O_TRUNC) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
   if (fd < 0) throw Error("cannot open " + path + ": " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(path + " is not a regular file");
+  }
   off_t end = ::lseek(fd, 0, SEEK_END);
   offset = end > 0 ? static_cast<long long>(end) : 0;
   return fd;
@@ -162,6 +168,15 @@ std::string OutputDir::part_path(const std::string& batch, const std::string& sh
 
 void OutputDir::discard_part(const std::string& batch, const std::string& shot) const {
   ::unlink(join_path(join_path(root_, batch), part_name(shot)).c_str());
+}
+
+std::string OutputDir::foreign_part(const std::string& batch, const std::string& shot) const {
+  check_shot_id(shot);
+  const std::string path = join_path(join_path(root_, batch), part_name(shot));
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode)) return "";
+  if (!S_ISDIR(st.st_mode) && ::unlink(path.c_str()) == 0) return "";  // a FIFO, a symlink, a socket: ours to remove
+  return path;
 }
 
 std::string OutputDir::write(const std::string& batch, const std::string& name, const std::string& data) const {

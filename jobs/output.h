@@ -57,6 +57,9 @@ class OutputDir {
 
   // The path of <batch>/.<shot>.mp4.part (for a checker that reads it by name).
   std::string part_path(const std::string& batch, const std::string& shot) const;
+  // Something other than a regular file at the shot's .part name is removed (a FIFO,
+  // a symlink...); returns its path when it could not be (a directory), else "".
+  std::string foreign_part(const std::string& batch, const std::string& shot) const;
 
   void discard_part(const std::string& batch, const std::string& shot) const;
 

@@ -56,6 +56,12 @@ void Downloader::start(Shot& shot) {
     // A shot that downloads is not DONE: a video a commit left visible (a crash
     // before its record said DONE) is taken back before it is fetched again.
     output_.withdraw(shot.batch, shot.spec.id, shot.request_id, shot.file_take > 0 && shot.file_take != shot.take);
+    // A directory where the video is written needs a person (anything else there is removed).
+    if (std::string stray = output_.foreign_part(shot.batch, shot.spec.id); !stray.empty()) {
+      core_.end(shot, ShotState::held,
+                stray + " is not a regular file: remove it, then `wanbatch retry " + shot.key() + "` (no new submit)");
+      return;
+    }
     // A retry after a partial download resumes it with a Range request.
     fd = output_.open_part(shot.batch, shot.spec.id, shot.attempts > 0, offset);
   } catch (const Error& e) {
@@ -149,7 +155,7 @@ void Downloader::on_answer(const std::string& key, int fd, const HttpResponse& r
     core_.retry_later(*shot, std::string("cannot check the video: fstat: ") + std::strerror(errno), true);
     return;
   }
-  const PartId probed{st.st_dev, st.st_ino, st.st_size, st.st_mtim};
+  const PartId probed{st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim};
   shot->due_ms = kParked;
   probing_.insert(key);
   const bool has_audio = check.has_audio;
@@ -179,12 +185,13 @@ void Downloader::finish(const std::string& key, const PartId& probed, bool has_a
     ~Closer() {
       if (fd >= 0) ::close(fd);
     }
-  } closer{::open(part.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC)};
+  } closer{::open(part.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)};  // a FIFO must not block the loop
   const int fd = closer.fd;
   struct stat st {};
-  if (fd < 0 || ::fstat(fd, &st) != 0 || st.st_dev != probed.dev || st.st_ino != probed.ino ||
-      st.st_size != probed.size || st.st_mtim.tv_sec != probed.mtime.tv_sec ||
-      st.st_mtim.tv_nsec != probed.mtime.tv_nsec) {
+  auto same_time = [](const timespec& a, const timespec& b) { return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec; };
+  if (fd < 0 || ::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_dev != probed.dev ||
+      st.st_ino != probed.ino || st.st_size != probed.size || !same_time(st.st_mtim, probed.mtime) ||
+      !same_time(st.st_ctim, probed.ctime)) {
     const std::string why = fd < 0 ? std::string(std::strerror(errno)) : std::string("replaced or changed");
     output_.discard_part(shot->batch, shot->spec.id);
     core_.retry_later(*shot, "the downloaded video changed while it was checked (" + why + ")", true);

@@ -44,6 +44,7 @@ class Downloader {
     ino_t ino = 0;
     off_t size = 0;
     timespec mtime{};
+    timespec ctime{};  // any change since (a chmod, an mtime set back) moves it
   };
   void finish(const std::string& key, const PartId& probed, bool has_audio, const VideoFacts& facts);
 

@@ -3,6 +3,7 @@
 // downloader's "download again once, then HELD".
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -379,6 +380,92 @@ TEST_CASE("a video replaced while it was probed is downloaded again, never commi
   wait_for_probe_answer(rig);
   REQUIRE(rig.shot().state == ShotState::done);
   CHECK(test::read(rig.root + "/out/b/s1.mp4") == std::string(sim::sample_mp4()));
+}
+
+namespace {
+// The rig with a held probe, its shot downloaded and being probed.
+struct ProbingRig {
+  Rig rig{true};
+  HeldProbe probe;
+  std::string part;
+  ProbingRig() {
+    probe.install(rig);
+    rig.to_download();
+    rig.deliver(std::string(sim::sample_mp4()));
+    rig.sched->tick();
+    part = rig.root + "/out/b/.s1.mp4.part";
+    for (int i = 0; i < 1000 && probe.asked == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    REQUIRE(probe.asked == 1);
+  }
+};
+}  // namespace
+
+TEST_CASE("a FIFO put at the .part name while the video is probed does not block the loop") {
+  // Found by an outside attack: the probe's answer opened the path for reading and
+  // waited for a writer that never came: control socket and metrics frozen.
+  ProbingRig p;
+  REQUIRE(::unlink(p.part.c_str()) == 0);
+  REQUIRE(::mkfifo(p.part.c_str(), 0644) == 0);
+  std::atomic<bool> done{false};
+  std::thread rescue([&] {  // opens the other end every 4 s, so that a blocked open ends (and the test)
+    for (int i = 1; !done; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      if (i % 400 == 0) ::close(::open(p.part.c_str(), O_WRONLY | O_NONBLOCK));
+    }
+  });
+  p.probe.release = true;
+  pollfd answered{p.rig.sched->background_fd(), POLLIN, 0};
+  REQUIRE(::poll(&answered, 1, 20000) == 1);  // (the poster's ffmpeg may wait on the FIFO: a worker, bounded)
+  const auto t0 = std::chrono::steady_clock::now();
+  p.rig.sched->tick();  // the loop takes the answer up
+  const auto took = std::chrono::steady_clock::now() - t0;
+  done = true;
+  rescue.join();
+  CHECK(took < std::chrono::seconds(3));
+  CHECK(p.rig.shot().state == ShotState::downloading);
+  CHECK_FALSE(test::exists(p.rig.root + "/out/b/s1.mp4"));
+  // The FIFO is gone; the video is downloaded again and DONE.
+  p.rig.deliver(std::string(sim::sample_mp4()));
+  p.rig.sched->tick();
+  wait_for_probe_answer(p.rig);
+  REQUIRE(p.rig.shot().state == ShotState::done);
+  CHECK(test::read(p.rig.root + "/out/b/s1.mp4") == std::string(sim::sample_mp4()));
+}
+
+TEST_CASE("a directory put at the .part name holds the shot for a person, with what to do") {
+  // Found by an outside attack: the shot waited "for the output folder" forever, never HELD.
+  ProbingRig p;
+  REQUIRE(::unlink(p.part.c_str()) == 0);
+  REQUIRE(::mkdir(p.part.c_str(), 0755) == 0);
+  p.probe.release = true;
+  wait_for_probe_answer(p.rig);
+  for (int i = 0; i < 20 && p.rig.shot().state == ShotState::downloading; ++i) p.rig.tick(Millis(60000));
+  Shot s = p.rig.shot();
+  REQUIRE(s.state == ShotState::held);
+  CHECK(s.held_from == ShotState::downloading);  // `wanbatch retry` resumes it without a new submit
+  CHECK(s.reason.find("is not a regular file: remove it") != std::string::npos);
+  CHECK(std::count_if(p.rig.net.started.begin(), p.rig.net.started.end(), [](const wb::HttpRequest& r) {
+          return r.url.find("/v2/wan2.7-i2v") != std::string::npos;
+        }) == 1);
+}
+
+TEST_CASE("a video edited in place at the same size, its mtime set back, is downloaded again") {
+  // Found by an outside attack: inode, size and mtime matched, the change went unprobed.
+  ProbingRig p;
+  struct stat before {};
+  REQUIRE(::stat(p.part.c_str(), &before) == 0);
+  {
+    int fd = ::open(p.part.c_str(), O_WRONLY);
+    REQUIRE(fd >= 0);
+    REQUIRE(::pwrite(fd, "XXXX", 4, 64) == 4);
+    ::close(fd);
+  }
+  const timespec times[2] = {before.st_atim, before.st_mtim};
+  REQUIRE(::utimensat(AT_FDCWD, p.part.c_str(), times, 0) == 0);
+  p.probe.release = true;
+  wait_for_probe_answer(p.rig);
+  CHECK(p.rig.shot().state == ShotState::downloading);
+  CHECK_FALSE(test::exists(p.rig.root + "/out/b/s1.mp4"));
 }
 
 TEST_CASE("background work: done runs on the draining thread, each one even when one throws") {
