@@ -328,61 +328,7 @@ void wait_for_probe_answer(Rig& rig) {
   REQUIRE(::poll(&p, 1, 20000) == 1);
   rig.sched->tick();
 }
-}  // namespace
 
-TEST_CASE("a video waiting for its probe holds no descriptor, and is committed by its path when it answers") {
-  // Found by bench-scale: 10,000 downloads outran two probe workers and the daemon
-  // held a descriptor per waiting video (8,700 at once): past a service's open-file
-  // limit (1,024 under systemd) downloads and sockets fail, and every helper started
-  // copied and closed them all.
-  Rig rig(true);
-  HeldProbe probe;
-  probe.install(rig);
-  rig.to_download();
-  rig.deliver(std::string(sim::sample_mp4()));
-  rig.sched->tick();
-  const std::string part = rig.root + "/out/b/.s1.mp4.part";
-  REQUIRE(test::exists(part));
-  for (int i = 0; i < 1000 && probe.asked == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  CHECK(open_on(part) == 0);
-  CHECK(rig.shot().state == ShotState::downloading);
-  probe.release = true;
-  wait_for_probe_answer(rig);
-  Shot s = rig.shot();
-  REQUIRE(s.state == ShotState::done);
-  CHECK(open_on(rig.root + "/out/b/s1.mp4") == 0);
-  auto sidecar = nlohmann::json::parse(test::read(rig.root + "/out/b/s1.json"));
-  CHECK(sidecar["video"]["sha256"] == sha256_hex(std::string(sim::sample_mp4())));
-}
-
-TEST_CASE("a video replaced while it was probed is downloaded again, never committed unchecked") {
-  Rig rig(true);
-  HeldProbe probe;
-  probe.install(rig);
-  rig.to_download();
-  rig.deliver(std::string(sim::sample_mp4()));
-  rig.sched->tick();
-  const std::string part = rig.root + "/out/b/.s1.mp4.part";
-  for (int i = 0; i < 1000 && probe.asked == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  REQUIRE(probe.asked == 1);
-  // Another file takes its name while the probe looks at the first.
-  test::write(rig.root + "/out/b/other", garbled_mp4());
-  REQUIRE(::rename((rig.root + "/out/b/other").c_str(), part.c_str()) == 0);
-  probe.release = true;
-  wait_for_probe_answer(rig);
-  Shot s = rig.shot();
-  CHECK(s.state == ShotState::downloading);
-  CHECK_FALSE(test::exists(rig.root + "/out/b/s1.mp4"));
-  CHECK_FALSE(test::exists(part));
-  // Downloaded again, checked again, and DONE with what was checked.
-  rig.deliver(std::string(sim::sample_mp4()));
-  rig.sched->tick();
-  wait_for_probe_answer(rig);
-  REQUIRE(rig.shot().state == ShotState::done);
-  CHECK(test::read(rig.root + "/out/b/s1.mp4") == std::string(sim::sample_mp4()));
-}
-
-namespace {
 // The rig with a held probe, its shot downloaded and being probed.
 struct ProbingRig {
   Rig rig{true};
@@ -399,6 +345,46 @@ struct ProbingRig {
   }
 };
 }  // namespace
+
+TEST_CASE("a video waiting for its probe holds no descriptor, and is committed by its path when it answers") {
+  // Found by bench-scale: 10,000 downloads outran two probe workers and the daemon
+  // held a descriptor per waiting video (8,700 at once): past a service's open-file
+  // limit (1,024 under systemd) downloads and sockets fail, and every helper started
+  // copied and closed them all.
+  ProbingRig p;
+  Rig& rig = p.rig;
+  REQUIRE(test::exists(p.part));
+  CHECK(open_on(p.part) == 0);
+  CHECK(rig.shot().state == ShotState::downloading);
+  p.probe.release = true;
+  wait_for_probe_answer(rig);
+  Shot s = rig.shot();
+  REQUIRE(s.state == ShotState::done);
+  CHECK(open_on(rig.root + "/out/b/s1.mp4") == 0);
+  auto sidecar = nlohmann::json::parse(test::read(rig.root + "/out/b/s1.json"));
+  CHECK(sidecar["video"]["sha256"] == sha256_hex(std::string(sim::sample_mp4())));
+}
+
+TEST_CASE("a video replaced while it was probed is downloaded again, never committed unchecked") {
+  ProbingRig p;
+  Rig& rig = p.rig;
+  const std::string& part = p.part;
+  // Another file takes its name while the probe looks at the first.
+  test::write(rig.root + "/out/b/other", garbled_mp4());
+  REQUIRE(::rename((rig.root + "/out/b/other").c_str(), part.c_str()) == 0);
+  p.probe.release = true;
+  wait_for_probe_answer(rig);
+  Shot s = rig.shot();
+  CHECK(s.state == ShotState::downloading);
+  CHECK_FALSE(test::exists(rig.root + "/out/b/s1.mp4"));
+  CHECK_FALSE(test::exists(part));
+  // Downloaded again, checked again, and DONE with what was checked.
+  rig.deliver(std::string(sim::sample_mp4()));
+  rig.sched->tick();
+  wait_for_probe_answer(rig);
+  REQUIRE(rig.shot().state == ShotState::done);
+  CHECK(test::read(rig.root + "/out/b/s1.mp4") == std::string(sim::sample_mp4()));
+}
 
 TEST_CASE("a FIFO put at the .part name while the video is probed does not block the loop") {
   // Found by an outside attack: the probe's answer opened the path for reading and
