@@ -3,7 +3,7 @@
 // most every contact_sheet.interval_seconds, a finished batch's at once, and
 // <output_root>/index.html with them. A running batch's sheet is read from all
 // its records (a 10,000-shot sheet: about 0.3 s), so the rewrites of running
-// batches whose sheet takes more than 10 ms take at most a twentieth of the
+// batches whose sheet takes more than 10 ms of CPU take at most a twentieth of the
 // daemon's CPU time, or wait until the sheet is ten minutes old: their cost
 // follows the work done, not the hours. Posters (<shot>.jpg, ffmpeg) are taken
 // once per DONE video. Pages: jobs/contact_sheet.h. Every file goes through a
@@ -37,8 +37,11 @@ class ContactSheets {
   using CpuClock = std::function<std::chrono::nanoseconds()>;
   ContactSheets(const Config& config, const Store& store, CpuClock cpu = process_cpu_time)
       : config_(config), store_(store), cpu_(std::move(cpu)) {}
-  // The CPU time this process has used so far.
+  // The CPU time this process has used so far; this thread.
   static std::chrono::nanoseconds process_cpu_time();
+  static std::chrono::nanoseconds thread_cpu_time();
+  // For tests: runs inside each batch sheet's write (a slow disk).
+  std::function<void()> during_write;
   // Marks every unfinished batch's sheet (and the index) stale: at start.
   void start();
   void on_event(const Event& event);
@@ -64,7 +67,8 @@ class ContactSheets {
   bool index_counting_ = false;  // the index waits for finished batches still to be counted
   std::chrono::steady_clock::time_point last_write_{};
   CpuClock cpu_;
-  // Time spent writing sheets, and each running batch's last write: when, and how long it took.
+  // CPU time spent writing dear sheets, and each running batch's last write: when, and
+  // the CPU time it took.
   std::chrono::steady_clock::duration spent_{};
   struct Written {
     std::chrono::steady_clock::time_point at;

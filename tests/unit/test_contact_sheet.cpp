@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <thread>
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
@@ -253,11 +254,13 @@ TEST_CASE("a running batch's dear sheet is written again within a twentieth of t
   CHECK(rig.sheet().find("data-shot=\"s4\" data-state=\"DONE\"") != std::string::npos);
 }
 
-TEST_CASE("a small running batch's sheet is written at every interval, however idle the daemon") {
-  // Found by an outside attack: with the share alone an idle daemon (ffprobe's CPU is
-  // its children's) left a 5-shot batch's page at SUBMITTING while status said DONE.
+TEST_CASE("a small running batch's sheet is written at every interval, however idle the daemon or slow the disk") {
+  // Found by outside attacks: with the share alone an idle daemon (ffprobe's CPU is
+  // its children's) left a 5-shot batch's page at SUBMITTING while status said DONE;
+  // then a write's fsync on a slow disk (13 ms of wall time) made a small page dear.
   SheetRig rig;  // "night": 4 shots
   rig.config.contact_sheet.interval_seconds = 1;
+  rig.sheets.during_write = [] { std::this_thread::sleep_for(std::chrono::milliseconds(25)); };
   rig.cpu = std::chrono::nanoseconds(0);
   const auto t0 = std::chrono::steady_clock::now();
   rig.sheets.start();
