@@ -93,17 +93,16 @@ constexpr double kSheetShare = 0.05;
 constexpr auto kSheetMaxAge = std::chrono::minutes(10);
 }  // namespace
 
-std::chrono::nanoseconds ContactSheets::process_cpu_time() {
+namespace {
+std::chrono::nanoseconds cpu_time(clockid_t clock) {
   timespec ts{};
-  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  ::clock_gettime(clock, &ts);
   return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
 }
+}  // namespace
 
-std::chrono::nanoseconds ContactSheets::thread_cpu_time() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
-}
+std::chrono::nanoseconds ContactSheets::process_cpu_time() { return cpu_time(CLOCK_PROCESS_CPUTIME_ID); }
+std::chrono::nanoseconds ContactSheets::thread_cpu_time() { return cpu_time(CLOCK_THREAD_CPUTIME_ID); }
 
 bool ContactSheets::may_rewrite(const std::string& batch, std::chrono::steady_clock::time_point now) const {
   auto w = written_.find(batch);

@@ -680,11 +680,7 @@ void Store::put_shot_and_ledger(const Shot& shot, const nlohmann::json& ledger_e
 
 std::vector<Shot> Store::shots(const std::string& batch) const {
   std::vector<Shot> out;
-  const std::string prefix = batch.empty() ? std::string("s/") : "s/" + batch + "/";
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
-  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next())
-    out.push_back(read_shot(it->key().ToString(), it->value().ToString()));
-  check(it->status(), "scan " + prefix);
+  each_shot(batch, [&](const Shot& s) { out.push_back(s); });
   return out;
 }
 

@@ -2,6 +2,8 @@
 // durable file writes. Nothing here knows about shots or the API.
 #pragma once
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -11,6 +13,22 @@
 #include <vector>
 
 namespace wb {
+
+// Owns a descriptor: closed when it goes out of scope (-1: none).
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
 
 // Wall time: for what a person reads, persisted timestamps, local days and windows.
 using TimePoint = std::chrono::system_clock::time_point;

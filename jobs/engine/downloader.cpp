@@ -94,10 +94,7 @@ void Downloader::start(Shot& shot) {
   ++on_wire_;
   core_.send(key, "download", std::move(req), [this, key, fd](const HttpResponse& r) {
     --on_wire_;
-    struct Closer {
-      int fd;
-      ~Closer() { ::close(fd); }
-    } closer{fd};  // also when the answer's store write throws
+    Fd closer(fd);  // also when the answer's store write throws
     on_answer(key, fd, r);
   });
 }
@@ -180,13 +177,8 @@ void Downloader::finish(const std::string& key, const PartId& probed, bool has_a
   // The file the probe checked, opened again by its path: hashed, synced and
   // renamed only if it is still that file, as long as it was.
   const std::string part = output_.part_path(shot->batch, shot->spec.id);
-  struct Closer {
-    int fd;
-    ~Closer() {
-      if (fd >= 0) ::close(fd);
-    }
-  } closer{::open(part.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)};  // a FIFO must not block the loop
-  const int fd = closer.fd;
+  Fd opened(::open(part.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));  // a FIFO must not block the loop
+  const int fd = opened.get();
   struct stat st {};
   auto same_time = [](const timespec& a, const timespec& b) { return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec; };
   if (fd < 0 || ::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_dev != probed.dev ||
