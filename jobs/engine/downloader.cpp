@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,6 +28,19 @@ constexpr long long kUnannouncedDownloadBytes = 256ll << 20;
 constexpr const char* kDoesNotDecode = "the downloaded video does not decode";
 // The due time of a shot whose video is being probed: never, until the probe answers.
 constexpr int64_t kParked = std::numeric_limits<int64_t>::max() / 4;
+
+// A name under which a helper process opens the file this process holds open on
+// `fd` (/proc/<pid>/fd/<fd>: the same file, whatever is at its path by then).
+// `path` itself when that name does not work (no /proc; a process that is not
+// dumpable, whose descriptors a helper of the same user may not open).
+std::string descriptor_path(int fd, const std::string& path) {
+  const std::string name = "/proc/" + std::to_string(::getpid()) + "/fd/" + std::to_string(fd);
+  struct stat by_name {}, held {};
+  if (::prctl(PR_GET_DUMPABLE) != 1 || ::stat(name.c_str(), &by_name) != 0 || ::fstat(fd, &held) != 0 ||
+      by_name.st_dev != held.st_dev || by_name.st_ino != held.st_ino)
+    return path;
+  return name;
+}
 }  // namespace
 
 void Downloader::due(Shot& shot) {
@@ -156,18 +170,37 @@ void Downloader::on_answer(const std::string& key, int fd, const HttpResponse& r
   shot->due_ms = kParked;
   probing_.insert(key);
   const bool has_audio = check.has_audio;
-  // The contact sheet's poster frame is taken here too, beside the loop.
+  // The contact sheet's poster frame is taken here too, beside the loop. The
+  // worker opens the file once more and the helpers read that descriptor (by its
+  // /proc/self/fd name), so that they only ever see the file checked here: a
+  // FIFO, a device or another file put at the name meanwhile is never handed to
+  // ffprobe or ffmpeg (a FIFO would hold a worker until video.timeout_seconds).
   core_.background.run([this, key, probed, has_audio, video = core_.settings.video, probe = core_.probe,
                         part = output_.part_path(shot->batch, shot->spec.id),
                         poster = join_path(output_.batch_dir(shot->batch), shot->spec.id + ".jpg")]() -> Background::Done {
-    VideoFacts facts = probe(video, part);
+    VideoFacts facts;
     std::string poster_problem;
-    if (facts.checked && facts.decodes) poster_problem = make_poster(video, part, facts.duration_seconds, poster);
+    Fd opened(::open(part.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    struct stat st {};
+    if (opened.get() < 0 || ::fstat(opened.get(), &st) != 0 || !probed.is(st)) {
+      // finish() looks at the name again and says what it found there.
+      facts.problem = "the downloaded video changed before it was checked";
+    } else {
+      const std::string held = descriptor_path(opened.get(), part);
+      facts = probe(video, held);
+      if (facts.checked && facts.decodes) poster_problem = make_poster(video, held, facts.duration_seconds, poster);
+    }
     return [this, key, probed, has_audio, facts, poster_problem] {
       if (!poster_problem.empty()) spdlog::warn("{}: no poster frame for the contact sheet: {}", key, poster_problem);
       finish(key, probed, has_audio, facts);
     };
   });
+}
+
+bool Downloader::PartId::is(const struct stat& st) const {
+  auto same_time = [](const timespec& a, const timespec& b) { return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec; };
+  return S_ISREG(st.st_mode) && st.st_dev == dev && st.st_ino == ino && st.st_size == size &&
+         same_time(st.st_mtim, mtime) && same_time(st.st_ctim, ctime);
 }
 
 void Downloader::finish(const std::string& key, const PartId& probed, bool has_audio, const VideoFacts& facts) {
@@ -180,10 +213,7 @@ void Downloader::finish(const std::string& key, const PartId& probed, bool has_a
   Fd opened(::open(part.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));  // a FIFO must not block the loop
   const int fd = opened.get();
   struct stat st {};
-  auto same_time = [](const timespec& a, const timespec& b) { return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec; };
-  if (fd < 0 || ::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_dev != probed.dev ||
-      st.st_ino != probed.ino || st.st_size != probed.size || !same_time(st.st_mtim, probed.mtime) ||
-      !same_time(st.st_ctim, probed.ctime)) {
+  if (fd < 0 || ::fstat(fd, &st) != 0 || !probed.is(st)) {
     const std::string why = fd < 0 ? std::string(std::strerror(errno)) : std::string("replaced or changed");
     output_.discard_part(shot->batch, shot->spec.id);
     core_.retry_later(*shot, "the downloaded video changed while it was checked (" + why + ")", true);

@@ -10,6 +10,7 @@
 // at once; due shots beyond that wait their turn in order.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -45,6 +46,7 @@ class Downloader {
     off_t size = 0;
     timespec mtime{};
     timespec ctime{};  // any change since (a chmod, an mtime set back) moves it
+    bool is(const struct stat& st) const;  // a regular file, and this one, unchanged
   };
   void finish(const std::string& key, const PartId& probed, bool has_audio, const VideoFacts& facts);
 

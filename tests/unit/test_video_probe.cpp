@@ -14,6 +14,8 @@
 #include <thread>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "jobs/background.h"
@@ -354,7 +356,7 @@ TEST_CASE("a video waiting for its probe holds no descriptor, and is committed b
   ProbingRig p;
   Rig& rig = p.rig;
   REQUIRE(test::exists(p.part));
-  CHECK(open_on(p.part) == 0);
+  CHECK(open_on(p.part) <= 1);  // the worker's, while its probe runs (one per worker at most)
   CHECK(rig.shot().state == ShotState::downloading);
   p.probe.release = true;
   wait_for_probe_answer(rig);
@@ -416,6 +418,92 @@ TEST_CASE("a FIFO put at the .part name while the video is probed does not block
   wait_for_probe_answer(p.rig);
   REQUIRE(p.rig.shot().state == ShotState::done);
   CHECK(test::read(p.rig.root + "/out/b/s1.mp4") == std::string(sim::sample_mp4()));
+}
+
+TEST_CASE("a FIFO put at the .part name before the probe starts is never handed to ffprobe or ffmpeg") {
+  // Found by an outside attack: with both workers busy, a FIFO planted at a waiting
+  // video's name was given to the helpers, and ffmpeg held a worker until
+  // video.timeout_seconds (then a check failed: "cannot check the video").
+  Rig rig(true);
+  std::atomic<bool> release{false};
+  std::mutex m;
+  std::set<std::string> probed;  // the files the probe was given, by their real names
+  int not_regular = 0;
+  rig.sched->set_video_probe([&](const VideoConfig&, const std::string& path) {
+    struct stat st {};
+    std::error_code ec;
+    {
+      std::lock_guard<std::mutex> lock(m);
+      if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) ++not_regular;
+      probed.insert(std::filesystem::canonical(path, ec).filename().string());
+    }
+    while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    VideoFacts f;
+    f.checked = f.decodes = f.has_video = f.has_audio = true;
+    f.duration_seconds = 5;
+    f.width = 1280;
+    f.height = 720;
+    return f;
+  });
+  auto asked = [&] {
+    std::lock_guard<std::mutex> lock(m);
+    return probed.size();
+  };
+  rig.accept(
+      "batch: b\nshots:\n"
+      "  - {id: s1, prompt: wind, image: 'https://cdn.example/a.png'}\n"
+      "  - {id: s2, prompt: wind, image: 'https://cdn.example/a.png'}\n"
+      "  - {id: s3, prompt: wind, image: 'https://cdn.example/a.png'}\n");
+  for (int i = 1; i <= 3; ++i) {
+    rig.until("/v2/wan2.7-i2v");
+    rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r)" + std::to_string(i) + R"("})");
+  }
+  for (int i = 1; i <= 3; ++i) {
+    rig.until("/status");
+    rig.answer("/status", 200, R"({"status":"COMPLETED"})");
+  }
+  for (int i = 1; i <= 3; ++i) {
+    rig.until("/v2/requests/r");
+    auto call = rig.net.take("/v2/requests/r");
+    const std::string id = call.request.url.substr(call.request.url.rfind('/') + 1);
+    FakeTransport::reply(call, 200, R"({"status":"COMPLETED","output":"https://cdn.example/)" + id + R"(.mp4"})");
+  }
+  // Two videos hold both workers in their probes; the third waits its turn.
+  for (int i = 1; i <= 3; ++i) {
+    rig.until("cdn.example/r");
+    auto dl = rig.net.take("cdn.example/r");
+    FakeTransport::deliver(dl, std::string(sim::sample_mp4()));
+    rig.sched->tick();
+  }
+  for (int i = 0; i < 1000 && asked() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  REQUIRE(asked() == 2);
+  std::string waiting;
+  for (const char* id : {"s1", "s2", "s3"})
+    if (!probed.count("." + std::string(id) + ".mp4.part")) waiting = id;
+  REQUIRE_FALSE(waiting.empty());
+  const std::string part = rig.root + "/out/b/." + waiting + ".mp4.part";
+  CHECK(open_on(part) == 0);  // a video waiting for a worker holds no descriptor
+  REQUIRE(::unlink(part.c_str()) == 0);
+  REQUIRE(::mkfifo(part.c_str(), 0644) == 0);
+  release = true;
+  auto state = [&](const std::string& id) { return rig.store->shot("b", id)->state; };
+  for (int i = 0; i < 100 && (rig.sched->active_shots() > 1 || test::exists(part)); ++i) {
+    pollfd p{rig.sched->background_fd(), POLLIN, 0};
+    ::poll(&p, 1, 200);
+    rig.sched->tick();
+  }
+  CHECK(not_regular == 0);  // neither ffprobe nor the poster's ffmpeg was given the FIFO
+  CHECK(asked() == 2);
+  CHECK(state(waiting) == ShotState::downloading);
+  CHECK_FALSE(test::exists(part));  // the FIFO is removed, the video downloaded again
+  rig.until("cdn.example/r");
+  auto dl = rig.net.take("cdn.example/r");
+  FakeTransport::deliver(dl, std::string(sim::sample_mp4()));
+  rig.sched->tick();
+  wait_for_probe_answer(rig);
+  CHECK(state(waiting) == ShotState::done);
+  CHECK(not_regular == 0);
 }
 
 TEST_CASE("a directory put at the .part name holds the shot for a person, with what to do") {
