@@ -32,6 +32,7 @@
 #include "jobs/manifest.h"
 #include "jobs/engine/scheduler.h"
 #include "jobs/store.h"
+#include "jobs/subprocess.h"
 #include "jobs/util.h"
 
 namespace wb {
@@ -695,6 +696,10 @@ std::string load_api_key(const ApiConfig& api) {
 
 int run_daemon(const Config& config_at_start) {
   ::prctl(PR_SET_DUMPABLE, 0);
+  if (!helpers_read_passed_fds())
+    spdlog::warn("/proc is not mounted: ffprobe and ffmpeg are given the downloaded videos' paths instead of the "
+                 "files checked, so a file put at a .part name while a video waits may hold a probe worker until "
+                 "video.timeout_seconds");
   Config config = config_at_start;  // SIGHUP changes this copy
   std::string key;
   try {

@@ -310,10 +310,10 @@ RehearsalResult rehearse(const Config& config, const std::vector<std::string>& f
   Scheduler sched(settings, *store, provider, [&] { return wall0 + Millis(sim_ms); },
                   [&] { return mono0 + Millis(sim_ms); }, "rehearsal", false);
   std::map<std::string, VideoFacts> probed;  // by the video's SHA-256
-  sched.set_video_probe([&probed](const VideoConfig& video, const std::string& path) {
-    std::string sha = sha256_hex(read_file(path));
+  sched.set_video_probe([&probed](const VideoConfig& config, const VideoFile& video) {
+    std::string sha = sha256_hex(read_file(video.fd >= 0 ? "/proc/self/fd/" + std::to_string(video.fd) : video.path));
     auto it = probed.find(sha);
-    if (it == probed.end()) it = probed.emplace(sha, probe_video(video, path)).first;
+    if (it == probed.end()) it = probed.emplace(sha, probe_video(config, video)).first;
     return it->second;
   });
   // Shot chains render as in the daemon: the child's frame is a stand-in PNG (no

@@ -4,9 +4,6 @@
 // that the PNG does not depend on the video's chroma layout.
 #include "jobs/frame_grab.h"
 
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <chrono>
 
 #include "jobs/subprocess.h"
@@ -17,7 +14,13 @@ std::string extract_frame(const VideoConfig& config, const std::string& video, c
                           const std::string& png_path) {
   if (word != "first" && word != "last") return "unknown frame '" + word + "' (first or last)";
   std::string dir = png_path.substr(0, png_path.rfind('/') + 1);
-  std::string tmp = dir + "." + png_path.substr(dir.size()) + ".tmp";
+  const std::string tmp_path = dir + "." + png_path.substr(dir.size()) + ".tmp";
+  // ffmpeg writes a file created here, passed to it (a symlink put at the
+  // temporary name is never written through; jobs/subprocess.h, HelperOutput).
+  HelperOutput tmp(tmp_path);
+  if (tmp.fd() < 0) return "ffmpeg could not take the " + word + " frame of " + video + ": " + tmp.error();
+  PassedFds passed;
+  const std::string output = helpers_read_passed_fds() ? passed.add(tmp.fd()) : tmp_path;
   SubprocessSpec spec;
   spec.argv = {config.ffmpeg, "-v", "error", "-nostdin", "-y"};
   if (word == "last") spec.argv.insert(spec.argv.end(), {"-sseof", "-3"});
@@ -26,20 +29,16 @@ std::string extract_frame(const VideoConfig& config, const std::string& video, c
     spec.argv.insert(spec.argv.end(), {"-update", "1"});
   else
     spec.argv.insert(spec.argv.end(), {"-frames:v", "1"});
-  spec.argv.insert(spec.argv.end(), {"-pix_fmt", "rgb24", "-f", "image2", "-c:v", "png", tmp});
+  spec.argv.insert(spec.argv.end(), {"-pix_fmt", "rgb24", "-f", "image2", "-c:v", "png", output});
+  spec.pass_fds = passed.fds;
   spec.env = helper_env();
   spec.timeout = std::chrono::milliseconds(static_cast<long long>(config.timeout_seconds * 1000));
   spec.max_output_bytes = 64 << 10;
   SubprocessResult r = run_subprocess(spec);
-  struct stat st {};
-  if (!r.ok() || ::stat(tmp.c_str(), &st) != 0 || st.st_size == 0) {
-    ::unlink(tmp.c_str());
-    return "ffmpeg could not take the " + word + " frame of " + video + ": " +
-           (r.ok() ? std::string("no frame decoded") : r.describe());
-  }
-  if (::rename(tmp.c_str(), png_path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return "cannot rename the frame to " + png_path;
+  if (!r.ok()) return "ffmpeg could not take the " + word + " frame of " + video + ": " + r.describe();
+  if (std::string problem = tmp.commit(png_path); !problem.empty()) {
+    if (problem == "nothing was written") problem = "no frame decoded";
+    return "ffmpeg could not take the " + word + " frame of " + video + ": " + problem;
   }
   return "";
 }

@@ -1,5 +1,6 @@
 // Implementation: posix_spawnp with the child's ends of three O_CLOEXEC pipes
-// dup2'ed onto 0, 1, 2 and every other descriptor closed (closefrom), in its
+// dup2'ed onto 0, 1, 2, the passed descriptors onto 3, 4, ... and every other
+// descriptor closed (closefrom), in its
 // own process group (so a timeout kills what it started too), with the signal
 // mask cleared and every signal at its default (the daemon blocks some for its
 // signalfd, and a child must not inherit that). Our ends are non-blocking and
@@ -11,6 +12,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,6 +20,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+
+#include "jobs/util.h"
 
 namespace wb {
 
@@ -112,12 +117,31 @@ bool Child::start(const SubprocessSpec& spec) {
       if (fd >= 0) ::close(fd);
     return false;
   }
+  // A passed descriptor whose number is one the child's 0, 1, 2, 3... take first
+  // is copied above them, so that no dup2 below overwrites it before it is used.
+  const int passed = static_cast<int>(spec.pass_fds.size());
+  std::vector<std::unique_ptr<Fd>> moved;
+  std::vector<int> sources;
+  for (int fd : spec.pass_fds) {
+    if (fd >= 3 + passed) {
+      sources.push_back(fd);
+      continue;
+    }
+    moved.push_back(std::make_unique<Fd>(::fcntl(fd, F_DUPFD_CLOEXEC, 3 + passed)));
+    if (moved.back()->get() < 0) {
+      result_.error = "cannot pass descriptor " + std::to_string(fd) + ": " + std::strerror(errno);
+      for (int p : {in[0], in[1], out[0], out[1], err[0], err[1]}) ::close(p);
+      return false;
+    }
+    sources.push_back(moved.back()->get());
+  }
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, in[0], 0);
   posix_spawn_file_actions_adddup2(&actions, out[1], 1);
   posix_spawn_file_actions_adddup2(&actions, err[1], 2);
-  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+  for (int i = 0; i < passed; ++i) posix_spawn_file_actions_adddup2(&actions, sources[static_cast<size_t>(i)], 3 + i);
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3 + passed);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   sigset_t none, all;
@@ -238,6 +262,49 @@ SubprocessResult run_subprocess(const SubprocessSpec& spec) {
   while (!child.step(std::chrono::milliseconds(1000))) {
   }
   return child.result();
+}
+
+bool helpers_read_passed_fds() {
+  static const bool reachable = ::access("/proc/self/fd", X_OK) == 0;
+  return reachable;
+}
+
+std::string PassedFds::add(int fd) {
+  fds.push_back(fd);
+  return "/proc/self/fd/" + std::to_string(2 + fds.size());
+}
+
+HelperOutput::HelperOutput(std::string tmp) : tmp_(std::move(tmp)) {
+  if (::unlink(tmp_.c_str()) != 0 && errno != ENOENT) {
+    error_ = "cannot remove " + tmp_ + ": " + std::strerror(errno);
+    return;
+  }
+  fd_ = ::open(tmp_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd_ < 0) error_ = "cannot create " + tmp_ + ": " + std::strerror(errno);
+}
+
+HelperOutput::~HelperOutput() {
+  if (fd_ < 0) return;
+  if (!committed_) {
+    // Only the file made here: something else put at the name stays for a person.
+    struct stat mine {}, there {};
+    if (::fstat(fd_, &mine) == 0 && ::lstat(tmp_.c_str(), &there) == 0 && mine.st_dev == there.st_dev &&
+        mine.st_ino == there.st_ino)
+      ::unlink(tmp_.c_str());
+  }
+  ::close(fd_);
+}
+
+std::string HelperOutput::commit(const std::string& final_path) {
+  if (fd_ < 0) return error_;
+  struct stat mine {}, there {};
+  if (::fstat(fd_, &mine) != 0 || mine.st_size == 0) return "nothing was written";
+  if (::lstat(tmp_.c_str(), &there) != 0 || !S_ISREG(there.st_mode) || there.st_dev != mine.st_dev ||
+      there.st_ino != mine.st_ino)
+    return tmp_ + " was replaced while the helper wrote it";
+  if (::rename(tmp_.c_str(), final_path.c_str()) != 0) return "cannot rename it to " + final_path + ": " + std::strerror(errno);
+  committed_ = true;
+  return "";
 }
 
 }  // namespace wb

@@ -1,7 +1,7 @@
 // Running a helper program (ffprobe, ffmpeg, an operator's notify command)
 // without a shell: an argv list, an environment built by the caller (never the
 // daemon's own, which may hold the API key), no descriptor of ours but the
-// three pipes, stdin fed from a string, stdout and stderr kept up to a bound,
+// three pipes (and those passed on purpose, SubprocessSpec::pass_fds), stdin fed from a string, stdout and stderr kept up to a bound,
 // and a deadline after which the whole process group is killed.
 //
 // Child is the stepping form for an event loop (start, then step() until it
@@ -20,6 +20,10 @@ struct SubprocessSpec {
   std::vector<std::string> argv;  // argv[0] is looked up in PATH when it has no '/'
   std::vector<std::string> env;   // "NAME=value", the child's whole environment
   std::string stdin_data;
+  // Open descriptors of ours the child gets as its 3, 4, ... in this order (it
+  // opens them as /proc/self/fd/3, ...): a file checked here, not whatever its name
+  // points at by the time the child opens it.
+  std::vector<int> pass_fds;
   std::chrono::milliseconds timeout{30000};
   size_t max_output_bytes = 1 << 20;  // per stream; more is read and dropped
 };
@@ -75,5 +79,40 @@ class Child {
 
 // Runs it to the end, blocking at most about spec.timeout.
 SubprocessResult run_subprocess(const SubprocessSpec& spec);
+
+// Whether a helper can open a passed descriptor by its /proc/self/fd name
+// (/proc is mounted). Without it, helpers are given paths, and a file put at a path
+// between a check and the helper's open is what the helper sees.
+bool helpers_read_passed_fds();
+
+// Descriptors handed to a helper (SubprocessSpec::pass_fds) and the names it
+// opens them by: add() returns "/proc/self/fd/3", then "/proc/self/fd/4", ...
+struct PassedFds {
+  std::vector<int> fds;
+  std::string add(int fd);
+};
+
+// A file a helper writes through a passed descriptor, at `tmp` until commit():
+// whatever was at that name is removed first (a symlink there is removed, never
+// followed), and the file is created afresh (O_EXCL, O_NOFOLLOW). The helper,
+// however it opens its output, writes this file and no other.
+class HelperOutput {
+ public:
+  explicit HelperOutput(std::string tmp);
+  ~HelperOutput();  // removes the temporary file unless committed
+  HelperOutput(const HelperOutput&) = delete;
+  HelperOutput& operator=(const HelperOutput&) = delete;
+  int fd() const { return fd_; }  // -1 (with error()) when it could not be created
+  const std::string& error() const { return error_; }
+  // Renames it to `final_path` if it holds something and is still the file
+  // created (by name); "" or the problem.
+  std::string commit(const std::string& final_path);
+
+ private:
+  std::string tmp_;
+  int fd_ = -1;
+  bool committed_ = false;
+  std::string error_;
+};
 
 }  // namespace wb

@@ -89,13 +89,24 @@ VideoFacts parse_ffprobe_json(const std::string& text) {
   return f;
 }
 
-VideoFacts probe_video(const VideoConfig& config, const std::string& path) {
+namespace {
+// The name a helper opens the video by (with the descriptor it is passed, if any).
+std::string input_of(const VideoFile& video, PassedFds& passed) {
+  if (video.fd >= 0 && helpers_read_passed_fds()) return "file:" + passed.add(video.fd);
+  return "file:" + video.path;
+}
+}  // namespace
+
+VideoFacts probe_video(const VideoConfig& config, const VideoFile& video) {
+  PassedFds passed;
+  const std::string input = input_of(video, passed);
   SubprocessSpec spec;
+  spec.pass_fds = passed.fds;
   // The first two seconds of every stream are decoded (-count_frames), so a
   // file whose boxes are sound but whose samples are garbage has no frames.
   spec.argv = {config.ffprobe,  "-v", "error", "-of", "json", "-count_frames", "-read_intervals", "%+2",
                "-show_entries", "format=duration:stream=index,codec_type,codec_name,width,height,duration,nb_read_frames",
-               "file:" + path};
+               input};
   spec.env = helper_env();
   spec.timeout = timeout_of(config);
   spec.max_output_bytes = 256 << 10;
@@ -153,29 +164,29 @@ std::string video_facts_json(const VideoFacts& f, const std::vector<std::string>
   return j.dump();
 }
 
-std::string make_poster(const VideoConfig& config, const std::string& video, double duration_seconds,
+std::string make_poster(const VideoConfig& config, const VideoFile& video, double duration_seconds,
                         const std::string& jpeg_path) {
   std::string dir = jpeg_path.substr(0, jpeg_path.rfind('/') + 1);
-  std::string tmp = dir + "." + jpeg_path.substr(dir.size()) + ".tmp";
+  HelperOutput tmp(dir + "." + jpeg_path.substr(dir.size()) + ".tmp");
+  if (tmp.fd() < 0) return tmp.error();
   char at[32];
   std::snprintf(at, sizeof at, "%.3f", duration_seconds > 0 ? duration_seconds / 3 : 0.0);
+  PassedFds passed;
+  const std::string input = input_of(video, passed);
+  // Without /proc the helper writes the name: created afresh just now, the
+  // window for a symlink there is the helper's start.
+  const std::string output = helpers_read_passed_fds() ? passed.add(tmp.fd()) : dir + "." + jpeg_path.substr(dir.size()) + ".tmp";
   SubprocessSpec spec;
-  spec.argv = {config.ffmpeg, "-v",     "error", "-nostdin", "-y",    "-ss",  at,    "-i",       "file:" + video,
+  spec.argv = {config.ffmpeg, "-v",     "error", "-nostdin", "-y",    "-ss",  at,    "-i",       input,
                "-frames:v",   "1",      "-vf",   "scale='min(640,iw)':-2", "-q:v", "4", "-f", "image2",
-               "-c:v",        "mjpeg",  tmp};
+               "-c:v",        "mjpeg",  output};
+  spec.pass_fds = passed.fds;
   spec.env = helper_env();
   spec.timeout = timeout_of(config);
   spec.max_output_bytes = 64 << 10;
   SubprocessResult r = run_subprocess(spec);
-  struct stat st {};
-  if (!r.ok() || ::stat(tmp.c_str(), &st) != 0 || st.st_size == 0) {
-    ::unlink(tmp.c_str());
-    return "ffmpeg " + r.describe();
-  }
-  if (::rename(tmp.c_str(), jpeg_path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return "cannot rename the poster to " + jpeg_path;
-  }
+  if (!r.ok()) return "ffmpeg " + r.describe();
+  if (std::string problem = tmp.commit(jpeg_path); !problem.empty()) return "the poster: " + problem;
   return "";
 }
 

@@ -27,8 +27,18 @@ struct VideoFacts {
 // Reads ffprobe's JSON (-show_entries format=duration:stream=... -count_frames).
 VideoFacts parse_ffprobe_json(const std::string& text);
 
-// Runs ffprobe on `path`.
-VideoFacts probe_video(const VideoConfig& config, const std::string& path);
+// A video a helper reads: by its path, or, when `fd` is open on it, through
+// that descriptor (the file checked, whatever is at the path by then; the
+// path then only names it in messages).
+struct VideoFile {
+  VideoFile(std::string p, int f = -1) : path(std::move(p)), fd(f) {}
+  VideoFile(const char* p) : path(p) {}
+  std::string path;
+  int fd = -1;
+};
+
+// Runs ffprobe on the video.
+VideoFacts probe_video(const VideoConfig& config, const VideoFile& video);
 
 // What differs from what was asked, one sentence each ("" when none):
 // the duration (off by more than half a second) and the resolution (the
@@ -41,7 +51,9 @@ std::string video_facts_json(const VideoFacts& facts, const std::vector<std::str
 
 // Takes one frame of `video` (at about a third of `duration_seconds`) as a
 // JPEG at `jpeg_path`, at most 640 pixels wide, with ffmpeg. "" or the problem.
-std::string make_poster(const VideoConfig& config, const std::string& video, double duration_seconds,
+// ffmpeg writes a file created here (jobs/subprocess.h, HelperOutput), renamed
+// into place: a symlink put at the temporary name is never written through.
+std::string make_poster(const VideoConfig& config, const VideoFile& video, double duration_seconds,
                         const std::string& jpeg_path);
 
 }  // namespace wb

@@ -53,7 +53,7 @@ class Core {
   std::mt19937_64 rng{std::random_device{}()};
   // The decode check of each downloaded video (ffprobe). A rehearsal (daemon/rehearse.h),
   // whose videos are all one sample, remembers the answer for the same bytes.
-  std::function<VideoFacts(const VideoConfig&, const std::string& path)> probe = probe_video;
+  std::function<VideoFacts(const VideoConfig&, const VideoFile& video)> probe = probe_video;
   // Takes a shot chain's frame from a parent's video into a PNG ("" or the
   // problem; jobs/frame_grab.h). A rehearsal, which runs no ffmpeg, writes a
   // stand-in PNG of the same role, so its chains render and upload as the daemon's.

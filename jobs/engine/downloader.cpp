@@ -2,7 +2,6 @@
 
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -29,18 +28,6 @@ constexpr const char* kDoesNotDecode = "the downloaded video does not decode";
 // The due time of a shot whose video is being probed: never, until the probe answers.
 constexpr int64_t kParked = std::numeric_limits<int64_t>::max() / 4;
 
-// A name under which a helper process opens the file this process holds open on
-// `fd` (/proc/<pid>/fd/<fd>: the same file, whatever is at its path by then).
-// `path` itself when that name does not work (no /proc; a process that is not
-// dumpable, whose descriptors a helper of the same user may not open).
-std::string descriptor_path(int fd, const std::string& path) {
-  const std::string name = "/proc/" + std::to_string(::getpid()) + "/fd/" + std::to_string(fd);
-  struct stat by_name {}, held {};
-  if (::prctl(PR_GET_DUMPABLE) != 1 || ::stat(name.c_str(), &by_name) != 0 || ::fstat(fd, &held) != 0 ||
-      by_name.st_dev != held.st_dev || by_name.st_ino != held.st_ino)
-    return path;
-  return name;
-}
 }  // namespace
 
 void Downloader::due(Shot& shot) {
@@ -171,10 +158,11 @@ void Downloader::on_answer(const std::string& key, int fd, const HttpResponse& r
   probing_.insert(key);
   const bool has_audio = check.has_audio;
   // The contact sheet's poster frame is taken here too, beside the loop. The
-  // worker opens the file once more and the helpers read that descriptor (by its
-  // /proc/self/fd name), so that they only ever see the file checked here: a
-  // FIFO, a device or another file put at the name meanwhile is never handed to
-  // ffprobe or ffmpeg (a FIFO would hold a worker until video.timeout_seconds).
+  // worker opens the file once more and the helpers are passed that descriptor
+  // (jobs/subprocess.h, pass_fds), so that they only ever read the file checked
+  // here: a FIFO, a device or another file put at the name meanwhile is never
+  // handed to ffprobe or ffmpeg (a FIFO would hold a worker until
+  // video.timeout_seconds).
   core_.background.run([this, key, probed, has_audio, video = core_.settings.video, probe = core_.probe,
                         part = output_.part_path(shot->batch, shot->spec.id),
                         poster = join_path(output_.batch_dir(shot->batch), shot->spec.id + ".jpg")]() -> Background::Done {
@@ -186,7 +174,7 @@ void Downloader::on_answer(const std::string& key, int fd, const HttpResponse& r
       // finish() looks at the name again and says what it found there.
       facts.problem = "the downloaded video changed before it was checked";
     } else {
-      const std::string held = descriptor_path(opened.get(), part);
+      const VideoFile held(part, opened.get());
       facts = probe(video, held);
       if (facts.checked && facts.decodes) poster_problem = make_poster(video, held, facts.duration_seconds, poster);
     }

@@ -119,7 +119,7 @@ class Scheduler {
   // How long until the next balance read from the API is due (0: due now).
   Millis next_balance_read_in() const { return credits_.next_read_in(core_.mono()); }
   // Replaces the decode check of downloaded videos (Core::probe): a rehearsal's.
-  void set_video_probe(std::function<VideoFacts(const VideoConfig&, const std::string&)> probe) {
+  void set_video_probe(std::function<VideoFacts(const VideoConfig&, const VideoFile&)> probe) {
     core_.probe = std::move(probe);
   }
   // How a chain's frame is taken (Core::extract; a rehearsal writes a stand-in).

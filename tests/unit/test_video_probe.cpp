@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
@@ -19,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "jobs/background.h"
+#include "jobs/frame_grab.h"
 #include "jobs/mp4.h"
 #include "jobs/subprocess.h"
 #include "jobs/video_probe.h"
@@ -125,6 +127,89 @@ TEST_CASE("ffprobe finds a video and an audio stream that decode in the simulato
   CHECK(f.width == 96);
   CHECK(f.height == 64);
   CHECK(f.duration_seconds == doctest::Approx(1.0).epsilon(0.05));
+}
+
+TEST_CASE("a helper is passed descriptors as its 3, 4, ...: whatever their numbers, in order") {
+  test::write("a", "first\n");
+  test::write("b", "second\n");
+  auto run = [](std::vector<int> fds) {
+    SubprocessSpec s;
+    s.argv = {"sh", "-c", "cat <&3; cat <&4; ls /proc/self/fd | sort -n | tail -1"};
+    s.env = helper_env();
+    s.pass_fds = std::move(fds);
+    return run_subprocess(s);
+  };
+  {
+    Fd a(::open("a", O_RDONLY | O_CLOEXEC)), b(::open("b", O_RDONLY | O_CLOEXEC));
+    auto r = run({a.get(), b.get()});
+    REQUIRE(r.ok());
+    // 0 to 4 and ls's own directory (5): nothing else of ours.
+    CHECK(r.out == "first\nsecond\n5\n");
+  }
+  // b at 3 and a at 4, passed as {a, b}: a goes to the child's 3, and b (at 3) is moved
+  // out of the way first.
+  Fd saved3(::fcntl(3, F_DUPFD_CLOEXEC, 100)), saved4(::fcntl(4, F_DUPFD_CLOEXEC, 100));
+  {
+    auto high = [](const char* name) {  // opened above 3 and 4, which are set below
+      Fd low(::open(name, O_RDONLY | O_CLOEXEC));
+      return ::fcntl(low.get(), F_DUPFD_CLOEXEC, 10);
+    };
+    Fd a(high("a")), b(high("b"));
+    REQUIRE(::dup3(b.get(), 3, O_CLOEXEC) == 3);
+    REQUIRE(::dup3(a.get(), 4, O_CLOEXEC) == 4);
+    auto r = run({4, 3});
+    CHECK(r.out == "first\nsecond\n5\n");
+  }
+  if (saved3.get() >= 0) ::dup3(saved3.get(), 3, O_CLOEXEC); else ::close(3);
+  if (saved4.get() >= 0) ::dup3(saved4.get(), 4, O_CLOEXEC); else ::close(4);
+}
+
+TEST_CASE("ffprobe and the poster's ffmpeg read the descriptor they are passed, not the path, in a process that is not dumpable") {
+  // Found by an outside attack: the daemon is not dumpable (its memory holds the API key), so
+  // a helper may not open /proc/<daemon>/fd/<n>; the first version of this fell back to the
+  // path, where a FIFO or another file could be put after the check.
+  REQUIRE_FFMPEG();
+  test::write("v.mp4", std::string(sim::sample_mp4()));
+  Fd fd(::open("v.mp4", O_RDONLY | O_CLOEXEC));
+  REQUIRE(fd.get() >= 0);
+  REQUIRE(::rename("v.mp4", "moved.mp4") == 0);
+  REQUIRE(::mkfifo("v.mp4", 0644) == 0);  // what a helper opening the name would wait on
+  struct Dumpable {
+    int was = ::prctl(PR_GET_DUMPABLE);
+    Dumpable() { ::prctl(PR_SET_DUMPABLE, 0); }
+    ~Dumpable() { ::prctl(PR_SET_DUMPABLE, was); }
+  } not_dumpable;
+  VideoConfig c;
+  c.timeout_seconds = 5;
+  const VideoFile video(test::cwd() + "/v.mp4", fd.get());
+  VideoFacts f = probe_video(c, video);
+  CHECK_MESSAGE(f.decodes, f.problem);
+  CHECK(f.width == 96);
+  CHECK(make_poster(c, video, f.duration_seconds, test::cwd() + "/p.jpg") == "");
+  CHECK(test::read("p.jpg").substr(0, 2) == "\xFF\xD8");
+}
+
+TEST_CASE("a symlink put at the poster's or a chain frame's temporary name is never written through") {
+  // Found by an outside attack: ffmpeg -y followed a symlink at .<shot>.jpg.tmp and
+  // overwrote the file it named (any file the daemon's user may write).
+  REQUIRE_FFMPEG();
+  test::write("v.mp4", std::string(sim::sample_mp4()));
+  test::write("victim", "precious\n");
+  REQUIRE(::symlink((test::cwd() + "/victim").c_str(), ".p.jpg.tmp") == 0);
+  REQUIRE(::symlink((test::cwd() + "/victim").c_str(), ".f.png.tmp") == 0);
+  VideoConfig c;
+  CHECK(make_poster(c, test::cwd() + "/v.mp4", 1.0, test::cwd() + "/p.jpg") == "");
+  CHECK(extract_frame(c, test::cwd() + "/v.mp4", "last", test::cwd() + "/f.png") == "");
+  CHECK(test::read("victim") == "precious\n");
+  struct stat st {};
+  REQUIRE(::lstat("p.jpg", &st) == 0);
+  CHECK(S_ISREG(st.st_mode));
+  CHECK(test::read("p.jpg").substr(0, 2) == "\xFF\xD8");
+  REQUIRE(::lstat("f.png", &st) == 0);
+  CHECK(S_ISREG(st.st_mode));
+  CHECK(test::read("f.png").substr(1, 3) == "PNG");
+  CHECK_FALSE(test::exists(".p.jpg.tmp"));
+  CHECK_FALSE(test::exists(".f.png.tmp"));
 }
 
 TEST_CASE("an MP4 whose boxes are sound but whose samples are garbage does not decode") {
@@ -300,7 +385,7 @@ struct HeldProbe {
   std::atomic<bool> release{false};
   std::atomic<int> asked{0};
   void install(Rig& rig) {
-    rig.sched->set_video_probe([this](const VideoConfig&, const std::string&) {
+    rig.sched->set_video_probe([this](const VideoConfig&, const VideoFile&) {
       ++asked;
       while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(2));
       VideoFacts f;
@@ -429,13 +514,15 @@ TEST_CASE("a FIFO put at the .part name before the probe starts is never handed 
   std::mutex m;
   std::set<std::string> probed;  // the files the probe was given, by their real names
   int not_regular = 0;
-  rig.sched->set_video_probe([&](const VideoConfig&, const std::string& path) {
+  rig.sched->set_video_probe([&](const VideoConfig&, const VideoFile& video) {
+    // What a helper would read: the descriptor it is passed, else the path.
+    const std::string read = video.fd >= 0 ? "/proc/self/fd/" + std::to_string(video.fd) : video.path;
     struct stat st {};
     std::error_code ec;
     {
       std::lock_guard<std::mutex> lock(m);
-      if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) ++not_regular;
-      probed.insert(std::filesystem::canonical(path, ec).filename().string());
+      if (::stat(read.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) ++not_regular;
+      probed.insert(std::filesystem::canonical(read, ec).filename().string());
     }
     while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(2));
     VideoFacts f;
