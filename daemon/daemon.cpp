@@ -696,10 +696,14 @@ std::string load_api_key(const ApiConfig& api) {
 
 int run_daemon(const Config& config_at_start) {
   ::prctl(PR_SET_DUMPABLE, 0);
-  if (!helpers_read_passed_fds())
-    spdlog::warn("/proc is not mounted: ffprobe and ffmpeg are given the downloaded videos' paths instead of the "
-                 "files checked, so a file put at a .part name while a video waits may hold a probe worker until "
-                 "video.timeout_seconds");
+  if (!helpers_read_passed_fds()) {
+    // ffprobe and ffmpeg are handed the files they read and write as descriptors, opened
+    // by their /proc/self/fd names, and local media are checked by their resolved paths.
+    spdlog::error("/proc is not mounted (or /proc/self/fd cannot be read): wanbatch needs it to hand ffprobe and "
+                  "ffmpeg the files they read and write, and to check local media; mount it (systemd: do not set "
+                  "ProtectProc=noaccess or an empty /proc) and start again");
+    return 1;
+  }
   Config config = config_at_start;  // SIGHUP changes this copy
   std::string key;
   try {

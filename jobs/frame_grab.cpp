@@ -19,8 +19,10 @@ std::string extract_frame(const VideoConfig& config, const std::string& video, c
   // temporary name is never written through; jobs/subprocess.h, HelperOutput).
   HelperOutput tmp(tmp_path);
   if (tmp.fd() < 0) return "ffmpeg could not take the " + word + " frame of " + video + ": " + tmp.error();
+  if (!helpers_read_passed_fds())
+    return "ffmpeg could not take the " + word + " frame of " + video + ": /proc is not mounted (it is handed its file by descriptor)";
   PassedFds passed;
-  const std::string output = helpers_read_passed_fds() ? passed.add(tmp.fd()) : tmp_path;
+  const std::string output = passed.add(tmp.fd());
   SubprocessSpec spec;
   spec.argv = {config.ffmpeg, "-v", "error", "-nostdin", "-y"};
   if (word == "last") spec.argv.insert(spec.argv.end(), {"-sseof", "-3"});

@@ -81,8 +81,9 @@ class Child {
 SubprocessResult run_subprocess(const SubprocessSpec& spec);
 
 // Whether a helper can open a passed descriptor by its /proc/self/fd name
-// (/proc is mounted). Without it, helpers are given paths, and a file put at a path
-// between a check and the helper's open is what the helper sees.
+// (/proc is mounted). Without it, a helper reads a path (a file put there
+// after a check is what it sees), and writes nothing: no output file is
+// handed to a helper by its name (a symlink put there would be written through).
 bool helpers_read_passed_fds();
 
 // Descriptors handed to a helper (SubprocessSpec::pass_fds) and the names it

@@ -171,11 +171,10 @@ std::string make_poster(const VideoConfig& config, const VideoFile& video, doubl
   if (tmp.fd() < 0) return tmp.error();
   char at[32];
   std::snprintf(at, sizeof at, "%.3f", duration_seconds > 0 ? duration_seconds / 3 : 0.0);
+  if (!helpers_read_passed_fds()) return "/proc is not mounted: ffmpeg cannot be handed the poster's file";
   PassedFds passed;
   const std::string input = input_of(video, passed);
-  // Without /proc the helper writes the name: created afresh just now, the
-  // window for a symlink there is the helper's start.
-  const std::string output = helpers_read_passed_fds() ? passed.add(tmp.fd()) : dir + "." + jpeg_path.substr(dir.size()) + ".tmp";
+  const std::string output = passed.add(tmp.fd());
   SubprocessSpec spec;
   spec.argv = {config.ffmpeg, "-v",     "error", "-nostdin", "-y",    "-ss",  at,    "-i",       input,
                "-frames:v",   "1",      "-vf",   "scale='min(640,iw)':-2", "-q:v", "4", "-f", "image2",

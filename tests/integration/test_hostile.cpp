@@ -110,3 +110,23 @@ TEST_CASE("a manifest still being written is not taken until it has settled") {
   CHECK(rig.states("slow")["DONE"] == 15);
   CHECK(test::list(rig.root + "/spool/failed").empty());
 }
+
+TEST_CASE("a daemon without /proc refuses to start, with what to do, and takes nothing") {
+  // Found by an outside attack: without /proc the helpers got paths (a symlink at a
+  // .tmp name was written through) and local media were refused one manifest at a time.
+  Rig rig;
+  rig.drop("p.yaml", manifest("p", 1));
+  std::string out;
+  int code = test::run({"/usr/bin/unshare", "-m", "/bin/sh", "-c",
+                        "mount --make-rprivate / && umount -l /proc || exit 77; exec \"$0\" --config \"$1\" daemon",
+                        WANBATCH_BIN, rig.config},
+                       &out, {{"SEGMIND_API_KEY", "test-key"}});
+  if (code == 77 || code == 127) {
+    MESSAGE("skipped: cannot unmount /proc in a namespace of the test's own (needs root and unshare)");
+    return;
+  }
+  CHECK_MESSAGE(code == 1, out);
+  CHECK(out.find("/proc is not mounted") != std::string::npos);
+  CHECK(test::exists(rig.root + "/spool/incoming/p.yaml"));  // not claimed
+  CHECK(test::list(rig.root + "/out").empty());
+}

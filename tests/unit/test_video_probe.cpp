@@ -5,7 +5,10 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
@@ -210,6 +213,42 @@ TEST_CASE("a symlink put at the poster's or a chain frame's temporary name is ne
   CHECK(test::read("f.png").substr(1, 3) == "PNG");
   CHECK_FALSE(test::exists(".p.jpg.tmp"));
   CHECK_FALSE(test::exists(".f.png.tmp"));
+}
+
+TEST_CASE("without /proc no helper is handed an output by its name: the poster and a chain's frame are refused") {
+  // Found by an outside attack: without /proc the poster's ffmpeg was given the .tmp
+  // path, and a symlink swapped in after it was created was written through.
+  REQUIRE_FFMPEG();
+  test::write("v.mp4", std::string(sim::sample_mp4()));
+  test::write("victim", "precious\n");
+  const std::string dir = test::cwd();
+  // In a child with a mount namespace of its own, /proc unmounted (root only).
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::umount2("/proc", MNT_DETACH) != 0)
+      ::_exit(77);
+    if (helpers_read_passed_fds()) ::_exit(10);
+    VideoConfig c;
+    const std::string poster = make_poster(c, dir + "/v.mp4", 1.0, dir + "/p.jpg");
+    const std::string frame = extract_frame(c, dir + "/v.mp4", "last", dir + "/f.png");
+    if (poster.find("/proc is not mounted") == std::string::npos) ::_exit(11);
+    if (frame.find("/proc is not mounted") == std::string::npos) ::_exit(12);
+    ::_exit(0);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 77) {
+    MESSAGE("skipped: cannot unmount /proc in a namespace of the test's own (needs root)");
+    return;
+  }
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(test::read("victim") == "precious\n");
+  CHECK_FALSE(test::exists("p.jpg"));
+  CHECK_FALSE(test::exists("f.png"));
+  CHECK(helpers_read_passed_fds());  // this process's /proc is untouched
 }
 
 TEST_CASE("an MP4 whose boxes are sound but whose samples are garbage does not decode") {
