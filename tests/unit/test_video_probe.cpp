@@ -419,6 +419,16 @@ TEST_CASE("the probe runs beside the loop: a slow ffprobe holds up no tick, the 
 }
 
 namespace {
+// What a probe finds in a sound 5 s 720p video.
+VideoFacts decoding_720p() {
+  VideoFacts f;
+  f.checked = f.decodes = f.has_video = f.has_audio = true;
+  f.duration_seconds = 5;
+  f.width = 1280;
+  f.height = 720;
+  return f;
+}
+
 // A probe that answers "decodes" once released, from a worker thread.
 struct HeldProbe {
   std::atomic<bool> release{false};
@@ -427,12 +437,7 @@ struct HeldProbe {
     rig.sched->set_video_probe([this](const VideoConfig&, const VideoFile&) {
       ++asked;
       while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(2));
-      VideoFacts f;
-      f.checked = f.decodes = f.has_video = f.has_audio = true;
-      f.duration_seconds = 5;
-      f.width = 1280;
-      f.height = 720;
-      return f;
+      return decoding_720p();
     });
   }
 };
@@ -564,12 +569,7 @@ TEST_CASE("a FIFO put at the .part name before the probe starts is never handed 
       probed.insert(std::filesystem::canonical(read, ec).filename().string());
     }
     while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    VideoFacts f;
-    f.checked = f.decodes = f.has_video = f.has_audio = true;
-    f.duration_seconds = 5;
-    f.width = 1280;
-    f.height = 720;
-    return f;
+    return decoding_720p();
   });
   auto asked = [&] {
     std::lock_guard<std::mutex> lock(m);
