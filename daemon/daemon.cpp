@@ -700,8 +700,7 @@ int run_daemon(const Config& config_at_start) {
     // ffprobe and ffmpeg are handed the files they read and write as descriptors, opened
     // by their /proc/self/fd names, and local media are checked by their resolved paths.
     spdlog::error("/proc is not mounted (or /proc/self/fd cannot be read): wanbatch needs it to hand ffprobe and "
-                  "ffmpeg the files they read and write, and to check local media; mount it (systemd: do not set "
-                  "ProtectProc=noaccess or an empty /proc) and start again");
+                  "ffmpeg the files they read and write, and to check local media; mount it and start again");
     return 1;
   }
   Config config = config_at_start;  // SIGHUP changes this copy

@@ -17,10 +17,10 @@ std::string extract_frame(const VideoConfig& config, const std::string& video, c
   const std::string tmp_path = dir + "." + png_path.substr(dir.size()) + ".tmp";
   // ffmpeg writes a file created here, passed to it (a symlink put at the
   // temporary name is never written through; jobs/subprocess.h, HelperOutput).
-  HelperOutput tmp(tmp_path);
-  if (tmp.fd() < 0) return "ffmpeg could not take the " + word + " frame of " + video + ": " + tmp.error();
   if (!helpers_read_passed_fds())
     return "ffmpeg could not take the " + word + " frame of " + video + ": /proc is not mounted (it is handed its file by descriptor)";
+  HelperOutput tmp(tmp_path);
+  if (tmp.fd() < 0) return "ffmpeg could not take the " + word + " frame of " + video + ": " + tmp.error();
   PassedFds passed;
   const std::string output = passed.add(tmp.fd());
   SubprocessSpec spec;

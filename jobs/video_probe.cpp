@@ -166,12 +166,12 @@ std::string video_facts_json(const VideoFacts& f, const std::vector<std::string>
 
 std::string make_poster(const VideoConfig& config, const VideoFile& video, double duration_seconds,
                         const std::string& jpeg_path) {
+  if (!helpers_read_passed_fds()) return "/proc is not mounted: ffmpeg cannot be handed the poster's file";
   std::string dir = jpeg_path.substr(0, jpeg_path.rfind('/') + 1);
   HelperOutput tmp(dir + "." + jpeg_path.substr(dir.size()) + ".tmp");
   if (tmp.fd() < 0) return tmp.error();
   char at[32];
   std::snprintf(at, sizeof at, "%.3f", duration_seconds > 0 ? duration_seconds / 3 : 0.0);
-  if (!helpers_read_passed_fds()) return "/proc is not mounted: ffmpeg cannot be handed the poster's file";
   PassedFds passed;
   const std::string input = input_of(video, passed);
   const std::string output = passed.add(tmp.fd());

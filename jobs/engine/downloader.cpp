@@ -27,7 +27,6 @@ constexpr long long kUnannouncedDownloadBytes = 256ll << 20;
 constexpr const char* kDoesNotDecode = "the downloaded video does not decode";
 // The due time of a shot whose video is being probed: never, until the probe answers.
 constexpr int64_t kParked = std::numeric_limits<int64_t>::max() / 4;
-
 }  // namespace
 
 void Downloader::due(Shot& shot) {
