@@ -311,7 +311,7 @@ RehearsalResult rehearse(const Config& config, const std::vector<std::string>& f
                   [&] { return mono0 + Millis(sim_ms); }, "rehearsal", false);
   std::map<std::string, VideoFacts> probed;  // by the video's SHA-256
   sched.set_video_probe([&probed](const VideoConfig& config, const VideoFile& video) {
-    std::string sha = sha256_hex(read_file(video.fd >= 0 ? "/proc/self/fd/" + std::to_string(video.fd) : video.path));
+    std::string sha = video.fd >= 0 ? sha256_fd_hex(video.fd) : sha256_hex(read_file(video.path));
     auto it = probed.find(sha);
     if (it == probed.end()) it = probed.emplace(sha, probe_video(config, video)).first;
     return it->second;

@@ -13,14 +13,12 @@ namespace wb {
 std::string extract_frame(const VideoConfig& config, const std::string& video, const std::string& word,
                           const std::string& png_path) {
   if (word != "first" && word != "last") return "unknown frame '" + word + "' (first or last)";
-  std::string dir = png_path.substr(0, png_path.rfind('/') + 1);
-  const std::string tmp_path = dir + "." + png_path.substr(dir.size()) + ".tmp";
   // ffmpeg writes a file created here, passed to it (a symlink put at the
   // temporary name is never written through; jobs/subprocess.h, HelperOutput).
-  if (!helpers_read_passed_fds())
-    return "ffmpeg could not take the " + word + " frame of " + video + ": /proc is not mounted (it is handed its file by descriptor)";
-  HelperOutput tmp(tmp_path);
-  if (tmp.fd() < 0) return "ffmpeg could not take the " + word + " frame of " + video + ": " + tmp.error();
+  const std::string failed = "ffmpeg could not take the " + word + " frame of " + video + ": ";
+  if (!helpers_read_passed_fds()) return failed + "/proc is not mounted (it is handed its file by descriptor)";
+  HelperOutput tmp(png_path);
+  if (tmp.fd() < 0) return failed + tmp.error();
   PassedFds passed;
   const std::string output = passed.add(tmp.fd());
   SubprocessSpec spec;
@@ -37,11 +35,9 @@ std::string extract_frame(const VideoConfig& config, const std::string& video, c
   spec.timeout = std::chrono::milliseconds(static_cast<long long>(config.timeout_seconds * 1000));
   spec.max_output_bytes = 64 << 10;
   SubprocessResult r = run_subprocess(spec);
-  if (!r.ok()) return "ffmpeg could not take the " + word + " frame of " + video + ": " + r.describe();
-  if (std::string problem = tmp.commit(png_path); !problem.empty()) {
-    if (problem == "nothing was written") problem = "no frame decoded";
-    return "ffmpeg could not take the " + word + " frame of " + video + ": " + problem;
-  }
+  if (!r.ok()) return failed + r.describe();
+  if (!tmp.written()) return failed + "no frame decoded";
+  if (std::string problem = tmp.commit(); !problem.empty()) return failed + problem;
   return "";
 }
 

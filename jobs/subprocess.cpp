@@ -20,8 +20,6 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
-
 #include "jobs/util.h"
 
 namespace wb {
@@ -120,20 +118,20 @@ bool Child::start(const SubprocessSpec& spec) {
   // A passed descriptor whose number is one the child's 0, 1, 2, 3... take first
   // is copied above them, so that no dup2 below overwrites it before it is used.
   const int passed = static_cast<int>(spec.pass_fds.size());
-  std::vector<std::unique_ptr<Fd>> moved;
+  std::vector<Fd> moved;
   std::vector<int> sources;
   for (int fd : spec.pass_fds) {
     if (fd >= 3 + passed) {
       sources.push_back(fd);
       continue;
     }
-    moved.push_back(std::make_unique<Fd>(::fcntl(fd, F_DUPFD_CLOEXEC, 3 + passed)));
-    if (moved.back()->get() < 0) {
+    moved.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, 3 + passed));
+    if (moved.back().get() < 0) {
       result_.error = "cannot pass descriptor " + std::to_string(fd) + ": " + std::strerror(errno);
       for (int p : {in[0], in[1], out[0], out[1], err[0], err[1]}) ::close(p);
       return false;
     }
-    sources.push_back(moved.back()->get());
+    sources.push_back(moved.back().get());
   }
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
@@ -271,7 +269,9 @@ std::string PassedFds::add(int fd) {
   return "/proc/self/fd/" + std::to_string(2 + fds.size());
 }
 
-HelperOutput::HelperOutput(std::string tmp) : tmp_(std::move(tmp)) {
+HelperOutput::HelperOutput(std::string final_path) : final_(std::move(final_path)) {
+  const size_t name = final_.rfind('/') + 1;  // 0 without a '/'
+  tmp_ = final_.substr(0, name) + "." + final_.substr(name) + ".tmp";
   if (::unlink(tmp_.c_str()) != 0 && errno != ENOENT) {
     error_ = "cannot remove " + tmp_ + ": " + std::strerror(errno);
     return;
@@ -292,14 +292,19 @@ HelperOutput::~HelperOutput() {
   ::close(fd_);
 }
 
-std::string HelperOutput::commit(const std::string& final_path) {
+bool HelperOutput::written() const {
+  struct stat st {};
+  return fd_ >= 0 && ::fstat(fd_, &st) == 0 && st.st_size > 0;
+}
+
+std::string HelperOutput::commit() {
   if (fd_ < 0) return error_;
   struct stat mine {}, there {};
   if (::fstat(fd_, &mine) != 0 || mine.st_size == 0) return "nothing was written";
   if (::lstat(tmp_.c_str(), &there) != 0 || !S_ISREG(there.st_mode) || there.st_dev != mine.st_dev ||
       there.st_ino != mine.st_ino)
     return tmp_ + " was replaced while the helper wrote it";
-  if (::rename(tmp_.c_str(), final_path.c_str()) != 0) return "cannot rename it to " + final_path + ": " + std::strerror(errno);
+  if (::rename(tmp_.c_str(), final_.c_str()) != 0) return "cannot rename it to " + final_ + ": " + std::strerror(errno);
   committed_ = true;
   return "";
 }

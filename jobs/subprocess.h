@@ -93,23 +93,26 @@ struct PassedFds {
   std::string add(int fd);
 };
 
-// A file a helper writes through a passed descriptor, at `tmp` until commit():
-// whatever was at that name is removed first (a symlink there is removed, never
-// followed), and the file is created afresh (O_EXCL, O_NOFOLLOW). The helper,
-// however it opens its output, writes this file and no other.
+// A file a helper writes through a passed descriptor, at the temporary name
+// <dir>/.<name>.tmp of its final path until commit(): whatever was at that name
+// is removed first (a symlink there is removed, never followed), and the file is
+// created afresh (O_EXCL, O_NOFOLLOW). The helper, however it opens its output,
+// writes this file and no other.
 class HelperOutput {
  public:
-  explicit HelperOutput(std::string tmp);
+  explicit HelperOutput(std::string final_path);
   ~HelperOutput();  // removes the temporary file unless committed
   HelperOutput(const HelperOutput&) = delete;
   HelperOutput& operator=(const HelperOutput&) = delete;
   int fd() const { return fd_; }  // -1 (with error()) when it could not be created
   const std::string& error() const { return error_; }
-  // Renames it to `final_path` if it holds something and is still the file
+  bool written() const;  // it holds something
+  // Renames it to its final path if it holds something and is still the file
   // created (by name); "" or the problem.
-  std::string commit(const std::string& final_path);
+  std::string commit();
 
  private:
+  std::string final_;
   std::string tmp_;
   int fd_ = -1;
   bool committed_ = false;

@@ -21,14 +21,15 @@ class Fd {
   ~Fd() {
     if (fd_ >= 0) ::close(fd_);
   }
+  Fd(Fd&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
+  Fd& operator=(Fd&&) = delete;
   int get() const { return fd_; }
 
  private:
   int fd_;
 };
-
 
 // Wall time: for what a person reads, persisted timestamps, local days and windows.
 using TimePoint = std::chrono::system_clock::time_point;

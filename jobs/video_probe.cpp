@@ -167,8 +167,7 @@ std::string video_facts_json(const VideoFacts& f, const std::vector<std::string>
 std::string make_poster(const VideoConfig& config, const VideoFile& video, double duration_seconds,
                         const std::string& jpeg_path) {
   if (!helpers_read_passed_fds()) return "/proc is not mounted: ffmpeg cannot be handed the poster's file";
-  std::string dir = jpeg_path.substr(0, jpeg_path.rfind('/') + 1);
-  HelperOutput tmp(dir + "." + jpeg_path.substr(dir.size()) + ".tmp");
+  HelperOutput tmp(jpeg_path);
   if (tmp.fd() < 0) return tmp.error();
   char at[32];
   std::snprintf(at, sizeof at, "%.3f", duration_seconds > 0 ? duration_seconds / 3 : 0.0);
@@ -185,7 +184,7 @@ std::string make_poster(const VideoConfig& config, const VideoFile& video, doubl
   spec.max_output_bytes = 64 << 10;
   SubprocessResult r = run_subprocess(spec);
   if (!r.ok()) return "ffmpeg " + r.describe();
-  if (std::string problem = tmp.commit(jpeg_path); !problem.empty()) return "the poster: " + problem;
+  if (std::string problem = tmp.commit(); !problem.empty()) return "the poster: " + problem;
   return "";
 }
 
