@@ -42,6 +42,13 @@ std::string retry_command(const Shot& s, const std::string& config_path) {
          s.spec.id;
 }
 
+ContactSheets::ContactSheets(const Config& config, Store& store, CpuClock cpu)
+    : config_(config), store_(store), cpu_(std::move(cpu)) {
+  store_.on_record_written([this](const std::string& key) { on_record_written(key); });
+}
+
+ContactSheets::~ContactSheets() { store_.on_record_written(nullptr); }
+
 void ContactSheets::start() {
   for (const auto& b : store_.unfinished_batches()) stale_.insert(b.name);
   index_stale_ = true;
@@ -138,7 +145,7 @@ Millis ContactSheets::tick(std::chrono::steady_clock::time_point now) {
     // disk's fsync makes no sheet dear.
     const auto started = thread_cpu_time();
     try {
-      write_batch(batch);
+      write_batch(batch, now);
     } catch (const Error& e) {
       spdlog::warn("batch {}: the contact sheet was not written: {}", batch, e.what());
     }
@@ -159,24 +166,87 @@ Millis ContactSheets::tick(std::chrono::steady_clock::time_point now) {
   return index_counting_ ? Millis(0) : Millis(1000);
 }
 
-void ContactSheets::write_batch(const std::string& batch) {
+SheetCard ContactSheets::card_of(const Shot& s, const std::string& dir, bool& posterless) const {
+  SheetContext ctx;
+  if (std::string cmd = retry_command(s, config_.path); !cmd.empty()) ctx.retry_commands[s.spec.id] = cmd;
+  posterless = false;
+  if (s.state == ShotState::done) {
+    if (regular_file(join_path(dir, s.spec.id + ".jpg")))
+      ctx.posters.insert(s.spec.id);
+    else
+      posterless = true;
+  }
+  return sheet_card(s, ctx);
+}
+
+void ContactSheets::on_record_written(const std::string& key) {
+  if (key.starts_with("b/")) {
+    cards_.erase(key.substr(2));
+    return;
+  }
+  if (!key.starts_with("s/")) return;
+  const size_t slash = key.find('/', 2);
+  if (slash == std::string::npos) return;
+  if (auto it = cards_.find(key.substr(2, slash - 2)); it != cards_.end()) it->second.changed.insert(key.substr(slash + 1));
+}
+
+void ContactSheets::write_batch(const std::string& batch, std::chrono::steady_clock::time_point now) {
   auto record = store_.batch(batch);
-  if (!record) return;
+  if (!record) {
+    cards_.erase(batch);
+    return;
+  }
   OutputDir out(config_.output_root);
   const std::string dir = out.batch_dir(batch);
   SheetContext ctx;
   ctx.now_ms = now_ms();
-  // A shot at a time: a 10,000-shot batch's records are never all in memory.
+  BatchSheet sheet;
   // Poster frames are taken beside the loop, when each video is probed
   // (jobs/engine/downloader.cpp); the sheet shows the ones that exist.
-  BatchSheet sheet;
-  store_.each_shot(batch, [&](const Shot& s) {
-    ctx.retry_commands.clear();
-    ctx.posters.clear();
-    if (std::string cmd = retry_command(s, config_.path); !cmd.empty()) ctx.retry_commands[s.spec.id] = cmd;
-    if (s.state == ShotState::done && regular_file(join_path(dir, s.spec.id + ".jpg"))) ctx.posters.insert(s.spec.id);
-    sheet.add(s, ctx);
-  });
+  auto kept = cards_.find(batch);
+  bool read_all = record->finished || kept == cards_.end() || now - kept->second.read_all_at >= kSheetMaxAge ||
+                  now < kept->second.read_all_at;
+  if (!read_all) {
+    // Only the records written since the last write are read again, and the DONE
+    // shots whose poster was missing are looked at once more.
+    Cards& cards = kept->second;
+    for (const auto& id : cards.posterless)
+      if (regular_file(join_path(dir, id + ".jpg"))) cards.changed.insert(id);
+    for (const auto& id : cards.changed) {
+      std::optional<Shot> s = store_.shot(batch, id);
+      if (!s) {
+        read_all = true;  // a record gone: the page is made from what is there
+        break;
+      }
+      bool posterless = false;
+      cards.by_id[id] = card_of(*s, dir, posterless);
+      if (posterless)
+        cards.posterless.insert(id);
+      else
+        cards.posterless.erase(id);
+    }
+    cards.changed.clear();
+    if (!read_all)
+      for (const auto& [id, card] : cards.by_id) sheet.add(card);
+  }
+  if (read_all) {
+    sheet = BatchSheet{};
+    // A shot at a time: a 10,000-shot batch's records are never all in memory.
+    Cards fresh;
+    fresh.read_all_at = now;
+    store_.each_shot(batch, [&](const Shot& s) {
+      bool posterless = false;
+      SheetCard card = card_of(s, dir, posterless);
+      sheet.add(card);
+      if (record->finished) return;
+      if (posterless) fresh.posterless.insert(s.spec.id);
+      fresh.by_id.emplace(s.spec.id, std::move(card));
+    });
+    if (record->finished)
+      cards_.erase(batch);
+    else
+      cards_[batch] = std::move(fresh);
+  }
   if (during_write) during_write();
   out.write(batch, "index.html", std::move(sheet).pieces(*record, ctx));
 }

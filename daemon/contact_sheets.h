@@ -1,11 +1,14 @@
 // The contact sheets' writer, a sink of the engine's event stream: a shot that
 // changes marks its batch's sheet stale; stale sheets are written again at
 // most every contact_sheet.interval_seconds, a finished batch's at once, and
-// <output_root>/index.html with them. A running batch's sheet is read from all
-// its records (a 10,000-shot sheet: about 0.3 s), so the rewrites of running
-// batches whose sheet takes more than 10 ms of CPU take at most a twentieth of the
-// daemon's CPU time, or wait until the sheet is ten minutes old: their cost
-// follows the work done, not the hours. Posters (<shot>.jpg, ffmpeg) are taken
+// <output_root>/index.html with them. A running batch's cards are kept between
+// writes: the store tells which records were written since (Store::on_record_written)
+// and only those are read and made again; every record is read at the first write,
+// after any change of the batch record (a revision) and at least every ten minutes;
+// a finished batch's page is made from all its records and its cards let go.
+// Rewrites of running batches whose sheet takes more than 10 ms of CPU take at
+// most a twentieth of the daemon's CPU time, or wait until the sheet is ten
+// minutes old: their cost follows the work done, not the hours. Posters (<shot>.jpg, ffmpeg) are taken
 // once per DONE video. Pages: jobs/contact_sheet.h. Every file goes through a
 // temporary name and a rename; a failure is logged and tried again later.
 #pragma once
@@ -35,8 +38,11 @@ class ContactSheets {
  public:
   // `cpu` answers the CPU time the daemon has used (all its threads) so far.
   using CpuClock = std::function<std::chrono::nanoseconds()>;
-  ContactSheets(const Config& config, const Store& store, CpuClock cpu = process_cpu_time)
-      : config_(config), store_(store), cpu_(std::move(cpu)) {}
+  // Listens to the store's writes (Store::on_record_written) while it lives.
+  ContactSheets(const Config& config, Store& store, CpuClock cpu = process_cpu_time);
+  ~ContactSheets();
+  ContactSheets(const ContactSheets&) = delete;
+  ContactSheets& operator=(const ContactSheets&) = delete;
   // The CPU time this process has used so far; this thread.
   static std::chrono::nanoseconds process_cpu_time();
   static std::chrono::nanoseconds thread_cpu_time();
@@ -45,11 +51,15 @@ class ContactSheets {
   // Marks every unfinished batch's sheet (and the index) stale: at start.
   void start();
   void on_event(const Event& event);
+  // A record was written (Store::on_record_written): a shot's card is made again at
+  // its batch's next write; a batch record's change drops the batch's cards.
+  void on_record_written(const std::string& key);
   // Writes what is due at `now`. Returns how soon it wants the loop back: at once
   // while the index of a long history is still being counted, else a second.
   Millis tick(std::chrono::steady_clock::time_point now);
-  // Writes one batch's sheet now. Throws wb::Error.
-  void write_batch(const std::string& batch);
+  // Writes one batch's sheet now (`now` dates its cards' full reads). Throws wb::Error.
+  void write_batch(const std::string& batch,
+                   std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
   // Writes <output_root>/index.html once every batch's line is counted. The
   // lines are counted once, from a census of the store made at start(), at most
   // about `records` records and none past `until` per call (a store with 100,000
@@ -61,7 +71,7 @@ class ContactSheets {
 
  private:
   const Config& config_;
-  const Store& store_;
+  Store& store_;
   std::set<std::string> stale_, finished_;
   bool index_stale_ = false;
   bool index_counting_ = false;  // the index waits for finished batches still to be counted
@@ -75,6 +85,18 @@ class ContactSheets {
     std::chrono::steady_clock::duration took;
   };
   std::map<std::string, Written> written_;
+  // A running batch's cards as of its last write, by shot id (the store's order), the
+  // ids whose records were written since, and when every record was last read.
+  // DONE shots whose card has no poster yet are looked at again at each write.
+  struct Cards {
+    std::map<std::string, SheetCard> by_id;
+    std::set<std::string> changed;
+    std::set<std::string> posterless;
+    std::chrono::steady_clock::time_point read_all_at;
+  };
+  std::map<std::string, Cards> cards_;
+  // The shot's card; `posterless` says whether it is DONE without its poster.
+  SheetCard card_of(const Shot& shot, const std::string& dir, bool& posterless) const;
   // A running batch's sheet may be written again now: within the share, or old enough.
   bool may_rewrite(const std::string& batch, std::chrono::steady_clock::time_point now) const;
 

@@ -185,14 +185,23 @@ std::string html_escape(const std::string& text) {
   return out;
 }
 
-void BatchSheet::add(const Shot& s, const SheetContext& ctx) {
-  ++shots_;
-  ++states_[to_string(s.state)];
-  if (s.cost) spent_micro_ += to_micro(*s.cost);
-  spent_micro_ += s.earlier_cost_micro;  // earlier takes (revisions)
+SheetCard sheet_card(const Shot& s, const SheetContext& ctx) {
+  SheetCard c;
+  c.state = to_string(s.state);
+  if (s.cost) c.spent_micro += to_micro(*s.cost);
+  c.spent_micro += s.earlier_cost_micro;  // earlier takes (revisions)
   if (s.submitted_ms && s.completed_ms > s.submitted_ms)
-    render_seconds_ += static_cast<double>(s.completed_ms - s.submitted_ms) / 1000.0;
-  cards_ += card(s, ctx);
+    c.render_seconds = static_cast<double>(s.completed_ms - s.submitted_ms) / 1000.0;
+  c.html = card(s, ctx);
+  return c;
+}
+
+void BatchSheet::add(const SheetCard& c) {
+  ++shots_;
+  ++states_[c.state];
+  spent_micro_ += c.spent_micro;
+  if (c.render_seconds) render_seconds_ += *c.render_seconds;
+  cards_ += c.html;
 }
 
 std::vector<std::string> BatchSheet::pieces(const BatchRecord& b, const SheetContext& ctx) && {

@@ -11,7 +11,9 @@
 // server. Every piece of user text is HTML-escaped.
 #pragma once
 
+#include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -33,12 +35,23 @@ struct SheetContext {
 
 std::string batch_sheet_html(const BatchRecord& batch, const std::vector<Shot>& shots, const SheetContext& context);
 
+// One shot's card on the page, and what the batch's totals take from it.
+struct SheetCard {
+  std::string state;
+  int64_t spent_micro = 0;  // its cost and its earlier takes' (revisions)
+  std::optional<double> render_seconds;  // submit to COMPLETED, when both are known
+  std::string html;
+};
+SheetCard sheet_card(const Shot& shot, const SheetContext& context);
+
 // The same page a shot at a time, so that a big batch's records need not all be in
 // memory at once: add() each shot in order (its card is kept, its record is not),
 // then pieces() gives the page (head with the totals, the cards, the tail).
 class BatchSheet {
  public:
-  void add(const Shot& shot, const SheetContext& context);
+  void add(const Shot& shot, const SheetContext& context) { add(sheet_card(shot, context)); }
+  // A card made earlier (sheet_card) of a shot whose record has not changed since.
+  void add(const SheetCard& card);
   std::vector<std::string> pieces(const BatchRecord& batch, const SheetContext& context) &&;
 
  private:

@@ -26,14 +26,11 @@ constexpr MediaField kMedia[] = {
 
 std::string fingerprint_file(const std::string& path) {
   // O_NONBLOCK: a FIFO put in place of the file does not block; O_NOFOLLOW as the loader.
-  int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) return std::string("unreadable:") + std::strerror(errno);
+  Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
+  if (fd.get() < 0) return std::string("unreadable:") + std::strerror(errno);
   struct stat st {};
-  std::string out;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) out = "unreadable:not a regular file";
-  else out = "sha256:" + sha256_fd_hex(fd);
-  ::close(fd);
-  return out;
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return "unreadable:not a regular file";
+  return "sha256:" + sha256_fd_hex(fd.get());
 }
 
 bool same_media(const MediaRef& a, const Inputs& ai, const MediaRef& b, const Inputs& bi, const char* field) {

@@ -493,6 +493,9 @@ void Store::write(const std::vector<std::pair<std::string, std::string>>& puts, 
   rocksdb::WriteOptions wo;
   wo.sync = sync == Sync::yes;
   commit(wo, batch);
+  if (record_written_)
+    for (const auto& kv : puts)
+      if (kv.first.starts_with("s/") || kv.first.starts_with("b/")) record_written_(kv.first);
 }
 
 void Store::commit(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch& batch) {
@@ -604,6 +607,7 @@ void Store::add_batch(const BatchRecord& batch, const std::vector<Shot>& shots) 
   wo.sync = true;
   wo.memtable_insert_hint_per_batch = true;
   commit(wo, wb);
+  if (record_written_) record_written_("b/" + batch.name);  // its shots are all new with it
 }
 
 std::optional<std::string> Store::meta(const std::string& name) const {

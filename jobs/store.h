@@ -155,6 +155,12 @@ class Store {
                             const std::vector<uint64_t>& erases);
   std::vector<std::pair<uint64_t, std::string>> notifications() const;
 
+  // Told the key of every shot ("s/<batch>/<id>") and batch ("b/<name>") record
+  // written, once the write is made: a reader that keeps what it read (the
+  // contact sheets' cards, daemon/contact_sheets.h) knows what changed since.
+  // One listener; nullptr for none.
+  void on_record_written(std::function<void(const std::string& key)> tell) { record_written_ = std::move(tell); }
+
   void append_ledger(const nlohmann::json& entry);
   std::vector<nlohmann::json> ledger() const;
   // The ledger newest first, while `more` says so (a long ledger costs only what is read).
@@ -183,6 +189,7 @@ class Store {
   std::vector<std::string> scan(const std::string& prefix) const;
   std::string ledger_key();
 
+  std::function<void(const std::string& key)> record_written_;
   std::unique_ptr<rocksdb::DB> db_;
   std::unique_ptr<SubmitJournal> journal_;  // read_write only
   uint64_t ledger_seq_ = 0;

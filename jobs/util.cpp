@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -28,12 +29,18 @@ void write_all(int fd, std::string_view data, const std::string& what) {
   }
 }
 
-}  // namespace
+// OpenSSL 3 looks the algorithm up in its providers on every EVP_sha256() init
+// (locks, a property query: more than hashing a small file); fetched once here.
+// Never freed: it lives as long as the process.
+const EVP_MD* sha256_md() {
+  static const EVP_MD* md = [] {
+    const EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    return fetched ? fetched : EVP_sha256();
+  }();
+  return md;
+}
 
-std::string sha256_hex(std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+std::string hex_digest(const unsigned char* md, unsigned len) {
   static const char* kHex = "0123456789abcdef";
   std::string out;
   out.reserve(len * 2);
@@ -42,6 +49,15 @@ std::string sha256_hex(std::string_view data) {
     out.push_back(kHex[md[i] & 15]);
   }
   return out;
+}
+
+}  // namespace
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, sha256_md(), nullptr);
+  return hex_digest(md, len);
 }
 
 std::string base64_encode(std::string_view data) {
@@ -215,28 +231,31 @@ std::string join_path(const std::string& a, const std::string& b) {
 }  // namespace wb
 
 namespace wb {
+namespace {
+constexpr size_t kHashChunk = 1 << 16;
+}  // namespace
+
 std::string sha256_fd_hex(int fd) {
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  std::vector<char> buf(1 << 16);
+  if (!ctx || EVP_DigestInit_ex(ctx, sha256_md(), nullptr) != 1) {
+    EVP_MD_CTX_free(ctx);
+    throw Error("cannot start a SHA-256 digest");
+  }
+  // Read in 64 KiB pieces into a buffer kept by the thread (not zeroed and
+  // allocated again for every file).
+  thread_local std::unique_ptr<char[]> buf(new char[kHashChunk]);
   off_t off = 0;
   for (;;) {
-    ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
+    ssize_t n = ::pread(fd, buf.get(), kHashChunk, off);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
-    EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(n));
+    EVP_DigestUpdate(ctx, buf.get(), static_cast<size_t>(n));
     off += n;
   }
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_DigestFinal_ex(ctx, md, &len);
   EVP_MD_CTX_free(ctx);
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) {
-    out.push_back(kHex[md[i] >> 4]);
-    out.push_back(kHex[md[i] & 15]);
-  }
-  return out;
+  return hex_digest(md, len);
 }
 }  // namespace wb
