@@ -5,7 +5,8 @@
 // mask cleared and every signal at its default (the daemon blocks some for its
 // signalfd, and a child must not inherit that). Our ends are non-blocking and
 // moved along with poll(). Writing to a pipe whose reader left raises SIGPIPE:
-// it is blocked around each write and a pending one consumed.
+// it is blocked around each write and a pending one consumed. A child given no
+// input whose output fits its pipes is waited on by its pidfd (Child::quiet_step).
 #include "jobs/subprocess.h"
 
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -33,6 +35,11 @@ void close_fd(int& fd) {
 }
 
 bool make_pipe(int fds[2]) { return ::pipe2(fds, O_CLOEXEC) == 0; }
+
+// A quiet wait (Child::quiet_step) sizes each pipe to the output kept, up to this;
+// and looks at the pipes at least this often.
+constexpr size_t kQuietPipeMax = 1 << 20;
+constexpr auto kQuietLook = std::chrono::milliseconds(250);
 
 void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
@@ -100,6 +107,7 @@ Child::~Child() {
   close_fd(in_);
   close_fd(out_);
   close_fd(err_);
+  close_fd(pidfd_);
 }
 
 bool Child::start(const SubprocessSpec& spec) {
@@ -178,6 +186,17 @@ bool Child::start(const SubprocessSpec& spec) {
   stdin_off_ = 0;
   if (stdin_data_.empty()) close_fd(in_);
   max_output_ = spec.max_output_bytes;
+  // Waited on by its end alone when nothing is to be written to it and each
+  // pipe holds all that is kept of it and a byte more (so a longer output is
+  // still seen as truncated); else woken by every write, as before.
+  close_fd(pidfd_);
+  pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  quiet_ = false;
+  if (pidfd_ >= 0 && in_ < 0 && max_output_ < kQuietPipeMax) {
+    const int want = static_cast<int>(max_output_ + 1);
+    quiet_ = ::fcntl(out_, F_SETPIPE_SZ, want) > static_cast<int>(max_output_) &&
+             ::fcntl(err_, F_SETPIPE_SZ, want) > static_cast<int>(max_output_);
+  }
   timeout_ = spec.timeout;
   deadline_ = Clock::now() + spec.timeout;
   result_.started = true;
@@ -197,6 +216,7 @@ bool Child::abandon(const std::string& error) {
   finish_pipes();
   ::waitpid(pid_, nullptr, 0);
   pid_ = -1;
+  close_fd(pidfd_);
   return true;
 }
 
@@ -206,9 +226,63 @@ void Child::finish_pipes() {
   close_fd(err_);
 }
 
+bool Child::reap() {
+  int status = 0;
+  pid_t r = ::waitpid(pid_, &status, WNOHANG);
+  if (r == 0) return false;
+  if (r > 0) {
+    if (WIFEXITED(status)) result_.exit_code = WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) result_.signal = WTERMSIG(status);
+  }
+  // The group may have left helpers behind; they go with it.
+  ::kill(-pid_, SIGKILL);
+  pid_ = -1;
+  close_fd(pidfd_);
+  return true;
+}
+
+bool Child::quiet_step(Clock::time_point step_end) {
+  for (;;) {
+    const auto now = Clock::now();
+    if (now >= deadline_) return abandon("");
+    // The pipes are asked for nothing but their hang-up (their data waits in
+    // them); a look at them at least every kQuietLook keeps a child that wrote
+    // past max_output_ (blocked on a full pipe) from waiting for its deadline.
+    pollfd fds[3];
+    int n = 0;
+    fds[n++] = {pidfd_, POLLIN, 0};
+    if (out_ >= 0) fds[n++] = {out_, 0, 0};
+    if (err_ >= 0) fds[n++] = {err_, 0, 0};
+    auto left = std::min({deadline_, step_end, now + kQuietLook}) - now;
+    int ms = static_cast<int>(std::max<long long>(0, std::chrono::ceil<std::chrono::milliseconds>(left).count()));
+    int r = ::poll(fds, n, ms);
+    if (r < 0 && errno != EINTR) return abandon(std::string("poll: ") + std::strerror(errno));
+    // What is there is taken, whatever woke the poll.
+    if (out_ >= 0 && !drain(out_, result_.out, max_output_, result_.truncated)) close_fd(out_);
+    if (err_ >= 0 && !drain(err_, result_.err, max_output_, result_.truncated)) close_fd(err_);
+    if (result_.truncated) {
+      // It writes more than is kept: its pipes are read as they fill from now on.
+      quiet_ = false;
+      return false;
+    }
+    if (r > 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) && reap()) {
+      // Ended: all it wrote is in the pipes (a helper it left was killed with its group).
+      if (out_ >= 0) drain(out_, result_.out, max_output_, result_.truncated);
+      if (err_ >= 0) drain(err_, result_.err, max_output_, result_.truncated);
+      finish_pipes();
+      return true;
+    }
+    if (Clock::now() >= step_end && Clock::now() < deadline_) return false;
+  }
+}
+
 bool Child::step(std::chrono::milliseconds wait) {
   if (pid_ <= 0) return true;
   const auto step_end = Clock::now() + wait;
+  if (quiet_) {
+    if (quiet_step(step_end)) return true;
+    if (quiet_) return false;  // the step's time is up
+  }
   for (;;) {
     auto now = Clock::now();
     if (now >= deadline_) return abandon("");
@@ -219,19 +293,12 @@ bool Child::step(std::chrono::milliseconds wait) {
     if (err_ >= 0) fds[n++] = {err_, POLLIN, 0};
     if (n == 0) {
       // Both outputs closed: it has ended or is about to.
-      int status = 0;
-      pid_t r = ::waitpid(pid_, &status, WNOHANG);
-      if (r == 0) {
+      if (!reap()) {
         // Outputs closed but still running: look again shortly, up to the deadline.
         if (now >= step_end) return false;
         ::poll(nullptr, 0, 5);
         continue;
       }
-      if (WIFEXITED(status)) result_.exit_code = WEXITSTATUS(status);
-      if (WIFSIGNALED(status)) result_.signal = WTERMSIG(status);
-      // The group may have left helpers behind; they go with it.
-      ::kill(-pid_, SIGKILL);
-      pid_ = -1;
       return true;
     }
     auto left = std::min(deadline_, step_end) - now;
