@@ -9,7 +9,8 @@
 // Rewrites of running batches whose sheet takes more than 10 ms of CPU take at
 // most a twentieth of the daemon's CPU time, or wait until the sheet is ten
 // minutes old: their cost follows the work done, not the hours. Posters (<shot>.jpg, ffmpeg) are taken
-// once per DONE video. Pages: jobs/contact_sheet.h. Every file goes through a
+// once per DONE video; a kept card looks again for a missing poster at each write,
+// and for a shown one 256 cards a write. Pages: jobs/contact_sheet.h. Every file goes through a
 // temporary name and a rename; a failure is logged and tried again later.
 #pragma once
 
@@ -87,16 +88,19 @@ class ContactSheets {
   std::map<std::string, Written> written_;
   // A running batch's cards as of its last write, by shot id (the store's order), the
   // ids whose records were written since, and when every record was last read.
-  // DONE shots whose card has no poster yet are looked at again at each write.
+  // DONE shots whose card has no poster yet are looked at again at each write; those
+  // with one, a slice at each write (a poster removed or replaced leaves the page).
   struct Cards {
     std::map<std::string, SheetCard> by_id;
     std::set<std::string> changed;
-    std::set<std::string> posterless;
+    std::set<std::string> posterless, postered;
+    std::string next_poster_look;  // where the next slice of `postered` starts
     std::chrono::steady_clock::time_point read_all_at;
   };
   std::map<std::string, Cards> cards_;
-  // The shot's card; `posterless` says whether it is DONE without its poster.
-  SheetCard card_of(const Shot& shot, const std::string& dir, bool& posterless) const;
+  enum class Poster { none, missing, shown };  // not DONE; DONE without its poster; with it
+  SheetCard card_of(const Shot& shot, const std::string& dir, Poster& poster) const;
+  static void note_poster(Cards& cards, const std::string& id, Poster poster);
   // A running batch's sheet may be written again now: within the share, or old enough.
   bool may_rewrite(const std::string& batch, std::chrono::steady_clock::time_point now) const;
 
