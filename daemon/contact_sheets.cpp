@@ -243,8 +243,8 @@ void ContactSheets::write_batch(const std::string& batch, std::chrono::steady_cl
       for (const auto& [id, card] : cards.by_id) sheet.add(card);
   }
   if (read_all) {
-    sheet = BatchSheet{};
-    // A shot at a time: a 10,000-shot batch's records are never all in memory.
+    // Nothing was added to `sheet` above. A shot at a time: a 10,000-shot batch's
+    // records are never all in memory.
     Cards fresh;
     fresh.read_all_at = now;
     store_.each_shot(batch, [&](const Shot& s) {
