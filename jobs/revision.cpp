@@ -30,7 +30,11 @@ std::string fingerprint_file(const std::string& path) {
   if (fd.get() < 0) return std::string("unreadable:") + std::strerror(errno);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return "unreadable:not a regular file";
-  return "sha256:" + sha256_fd_hex(fd.get());
+  try {
+    return "sha256:" + sha256_fd_hex(fd.get());
+  } catch (const Error& e) {
+    return std::string("unreadable:") + e.what();
+  }
 }
 
 bool same_media(const MediaRef& a, const Inputs& ai, const MediaRef& b, const Inputs& bi, const char* field) {

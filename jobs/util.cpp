@@ -248,7 +248,13 @@ std::string sha256_fd_hex(int fd) {
   for (;;) {
     ssize_t n = ::pread(fd, buf.get(), kHashChunk, off);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
+    if (n < 0) {
+      // A digest of what was read before the error would name a file that is not there.
+      const int e = errno;
+      EVP_MD_CTX_free(ctx);
+      throw Error("cannot read the file to hash it (at byte " + std::to_string(off) + "): " + std::strerror(e));
+    }
+    if (n == 0) break;
     EVP_DigestUpdate(ctx, buf.get(), static_cast<size_t>(n));
     off += n;
   }

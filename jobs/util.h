@@ -90,6 +90,7 @@ std::string join_path(const std::string& a, const std::string& b);
 }  // namespace wb
 
 namespace wb {
-// SHA-256 of a file's content from its start, read through `fd`.
+// SHA-256 of a file's content from its start, read through `fd`; throws Error
+// when it cannot be read to its end (never the digest of part of it).
 std::string sha256_fd_hex(int fd);
 }  // namespace wb

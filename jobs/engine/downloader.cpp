@@ -173,9 +173,16 @@ void Downloader::on_answer(const std::string& key, int fd, const HttpResponse& r
       // finish() looks at the name again and says what it found there.
       facts.problem = "the downloaded video changed before it was checked";
     } else {
-      const VideoFile held(part, opened.get());
-      facts = probe(video, held);
-      if (facts.checked && facts.decodes) poster_problem = make_poster(video, held, facts.duration_seconds, poster);
+      // A probe that throws (a read error while a stand-in hashes the file) is a
+      // check not made: the shot must come back to the loop, never stay parked.
+      try {
+        const VideoFile held(part, opened.get());
+        facts = probe(video, held);
+        if (facts.checked && facts.decodes) poster_problem = make_poster(video, held, facts.duration_seconds, poster);
+      } catch (const std::exception& e) {
+        facts = VideoFacts{};
+        facts.problem = e.what();
+      }
     }
     return [this, key, probed, has_audio, facts, poster_problem] {
       if (!poster_problem.empty()) spdlog::warn("{}: no poster frame for the contact sheet: {}", key, poster_problem);

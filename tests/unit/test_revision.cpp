@@ -108,6 +108,11 @@ TEST_CASE("a record from before fingerprints compares the path, and an unreadabl
   CHECK(changed_fields(a, {}, moved, {{"image", "sha256:aa"}}) == std::vector<std::string>{"image"});
   CHECK(changed_fields(a, {{"image", "unreadable:x"}}, a, {{"image", "unreadable:x"}}) ==
         std::vector<std::string>{"image"});
+  // A file that opens but cannot be read to its end (/proc/self/mem: EIO at its first
+  // page) is unreadable, not the digest of what was read (or an exception out of the plan).
+  ShotSpec eio = spec("a", "wind", "/proc/self/mem");
+  Inputs in = fingerprint_inputs(eio);
+  CHECK(in.at("image").rfind("unreadable:cannot read the file to hash it", 0) == 0);
 }
 
 TEST_CASE("new shots render, and shots that left the manifest are removed, not rendered") {

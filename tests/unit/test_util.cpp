@@ -1,4 +1,5 @@
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +12,23 @@ TEST_CASE("sha256 and base64 match known vectors") {
   CHECK(sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   CHECK(base64_encode("hello") == "aGVsbG8=");
   CHECK(base64_encode("") == "");
+}
+
+TEST_CASE("a file that cannot be read to its end has no SHA-256: an error, not the digest of what was read") {
+  // Before the fix a read error ended the loop as the end of the file did, and the
+  // sidecar (or a revision's fingerprint) carried the digest of the part read.
+  const std::string path = test::cwd() + "/v.mp4";
+  test::write(path, std::string(200000, 'v'));
+  Fd whole(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  CHECK(sha256_fd_hex(whole.get()) == sha256_hex(std::string(200000, 'v')));
+  // /proc/self/mem is a regular file whose first page cannot be read (EIO).
+  Fd mem(::open("/proc/self/mem", O_RDONLY | O_CLOEXEC));
+  REQUIRE(mem.get() >= 0);
+  CHECK_THROWS_WITH_AS(sha256_fd_hex(mem.get()), doctest::Contains("cannot read the file to hash it"), Error);
+  Fd dir_fd(::open(test::cwd().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  CHECK_THROWS_AS(sha256_fd_hex(dir_fd.get()), Error);
+  Fd write_only(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  CHECK_THROWS_AS(sha256_fd_hex(write_only.get()), Error);
 }
 
 TEST_CASE("reset times parse as ISO 8601, epoch seconds and epoch milliseconds") {

@@ -533,6 +533,32 @@ struct ProbingRig {
 };
 }  // namespace
 
+TEST_CASE("a probe that throws is a check not made: the shot is retried, then HELD, never left parked") {
+  // Background work that throws is dropped (jobs/background.cpp): before the
+  // guard, a probe that threw (a read error while the rehearsal's stand-in
+  // hashed the video) left its shot parked for ever, neither DONE nor retried.
+  Rig rig(true);
+  rig.config.retry.max_attempts = 2;
+  std::atomic<int> asked{0};
+  rig.sched->set_video_probe([&asked](const VideoConfig&, const VideoFile&) -> VideoFacts {
+    ++asked;
+    throw Error("cannot read the file to hash it (at byte 0): Input/output error");
+  });
+  rig.to_download();
+  rig.deliver(std::string(sim::sample_mp4()));
+  rig.sched->tick();
+  wait_for_probe_answer(rig);
+  CHECK(asked == 1);
+  CHECK(rig.shot().state == ShotState::downloading);
+  rig.deliver(std::string(sim::sample_mp4()));  // downloaded again: it came back to the loop
+  rig.sched->tick();
+  wait_for_probe_answer(rig);
+  Shot s = rig.shot();
+  CHECK(s.state == ShotState::held);
+  CHECK(s.reason.find("cannot check the video: cannot read the file to hash it") != std::string::npos);
+  CHECK_FALSE(test::exists(rig.root + "/out/b/s1.mp4"));
+}
+
 TEST_CASE("a video waiting for its probe holds no descriptor, and is committed by its path when it answers") {
   // Found by bench-scale: 10,000 downloads outran two probe workers and the daemon
   // held a descriptor per waiting video (8,700 at once): past a service's open-file
