@@ -274,7 +274,15 @@ int64_t PollPlanner::next_poll(const Shot& shot, int64_t now_ms, double jitter) 
     const Plan& p = plan_for(j.cls, j.start_spread_s);
     t = p.plan->next_poll_at(now, j.start_s, j.last_poll_s, jitter);
   }
-  return millis(std::max(t, now));
+  return slotted(millis(std::max(t, now)), now_ms);
+}
+
+int64_t PollPlanner::slotted(int64_t at_ms, int64_t now_ms) const {
+  const auto slot = static_cast<int64_t>(poll_.min_interval_seconds * 1000 / kSlotsPerMinInterval);
+  if (slot <= 1 || at_ms < 0) return at_ms;
+  const int64_t up = (at_ms + slot - 1) / slot * slot;
+  // Never past the ceiling: a poll planned at it stays where it is.
+  return up - now_ms <= static_cast<int64_t>(poll_.max_interval_seconds * 1000) ? up : at_ms;
 }
 
 int64_t PollPlanner::first_poll_after_restart(const Shot& shot, int64_t now_ms, double unit) {

@@ -52,8 +52,16 @@ class PollPlanner {
   const std::vector<std::string>& started_keys() const { return started_keys_; }
   void forget(const std::string& key);
 
-  // The next status poll of a followed job (monotonic ms), `jitter` in [0, 1).
+  // The next status poll of a followed job (monotonic ms), `jitter` in [0, 1);
+  // on a slot (slotted()).
   int64_t next_poll(const Shot& shot, int64_t now_ms, double jitter);
+  // A planned poll rounded up to the next slot of min_interval / 40 (50 ms at the
+  // shipped 2 s), unless that passes the ceiling: polls planned a few ms apart go
+  // out, and are answered, in one turn of the daemon's loop instead of a wake-up
+  // each (a wake-up and a loop turn cost more than the request on a small VM).
+  // Half a slot later on average: 0.02% of a 138 s render; never earlier.
+  int64_t slotted(int64_t at_ms, int64_t now_ms) const;
+  static constexpr int kSlotsPerMinInterval = 40;
   // When a followed job started rendering, as far as is known (the earliest it may
   // have; its submit when no queue was seen), or nullopt while it is believed to
   // wait in the provider's queue or is not followed.

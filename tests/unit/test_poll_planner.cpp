@@ -108,6 +108,29 @@ TEST_CASE("planner: every poll of a job is at least the floor and at most the ce
   }
 }
 
+TEST_CASE("planner: polls are on slots of min_interval / 40, so jobs planned a few ms apart are polled in one turn") {
+  PollConfig cfg = bounds(2, 300);  // slots of 50 ms
+  PollPlanner planner(cfg);
+  learn(planner, renders(30, 1));
+  std::set<int64_t> slots;
+  for (int i = 0; i < 20; ++i) {
+    // Twenty jobs submitted 3 ms apart, polled with the same jitter.
+    const int64_t submit = kT0 + 3 * i;
+    Shot s = job("j" + std::to_string(i), submit);
+    planner.submitted(s, submit);
+    planner.seen(s, "PROCESSING", submit + 2000);
+    const int64_t next = planner.next_poll(s, submit + 2000, 0.5);
+    CHECK(next % 50 == 0);
+    CHECK(next >= submit + 2000 + 2000);  // the floor, never earlier than planned
+    slots.insert(next);
+  }
+  // Spread over 57 ms of plans: two slots at most (one wake-up each), not twenty.
+  CHECK(slots.size() <= 3);
+  // A poll planned at the ceiling is not rounded past it.
+  CHECK(planner.slotted(kT0 + 300'000 + 7, kT0 + 7) == kT0 + 300'000 + 7);
+  CHECK(planner.slotted(kT0 + 1'234, kT0) == kT0 + 1'250);
+}
+
 TEST_CASE("planner: after learning 30 renders of a class a job costs few polls and is noticed soon") {
   const PollConfig cfg = bounds(2, 300);
   PollPlanner planner(cfg);

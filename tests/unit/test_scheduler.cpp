@@ -100,6 +100,34 @@ TEST_CASE("one shot goes from PENDING to DONE with a video, a sidecar and a repo
   CHECK(rig.store->batch("b")->finished);
 }
 
+TEST_CASE("a planned poll is rounded up to a slot of min_interval / 40, so that polls planned a few ms apart go out in one turn, never early") {
+  Rig rig;
+  rig.config.poll.min_interval_seconds = 2;  // the shipped bounds: slots of 50 ms
+  rig.config.poll.max_interval_seconds = 300;
+  rig.start();
+  rig.accept("batch: b\nshots: [{id: s1, prompt: wind, image: 'https://cdn.example/a.png'},"
+             " {id: s2, prompt: wind, image: 'https://cdn.example/a.png'}]\n");
+  rig.step();
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1","status":"QUEUED"})");
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r2","status":"QUEUED"})");
+  rig.until("/status");
+  while (!(rig.net.has("/r1/status") && rig.net.has("/r2/status"))) rig.tick(Millis(1));
+  // Answered 7 ms apart, at a time that is not on a slot.
+  rig.tick(Millis(13));
+  rig.answer("/r1/status", 200, R"({"status":"PROCESSING"})");
+  const int64_t first = rig.clock.mono.time_since_epoch().count() / 1000000;
+  rig.tick(Millis(7));
+  rig.answer("/r2/status", 200, R"({"status":"PROCESSING"})");
+  const int64_t second = rig.clock.mono.time_since_epoch().count() / 1000000;
+  const int64_t due1 = rig.sched->book().find("b/s1")->due_ms, due2 = rig.sched->book().find("b/s2")->due_ms;
+  INFO("due1 " << due1 << " first " << first << " due2 " << due2 << " second " << second);
+  CHECK(due1 % 50 == 0);
+  CHECK(due2 % 50 == 0);
+  CHECK(due1 >= first + 2000);  // the floor is kept: rounded up, never down
+  CHECK(due2 >= second + 2000);
+  CHECK(due1 - first < 2000 * 10);  // and not pushed far (the planner's jitter is in there too)
+}
+
 TEST_CASE("a result's remaining_credits counts as a balance read: no API read for an interval after it") {
   Rig rig;
   rig.config.credits.check_interval_seconds = 300;
