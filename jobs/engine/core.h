@@ -54,6 +54,8 @@ class Core {
   // The decode check of each downloaded video (ffprobe). A rehearsal (daemon/rehearse.h),
   // whose videos are all one sample, remembers the answer for the same bytes.
   std::function<VideoFacts(const VideoConfig&, const VideoFile& video)> probe = probe_video;
+  // The SHA-256 of a checked video at its commit (throws Error when it cannot be read).
+  std::function<std::string(int fd)> hash = sha256_fd_hex;
   // Takes a shot chain's frame from a parent's video into a PNG ("" or the
   // problem; jobs/frame_grab.h). A rehearsal, which runs no ffmpeg, writes a
   // stand-in PNG of the same role, so its chains render and upload as the daemon's.

@@ -237,8 +237,18 @@ void Downloader::finish(const std::string& key, const PartId& probed, bool has_a
   std::vector<std::string> differences = video_differences(shot->spec, facts);
   shot->video_json = video_facts_json(facts, differences);
   if (!differences.empty()) spdlog::warn("{}: the video differs from what was asked: {}", key, differences.front());
+  // A video that cannot be read to its end is a check not made (downloaded again,
+  // then HELD), not a disk to wait for: waiting downloaded it again for ever.
+  std::string sha256;
   try {
-    VideoInfo video{static_cast<long long>(st.st_size), sha256_fd_hex(fd), has_audio, shot->video_json};
+    sha256 = core_.hash(fd);
+  } catch (const Error& e) {
+    output_.discard_part(shot->batch, shot->spec.id);
+    core_.retry_later(*shot, std::string("cannot check the video: ") + e.what(), true);
+    return;
+  }
+  try {
+    VideoInfo video{static_cast<long long>(st.st_size), sha256, has_audio, shot->video_json};
     // An earlier DONE take keeps its files under its take name first (jobs/takes.h).
     if (shot->file_take > 0 && shot->file_take != shot->take) keep_take(output_, shot->batch, shot->spec.id, shot->file_take);
     crash_point("take_kept");

@@ -122,6 +122,8 @@ class Scheduler {
   void set_video_probe(std::function<VideoFacts(const VideoConfig&, const VideoFile&)> probe) {
     core_.probe = std::move(probe);
   }
+  // How a committed video is hashed (Core::hash): a test's read error.
+  void set_video_hash(std::function<std::string(int fd)> hash) { core_.hash = std::move(hash); }
   // How a chain's frame is taken (Core::extract; a rehearsal writes a stand-in).
   void set_frame_extract(
       std::function<std::string(const VideoConfig&, const std::string&, const std::string&, const std::string&)> f) {

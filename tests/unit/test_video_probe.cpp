@@ -565,6 +565,30 @@ TEST_CASE("a probe that throws is a check not made: the shot is retried, then HE
   CHECK_FALSE(test::exists(rig.root + "/out/b/s1.mp4"));
 }
 
+TEST_CASE("a video that cannot be read to its end at its commit is downloaded again, then HELD, not waited on for ever") {
+  // Outside attack F1: the hash's read error went to the disk wait, which never
+  // HOLDs: the video was downloaded again once a minute for as long as the error lasted.
+  REQUIRE_FFMPEG();
+  Rig rig;
+  rig.config.retry.max_attempts = 2;
+  rig.start();
+  int hashed = 0;
+  rig.sched->set_video_hash([&hashed](int) -> std::string {
+    ++hashed;
+    throw Error("cannot read the file to hash it (at byte 0): Input/output error");
+  });
+  rig.to_download();
+  rig.deliver(std::string(sim::sample_mp4()));
+  CHECK(rig.shot().state == ShotState::downloading);
+  rig.deliver(std::string(sim::sample_mp4()));
+  Shot s = rig.shot();
+  CHECK(hashed == 2);
+  CHECK(s.state == ShotState::held);
+  CHECK(s.reason.find("cannot check the video: cannot read the file to hash it") != std::string::npos);
+  CHECK_FALSE(test::exists(rig.root + "/out/b/s1.mp4"));
+  CHECK_FALSE(test::exists(rig.root + "/out/b/.s1.mp4.part"));
+}
+
 TEST_CASE("a video waiting for its probe holds no descriptor, and is committed by its path when it answers") {
   // Found by bench-scale: 10,000 downloads outran two probe workers and the daemon
   // held a descriptor per waiting video (8,700 at once): past a service's open-file
