@@ -1,6 +1,7 @@
 #include "jobs/http.h"
 
 #include <algorithm>
+#include <cctype>
 
 namespace wb {
 
@@ -19,6 +20,23 @@ const char* to_string(NetError e) {
 std::string HttpResponse::header(const std::string& lower_name) const {
   auto it = headers.find(lower_name);
   return it == headers.end() ? std::string() : it->second;
+}
+
+long long unsatisfied_range_length(const std::string& content_range) {
+  size_t b = content_range.find_first_not_of(" \t");
+  size_t e = content_range.find_last_not_of(" \t");
+  if (b == std::string::npos) return -1;
+  const std::string v = content_range.substr(b, e - b + 1);
+  const std::string unit = "bytes */";
+  if (v.size() <= unit.size() || v.size() > unit.size() + 18) return -1;  // 18 digits fit in a long long
+  for (size_t i = 0; i < unit.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(v[i])) != unit[i]) return -1;
+  long long n = 0;
+  for (size_t i = unit.size(); i < v.size(); ++i) {
+    if (v[i] < '0' || v[i] > '9') return -1;
+    n = n * 10 + (v[i] - '0');
+  }
+  return n;
 }
 
 std::chrono::milliseconds transfer_deadline(const HttpRequest& request, long long announced_length) {

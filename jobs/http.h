@@ -62,6 +62,10 @@ struct HttpRequest {
 // request.deadline_expected_bytes. Only meaningful when that is > 0.
 std::chrono::milliseconds transfer_deadline(const HttpRequest& request, long long announced_length);
 
+// The complete length that a 416 answer's Content-Range names ("bytes */N",
+// RFC 9110 section 14.4), or -1 when the value is anything else.
+long long unsatisfied_range_length(const std::string& content_range);
+
 struct HttpResponse {
   NetError error = NetError::none;
   std::string error_text;

@@ -15,6 +15,7 @@ namespace wb {
 
 namespace {
 std::string part_name(const std::string& shot) { return "." + shot + ".mp4.part"; }
+std::string poster_part_name(const std::string& shot) { return "." + shot + ".jpg.part"; }
 
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -63,7 +64,8 @@ std::string OutputDir::batch_dir(const std::string& batch) const {
 
 int OutputDir::open_part(const std::string& batch, const std::string& shot, bool resume, long long& offset) const {
   check_shot_id(shot);
-  std::string path = join_path(batch_dir(batch), part_name(shot));
+  const std::string dir = batch_dir(batch);
+  std::string path = join_path(dir, part_name(shot));
   // Non-blocking: a FIFO put at this name must not hold up the loop (it is refused below).
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | (resume ? 0 : O_TRUNC) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
   if (fd < 0) throw Error("cannot open " + path + ": " + std::strerror(errno));
@@ -74,6 +76,7 @@ int OutputDir::open_part(const std::string& batch, const std::string& shot, bool
   }
   off_t end = ::lseek(fd, 0, SEEK_END);
   offset = end > 0 ? static_cast<long long>(end) : 0;
+  if (offset == 0) ::unlink(join_path(dir, poster_part_name(shot)).c_str());  // a poster of another download
   return fd;
 }
 
@@ -158,6 +161,7 @@ void OutputDir::withdraw(const std::string& batch, const std::string& shot, cons
   if (!ours) return;
   bool any = ::unlink(join_path(dir, shot + ".mp4").c_str()) == 0;
   any = ::unlink(json_path.c_str()) == 0 || any;
+  any = ::unlink(join_path(dir, shot + ".jpg").c_str()) == 0 || any;
   if (any) fsync_dir(dir);
 }
 
@@ -168,6 +172,38 @@ std::string OutputDir::part_path(const std::string& batch, const std::string& sh
 
 void OutputDir::discard_part(const std::string& batch, const std::string& shot) const {
   ::unlink(join_path(join_path(root_, batch), part_name(shot)).c_str());
+  ::unlink(join_path(join_path(root_, batch), poster_part_name(shot)).c_str());
+}
+
+std::string OutputDir::poster_part_path(const std::string& batch, const std::string& shot) const {
+  check_shot_id(shot);
+  return join_path(join_path(root_, batch), poster_part_name(shot));
+}
+
+std::string OutputDir::commit_poster(const std::string& batch, const std::string& shot) const {
+  check_shot_id(shot);
+  const std::string dir = join_path(root_, batch);
+  const std::string staged = join_path(dir, poster_part_name(shot));
+  const std::string poster = join_path(dir, shot + ".jpg");
+  struct stat st {};
+  if (::lstat(staged.c_str(), &st) != 0) {
+    if (::unlink(poster.c_str()) == 0) {  // an earlier take's: not this video
+      fsync_dir(dir);
+      return "";
+    }
+    return errno == ENOENT ? "" : "cannot remove the earlier poster " + poster + ": " + std::strerror(errno);
+  }
+  std::string problem;
+  if (!S_ISREG(st.st_mode))
+    problem = staged + " is not a regular file";
+  else if (::rename(staged.c_str(), poster.c_str()) != 0)
+    problem = "cannot rename the poster to " + poster + ": " + std::strerror(errno);
+  if (!problem.empty()) {
+    ::unlink(staged.c_str());
+    ::unlink(poster.c_str());
+  }
+  fsync_dir(dir);
+  return problem;
 }
 
 std::string OutputDir::foreign_part(const std::string& batch, const std::string& shot) const {

@@ -30,7 +30,8 @@ class OutputDir {
 
   // The shot functions throw wb::Error for an invalid or clashing shot id.
   // Opens <batch>/.<shot>.mp4.part for writing. Truncated, unless `resume`:
-  // then positioned at its end, with its size in `offset`. Returns the fd.
+  // then positioned at its end, with its size in `offset`. Returns the fd. An
+  // empty part starts a download: a poster staged by another is removed.
   int open_part(const std::string& batch, const std::string& shot, bool resume, long long& offset) const;
 
   // fsyncs the part file, renames it to <shot>.mp4 and syncs the folder.
@@ -50,7 +51,8 @@ class OutputDir {
   // record could not be written, it was cancelled, or a crash came between the
   // commit and the record): <shot>.mp4 and <shot>.json are removed when the
   // sidecar names `request_id` (this take's job), or when there is no sidecar
-  // and no earlier take is DONE. Files of an earlier DONE take are never touched:
+  // and no earlier take is DONE; so is its <shot>.jpg, which a commit made with
+  // them. Files of an earlier DONE take are never touched:
   // while a new take renders, <shot>.mp4 is still the last DONE one.
   void withdraw(const std::string& batch, const std::string& shot, const std::string& request_id,
                 bool earlier_take_done) const;
@@ -61,7 +63,17 @@ class OutputDir {
   // a symlink...); returns its path when it could not be (a directory), else "".
   std::string foreign_part(const std::string& batch, const std::string& shot) const;
 
+  // Removes the .part and the poster staged beside it.
   void discard_part(const std::string& batch, const std::string& shot) const;
+
+  // The poster frame (contact sheet) of the video being checked is written to
+  // <batch>/.<shot>.jpg.part, and becomes <shot>.jpg only with its video
+  // (commit_poster): no <shot>.jpg is shown for a video that did not become DONE.
+  std::string poster_part_path(const std::string& batch, const std::string& shot) const;
+  // After commit_shot: the staged poster is renamed to <shot>.jpg; without one
+  // (ffmpeg failed), an earlier take's <shot>.jpg is removed, as it shows
+  // another video. Returns "" or what went wrong (the video stays DONE).
+  std::string commit_poster(const std::string& batch, const std::string& shot) const;
 
   // Writes the batch file <batch>/<name> (one of batch_file_names()) atomically.
   std::string write(const std::string& batch, const std::string& name, const std::string& data) const;

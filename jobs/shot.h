@@ -57,6 +57,9 @@ struct Shot {
   // Not saved: after a restart, a job last seen QUEUED renders from no earlier than
   // this (monotonic ms), as far as the stuck limit is concerned.
   int64_t render_not_before_ms = 0;
+  // In memory only: how often its download has waited for the output disk or
+  // folder (the backoff of those waits; they are not failed attempts).
+  int disk_waits = 0;
   int64_t completed_ms = 0;
   std::string remote_status;
   std::string output_url;

@@ -11,6 +11,13 @@
 
 namespace wb {
 
+namespace {
+// The reason of a shot whose step is tried again after a failure, and the start
+// of a reason that only says what it waits for (replaced by a retry's).
+constexpr const char* kRetrying = "retrying: ";
+constexpr const char* kWaiting = "waiting: ";
+}  // namespace
+
 MonoPoint mono_until(TimePoint reset_at, TimePoint wall_now, MonoPoint mono_now) {
   int64_t ahead = std::clamp<int64_t>(to_epoch_ms(reset_at) - to_epoch_ms(wall_now), 0, 3600 * 1000);
   return mono_now + Millis(ahead);
@@ -79,8 +86,18 @@ void Core::retry_later(Shot& shot, const std::string& why, bool limited) {
             ": " + why);
     return;
   }
+  if (shot.reason.empty() || shot.reason.rfind(kRetrying, 0) == 0 || shot.reason.rfind(kWaiting, 0) == 0)
+    shot.reason = kRetrying + why;
+  save(shot);
   book.set_due(shot, mono_ms(mono() + backoff(shot.attempts - 1)));
   spdlog::info("{}: {} retry {} later: {}", shot.key(), to_string(shot.state), shot.attempts, why);
+}
+
+bool Core::step_went_through(Shot& shot) {
+  const bool retried = shot.attempts != 0 || shot.reason.rfind(kRetrying, 0) == 0;
+  shot.attempts = 0;
+  if (shot.reason.rfind(kRetrying, 0) == 0) shot.reason.clear();
+  return retried;
 }
 
 void Core::send(const std::string& key, const std::string& endpoint, HttpRequest request,

@@ -80,8 +80,14 @@ class Core {
   // the book, its batch checked for its end (on_shot_ended).
   void end(Shot& shot, ShotState state, const std::string& reason);
   // One more attempt at the shot's current step after a backoff; `limited`
-  // attempts end it HELD after retry.max_attempts.
+  // attempts end it HELD after retry.max_attempts. The count is saved (a daemon
+  // killed after each failure must not retry for ever) and, unless the shot has
+  // a reason of its own (stuck, a video that did not decode), its reason says
+  // "retrying: <why>" for `status`.
   void retry_later(Shot& shot, const std::string& why, bool limited);
+  // The step that was retried went through: the count starts again and the
+  // retry's reason goes. Returns whether the record changed (the caller saves).
+  bool step_went_through(Shot& shot);
   // Starts `request` for the shot `key` (busy until the answer), tells the
   // events which endpoint was asked, and hands the answer to `on_answer`.
   void send(const std::string& key, const std::string& endpoint, HttpRequest request,

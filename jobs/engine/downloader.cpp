@@ -62,8 +62,9 @@ void Downloader::start(Shot& shot) {
                 stray + " is not a regular file: remove it, then `wanbatch retry " + shot.key() + "` (no new submit)");
       return;
     }
-    // A retry after a partial download resumes it with a Range request.
-    fd = output_.open_part(shot.batch, shot.spec.id, shot.attempts > 0, offset);
+    // A retry after a partial download resumes it with a Range request; so does one
+    // after a commit that waited for the disk (its .part holds the whole video).
+    fd = output_.open_part(shot.batch, shot.spec.id, shot.attempts > 0 || shot.disk_waits > 0, offset);
   } catch (const Error& e) {
     // The output share is missing or unwritable: wait, never lose the shot.
     std::string reason = std::string("waiting for the output folder: ") + e.what();
@@ -72,7 +73,8 @@ void Downloader::start(Shot& shot) {
       core_.save(shot);
       spdlog::warn("{}: {}", shot.key(), shot.reason);
     }
-    core_.book.set_due(shot, mono_ms(now + std::min(core_.backoff(shot.attempts++), Millis(30000))));
+    // Not a failed attempt: a share that is back in an hour must not find the retries spent.
+    core_.book.set_due(shot, mono_ms(now + std::min(core_.backoff(shot.disk_waits++), Millis(30000))));
     return;
   }
   HttpRequest req;
@@ -92,10 +94,10 @@ void Downloader::start(Shot& shot) {
   req.deadline_expected_bytes = std::min(req.max_body_bytes, kUnannouncedDownloadBytes);
   std::string key = shot.key();
   ++on_wire_;
-  core_.send(key, "download", std::move(req), [this, key, fd](const HttpResponse& r) {
+  core_.send(key, "download", std::move(req), [this, key, fd, offset](const HttpResponse& r) {
     --on_wire_;
     Fd closer(fd);  // also when the answer's store write throws
-    on_answer(key, fd, r);
+    on_answer(key, fd, offset, r);
   });
 }
 
@@ -105,11 +107,13 @@ void Downloader::wait_for_disk(Shot& shot, const std::string& why) {
     shot.reason = std::move(reason);
     core_.save(shot);  // `status` shows why it waits
   }
-  core_.book.set_due(shot, mono_ms(core_.mono() + std::min(core_.backoff(shot.attempts++), Millis(60000))));
+  // Not a failed attempt either: a disk-full spell must not spend the retries of
+  // the checks that come after it.
+  core_.book.set_due(shot, mono_ms(core_.mono() + std::min(core_.backoff(shot.disk_waits++), Millis(60000))));
   spdlog::warn("{}: {} (will retry)", shot.key(), shot.reason);
 }
 
-void Downloader::on_answer(const std::string& key, int fd, const HttpResponse& r) {
+void Downloader::on_answer(const std::string& key, int fd, long long offset, const HttpResponse& r) {
   Shot* shot = core_.book.find(key);
   if (!shot) return;
   const MonoPoint now = core_.mono();
@@ -118,7 +122,13 @@ void Downloader::on_answer(const std::string& key, int fd, const HttpResponse& r
     wait_for_disk(*shot, r.error_text);
     return;
   }
-  bool complete = r.error == NetError::none && (r.status == 200 || (r.status == 206 && r.body_bytes > 0));
+  // A resume from a .part that already holds the whole video (its commit waited
+  // for the disk, or the transfer was cut after its last byte): the server has
+  // nothing left to send and says so, 416 with the video's length. The part is
+  // checked like any download; a 416 naming another length starts over.
+  const bool whole_part = offset > 0 && r.error == NetError::none && r.status == 416 &&
+                          unsatisfied_range_length(r.header("content-range")) == offset;
+  bool complete = whole_part || (r.error == NetError::none && (r.status == 200 || (r.status == 206 && r.body_bytes > 0)));
   if (!complete) {
     // A transfer cut short keeps its .part for a Range resume; anything else starts over.
     bool resumable = r.error == NetError::unknown_outcome || r.error == NetError::not_sent;
@@ -164,7 +174,7 @@ void Downloader::on_answer(const std::string& key, int fd, const HttpResponse& r
   // video.timeout_seconds).
   core_.background.run([this, key, probed, has_audio, video = core_.settings.video, probe = core_.probe,
                         part = output_.part_path(shot->batch, shot->spec.id),
-                        poster = join_path(output_.batch_dir(shot->batch), shot->spec.id + ".jpg")]() -> Background::Done {
+                        poster = output_.poster_part_path(shot->batch, shot->spec.id)]() -> Background::Done {
     VideoFacts facts;
     std::string poster_problem;
     Fd opened(::open(part.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
@@ -260,6 +270,9 @@ void Downloader::finish(const std::string& key, const PartId& probed, bool has_a
     wait_for_disk(*shot, e.what());
     return;
   }
+  // Its poster with it (the contact sheet shows DONE shots' posters only).
+  if (std::string problem = output_.commit_poster(shot->batch, shot->spec.id); !problem.empty())
+    spdlog::warn("{}: no poster frame for the contact sheet: {}", key, problem);
   crash_point("renamed");  // visible, not yet DONE: the next download start or a cancel takes it back
   try {
     core_.end(*shot, ShotState::done, "");

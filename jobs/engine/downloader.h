@@ -35,7 +35,8 @@ class Downloader {
 
  private:
   void start(Shot& shot);
-  void on_answer(const std::string& key, int fd, const HttpResponse& r);
+  // `offset`: the bytes the .part held when the request was sent (its Range start).
+  void on_answer(const std::string& key, int fd, long long offset, const HttpResponse& r);
   // The output disk refused the video: the shot says why and tries again after a backoff.
   void wait_for_disk(Shot& shot, const std::string& why);
   // The probe's answer, on the loop's thread: DONE, downloaded again, or HELD.

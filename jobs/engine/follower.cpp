@@ -52,7 +52,7 @@ void Follower::on_poll(const std::string& key, const HttpResponse& r) {
     on_problem(*shot, "status", a.verdict, a.message, a.reset_at);
     return;
   }
-  shot->attempts = 0;
+  const bool retried = core_.step_went_through(*shot);
   if (a.status == "COMPLETED") {
     shot->completed_ms = to_epoch_ms(core_.wall());
     shot->remote_status = a.status;
@@ -73,7 +73,7 @@ void Follower::on_poll(const std::string& key, const HttpResponse& r) {
   if (spdlog::should_log(spdlog::level::debug))
     spdlog::debug("{}: {}, next poll in {:.3f} s ({})", shot->key(), a.status,
                   static_cast<double>(next - now) / 1000.0, planner_.describe(*shot, now));
-  if (changed) core_.save(*shot);
+  if (changed || retried) core_.save(*shot);
 }
 
 void Follower::on_problem(Shot& shot, const char* step, Verdict verdict, const std::string& message,
@@ -120,7 +120,7 @@ void Follower::on_fetch(const std::string& key, const HttpResponse& r) {
     on_problem(*shot, "result", a.verdict, a.message, a.reset_at);
     return;
   }
-  shot->attempts = 0;
+  core_.step_went_through(*shot);  // saved below with its new state
   shot->output_url = a.output_url;
   if (planner_.completed(*shot, a.inference_time, a.queue_time) && on_learned) on_learned();
   for (const std::string& started : planner_.started_keys()) {

@@ -158,7 +158,8 @@ void Scheduler::follow_again(Shot s) {
     spdlog::warn("batch {}: reopened for its unfinished shot {}", b.name, s.key());
     book.add_batch(b);
   }
-  s.attempts = 0;
+  // Its attempts go on from the record (Core::retry_later saves them): a daemon
+  // restarted between failures must not retry a step for ever.
   s.due_ms = 0;
   // How long it has been followed, on the monotonic clock, from the wall time
   // it was submitted (bounded: the wall clock may have stepped meanwhile).

@@ -75,7 +75,7 @@ bool Uploader::ready(Shot& shot) {
                  if (a.verdict == Verdict::ok) {
                    core_.store.put_asset(sha, a.url);
                    if (frame) crash_point("frame_uploaded");
-                   if (s) s->attempts = 0;
+                   if (s && core_.step_went_through(*s)) core_.save(*s);
                    spdlog::info("{}: uploaded {}", key, path);
                    return;
                  }

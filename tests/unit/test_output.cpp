@@ -26,3 +26,62 @@ TEST_CASE("batch files and shot files never share a name in the output folder") 
   CHECK(out.write_sidecar("b", "sh010", "{}") == root + "/b/sh010.json");
   CHECK(test::read(root + "/b/sh010.json") == "{}");
 }
+
+TEST_CASE("a poster is staged beside its video and shown only with it") {
+  std::string root = test::cwd() + "/out";
+  test::mkdirs(root + "/b");
+  OutputDir out(root);
+  const std::string staged = root + "/b/.s1.jpg.part";
+  CHECK(out.poster_part_path("b", "s1") == staged);
+
+  SUBCASE("the staged poster becomes <shot>.jpg, in place of an earlier take's") {
+    test::write(root + "/b/s1.jpg", "take 1");
+    test::write(staged, "take 2");
+    CHECK(out.commit_poster("b", "s1") == "");
+    CHECK(test::read(root + "/b/s1.jpg") == "take 2");
+    CHECK_FALSE(test::exists(staged));
+  }
+  SUBCASE("without a staged poster, an earlier take's is removed: it shows another video") {
+    test::write(root + "/b/s1.jpg", "take 1");
+    CHECK(out.commit_poster("b", "s1") == "");
+    CHECK_FALSE(test::exists(root + "/b/s1.jpg"));
+    CHECK(out.commit_poster("b", "s1") == "");  // nothing at all: nothing to do
+  }
+  SUBCASE("something other than a file staged is refused, and nothing is shown") {
+    test::mkdirs(staged);
+    test::write(root + "/b/s1.jpg", "take 1");
+    CHECK(out.commit_poster("b", "s1").find("not a regular file") != std::string::npos);
+    CHECK_FALSE(test::exists(root + "/b/s1.jpg"));
+  }
+  SUBCASE("a discarded part takes its staged poster with it") {
+    test::write(root + "/b/.s1.mp4.part", "video");
+    test::write(staged, "poster");
+    out.discard_part("b", "s1");
+    CHECK_FALSE(test::exists(staged));
+    CHECK_FALSE(test::exists(root + "/b/.s1.mp4.part"));
+  }
+  SUBCASE("a download that starts from nothing removes a poster staged by another, a resume keeps it") {
+    test::write(staged, "poster");
+    long long offset = -1;
+    int fd = out.open_part("b", "s1", false, offset);
+    REQUIRE(fd >= 0);
+    CHECK(::write(fd, "abc", 3) == 3);
+    ::close(fd);
+    CHECK(offset == 0);
+    CHECK_FALSE(test::exists(staged));
+    test::write(staged, "poster");
+    fd = out.open_part("b", "s1", true, offset);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+    CHECK(offset == 3);
+    CHECK(test::exists(staged));
+  }
+  SUBCASE("a withdrawn video takes its poster with it") {
+    test::write(root + "/b/s1.mp4", "video");
+    test::write(root + "/b/s1.json", R"({"request_id":"r1"})");
+    test::write(root + "/b/s1.jpg", "poster");
+    out.withdraw("b", "s1", "r1", false);
+    CHECK_FALSE(test::exists(root + "/b/s1.jpg"));
+    CHECK_FALSE(test::exists(root + "/b/s1.mp4"));
+  }
+}

@@ -455,6 +455,140 @@ TEST_CASE("a full or unwritable output disk makes the download wait and retry, w
   CHECK(rig.shot("b/s1").state == ShotState::done);
 }
 
+TEST_CASE("a disk-full spell spends none of the retries of the checks that come after it") {
+  Rig rig;
+  rig.accept(kOne);
+  rig.up_to_download();
+  for (int i = 0; i < 3 * rig.config.retry.max_attempts; ++i) {
+    rig.step(Millis(120000));
+    auto dl = rig.net.take("cdn.example/v.mp4");
+    FakeTransport::fail(dl, NetError::local_write);
+  }
+  rig.step(Millis(120000));
+  auto bad = rig.net.take("cdn.example/v.mp4");
+  FakeTransport::deliver(bad, "<html>Access denied</html>");
+  Shot s = rig.shot("b/s1");
+  CHECK(s.state == ShotState::downloading);  // its first failed check, not its sixteenth
+  CHECK(s.attempts == 1);
+  rig.step(Millis(120000));
+  auto good = rig.net.take("cdn.example/v.mp4");
+  FakeTransport::deliver(good, std::string(sim::sample_mp4()));
+  CHECK(rig.shot("b/s1").state == ShotState::done);
+}
+
+TEST_CASE("a commit that waited for the disk resumes from its whole .part - a 416 naming that length is the video") {
+  Rig rig;
+  rig.accept(kOne);
+  rig.up_to_download();
+  const std::string video(sim::sample_mp4());
+  // The sidecar cannot be written (as on a full disk): the checked video stays a .part.
+  test::mkdirs(rig.root + "/out/b");
+  std::filesystem::create_symlink("elsewhere.json", rig.root + "/out/b/s1.json");
+  rig.step();
+  auto first = rig.net.take("cdn.example/v.mp4");
+  FakeTransport::deliver(first, video);
+  Shot waiting = rig.shot("b/s1");
+  CHECK(waiting.state == ShotState::downloading);
+  CHECK(waiting.reason.find("cannot write the video") != std::string::npos);
+  CHECK(test::read(rig.root + "/out/b/.s1.mp4.part") == video);
+  std::filesystem::remove(rig.root + "/out/b/s1.json");
+  rig.step(Millis(60000));
+  auto again = rig.net.take("cdn.example/v.mp4");
+  CHECK(again.request.resume_from == static_cast<long long>(video.size()));
+  FakeTransport::reply(again, 416, "", {{"content-range", "bytes */" + std::to_string(video.size())}});
+  Shot done = rig.shot("b/s1");
+  CHECK(done.state == ShotState::done);
+  CHECK(test::read(rig.root + "/out/b/s1.mp4") == video);
+  CHECK(nlohmann::json::parse(test::read(rig.root + "/out/b/s1.json"))["request_id"] == "r1");
+}
+
+TEST_CASE("a 416 that names another length than the .part holds starts the download over") {
+  Rig rig;
+  rig.accept(kOne);
+  rig.up_to_download();
+  const std::string video(sim::sample_mp4());
+  rig.step();
+  auto first = rig.net.take("cdn.example/v.mp4");
+  REQUIRE(::write(first.request.sink_fd, video.data(), 100) == 100);
+  FakeTransport::fail(first, NetError::unknown_outcome);
+  rig.step(Millis(60000));
+  auto second = rig.net.take("cdn.example/v.mp4");
+  CHECK(second.request.resume_from == 100);
+  FakeTransport::reply(second, 416, "", {{"content-range", "bytes */50"}});  // the server's file is shorter
+  CHECK(rig.shot("b/s1").state == ShotState::downloading);
+  CHECK_FALSE(test::exists(rig.root + "/out/b/.s1.mp4.part"));
+  rig.step(Millis(120000));
+  auto third = rig.net.take("cdn.example/v.mp4");
+  CHECK(third.request.resume_from == 0);
+  FakeTransport::deliver(third, video);
+  CHECK(rig.shot("b/s1").state == ShotState::done);
+}
+
+TEST_CASE("a retried step is saved - a restart keeps the count, and the record says why it is retried") {
+  Rig rig;
+  rig.accept(kOne);
+  rig.step();
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
+  rig.until("/status");
+  rig.answer("/status", 503, R"({"error":"busy"})");
+  Shot polled = rig.shot("b/s1");
+  CHECK(polled.attempts == 1);
+  CHECK(polled.reason.rfind("retrying: status", 0) == 0);
+  rig.until("/status");
+  rig.answer("/status", 200, R"({"status":"PROCESSING"})");
+  CHECK(rig.shot("b/s1").attempts == 0);
+  CHECK(rig.shot("b/s1").reason.empty());
+  rig.until("/status");
+  rig.answer("/status", 200, R"({"status":"COMPLETED"})");
+  rig.step();
+  rig.answer("/v2/requests/r1", 200, R"({"status":"COMPLETED","output":"https://cdn.example/v.mp4"})");
+  // A daemon killed after each failed download: the count goes on from the record.
+  for (int i = 1; i < rig.config.retry.max_attempts; ++i) {
+    rig.step(Millis(120000));
+    auto dl = rig.net.take("cdn.example/v.mp4");
+    FakeTransport::deliver(dl, "<html>Access denied</html>");
+    Shot s = rig.shot("b/s1");
+    CHECK(s.state == ShotState::downloading);
+    CHECK(s.attempts == i);
+    CHECK(s.reason.rfind("retrying: downloaded file is not a valid MP4", 0) == 0);
+    rig.restart();
+  }
+  rig.step(Millis(120000));
+  auto last = rig.net.take("cdn.example/v.mp4");
+  FakeTransport::deliver(last, "<html>Access denied</html>");
+  Shot held = rig.shot("b/s1");
+  CHECK(held.state == ShotState::held);
+  CHECK(held.reason.rfind("gave up after " + std::to_string(rig.config.retry.max_attempts) + " attempts", 0) == 0);
+}
+
+TEST_CASE("a poster frame is shown with its video only - none while the video is retried, its own once DONE") {
+  Rig rig;
+  rig.accept(kOne);
+  rig.up_to_download();
+  const std::string video(sim::sample_mp4());
+  int reads = 0;
+  rig.sched->set_video_hash([&reads](int fd) -> std::string {
+    if (++reads <= 2) throw Error("cannot read the file to hash it: Input/output error");
+    return sha256_fd_hex(fd);
+  });
+  rig.step();
+  auto first = rig.net.take("cdn.example/v.mp4");
+  FakeTransport::deliver(first, video);
+  // Checked and decoded (a poster was taken), not DONE: nothing shown, nothing staged.
+  CHECK(rig.shot("b/s1").state == ShotState::downloading);
+  CHECK_FALSE(test::exists(rig.root + "/out/b/s1.jpg"));
+  CHECK_FALSE(test::exists(rig.root + "/out/b/.s1.jpg.part"));
+  rig.step(Millis(120000));
+  auto second = rig.net.take("cdn.example/v.mp4");
+  FakeTransport::deliver(second, video);
+  rig.step(Millis(120000));
+  auto third = rig.net.take("cdn.example/v.mp4");
+  FakeTransport::deliver(third, video);
+  CHECK(rig.shot("b/s1").state == ShotState::done);
+  CHECK(test::read(rig.root + "/out/b/s1.jpg").substr(0, 2) == "\xFF\xD8");  // ffmpeg is installed (scripts/test.sh)
+  CHECK_FALSE(test::exists(rig.root + "/out/b/.s1.jpg.part"));
+}
+
 TEST_CASE("a download carries the configured speed floor and deadline, and a trickle cut short resumes, then is HELD") {
   Rig rig;
   rig.config.limits.download_min_bytes_per_second = 1000;

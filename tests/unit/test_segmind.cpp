@@ -133,3 +133,18 @@ TEST_CASE("URL rule: https anywhere, http only to loopback when allowed") {
   CHECK_FALSE(url_allowed("file:///etc/shadow", true));
   CHECK_FALSE(url_allowed("ftp://x/y", true));
 }
+
+TEST_CASE("a 416's Content-Range names the video's length, or nothing usable") {
+  CHECK(unsatisfied_range_length("bytes */1234") == 1234);
+  CHECK(unsatisfied_range_length("  Bytes */0\t") == 0);
+  CHECK(unsatisfied_range_length("bytes */999999999999999999") == 999999999999999999ll);
+  CHECK(unsatisfied_range_length("bytes */9999999999999999999") == -1);  // past a long long
+  CHECK(unsatisfied_range_length("") == -1);
+  CHECK(unsatisfied_range_length("bytes */") == -1);
+  CHECK(unsatisfied_range_length("bytes */*") == -1);
+  CHECK(unsatisfied_range_length("bytes */-5") == -1);
+  CHECK(unsatisfied_range_length("bytes */12 ") == 12);
+  CHECK(unsatisfied_range_length("bytes */1 2") == -1);
+  CHECK(unsatisfied_range_length("bytes 0-9/10") == -1);
+  CHECK(unsatisfied_range_length("items */10") == -1);
+}
