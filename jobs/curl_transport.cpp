@@ -9,7 +9,9 @@
 #include <cctype>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <mutex>
+#include <optional>
 
 #include "jobs/util.h"
 
@@ -145,6 +147,35 @@ bool connect_phase(CURLcode c) {
 struct CurlTransport::Impl {
   CURLM* multi = nullptr;
   bool allow_loopback_http = false;
+  // libcurl's socket interface (curl_multi_socket_action): it says which sockets
+  // to wait on and when its next timeout is due, and perform() hands each event
+  // to its socket alone. curl_multi_perform, used before, walked every transfer
+  // at each wake-up and polled each one's socket: with 5,000 jobs in flight, 16
+  // poll() calls a request (docs/BENCHMARKS.md, session 11).
+  std::map<curl_socket_t, short> sockets;  // what to wait for on each (POLLIN, POLLOUT)
+  std::optional<std::chrono::steady_clock::time_point> timer;  // libcurl's next timeout
+
+  static int on_socket(CURL*, curl_socket_t s, int what, void* user, void*) {
+    auto* self = static_cast<Impl*>(user);
+    if (what == CURL_POLL_REMOVE) {
+      self->sockets.erase(s);
+    } else {
+      short events = 0;
+      if (what & CURL_POLL_IN) events |= POLLIN;
+      if (what & CURL_POLL_OUT) events |= POLLOUT;
+      self->sockets[s] = events;
+    }
+    return 0;
+  }
+  static int on_timer(CURLM*, long timeout_ms, void* user) {
+    auto* self = static_cast<Impl*>(user);
+    if (timeout_ms < 0)
+      self->timer.reset();
+    else
+      self->timer = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    return 0;
+  }
+
   std::vector<CURL*> spare;  // see kSpareHandles; declared first, so it outlives every Transfer
   std::vector<std::unique_ptr<Transfer>> transfers;
   // Requests refused before they started; answered on the next perform() so a
@@ -304,6 +335,10 @@ CurlTransport::CurlTransport(bool allow_loopback_http) : impl_(std::make_unique<
   // Idle connections kept for reuse. libcurl's default follows the number of
   // transfers added, so a lull closed connections the next burst opened again.
   curl_multi_setopt(impl_->multi, CURLMOPT_MAXCONNECTS, 64L);
+  curl_multi_setopt(impl_->multi, CURLMOPT_SOCKETFUNCTION, &Impl::on_socket);
+  curl_multi_setopt(impl_->multi, CURLMOPT_SOCKETDATA, impl_.get());
+  curl_multi_setopt(impl_->multi, CURLMOPT_TIMERFUNCTION, &Impl::on_timer);
+  curl_multi_setopt(impl_->multi, CURLMOPT_TIMERDATA, impl_.get());
 }
 
 CurlTransport::~CurlTransport() {
@@ -325,26 +360,40 @@ void CurlTransport::start(HttpRequest request, HttpCallback done) {
 size_t CurlTransport::active() const { return impl_->transfers.size() + impl_->refused.size(); }
 
 void CurlTransport::perform(std::chrono::milliseconds max_wait, std::span<pollfd> extra) {
-  // curl_waitfd speaks its own bits; a negative fd is left out (poll would ignore it).
-  std::vector<curl_waitfd> waits;
-  std::vector<size_t> index;
-  for (size_t i = 0; i < extra.size(); ++i) {
-    extra[i].revents = 0;
-    if (extra[i].fd < 0) continue;
-    short events = 0;
-    if (extra[i].events & POLLIN) events |= CURL_WAIT_POLLIN;
-    if (extra[i].events & POLLPRI) events |= CURL_WAIT_POLLPRI;
-    if (extra[i].events & POLLOUT) events |= CURL_WAIT_POLLOUT;
-    waits.push_back({extra[i].fd, events, 0});
-    index.push_back(i);
+  using namespace std::chrono;
+  // libcurl's sockets first, then the caller's (a negative fd is ignored by poll).
+  std::vector<pollfd> fds;
+  fds.reserve(impl_->sockets.size() + extra.size());
+  for (const auto& [fd, events] : impl_->sockets) fds.push_back({fd, events, 0});
+  const size_t first_extra = fds.size();
+  for (pollfd& x : extra) {
+    x.revents = 0;
+    fds.push_back({x.fd, x.events, 0});
   }
-  if (!impl_->refused.empty()) max_wait = std::chrono::milliseconds(0);
+  if (!impl_->refused.empty()) max_wait = milliseconds(0);
   max_wait = std::min(max_wait, impl_->cut_overdue());
-  int numfds = 0;
-  curl_multi_poll(impl_->multi, waits.data(), static_cast<unsigned>(waits.size()),
-                  static_cast<int>(std::max<int64_t>(0, max_wait.count())), &numfds);
+  if (impl_->timer) {
+    auto due = ceil<milliseconds>(*impl_->timer - steady_clock::now());
+    max_wait = std::min(max_wait, std::max(due, milliseconds(0)));
+  }
+  const int ready = ::poll(fds.data(), fds.size(), static_cast<int>(std::clamp<int64_t>(max_wait.count(), 0, 1 << 30)));
+  for (size_t i = 0; i < extra.size(); ++i) extra[i].revents = fds[first_extra + i].revents;
   int running = 0;
-  curl_multi_perform(impl_->multi, &running);
+  for (size_t i = 0; ready > 0 && i < first_extra; ++i) {
+    const short r = fds[i].revents;
+    if (r == 0) continue;
+    int events = 0;
+    if (r & (POLLIN | POLLHUP)) events |= CURL_CSELECT_IN;
+    if (r & POLLOUT) events |= CURL_CSELECT_OUT;
+    if (r & (POLLERR | POLLNVAL)) events |= CURL_CSELECT_ERR;
+    curl_multi_socket_action(impl_->multi, fds[i].fd, events, &running);
+  }
+  // A timeout that is due (a new transfer to start, a connect or stall limit):
+  // the timer is one-shot; libcurl sets the next one while it runs.
+  if (impl_->timer && steady_clock::now() >= *impl_->timer) {
+    impl_->timer.reset();
+    curl_multi_socket_action(impl_->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  }
   int left = 0;
   while (CURLMsg* msg = curl_multi_info_read(impl_->multi, &left)) {
     if (msg->msg == CURLMSG_DONE) impl_->finish(msg->easy_handle, msg->data.result);
@@ -362,12 +411,6 @@ void CurlTransport::perform(std::chrono::milliseconds max_wait, std::span<pollfd
     } catch (...) {
       if (!failed) failed = std::current_exception();
     }
-  }
-  for (size_t w = 0; w < waits.size(); ++w) {
-    short& revents = extra[index[w]].revents;
-    if (waits[w].revents & CURL_WAIT_POLLIN) revents |= POLLIN;
-    if (waits[w].revents & CURL_WAIT_POLLPRI) revents |= POLLPRI;
-    if (waits[w].revents & CURL_WAIT_POLLOUT) revents |= POLLOUT;
   }
   if (failed) std::rethrow_exception(failed);
 }

@@ -1,5 +1,6 @@
 // The only code that touches libcurl: a Transport over one curl multi handle,
-// driven by the event loop thread through perform(). Not thread-safe.
+// driven by the event loop thread through perform() (libcurl's socket interface:
+// only sockets with events are handed to it). Not thread-safe.
 #pragma once
 
 #include <poll.h>

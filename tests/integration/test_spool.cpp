@@ -77,23 +77,28 @@ TEST_CASE("a spool lock file deleted under a running daemon lets no second daemo
   test::Process second({WANBATCH_BIN, "--config", rig.root + "/second.yaml", "daemon"},
                        {{"SEGMIND_API_KEY", "test-key"}}, rig.root + "/second.log");
   REQUIRE(test::eventually([&] { return test::read(rig.root + "/second.log").find("loaded") != std::string::npos; }));
-  for (int i = 0; i < 6; ++i) {
-    rig.drop("m" + std::to_string(i) + ".yaml", manifest("m" + std::to_string(i), 2));
+  // Manifests until the first daemon has seen one (either daemon may take each:
+  // the second can win a few races in a row on a loaded machine).
+  const auto noticed = [&] { return rig.log().find("another process holds the new one") != std::string::npos; };
+  int dropped = 0;
+  while (dropped < 6 || (dropped < 40 && !noticed())) {
+    rig.drop("m" + std::to_string(dropped) + ".yaml", manifest("m" + std::to_string(dropped), 2));
+    ++dropped;
     ::usleep(20000);
   }
   auto done = [&](const std::string& b) {
     return test::exists(rig.root + "/out/" + b + "/report.json") || test::exists(rig.root + "/out2/" + b + "/report.json");
   };
   REQUIRE(test::eventually([&] {
-    for (int i = 0; i < 6; ++i)
+    for (int i = 0; i < dropped; ++i)
       if (!done("m" + std::to_string(i))) return false;
     return true;
   }));
-  // The prompts name the shot, not the batch: 6 batches of sh000 and sh010.
+  // The prompts name the shot, not the batch: one sh000 and one sh010 a batch.
   auto billed = rig.billed();
-  CHECK(billed["sh000"] == 6);
-  CHECK(billed["sh010"] == 6);
-  CHECK(rig.log().find("another process holds the new one") != std::string::npos);
+  CHECK(billed["sh000"] == dropped);
+  CHECK(billed["sh010"] == dropped);
+  CHECK(noticed());
   CHECK(rig.log().find("takes no more manifests") != std::string::npos);
   second.signal(SIGTERM);
   second.wait();

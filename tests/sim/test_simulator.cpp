@@ -4,8 +4,12 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <nlohmann/json.hpp>
+#include <algorithm>
 #include <optional>
 
 #include "jobs/curl_transport.h"
@@ -622,4 +626,72 @@ TEST_CASE("/sim/stats counts requests by endpoint, and /sim/jobs tells when a jo
   CHECK(j["last_download"].get<double>() >= seen);
   CHECK(view["now"].get<double>() >= j["last_download"].get<double>());
   CHECK(j["requests"] == json{{"status", polls}, {"result", 1}, {"download", 1}});
+}
+
+TEST_CASE("libcurl's timers drive a transfer with no socket activity: a silent server times out while perform waits long") {
+  // A listener that never accepts: the kernel completes the handshake, the request
+  // is sent, nothing ever answers. Only libcurl's timeout can end the transfer, so
+  // perform() must wake for it, not sleep its whole max_wait.
+  int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(l >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(l, 8) == 0);
+  socklen_t len = sizeof a;
+  REQUIRE(::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  CurlTransport t(true);
+  HttpRequest r;
+  r.url = "http://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/v2/requests/x/status";
+  r.timeout = Millis(300);
+  std::optional<HttpResponse> out;
+  t.start(r, [&](HttpResponse resp) { out = std::move(resp); });
+  auto started = std::chrono::steady_clock::now();
+  int turns = 0;
+  while (!out && turns < 20) {
+    t.perform(Millis(5000), {});
+    ++turns;
+  }
+  double took = seconds_since(started);
+  ::close(l);
+  REQUIRE(out);
+  CHECK(out->error == NetError::unknown_outcome);
+  CHECK(took < 2.0);
+  CHECK(turns < 20);
+  CHECK(t.active() == 0);
+}
+
+TEST_CASE("hundreds of transfers at once are each answered once, on connections kept for reuse") {
+  sim::Options o;
+  o.time_scale = 0.0001;
+  sim::Simulator s(o);
+  s.start(0);
+  CurlTransport t(true);
+  constexpr int kTransfers = 300;
+  std::vector<int> answers(kTransfers, 0);
+  std::vector<long> statuses(kTransfers, 0);
+  for (int i = 0; i < kTransfers; ++i) {
+    HttpRequest r;
+    r.url = s.base_url() + "/v2/requests/unknown-" + std::to_string(i) + "/status";
+    r.headers.push_back("x-api-key: k");
+    t.start(r, [&answers, &statuses, i](HttpResponse resp) {
+      ++answers[i];
+      statuses[i] = resp.status;
+    });
+  }
+  auto started = std::chrono::steady_clock::now();
+  while (t.active() > 0 && seconds_since(started) < 30) t.perform(Millis(1000), {});
+  CHECK(t.active() == 0);
+  CHECK(std::count(answers.begin(), answers.end(), 1) == kTransfers);
+  CHECK(std::count(statuses.begin(), statuses.end(), 404) == kTransfers);
+  // And the transport goes on: one more on the connections kept.
+  std::optional<HttpResponse> last;
+  HttpRequest r;
+  r.url = s.base_url() + "/v2/requests/unknown-last/status";
+  r.headers.push_back("x-api-key: k");
+  t.start(r, [&](HttpResponse resp) { last = std::move(resp); });
+  while (!last && seconds_since(started) < 40) t.perform(Millis(1000), {});
+  REQUIRE(last);
+  CHECK(last->status == 404);
 }
