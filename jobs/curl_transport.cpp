@@ -124,6 +124,24 @@ size_t on_body(char* data, size_t size, size_t n, void* user) {
   return len;
 }
 
+// `reference` (absolute, or relative to `base`) as an absolute URL; "" when
+// either cannot be parsed.
+std::string resolve_url(const std::string& base, const std::string& reference) {
+  if (reference.empty()) return "";
+  CURLU* u = curl_url();
+  if (!u) return "";
+  std::string out;
+  char* text = nullptr;
+  if (curl_url_set(u, CURLUPART_URL, base.c_str(), 0) == CURLUE_OK &&
+      curl_url_set(u, CURLUPART_URL, reference.c_str(), 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_URL, &text, 0) == CURLUE_OK && text) {
+    out = text;
+  }
+  curl_free(text);
+  curl_url_cleanup(u);
+  return out;
+}
+
 bool connect_phase(CURLcode c) {
   switch (c) {
     case CURLE_UNSUPPORTED_PROTOCOL:
@@ -266,6 +284,26 @@ struct CurlTransport::Impl {
     return next;
   }
 
+  // Sends t's request again to `url` from byte `resume_from` of its sink (which
+  // is cut back to that length), with the same callback.
+  void send_again(std::unique_ptr<Transfer> t, const std::string& url, long long resume_from, int redirects) {
+    auto again = std::make_unique<Transfer>();
+    again->request = t->request;
+    again->request.url = url;
+    again->request.resume_from = resume_from;
+    again->done = std::move(t->done);
+    again->redirects = redirects;
+    const int sink = again->request.sink_fd;
+    if (sink >= 0 && (::ftruncate(sink, resume_from) != 0 || ::lseek(sink, resume_from, SEEK_SET) != resume_from)) {
+      again->response.error = NetError::local_write;
+      again->response.error_text = std::string("writing the download: ") + std::strerror(errno);
+      refused.push_back(std::move(again));  // answered on the next perform()
+      return;
+    }
+    t.reset();
+    add(std::move(again));
+  }
+
   void finish(CURL* easy, CURLcode code) {
     auto it = std::find_if(transfers.begin(), transfers.end(),
                            [&](const auto& t) { return t->easy == easy; });
@@ -275,9 +313,19 @@ struct CurlTransport::Impl {
     curl_multi_remove_handle(multi, easy);
     HttpResponse& r = t->response;
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r.status);
+    // A redirect: libcurl calls a 3xx to a Range request a range error.
+    const bool redirect = t->request.max_redirects > 0 && r.status >= 300 && r.status < 400 &&
+                          (code == CURLE_OK || code == CURLE_RANGE_ERROR);
     if (code != CURLE_OK && t->error_body_capped) {
       // Not an error: the answer's status stands, with the start of its body.
-    } else if (code != CURLE_OK) {
+    } else if (code == CURLE_RANGE_ERROR && !redirect && t->request.resume_from > 0 && t->request.sink_fd >= 0) {
+      // The server ignored the Range (a 200 with the whole file; libcurl stops
+      // there): the download starts over from its first byte, once.
+      const std::string url = t->request.url;
+      const int redirects = t->redirects;
+      send_again(std::move(t), url, 0, redirects);
+      return;
+    } else if (code != CURLE_OK && !redirect) {
       curl_off_t pretransfer = 0;
       curl_easy_getinfo(easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
       std::string why = t->error_buffer[0] ? t->error_buffer : curl_easy_strerror(code);
@@ -296,21 +344,18 @@ struct CurlTransport::Impl {
         r.error = NetError::unknown_outcome;
         r.error_text = why;
       }
-    } else if (t->request.max_redirects > 0 && r.status >= 300 && r.status < 400) {
-      char* next = nullptr;
-      curl_easy_getinfo(easy, CURLINFO_REDIRECT_URL, &next);
-      if (next && t->redirects < t->request.max_redirects) {
-        auto again = std::make_unique<Transfer>();
-        again->request = t->request;
-        again->request.url = next;
-        again->done = std::move(t->done);
-        again->redirects = t->redirects + 1;
-        if (again->request.sink_fd >= 0) {
-          if (::ftruncate(again->request.sink_fd, 0) != 0 || ::lseek(again->request.sink_fd, 0, SEEK_SET) != 0) {
-            again->response.error = NetError::local_write;
-          }
-        }
-        add(std::move(again));
+    } else if (redirect) {
+      char* where = nullptr;
+      curl_easy_getinfo(easy, CURLINFO_REDIRECT_URL, &where);
+      // After a range error libcurl names no redirect URL: the Location header,
+      // taken relative to the URL asked.
+      const std::string next = where ? std::string(where) : resolve_url(t->request.url, r.header("location"));
+      if (!next.empty() && t->redirects < t->request.max_redirects) {
+        // The same request at the new place, Range and all: nothing of the
+        // redirect's own body was written, so the file stays as it was.
+        const long long resume_from = t->request.resume_from;
+        const int redirects = t->redirects + 1;
+        send_again(std::move(t), next, resume_from, redirects);
         return;
       }
       r.error = NetError::refused_url;

@@ -208,11 +208,23 @@ std::string OutputDir::commit_poster(const std::string& batch, const std::string
 
 std::string OutputDir::foreign_part(const std::string& batch, const std::string& shot) const {
   check_shot_id(shot);
-  const std::string path = join_path(join_path(root_, batch), part_name(shot));
+  const std::string dir = join_path(root_, batch);
   struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode)) return "";
-  if (!S_ISDIR(st.st_mode) && ::unlink(path.c_str()) == 0) return "";  // a FIFO, a symlink, a socket: ours to remove
-  return path;
+  // The download's own temporary names: a FIFO, a symlink or a socket there is
+  // removed; a folder cannot be.
+  for (const std::string& name : {part_name(shot), poster_part_name(shot), "." + shot + ".json.commit"}) {
+    const std::string path = join_path(dir, name);
+    if (::lstat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode)) continue;
+    if (!S_ISDIR(st.st_mode) && ::unlink(path.c_str()) == 0) continue;
+    return path;
+  }
+  // The names its commit replaces: anything but a regular file there was put by
+  // someone, and is left to them (the commit would fail on it for ever).
+  for (const std::string& name : {shot + ".mp4", shot + ".json"}) {
+    const std::string path = join_path(dir, name);
+    if (::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) return path;
+  }
+  return "";
 }
 
 std::string OutputDir::write(const std::string& batch, const std::string& name, const std::string& data) const {

@@ -59,8 +59,11 @@ class OutputDir {
 
   // The path of <batch>/.<shot>.mp4.part (for a checker that reads it by name).
   std::string part_path(const std::string& batch, const std::string& shot) const;
-  // Something other than a regular file at the shot's .part name is removed (a FIFO,
-  // a symlink...); returns its path when it could not be (a directory), else "".
+  // Something other than a regular file at a name the shot's download writes for
+  // itself (.part, staged poster, sidecar's temporary) is removed (a FIFO, a
+  // symlink...); returns its path when it could not be (a directory), or when
+  // <shot>.mp4 or <shot>.json, which its commit replaces, is not a regular file
+  // (left as it is: someone put it there); else "".
   std::string foreign_part(const std::string& batch, const std::string& shot) const;
 
   // Removes the .part and the poster staged beside it.

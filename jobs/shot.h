@@ -3,6 +3,7 @@
 
 #include <cstdint>
 
+#include <array>
 #include <map>
 #include <optional>
 #include <vector>
@@ -35,6 +36,8 @@ bool occupies_slot(ShotState s);
 // downloaded frees its slot, so the next submit need not wait for the download.
 bool at_provider(ShotState s);
 
+using PartStamp = std::array<int64_t, 5>;
+
 struct Shot {
   std::string batch;
   int index = 0;  // position in the manifest
@@ -57,9 +60,13 @@ struct Shot {
   // Not saved: after a restart, a job last seen QUEUED renders from no earlier than
   // this (monotonic ms), as far as the stuck limit is concerned.
   int64_t render_not_before_ms = 0;
-  // In memory only: how often its download has waited for the output disk or
-  // folder (the backoff of those waits; they are not failed attempts).
-  int disk_waits = 0;
+  // In memory only: waits in a row that are not failed attempts (the API
+  // unreachable, busy or rate limiting; the output disk full or its folder
+  // missing): their count sets their backoff, and never HOLDs the shot.
+  int waits = 0;
+  // In memory only: the .part its download left to be resumed, as stat() saw it
+  // then (jobs/engine/downloader.h stamp_of); all zero: none to resume.
+  PartStamp part_stamp{};
   int64_t completed_ms = 0;
   std::string remote_status;
   std::string output_url;

@@ -79,7 +79,9 @@ Micro Core::count_estimate_spent(Shot& shot, const std::string& event) {
 
 void Core::retry_later(Shot& shot, const std::string& why, bool limited) {
   LogScope log_scope(shot.key(), shot.request_id);
-  ++shot.attempts;
+  // A retry without limit (the network, 5xx, 429) is a wait, not a failed
+  // attempt: it must not spend the attempts of the failures that are counted.
+  const int count = limited ? ++shot.attempts : ++shot.waits;
   if (limited && shot.attempts >= settings.retry.max_attempts) {
     end(shot, ShotState::held,
         "gave up after " + std::to_string(shot.attempts) + " attempts at " + std::string(to_string(shot.state)) +
@@ -89,13 +91,14 @@ void Core::retry_later(Shot& shot, const std::string& why, bool limited) {
   if (shot.reason.empty() || shot.reason.rfind(kRetrying, 0) == 0 || shot.reason.rfind(kWaiting, 0) == 0)
     shot.reason = kRetrying + why;
   save(shot);
-  book.set_due(shot, mono_ms(mono() + backoff(shot.attempts - 1)));
-  spdlog::info("{}: {} retry {} later: {}", shot.key(), to_string(shot.state), shot.attempts, why);
+  book.set_due(shot, mono_ms(mono() + backoff(count - 1)));
+  spdlog::info("{}: {} retry {} later: {}", shot.key(), to_string(shot.state), count, why);
 }
 
 bool Core::step_went_through(Shot& shot) {
   const bool retried = shot.attempts != 0 || shot.reason.rfind(kRetrying, 0) == 0;
   shot.attempts = 0;
+  shot.waits = 0;
   if (shot.reason.rfind(kRetrying, 0) == 0) shot.reason.clear();
   return retried;
 }

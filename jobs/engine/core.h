@@ -80,7 +80,8 @@ class Core {
   // the book, its batch checked for its end (on_shot_ended).
   void end(Shot& shot, ShotState state, const std::string& reason);
   // One more attempt at the shot's current step after a backoff; `limited`
-  // attempts end it HELD after retry.max_attempts. The count is saved (a daemon
+  // attempts end it HELD after retry.max_attempts (others are waits: Shot::waits,
+  // their backoff only). The count is saved (a daemon
   // killed after each failure must not retry for ever) and, unless the shot has
   // a reason of its own (stuck, a video that did not decode), its reason says
   // "retrying: <why>" for `status`.

@@ -19,6 +19,12 @@
 
 namespace wb {
 
+PartStamp stamp_of(const struct stat& st) {
+  auto ns = [](const timespec& t) { return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec; };
+  return {static_cast<int64_t>(st.st_dev), static_cast<int64_t>(st.st_ino), static_cast<int64_t>(st.st_size),
+          ns(st.st_mtim), ns(st.st_ctim)};
+}
+
 namespace {
 // The size a download's deadline assumes when the server announces none (a
 // Wan 2.7 video is tens of MB): at 16 KiB/s, about four and a half hours.
@@ -51,7 +57,6 @@ void Downloader::start_waiting() {
 void Downloader::start(Shot& shot) {
   int fd = -1;
   long long offset = 0;
-  const MonoPoint now = core_.mono();
   try {
     // A shot that downloads is not DONE: a video a commit left visible (a crash
     // before its record said DONE) is taken back before it is fetched again.
@@ -62,19 +67,28 @@ void Downloader::start(Shot& shot) {
                 stray + " is not a regular file: remove it, then `wanbatch retry " + shot.key() + "` (no new submit)");
       return;
     }
-    // A retry after a partial download resumes it with a Range request; so does one
-    // after a commit that waited for the disk (its .part holds the whole video).
-    fd = output_.open_part(shot.batch, shot.spec.id, shot.attempts > 0 || shot.disk_waits > 0, offset);
+    // A download cut short, or whose commit waited for the disk, goes on from its
+    // .part with a Range request, but only while the .part is the very file this
+    // daemon left (its stamp): one swapped or edited meanwhile would be spliced
+    // into the video or, as long as the video, taken for it. After a restart
+    // nothing is known of it: the download starts over (bandwidth, never money).
+    const bool resume = shot.part_stamp != PartStamp{};
+    fd = output_.open_part(shot.batch, shot.spec.id, resume, offset);
+    if (offset > 0) {
+      struct stat st {};
+      if (::fstat(fd, &st) != 0 || stamp_of(st) != shot.part_stamp) {
+        ::close(fd);
+        fd = -1;
+        spdlog::warn("{}: its .part is not the file this daemon left: downloading the video from the start", shot.key());
+        fd = output_.open_part(shot.batch, shot.spec.id, false, offset);
+      }
+    }
+    shot.part_stamp = PartStamp{};
   } catch (const Error& e) {
     // The output share is missing or unwritable: wait, never lose the shot.
-    std::string reason = std::string("waiting for the output folder: ") + e.what();
-    if (reason != shot.reason) {
-      shot.reason = reason;
-      core_.save(shot);
-      spdlog::warn("{}: {}", shot.key(), shot.reason);
-    }
-    // Not a failed attempt: a share that is back in an hour must not find the retries spent.
-    core_.book.set_due(shot, mono_ms(now + std::min(core_.backoff(shot.disk_waits++), Millis(30000))));
+    if (fd >= 0) ::close(fd);
+    shot.part_stamp = PartStamp{};
+    wait_for_disk(shot, e.what());
     return;
   }
   HttpRequest req;
@@ -109,7 +123,7 @@ void Downloader::wait_for_disk(Shot& shot, const std::string& why) {
   }
   // Not a failed attempt either: a disk-full spell must not spend the retries of
   // the checks that come after it.
-  core_.book.set_due(shot, mono_ms(core_.mono() + std::min(core_.backoff(shot.disk_waits++), Millis(60000))));
+  core_.book.set_due(shot, mono_ms(core_.mono() + std::min(core_.backoff(shot.waits++), Millis(60000))));
   spdlog::warn("{}: {} (will retry)", shot.key(), shot.reason);
 }
 
@@ -130,13 +144,18 @@ void Downloader::on_answer(const std::string& key, int fd, long long offset, con
                           unsatisfied_range_length(r.header("content-range")) == offset;
   bool complete = whole_part || (r.error == NetError::none && (r.status == 200 || (r.status == 206 && r.body_bytes > 0)));
   if (!complete) {
-    // A transfer cut short keeps its .part for a Range resume; anything else starts over.
+    // A transfer cut short keeps its .part for a Range resume (stamped as it is
+    // left); anything else starts over.
     bool resumable = r.error == NetError::unknown_outcome || r.error == NetError::not_sent;
-    if (!resumable) output_.discard_part(shot->batch, shot->spec.id);
+    struct stat st {};
+    if (resumable && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) shot->part_stamp = stamp_of(st);
+    else output_.discard_part(shot->batch, shot->spec.id);
     if (r.error == NetError::none && (r.status == 403 || r.status == 404 || r.status == 410) &&
         shot->attempts + 1 < core_.settings.retry.max_attempts) {
       // The output URL has gone: ask for the result again (it may carry a fresh URL).
+      // The count goes on through that fetch: a URL gone every time ends HELD.
       ++shot->attempts;
+      shot->reason = "retrying: download: " + error_message(r) + "; fetching the result again for its URL";
       shot->due_ms = mono_ms(now + core_.backoff(shot->attempts - 1));
       core_.move(*shot, ShotState::fetching);
       core_.save(*shot);
@@ -172,7 +191,8 @@ void Downloader::on_answer(const std::string& key, int fd, long long offset, con
   // here: a FIFO, a device or another file put at the name meanwhile is never
   // handed to ffprobe or ffmpeg (a FIFO would hold a worker until
   // video.timeout_seconds).
-  core_.background.run([this, key, probed, has_audio, video = core_.settings.video, probe = core_.probe,
+  core_.background.run([this, key, request_id = shot->request_id, probed, has_audio, video = core_.settings.video,
+                        probe = core_.probe,
                         part = output_.part_path(shot->batch, shot->spec.id),
                         poster = output_.poster_part_path(shot->batch, shot->spec.id)]() -> Background::Done {
     VideoFacts facts;
@@ -194,9 +214,9 @@ void Downloader::on_answer(const std::string& key, int fd, long long offset, con
         facts.problem = e.what();
       }
     }
-    return [this, key, probed, has_audio, facts, poster_problem] {
+    return [this, key, request_id, probed, has_audio, facts, poster_problem] {
       if (!poster_problem.empty()) spdlog::warn("{}: no poster frame for the contact sheet: {}", key, poster_problem);
-      finish(key, probed, has_audio, facts);
+      finish(key, request_id, probed, has_audio, facts);
     };
   });
 }
@@ -207,10 +227,18 @@ bool Downloader::PartId::is(const struct stat& st) const {
          same_time(st.st_mtim, mtime) && same_time(st.st_ctim, ctime);
 }
 
-void Downloader::finish(const std::string& key, const PartId& probed, bool has_audio, const VideoFacts& facts) {
+void Downloader::finish(const std::string& key, const std::string& request_id, const PartId& probed, bool has_audio,
+                        const VideoFacts& facts) {
   probing_.erase(key);
   Shot* shot = core_.book.find(key);
   if (!shot || shot->state != ShotState::downloading) return;  // cancelled while it was probed
+  if (shot->request_id != request_id) {
+    // The take that was probed was cancelled meanwhile, and a new take of the shot
+    // downloads now: nothing of the old check is its, and its download, which
+    // waited for this answer, is due.
+    core_.book.set_due(*shot, core_.now_ms());
+    return;
+  }
   // The file the probe checked, opened again by its path: hashed, synced and
   // renamed only if it is still that file, as long as it was.
   const std::string part = output_.part_path(shot->batch, shot->spec.id);
@@ -267,6 +295,11 @@ void Downloader::finish(const std::string& key, const PartId& probed, bool has_a
     shot->file_take = shot->take;
   } catch (const Error& e) {
     shot->file.clear();
+    // The checked video stays as its .part, stamped as it is now (the commit may
+    // have renamed it and back): the next try asks for the rest of it, gets 416
+    // with its length, and checks it again.
+    struct stat now {};
+    if (::fstat(fd, &now) == 0 && S_ISREG(now.st_mode)) shot->part_stamp = stamp_of(now);
     wait_for_disk(*shot, e.what());
     return;
   }

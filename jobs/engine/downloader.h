@@ -24,6 +24,9 @@
 
 namespace wb {
 
+// A .part as stat() sees it (device, inode, size, mtime and ctime in ns).
+PartStamp stamp_of(const struct stat& st);
+
 class Downloader {
  public:
   Downloader(Core& core, OutputDir& output) : core_(core), output_(output) {}
@@ -49,7 +52,9 @@ class Downloader {
     timespec ctime{};  // any change since (a chmod, an mtime set back) moves it
     bool is(const struct stat& st) const;  // a regular file, and this one, unchanged
   };
-  void finish(const std::string& key, const PartId& probed, bool has_audio, const VideoFacts& facts);
+  // `request_id`: the take that was probed (a cancelled take's answer is dropped).
+  void finish(const std::string& key, const std::string& request_id, const PartId& probed, bool has_audio,
+              const VideoFacts& facts);
 
   Core& core_;
   OutputDir& output_;

@@ -695,3 +695,75 @@ TEST_CASE("hundreds of transfers at once are each answered once, on connections 
   REQUIRE(last);
   CHECK(last->status == 404);
 }
+
+namespace {
+// A file server on 127.0.0.1: /file honours Range, /moved redirects to it,
+// /whole ignores Range (a 200 with the whole file).
+struct FileServer {
+  std::string data;
+  sim::HttpServer server{[this](const sim::Request& req) {
+    sim::Response r;
+    r.content_type = "video/mp4";
+    if (req.path == "/moved") {
+      r.status = 302;
+      r.headers.emplace_back("Location", "/file");
+      r.body = "moved";
+      return r;
+    }
+    std::string range = req.header("range");
+    if (req.path == "/file" && range.rfind("bytes=", 0) == 0) {
+      size_t from = std::stoull(range.substr(6));
+      if (from >= data.size()) {
+        r.status = 416;
+        r.headers.emplace_back("Content-Range", "bytes */" + std::to_string(data.size()));
+        return r;
+      }
+      r.status = 206;
+      r.headers.emplace_back("Content-Range", "bytes " + std::to_string(from) + "-" + std::to_string(data.size() - 1) +
+                                                  "/" + std::to_string(data.size()));
+      r.body = data.substr(from);
+      return r;
+    }
+    r.body = data;
+    return r;
+  }};
+  explicit FileServer(std::string d) : data(std::move(d)) { server.start(0); }
+  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(server.port()) + path; }
+};
+}  // namespace
+
+TEST_CASE("a resumed download that is redirected keeps its Range and the bytes it had") {
+  FileServer files(std::string(sim::sample_mp4()));
+  const size_t half = files.data.size() / 2;
+  test::write("part", files.data.substr(0, half));
+  int fd = ::open("part", O_RDWR | O_APPEND);
+  REQUIRE(fd >= 0);
+  HttpRequest dl;
+  dl.url = files.url("/moved");
+  dl.sink_fd = fd;
+  dl.resume_from = static_cast<long long>(half);
+  dl.max_redirects = 5;
+  Client c;
+  HttpResponse r = c.run(dl);
+  ::close(fd);
+  CHECK(r.error == NetError::none);
+  CHECK(r.status == 206);
+  CHECK(test::read("part") == files.data);
+}
+
+TEST_CASE("a server that ignores Range gets the download started over, not failed") {
+  FileServer files(std::string(sim::sample_mp4()));
+  test::write("part", "stale bytes of another try");
+  int fd = ::open("part", O_RDWR | O_APPEND);
+  REQUIRE(fd >= 0);
+  HttpRequest dl;
+  dl.url = files.url("/whole");
+  dl.sink_fd = fd;
+  dl.resume_from = 26;
+  Client c;
+  HttpResponse r = c.run(dl);
+  ::close(fd);
+  CHECK(r.error == NetError::none);
+  CHECK(r.status == 200);
+  CHECK(test::read("part") == files.data);
+}

@@ -1,6 +1,9 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <filesystem>
 
 #include "jobs/output.h"
 #include "jobs/util.h"
@@ -84,4 +87,30 @@ TEST_CASE("a poster is staged beside its video and shown only with it") {
     CHECK_FALSE(test::exists(root + "/b/s1.jpg"));
     CHECK_FALSE(test::exists(root + "/b/s1.mp4"));
   }
+}
+
+TEST_CASE("what is not a regular file at a name the download writes is removed, or named when it must be left") {
+  std::string root = test::cwd() + "/out";
+  test::mkdirs(root + "/b");
+  OutputDir out(root);
+  CHECK(out.foreign_part("b", "s1") == "");
+  // Its own temporary names: a symlink or a FIFO is removed, a folder cannot be.
+  REQUIRE(::symlink("/etc/passwd", (root + "/b/.s1.json.commit").c_str()) == 0);
+  REQUIRE(::mkfifo((root + "/b/.s1.jpg.part").c_str(), 0644) == 0);
+  CHECK(out.foreign_part("b", "s1") == "");
+  CHECK_FALSE(test::exists(root + "/b/.s1.json.commit"));
+  CHECK_FALSE(test::exists(root + "/b/.s1.jpg.part"));
+  test::mkdirs(root + "/b/.s1.json.commit");
+  CHECK(out.foreign_part("b", "s1") == root + "/b/.s1.json.commit");
+  std::filesystem::remove(root + "/b/.s1.json.commit");
+  // The names its commit replaces: named, never removed (someone put it there).
+  REQUIRE(::symlink("/etc/passwd", (root + "/b/s1.json").c_str()) == 0);
+  CHECK(out.foreign_part("b", "s1") == root + "/b/s1.json");
+  CHECK(std::filesystem::is_symlink(root + "/b/s1.json"));
+  std::filesystem::remove(root + "/b/s1.json");
+  test::mkdirs(root + "/b/s1.mp4");
+  CHECK(out.foreign_part("b", "s1") == root + "/b/s1.mp4");
+  std::filesystem::remove(root + "/b/s1.mp4");
+  test::write(root + "/b/s1.mp4", "an earlier take");
+  CHECK(out.foreign_part("b", "s1") == "");
 }

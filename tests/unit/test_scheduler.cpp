@@ -399,7 +399,8 @@ TEST_CASE("a missing output folder makes the download wait, not fail") {
   std::filesystem::rename(rig.root + "/out", rig.root + "/out-unmounted");
   for (int i = 0; i < 10; ++i) rig.step(Millis(60000));
   CHECK(rig.shot("b/s1").state == ShotState::downloading);
-  CHECK(rig.shot("b/s1").reason.empty() == false);
+  CHECK(rig.shot("b/s1").reason.rfind("waiting: cannot write the video: output_root", 0) == 0);
+  CHECK(rig.shot("b/s1").attempts == 0);
   std::filesystem::rename(rig.root + "/out-unmounted", rig.root + "/out");
   rig.step(Millis(60000));
   auto dl = rig.net.take("cdn.example/v.mp4");
@@ -481,11 +482,10 @@ TEST_CASE("a commit that waited for the disk resumes from its whole .part - a 41
   rig.accept(kOne);
   rig.up_to_download();
   const std::string video(sim::sample_mp4());
-  // The sidecar cannot be written (as on a full disk): the checked video stays a .part.
-  test::mkdirs(rig.root + "/out/b");
-  std::filesystem::create_symlink("elsewhere.json", rig.root + "/out/b/s1.json");
   rig.step();
   auto first = rig.net.take("cdn.example/v.mp4");
+  // The sidecar cannot be written (as on a full disk): the checked video stays a .part.
+  std::filesystem::create_symlink("elsewhere.json", rig.root + "/out/b/s1.json");
   FakeTransport::deliver(first, video);
   Shot waiting = rig.shot("b/s1");
   CHECK(waiting.state == ShotState::downloading);
@@ -500,6 +500,85 @@ TEST_CASE("a commit that waited for the disk resumes from its whole .part - a 41
   CHECK(done.state == ShotState::done);
   CHECK(test::read(rig.root + "/out/b/s1.mp4") == video);
   CHECK(nlohmann::json::parse(test::read(rig.root + "/out/b/s1.json"))["request_id"] == "r1");
+}
+
+TEST_CASE("a .part swapped while its commit waited is not taken for the video - the download starts over") {
+  // Outside attack (cf34e07): a file of the same length put at the .part name
+  // during the disk wait ended DONE on the 416, with another video's SHA-256.
+  Rig rig;
+  rig.accept(kOne);
+  rig.up_to_download();
+  const std::string video(sim::sample_mp4());
+  rig.step();
+  auto first = rig.net.take("cdn.example/v.mp4");
+  std::filesystem::create_symlink("elsewhere.json", rig.root + "/out/b/s1.json");
+  FakeTransport::deliver(first, video);
+  REQUIRE(rig.shot("b/s1").state == ShotState::downloading);
+  std::string other = video;
+  other[other.size() - 1] ^= 0x55;  // same length, another last byte
+  test::write(rig.root + "/out/b/swap", other);
+  REQUIRE(::rename((rig.root + "/out/b/swap").c_str(), (rig.root + "/out/b/.s1.mp4.part").c_str()) == 0);
+  std::filesystem::remove(rig.root + "/out/b/s1.json");
+  rig.step(Millis(60000));
+  auto again = rig.net.take("cdn.example/v.mp4");
+  CHECK(again.request.resume_from == 0);
+  FakeTransport::deliver(again, video);
+  CHECK(rig.shot("b/s1").state == ShotState::done);
+  CHECK(test::read(rig.root + "/out/b/s1.mp4") == video);
+  CHECK(nlohmann::json::parse(test::read(rig.root + "/out/b/s1.json"))["video"]["sha256"] == sha256_hex(video));
+}
+
+TEST_CASE("a folder where the commit writes HOLDs the shot with what to remove, instead of waiting for ever") {
+  Rig rig;
+  rig.accept(kOne);
+  rig.up_to_download();
+  rig.step();
+  auto first = rig.net.take("cdn.example/v.mp4");
+  test::mkdirs(rig.root + "/out/b/.s1.json.commit");
+  FakeTransport::deliver(first, std::string(sim::sample_mp4()));
+  CHECK(rig.shot("b/s1").state == ShotState::downloading);
+  CHECK(rig.shot("b/s1").reason.rfind("waiting: cannot write the video", 0) == 0);
+  rig.step(Millis(60000));
+  Shot s = rig.shot("b/s1");
+  CHECK(s.state == ShotState::held);
+  CHECK(s.reason.find(".s1.json.commit is not a regular file: remove it, then `wanbatch retry b/s1`") !=
+        std::string::npos);
+  CHECK(s.held_from == ShotState::downloading);
+  CHECK_FALSE(rig.net.has("cdn.example/v.mp4"));
+}
+
+TEST_CASE("an output URL that is gone at every download ends HELD, not fetched and downloaded for ever") {
+  Rig rig;
+  rig.accept(kOne);
+  rig.up_to_download();
+  for (int i = 0; i < 3 * rig.config.retry.max_attempts && rig.shot("b/s1").state != ShotState::held; ++i) {
+    if (rig.shot("b/s1").state == ShotState::fetching) {
+      rig.until("/v2/requests/r1");
+      rig.answer("/v2/requests/r1", 200, R"({"status":"COMPLETED","output":"https://cdn.example/v.mp4"})");
+      continue;
+    }
+    rig.until("cdn.example/v.mp4");
+    rig.answer("cdn.example/v.mp4", 404, "gone");
+  }
+  Shot s = rig.shot("b/s1");
+  CHECK(s.state == ShotState::held);
+  CHECK(s.reason.find("gave up after " + std::to_string(rig.config.retry.max_attempts)) == 0);
+}
+
+TEST_CASE("a spell of 5xx on status polls spends none of the attempts of a malformed answer after it") {
+  Rig rig;
+  rig.accept(kOne);
+  rig.step();
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r1"})");
+  for (int i = 0; i < 3 * rig.config.retry.max_attempts; ++i) {
+    rig.until("/status");
+    rig.answer("/status", 503, R"({"error":"busy"})");
+  }
+  rig.until("/status");
+  rig.answer("/status", 200, R"({"status":"WHAT"})");  // counted: retried, then HELD after max_attempts
+  Shot s = rig.shot("b/s1");
+  CHECK(s.state == ShotState::in_flight);
+  CHECK(s.attempts == 1);
 }
 
 TEST_CASE("a 416 that names another length than the .part holds starts the download over") {
@@ -532,7 +611,7 @@ TEST_CASE("a retried step is saved - a restart keeps the count, and the record s
   rig.until("/status");
   rig.answer("/status", 503, R"({"error":"busy"})");
   Shot polled = rig.shot("b/s1");
-  CHECK(polled.attempts == 1);
+  CHECK(polled.attempts == 0);  // a 5xx is retried without limit: a wait, not an attempt
   CHECK(polled.reason.rfind("retrying: status", 0) == 0);
   rig.until("/status");
   rig.answer("/status", 200, R"({"status":"PROCESSING"})");

@@ -935,3 +935,42 @@ TEST_CASE("files that name another job (an earlier DONE take's) are left when a 
   CHECK(test::exists(rig.root + "/out/b/s1.mp4"));
   CHECK(test::exists(rig.root + "/out/b/s1.json"));
 }
+
+TEST_CASE("a cancelled take's late check does not touch the take after it, whose download goes on") {
+  // Outside attack (cf34e07): the check of take 1, cancelled while it was probed,
+  // was applied to take 2 (the shot found by its key alone): take 2 lost an
+  // attempt (HELD with retry.max_attempts 1) and never downloaded its own video.
+  ProbingRig p;
+  Rig& rig = p.rig;
+  rig.config.retry.max_attempts = 1;
+  auto cancelled = rig.sched->cancel("b/s1", true);
+  REQUIRE(cancelled.changed == std::vector<std::string>{"s1"});
+  ManifestRules rules;
+  rules.input_roots = rig.config.input_roots;
+  auto m = parse_manifest("batch: b\nshots: [{id: s1, prompt: storm, image: 'https://cdn.example/a.png'}]\n",
+                          rig.root + "/media/b2.yaml", rules);
+  REQUIRE(m.manifest);
+  REQUIRE(rig.sched->accept(*m.manifest, "b2.yaml", rig.root + "/spool/active/b2.yaml") == Scheduler::Accept::revised);
+  rig.until("/v2/wan2.7-i2v");
+  rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r2"})");
+  rig.until("/v2/requests/r2/status");
+  rig.answer("/v2/requests/r2/status", 200, R"({"status":"COMPLETED"})");
+  rig.until("/v2/requests/r2");
+  rig.answer("/v2/requests/r2", 200, R"({"status":"COMPLETED","output":"https://cdn.example/v2.mp4"})");
+  rig.tick();
+  // Take 1's check answers now.
+  p.probe.release = true;
+  wait_for_probe_answer(rig);
+  Shot s = rig.store->shots("b").at(0);
+  CHECK(s.take == 2);
+  CHECK(s.state == ShotState::downloading);
+  CHECK(s.attempts == 0);
+  rig.until("cdn.example/v2.mp4", Millis(10000));
+  auto dl = rig.net.take("cdn.example/v2.mp4");
+  FakeTransport::deliver(dl, std::string(sim::sample_mp4()));
+  rig.tick();
+  wait_for_probe_answer(rig);
+  s = rig.store->shots("b").at(0);
+  CHECK(s.state == ShotState::done);
+  CHECK(s.request_id == "r2");
+}
