@@ -318,7 +318,11 @@ struct CurlTransport::Impl {
                           (code == CURLE_OK || code == CURLE_RANGE_ERROR);
     if (code != CURLE_OK && t->error_body_capped) {
       // Not an error: the answer's status stands, with the start of its body.
-    } else if (code == CURLE_RANGE_ERROR && !redirect && t->request.resume_from > 0 && t->request.sink_fd >= 0) {
+    } else if (!redirect && t->request.resume_from > 0 && t->request.sink_fd >= 0 &&
+               (code == CURLE_RANGE_ERROR ||
+                (code == CURLE_OK && r.status == 200 && r.body_bytes == 0 && !t->restarted))) {
+      // (A 200 whose length is the bytes already there is "already downloaded"
+      // to libcurl, with no body read: that is the server ignoring the Range too.)
       // The server ignored the Range (a 200 with the whole file; libcurl stops
       // there): the download starts over from its first byte, once.
       const std::string url = t->request.url;

@@ -724,9 +724,14 @@ struct FileServer {
       r.body = data.substr(from);
       return r;
     }
+    if (req.path == "/len") {  // a 200 ignoring the Range, as long as the Range's start
+      r.body = data.substr(0, len_body);
+      return r;
+    }
     r.body = data;
     return r;
   }};
+  size_t len_body = 0;
   explicit FileServer(std::string d) : data(std::move(d)) { server.start(0); }
   std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(server.port()) + path; }
 };
@@ -766,4 +771,25 @@ TEST_CASE("a server that ignores Range gets the download started over, not faile
   CHECK(r.error == NetError::none);
   CHECK(r.status == 200);
   CHECK(test::read("part") == files.data);
+}
+
+TEST_CASE("a 200 to a Range request as long as the bytes already there starts over, never keeps the old bytes") {
+  // Outside attack (e2c71ed): libcurl calls such an answer "already downloaded"
+  // (no error, no body read), and the stale .part was checked as the download.
+  FileServer files(std::string(sim::sample_mp4()));
+  files.len_body = 26;
+  test::write("part", "stale bytes of another try");
+  int fd = ::open("part", O_RDWR | O_APPEND);
+  REQUIRE(fd >= 0);
+  HttpRequest dl;
+  dl.url = files.url("/len");
+  dl.sink_fd = fd;
+  dl.resume_from = 26;
+  Client c;
+  HttpResponse r = c.run(dl);
+  ::close(fd);
+  CHECK(r.error == NetError::none);
+  CHECK(r.status == 200);
+  CHECK(r.body_bytes == 26);
+  CHECK(test::read("part") == files.data.substr(0, 26));
 }
