@@ -321,10 +321,10 @@ struct CurlTransport::Impl {
     } else if (!redirect && t->request.resume_from > 0 && t->request.sink_fd >= 0 &&
                (code == CURLE_RANGE_ERROR ||
                 (code == CURLE_OK && r.status == 200 && r.body_bytes == 0 && !t->restarted))) {
-      // (A 200 whose length is the bytes already there is "already downloaded"
-      // to libcurl, with no body read: that is the server ignoring the Range too.)
-      // The server ignored the Range (a 200 with the whole file; libcurl stops
-      // there): the download starts over from its first byte, once.
+      // The server ignored the Range: a 200 with the whole file (libcurl stops
+      // there with a range error), or one as long as the bytes already there
+      // ("already downloaded" to libcurl, no body read). The download starts
+      // over from its first byte, once.
       const std::string url = t->request.url;
       const int redirects = t->redirects;
       send_again(std::move(t), url, 0, redirects);

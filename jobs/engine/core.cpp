@@ -12,9 +12,7 @@
 namespace wb {
 
 namespace {
-// The reason of a shot whose step is tried again after a failure, and the start
-// of a reason that only says what it waits for (replaced by a retry's).
-constexpr const char* kRetrying = "retrying: ";
+// The start of a reason that only says what it waits for (replaced by a retry's).
 constexpr const char* kWaiting = "waiting: ";
 }  // namespace
 
@@ -89,15 +87,15 @@ void Core::retry_later(Shot& shot, const std::string& why, bool limited) {
     return;
   }
   if (shot.reason.empty() || shot.reason.rfind(kRetrying, 0) == 0 || shot.reason.rfind(kWaiting, 0) == 0)
-    shot.reason = kRetrying + why;
+    shot.reason = retrying(why);
   save(shot);
   book.set_due(shot, mono_ms(mono() + backoff(count - 1)));
   spdlog::info("{}: {} retry {} later: {}", shot.key(), to_string(shot.state), count, why);
 }
 
-bool Core::step_went_through(Shot& shot) {
-  const bool retried = shot.attempts != 0 || shot.reason.rfind(kRetrying, 0) == 0;
-  shot.attempts = 0;
+bool Core::step_went_through(Shot& shot, bool keep_count) {
+  const bool retried = (!keep_count && shot.attempts != 0) || shot.reason.rfind(kRetrying, 0) == 0;
+  if (!keep_count) shot.attempts = 0;
   shot.waits = 0;
   if (shot.reason.rfind(kRetrying, 0) == 0) shot.reason.clear();
   return retried;

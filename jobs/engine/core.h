@@ -86,9 +86,14 @@ class Core {
   // a reason of its own (stuck, a video that did not decode), its reason says
   // "retrying: <why>" for `status`.
   void retry_later(Shot& shot, const std::string& why, bool limited);
-  // The step that was retried went through: the count starts again and the
-  // retry's reason goes. Returns whether the record changed (the caller saves).
-  bool step_went_through(Shot& shot);
+  // The step that was retried went through: the count starts again (unless
+  // `keep_count`: a result fetched again for a gone download URL, whose count
+  // goes on) and the retry's reason goes. Returns whether the record changed
+  // (the caller saves).
+  bool step_went_through(Shot& shot, bool keep_count = false);
+  // The reason of a shot whose step is tried again: "retrying: <why>".
+  static std::string retrying(const std::string& why) { return kRetrying + why; }
+  static constexpr const char* kRetrying = "retrying: ";
   // Starts `request` for the shot `key` (busy until the answer), tells the
   // events which endpoint was asked, and hands the answer to `on_answer`.
   void send(const std::string& key, const std::string& endpoint, HttpRequest request,

@@ -155,7 +155,7 @@ void Downloader::on_answer(const std::string& key, int fd, long long offset, con
       // The output URL has gone: ask for the result again (it may carry a fresh URL).
       // The count goes on through that fetch: a URL gone every time ends HELD.
       ++shot->attempts;
-      shot->reason = "retrying: download: " + error_message(r) + "; fetching the result again for its URL";
+      shot->reason = Core::retrying("download: " + error_message(r) + "; fetching the result again for its URL");
       shot->due_ms = mono_ms(now + core_.backoff(shot->attempts - 1));
       core_.move(*shot, ShotState::fetching);
       core_.save(*shot);

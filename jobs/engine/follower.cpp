@@ -123,8 +123,7 @@ void Follower::on_fetch(const std::string& key, const HttpResponse& r) {
   // Saved below with its new state. A result fetched again because the output
   // URL had gone keeps the count of those downloads (a URL gone each time ends
   // HELD, not in a loop); its reason goes.
-  if (shot->output_url.empty()) core_.step_went_through(*shot);
-  else if (shot->reason.rfind("retrying: ", 0) == 0) shot->reason.clear();
+  core_.step_went_through(*shot, !shot->output_url.empty());
   shot->output_url = a.output_url;
   if (planner_.completed(*shot, a.inference_time, a.queue_time) && on_learned) on_learned();
   for (const std::string& started : planner_.started_keys()) {
