@@ -79,7 +79,14 @@ size_t on_body(char* data, size_t size, size_t n, void* user) {
   long code = 0;
   curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &code);
   bool redirecting = t->request.max_redirects > 0 && code >= 300 && code < 400;
-  if (redirecting) return len;  // discard a redirect's own body
+  if (redirecting) {
+    // A redirect's own body is discarded, and read no further than an error
+    // page's: an endless one would hold the slot for the download's deadline.
+    t->response.body_bytes += static_cast<long long>(len);
+    if (t->response.body_bytes <= kMaxErrorBodyBytes) return len;
+    t->error_body_capped = true;
+    return 0;
+  }
   if (code < 200 || code >= 300) {
     // An error page is only read for its message: keep the start, and stop
     // reading (the connection is closed) instead of holding a huge body.
@@ -315,8 +322,8 @@ struct CurlTransport::Impl {
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r.status);
     // A redirect: libcurl calls a 3xx to a Range request a range error.
     const bool redirect = t->request.max_redirects > 0 && r.status >= 300 && r.status < 400 &&
-                          (code == CURLE_OK || code == CURLE_RANGE_ERROR);
-    if (code != CURLE_OK && t->error_body_capped) {
+                          (code == CURLE_OK || code == CURLE_RANGE_ERROR || t->error_body_capped);
+    if (code != CURLE_OK && t->error_body_capped && !redirect) {
       // Not an error: the answer's status stands, with the start of its body.
     } else if (!redirect && t->request.resume_from > 0 && t->request.sink_fd >= 0 &&
                (code == CURLE_RANGE_ERROR ||
@@ -363,7 +370,7 @@ struct CurlTransport::Impl {
         return;
       }
       r.error = NetError::refused_url;
-      r.error_text = "too many redirects";
+      r.error_text = next.empty() ? "a redirect without a usable Location" : "too many redirects";
     }
     auto done = std::move(t->done);
     HttpResponse out = std::move(t->response);

@@ -67,7 +67,11 @@ int OutputDir::open_part(const std::string& batch, const std::string& shot, bool
   const std::string dir = batch_dir(batch);
   std::string path = join_path(dir, part_name(shot));
   // Non-blocking: a FIFO put at this name must not hold up the loop (it is refused below).
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | (resume ? 0 : O_TRUNC) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+  // A download from its first byte gets a file of its own: another name linked to
+  // the old .part (a hard link) must not become a name of the delivered video.
+  if (!resume && ::unlink(path.c_str()) != 0 && errno != ENOENT)
+    throw Error("cannot remove " + path + ": " + std::strerror(errno));
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
   if (fd < 0) throw Error("cannot open " + path + ": " + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

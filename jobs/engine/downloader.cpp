@@ -58,15 +58,17 @@ void Downloader::start(Shot& shot) {
   int fd = -1;
   long long offset = 0;
   try {
-    // A shot that downloads is not DONE: a video a commit left visible (a crash
-    // before its record said DONE) is taken back before it is fetched again.
-    output_.withdraw(shot.batch, shot.spec.id, shot.request_id, shot.file_take > 0 && shot.file_take != shot.take);
-    // A directory where the video is written needs a person (anything else there is removed).
+    // A directory where the video is written needs a person (anything else there is
+    // removed); so does anything but a file at <shot>.mp4 or <shot>.json. Looked at
+    // first: the withdraw below would remove a FIFO or a symlink at <shot>.mp4.
     if (std::string stray = output_.foreign_part(shot.batch, shot.spec.id); !stray.empty()) {
       core_.end(shot, ShotState::held,
                 stray + " is not a regular file: remove it, then `wanbatch retry " + shot.key() + "` (no new submit)");
       return;
     }
+    // A shot that downloads is not DONE: a video a commit left visible (a crash
+    // before its record said DONE) is taken back before it is fetched again.
+    output_.withdraw(shot.batch, shot.spec.id, shot.request_id, shot.file_take > 0 && shot.file_take != shot.take);
     // A download cut short, or whose commit waited for the disk, goes on from its
     // .part with a Range request, but only while the .part is the very file this
     // daemon left (its stamp): one swapped or edited meanwhile would be spliced
@@ -148,7 +150,7 @@ void Downloader::on_answer(const std::string& key, int fd, long long offset, con
     // left); anything else starts over.
     bool resumable = r.error == NetError::unknown_outcome || r.error == NetError::not_sent;
     struct stat st {};
-    if (resumable && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) shot->part_stamp = stamp_of(st);
+    if (resumable && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1) shot->part_stamp = stamp_of(st);
     else output_.discard_part(shot->batch, shot->spec.id);
     if (r.error == NetError::none && (r.status == 403 || r.status == 404 || r.status == 410) &&
         shot->attempts + 1 < core_.settings.retry.max_attempts) {
@@ -179,6 +181,13 @@ void Downloader::on_answer(const std::string& key, int fd, long long offset, con
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     core_.retry_later(*shot, std::string("cannot check the video: fstat: ") + std::strerror(errno), true);
+    return;
+  }
+  if (st.st_nlink != 1) {
+    // Another name was linked to it: whoever holds that name could rewrite the
+    // video after its SHA-256 is recorded. Downloaded again into a file of its own.
+    output_.discard_part(shot->batch, shot->spec.id);
+    core_.retry_later(*shot, "the downloaded video has another name (a hard link)", true);
     return;
   }
   const PartId probed{st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim};

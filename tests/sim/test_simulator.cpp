@@ -704,6 +704,18 @@ struct FileServer {
   sim::HttpServer server{[this](const sim::Request& req) {
     sim::Response r;
     r.content_type = "video/mp4";
+    if (req.path == "/fat-moved") {  // a redirect with a megabyte of body, trickled
+      r.status = 302;
+      r.headers.emplace_back("Location", "/file");
+      r.body.assign(1 << 20, 'x');
+      r.trickle_bytes_per_second = 256 << 10;
+      return r;
+    }
+    if (req.path == "/nowhere") {
+      r.status = 302;
+      r.body = "moved, but not said where";
+      return r;
+    }
     if (req.path == "/moved") {
       r.status = 302;
       r.headers.emplace_back("Location", "/file");
@@ -792,4 +804,31 @@ TEST_CASE("a 200 to a Range request as long as the bytes already there starts ov
   CHECK(r.status == 200);
   CHECK(r.body_bytes == 26);
   CHECK(test::read("part") == files.data.substr(0, 26));
+}
+
+TEST_CASE("a redirect's own body is read no further than an error page's, then the redirect is followed") {
+  // Outside attack (c2d4760): a 302 with an endless body was read for hours (only
+  // the download's deadline bounded it), holding a download slot.
+  FileServer files(std::string(sim::sample_mp4()));
+  HttpRequest dl;
+  dl.url = files.url("/fat-moved");
+  dl.max_redirects = 5;
+  auto started = std::chrono::steady_clock::now();
+  Client c;
+  HttpResponse r = c.run(dl);
+  CHECK(seconds_since(started) < 2.0);  // the whole megabyte takes 4 s
+  CHECK(r.error == NetError::none);
+  CHECK(r.status == 200);
+  CHECK(r.body == files.data);
+}
+
+TEST_CASE("a redirect that names no Location says so") {
+  FileServer files(std::string(sim::sample_mp4()));
+  HttpRequest dl;
+  dl.url = files.url("/nowhere");
+  dl.max_redirects = 5;
+  Client c;
+  HttpResponse r = c.run(dl);
+  CHECK(r.error == NetError::refused_url);
+  CHECK(r.error_text == "a redirect without a usable Location");
 }

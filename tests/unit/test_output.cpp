@@ -114,3 +114,24 @@ TEST_CASE("what is not a regular file at a name the download writes is removed, 
   test::write(root + "/b/s1.mp4", "an earlier take");
   CHECK(out.foreign_part("b", "s1") == "");
 }
+
+TEST_CASE("a download from its first byte gets a .part of its own, never one another name is linked to") {
+  // Outside attack (c2d4760): the .part was truncated in place, so a hard link to
+  // it became a second name of the delivered video.
+  std::string root = test::cwd() + "/out";
+  test::mkdirs(root + "/b");
+  OutputDir out(root);
+  test::write(root + "/b/.s1.mp4.part", "old bytes");
+  REQUIRE(::link((root + "/b/.s1.mp4.part").c_str(), (root + "/b/other-name").c_str()) == 0);
+  long long offset = -1;
+  int fd = out.open_part("b", "s1", false, offset);
+  REQUIRE(fd >= 0);
+  struct stat st {};
+  REQUIRE(::fstat(fd, &st) == 0);
+  CHECK(st.st_nlink == 1);
+  CHECK(offset == 0);
+  CHECK(::write(fd, "new", 3) == 3);
+  ::close(fd);
+  CHECK(test::read(root + "/b/other-name") == "old bytes");
+  CHECK(test::read(root + "/b/.s1.mp4.part") == "new");
+}

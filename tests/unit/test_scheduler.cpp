@@ -2,6 +2,8 @@
 // no sleeps. Each test answers the requests the scheduler starts.
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <set>
@@ -579,6 +581,44 @@ TEST_CASE("a spell of 5xx on status polls spends none of the attempts of a malfo
   Shot s = rig.shot("b/s1");
   CHECK(s.state == ShotState::in_flight);
   CHECK(s.attempts == 1);
+}
+
+TEST_CASE("a downloaded video with another name linked to it is downloaded again, never committed") {
+  Rig rig;
+  rig.accept(kOne);
+  rig.up_to_download();
+  const std::string video(sim::sample_mp4());
+  rig.step();
+  auto first = rig.net.take("cdn.example/v.mp4");
+  REQUIRE(::link((rig.root + "/out/b/.s1.mp4.part").c_str(), (rig.root + "/held-elsewhere").c_str()) == 0);
+  FakeTransport::deliver(first, video);
+  Shot s = rig.shot("b/s1");
+  CHECK(s.state == ShotState::downloading);
+  CHECK(s.reason.find("another name (a hard link)") != std::string::npos);
+  CHECK_FALSE(test::exists(rig.root + "/out/b/s1.mp4"));
+  rig.step(Millis(120000));
+  auto again = rig.net.take("cdn.example/v.mp4");
+  CHECK(again.request.resume_from == 0);
+  FakeTransport::deliver(again, video);
+  REQUIRE(rig.shot("b/s1").state == ShotState::done);
+  struct stat st {};
+  REQUIRE(::stat((rig.root + "/out/b/s1.mp4").c_str(), &st) == 0);
+  CHECK(st.st_nlink == 1);
+}
+
+TEST_CASE("a FIFO at <shot>.mp4 HOLDs the shot, it is not removed") {
+  Rig rig;
+  rig.accept(kOne);
+  rig.up_to_download();
+  test::mkdirs(rig.root + "/out/b");
+  REQUIRE(::mkfifo((rig.root + "/out/b/s1.mp4").c_str(), 0644) == 0);
+  rig.step();
+  Shot s = rig.shot("b/s1");
+  CHECK(s.state == ShotState::held);
+  CHECK(s.reason.find("s1.mp4 is not a regular file") != std::string::npos);
+  struct stat st {};
+  REQUIRE(::lstat((rig.root + "/out/b/s1.mp4").c_str(), &st) == 0);
+  CHECK(S_ISFIFO(st.st_mode));
 }
 
 TEST_CASE("a 416 that names another length than the .part holds starts the download over") {
