@@ -34,6 +34,22 @@ bool Follower::start(Shot& shot) {
   return true;
 }
 
+void Follower::replan_moved(const std::string& because) {
+  for (const std::string& moved : planner_.take_moved_keys()) {
+    // The job that took a completed job's worker (its start is known now), or one
+    // parked until its class's first completion or handed a scout's place: its
+    // polls are planned again. One with a request on the wire is planned at its answer.
+    Shot* next = core_.book.find(moved);
+    if (next && next->state == ShotState::in_flight && !core_.book.busy(next->key())) {
+      const int64_t now = core_.now_ms();
+      core_.book.set_due(*next, planner_.next_poll(*next, now, core_.unit_random()));
+      if (spdlog::should_log(spdlog::level::debug))
+        spdlog::debug("{}: planned again after {}, next poll in {:.3f} s ({})", moved, because,
+                      static_cast<double>(next->due_ms - now) / 1000.0, planner_.describe(*next, now));
+    }
+  }
+}
+
 void Follower::slow_down(MonoPoint now) {
   // Each 429 on a poll stretches every poll interval by half (at most 8x);
   // a minute without one brings it back.
@@ -83,13 +99,14 @@ void Follower::on_problem(Shot& shot, const char* step, Verdict verdict, const s
     case Verdict::failed:
       shot.remote_status = "FAILED";
       shot.completed_ms = to_epoch_ms(wall);
-      planner_.forget(shot.key());
+      planner_.forget(shot.key());  // the jobs this moves are planned again at the shot's end (an event)
       core_.end(shot, ShotState::failed, message);
       return;
     case Verdict::not_found: {
       std::string why = "expired: the provider no longer knows request " + shot.request_id +
                         " (records are kept about an hour); the job may have completed and been billed";
       planner_.forget(shot.key());
+      replan_moved(shot.key());  // a resubmit is no end: no event does it
       if (core_.settings.on_expired == OnExpired::resubmit && requeue) {
         spdlog::warn("{}: {}; resubmitting (on_expired: resubmit)", shot.key(), why);
         requeue(shot, "expired_resubmit", "resubmitted after " + why);
@@ -126,18 +143,7 @@ void Follower::on_fetch(const std::string& key, const HttpResponse& r) {
   core_.step_went_through(*shot, !shot->output_url.empty());
   shot->output_url = a.output_url;
   if (planner_.completed(*shot, a.inference_time, a.queue_time) && on_learned) on_learned();
-  for (const std::string& started : planner_.started_keys()) {
-    // The job that took this one's worker (or one whose start moved): its start
-    // is known now, so are its polls.
-    Shot* next = core_.book.find(started);
-    if (next && next->state == ShotState::in_flight && !core_.book.busy(next->key())) {
-      const int64_t now = core_.now_ms();
-      core_.book.set_due(*next, planner_.next_poll(*next, now, core_.unit_random()));
-      if (spdlog::should_log(spdlog::level::debug))
-        spdlog::debug("{}: start moved by {}'s timings, next poll in {:.3f} s ({})", started, key,
-                      static_cast<double>(next->due_ms - now) / 1000.0, planner_.describe(*next, now));
-    }
-  }
+  replan_moved(key);
   shot->metrics_json = a.metrics_json;
   shot->due_ms = 0;
   core_.move(*shot, ShotState::downloading);

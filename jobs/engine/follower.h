@@ -23,6 +23,9 @@ class Follower {
   bool start(Shot& shot);
   // How much longer than planned polls wait (after 429s); 1 when none lately.
   double stretch() const { return stretch_; }
+  // Plans again the polls of the jobs the planner moved (PollPlanner::take_moved_keys),
+  // `because` of this shot's news (for the debug log).
+  void replan_moved(const std::string& because);
 
   // A result carried the balance: the credits part takes it.
   std::function<void(double)> on_balance;

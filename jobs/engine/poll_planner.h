@@ -6,13 +6,30 @@
 // built per class and rebuilt only when a class has learned enough more
 // (1, 2, 4 ... 256 of its own observations, then every 256; before its first,
 // as often of every class's), so a poll costs a lookup.
+//
+// Scouts: while a class has no render of its own learned and none of its jobs has
+// completed since the start, at most kScoutsPerClass of its rendering jobs (the
+// first seen PROCESSING) are polled on the plan; every other one, once its first
+// poll has said PROCESSING (so a provider queue is seen as early as without
+// scouts), is parked: polled at the ceiling (poll.max_interval_seconds). The
+// class's first completion ends the scouting: the parked jobs are handed back
+// (take_moved_keys()) and planned on what it taught. A scout that ends otherwise
+// (failed, cancelled, expired) hands its place to the oldest parked job.
+// Why: the prior is wide because the product page's figure is one quote, not
+// because one job differs that much from the next; a first night of 5,000 shots
+// of a new class polled each on the prior cost 11 status polls a shot, with
+// scouts about 2 (docs/BENCHMARKS.md, session 12). What it costs: jobs of the class
+// that complete before every scout are noticed when the first scout is (or at
+// the ceiling): with 32 scouts among exchangeable jobs, an expected 1/33 of them.
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "jobs/engine/poll_policy.h"
@@ -45,12 +62,18 @@ class PollPlanner {
   // The job completed; metrics' inference_time and queue_time when given.
   // Returns true when the render model learned (the caller persists it).
   // Its timings also say when its worker came free: the oldest of our jobs
-  // still waiting then started at that moment (FIFO). started_keys() names the
-  // jobs whose start this moved (until the next call), so the caller plans
-  // their polls again.
+  // still waiting then started at that moment (FIFO). take_moved_keys() names
+  // the jobs whose start this moved, and the parked jobs of its class when it
+  // is the class's first completion, so the caller plans their polls again.
   bool completed(const Shot& shot, std::optional<double> render_s, std::optional<double> queue_s);
-  const std::vector<std::string>& started_keys() const { return started_keys_; }
+  // The job is no longer followed (ended, cancelled, resubmitted). A scout's
+  // place goes to the oldest parked job of its class (take_moved_keys()).
   void forget(const std::string& key);
+  // The jobs whose next poll moved since the last call (a start learned from a
+  // predecessor's timings, a scouting ended or a scout's place handed on): the
+  // caller plans their polls again (next_poll). Cleared by the call.
+  std::vector<std::string> take_moved_keys() { return std::exchange(moved_, {}); }
+  static constexpr int kScoutsPerClass = 32;
 
   // The next status poll of a followed job (monotonic ms), `jitter` in [0, 1);
   // on a slot (slotted()).
@@ -94,6 +117,9 @@ class PollPlanner {
     double expected_start_s = 0;  // while queued: the queue model's estimate
     bool start_exact = false;     // learned from a predecessor's timings
     double queued_since_s = 0;    // first seen QUEUED
+    bool seen_processing = false; // some poll since it was followed said PROCESSING
+    bool scout = false;           // polled on the plan while its class is unknown
+    bool parked = false;          // polled at the ceiling until its class's first completion
   };
   struct Plan {
     size_t built_own = 0;        // the class's own observations when built
@@ -108,6 +134,11 @@ class PollPlanner {
   // Sets the expected start of every queued job (FIFO, oldest first), when
   // something changed or a poll interval has passed.
   void plan_queue(double now_s);
+  // Whether a rendering job waits for its class's scouts (see above); makes it a
+  // scout when there is room.
+  bool parks(Job& j);
+  bool scouting(const RenderClass& cls) const;
+  void leave_scouting(const Job& j);
 
   PollConfig poll_;
   RenderModel model_;
@@ -119,7 +150,9 @@ class PollPlanner {
   int queued_count_ = 0;          // jobs believed waiting at the provider
   size_t learned_elsewhere_ = 0;  // observations of every class (neighbours shift priors)
   bool starts_dirty_ = true;
-  std::vector<std::string> started_keys_;
+  std::vector<std::string> moved_;
+  std::map<std::string, int> scouts_;          // by class key: scouts following it
+  std::set<std::string> completed_classes_;    // classes with a completion seen since the start
   double starts_planned_at_ = -1e18;
   double rendering_counted_at_ = -1e18;
 };

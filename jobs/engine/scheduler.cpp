@@ -64,7 +64,10 @@ Scheduler::Scheduler(const Settings& settings, Store& store, Transport& transpor
   };
   operator_.on_followed = [this](Shot& s) { planner_.submitted(s, s.followed_since_ms); };
   core_.events.subscribe([this](const Event& e) {
-    if (e.kind == Event::Kind::shot_changed && is_terminal(e.to)) planner_.forget(e.key);
+    if (e.kind == Event::Kind::shot_changed && is_terminal(e.to)) {
+      planner_.forget(e.key);
+      follower_.replan_moved(e.key);
+    }
     if (e.kind == Event::Kind::shot_changed && is_terminal(e.to)) revisions_.ended(e.key, e.to);
     if (e.kind == Event::Kind::shot_changed && e.from == ShotState::in_flight && !is_terminal(e.to))
       if (Shot* s = core_.book.find(e.key)) stuck_.left_flight(*s);

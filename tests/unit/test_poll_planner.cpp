@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
 #include <random>
 #include <set>
 #include <string>
@@ -349,10 +350,10 @@ TEST_CASE("planner: completions seen out of order still give queued jobs their w
   planner.seen(y, "QUEUED", kT0 + 5000);
   // B's worker came free at 130 s and A's at 100 s, but B's completion is seen first.
   planner.completed(b, 130.0, 0.0);
-  CHECK(planner.started_keys() == std::vector<std::string>{"b/X"});
+  CHECK(planner.take_moved_keys() == std::vector<std::string>{"b/X"});
   planner.completed(a, 100.0, 0.0);
   // X, the older, took A's worker at 100 s; Y took B's at 130 s.
-  auto keys = planner.started_keys();
+  auto keys = planner.take_moved_keys();
   std::sort(keys.begin(), keys.end());
   CHECK(keys == std::vector<std::string>{"b/X", "b/Y"});
   const int64_t now = kT0 + 140'000;
@@ -394,4 +395,171 @@ TEST_CASE("planner: a class that starts learning after others have learned much 
     ++polls;
   }
   CHECK(polls <= 8);
+}
+
+namespace {
+
+// A fleet of jobs of one class, all submitted at kT0, rendering `render_s[i]`
+// each, followed as the engine does: each poll where the planner says, a
+// completed job's class learns from it, and the jobs it moved are planned again.
+struct Fleet {
+  double polls_a_job = 0;
+  double mean_delay_fraction = 0;  // of each job's render
+  double worst_delay_fraction = 0;
+};
+
+Fleet follow_fleet(PollPlanner& planner, const std::vector<double>& render_s, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> unit(0, 1);
+  const size_t n = render_s.size();
+  std::vector<Shot> shots;
+  std::vector<int64_t> due(n);
+  std::vector<int> polls(n, 0);
+  std::vector<bool> done(n, false);
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < n; ++i) {
+    shots.push_back(job("f" + std::to_string(i)));
+    index[shots.back().key()] = i;
+    planner.submitted(shots[i], kT0);
+    due[i] = planner.next_poll(shots[i], kT0, unit(rng));
+  }
+  Fleet f;
+  size_t left = n;
+  while (left > 0) {
+    size_t i = 0;
+    for (size_t k = 0; k < n; ++k)
+      if (!done[k] && (done[i] || due[k] < due[i])) i = k;
+    const int64_t now = due[i];
+    ++polls[i];
+    REQUIRE(polls[i] < 1000);
+    const int64_t finish = kT0 + static_cast<int64_t>(render_s[i] * 1000);
+    if (now < finish) {
+      planner.seen(shots[i], "PROCESSING", now);
+      due[i] = planner.next_poll(shots[i], now, unit(rng));
+      continue;
+    }
+    done[i] = true;
+    --left;
+    const double delay = static_cast<double>(now - finish) / 1000.0 / render_s[i];
+    f.mean_delay_fraction += delay / static_cast<double>(n);
+    f.worst_delay_fraction = std::max(f.worst_delay_fraction, delay);
+    planner.completed(shots[i], render_s[i], 0.0);
+    for (const std::string& key : planner.take_moved_keys()) {
+      const size_t k = index.at(key);
+      if (!done[k]) due[k] = planner.next_poll(shots[k], now, unit(rng));
+    }
+  }
+  for (int p : polls) f.polls_a_job += static_cast<double>(p) / static_cast<double>(n);
+  return f;
+}
+
+std::vector<double> around(double median_s, double log_sigma, int n, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::lognormal_distribution<double> d(std::log(median_s), log_sigma);
+  std::vector<double> out;
+  for (int i = 0; i < n; ++i) out.push_back(d(rng));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("planner: while a class is unknown, 32 scouts follow it and the others wait at the ceiling") {
+  const PollConfig cfg = bounds(2, 300);
+  PollPlanner planner(cfg);
+  std::vector<Shot> shots;
+  for (int i = 0; i < 100; ++i) {
+    shots.push_back(job("j" + std::to_string(100 + i)));
+    planner.submitted(shots.back(), kT0);
+  }
+  // The first poll of each is on the prior, scouts or not: a provider queue is
+  // seen as soon as without scouts.
+  for (auto& s : shots) CHECK(planner.next_poll(s, kT0, 0.5) < kT0 + 100'000);
+  const int64_t now = kT0 + 50'000;
+  std::vector<std::string> parked;
+  for (auto& s : shots) {
+    planner.seen(s, "PROCESSING", now);
+    const int64_t next = planner.next_poll(s, now, 0.5);
+    CHECK(next <= now + 300'000);
+    if (next >= now + 285'000)
+      parked.push_back(s.key());
+    else
+      CHECK(next < kT0 + 120'000);  // a scout, on the prior's plan
+  }
+  REQUIRE(parked.size() == 100 - PollPlanner::kScoutsPerClass);
+  CHECK(planner.describe(shots.back(), now).find("parked") != std::string::npos);
+  CHECK(planner.take_moved_keys().empty());
+
+  SUBCASE("a scout that fails hands its place to the oldest parked job") {
+    Shot older = job("j300", kT0 - 5'000);  // re-followed: submitted earlier than the rest
+    planner.submitted(older, kT0 - 5'000);
+    planner.seen(older, "PROCESSING", now);
+    CHECK(planner.next_poll(older, now, 0.5) >= now + 285'000);
+    planner.forget(shots[0].key());  // a scout (the first seen rendering)
+    CHECK(planner.take_moved_keys() == std::vector<std::string>{older.key()});
+    CHECK(planner.next_poll(older, now, 0.5) < kT0 + 120'000);
+    // Only one place was free.
+    planner.seen(shots.back(), "PROCESSING", now + 1'000);
+    CHECK(planner.next_poll(shots.back(), now + 1'000, 0.5) >= now + 1'000 + 285'000);
+  }
+  SUBCASE("the class's first completion hands every parked job back, planned on what it taught") {
+    const int64_t later = kT0 + 140'000;
+    planner.completed(shots[0], 138.0, 0.0);
+    auto moved = planner.take_moved_keys();
+    std::sort(moved.begin(), moved.end());
+    CHECK(moved == parked);
+    for (auto& s : shots)
+      if (s.key() != shots[0].key()) CHECK(planner.next_poll(s, later, 0.5) < later + 30'000);
+    CHECK(planner.describe(shots.back(), later).find("parked") == std::string::npos);
+  }
+  SUBCASE("a completion that teaches nothing (no inference_time) ends the scouting too") {
+    planner.completed(shots[0], std::nullopt, std::nullopt);
+    CHECK(planner.take_moved_keys().size() == parked.size());
+    CHECK(planner.next_poll(shots.back(), now + 1'000, 0.5) < kT0 + 120'000);
+  }
+}
+
+TEST_CASE("planner: a learned class, or one with 32 jobs or fewer, has no job parked") {
+  const PollConfig cfg = bounds(2, 300);
+  SUBCASE("learned") {
+    PollPlanner planner(cfg);
+    learn(planner, renders(3, 1));
+    for (int i = 0; i < 100; ++i) {
+      Shot s = job("j" + std::to_string(i));
+      planner.submitted(s, kT0);
+      planner.seen(s, "PROCESSING", kT0 + 50'000);
+      CHECK(planner.next_poll(s, kT0 + 50'000, 0.5) < kT0 + 120'000);
+    }
+  }
+  SUBCASE("few") {
+    PollPlanner planner(cfg);
+    for (int i = 0; i < PollPlanner::kScoutsPerClass; ++i) {
+      Shot s = job("j" + std::to_string(i));
+      planner.submitted(s, kT0);
+      planner.seen(s, "PROCESSING", kT0 + 50'000);
+      CHECK(planner.next_poll(s, kT0 + 50'000, 0.5) < kT0 + 120'000);
+    }
+  }
+}
+
+TEST_CASE("planner: a first night of 1,000 jobs of an unknown class costs a few polls a job, not one plan each") {
+  // Each job alone on the wide prior: 11 polls a job for identical 138 s renders (as in
+  // bench-scale part A), 28.5 for renders twice the prior's median. With scouts the
+  // class is learned from its first completion: 2.3 and 9.6.
+  const PollConfig cfg = bounds(2, 300);
+  std::mt19937_64 rng(11);
+  SUBCASE("identical renders") {
+    PollPlanner planner(cfg);
+    Fleet f = follow_fleet(planner, std::vector<double>(1000, 138.0), rng);
+    CHECK(f.polls_a_job < 3.0);
+    CHECK(f.mean_delay_fraction <= 0.03);
+    CHECK(f.worst_delay_fraction <= 0.06);
+  }
+  SUBCASE("renders spread (log sigma 0.2) around twice the prior's median") {
+    // The jobs that complete before every scout (about 1 in 33) are noticed with the
+    // first scout: the price of the scouts, in the mean delay and the worst.
+    PollPlanner planner(cfg);
+    Fleet f = follow_fleet(planner, around(260.0, 0.2, 1000, 5), rng);
+    CHECK(f.polls_a_job < 12.0);
+    CHECK(f.mean_delay_fraction <= 0.04);
+    CHECK(f.worst_delay_fraction <= 0.5);
+  }
 }

@@ -780,3 +780,62 @@ TEST_CASE("adopt: a HELD ambiguous submit follows the job a person found, to DON
   CHECK(submits_after == submits_before);  // adopting sent no submit
   CHECK(rig.finished == std::vector<std::string>{"b"});
 }
+
+TEST_CASE("a first night of 40 shots of an unknown class: 32 scouts, and the first completion or a scout's failure plans the parked ones again") {
+  Rig rig;
+  rig.config.poll.min_interval_seconds = 2;  // the shipped bounds
+  rig.config.poll.max_interval_seconds = 300;
+  rig.config.limits.max_in_flight = 40;
+  rig.start();
+  std::string yaml = "batch: b\nshots:\n";
+  for (int i = 10; i < 50; ++i)
+    yaml += "  - {id: s" + std::to_string(i) + ", prompt: wind, image: 'https://cdn.example/a.png'}\n";
+  rig.accept(yaml);
+  for (int i = 10; i < 50; ++i) {
+    rig.until("/v2/wan2.7-i2v");
+    rig.answer("/v2/wan2.7-i2v", 200, R"({"request_id":"r)" + std::to_string(i) + R"(","status":"QUEUED"})");
+  }
+  // Every job's first poll says PROCESSING.
+  std::set<std::string> polled;
+  auto answer_polls = [&](const std::string& status) {
+    for (int i = 10; i < 50; ++i) {
+      const std::string part = "/r" + std::to_string(i) + "/status";
+      if (!rig.net.has(part)) continue;
+      rig.answer(part, 200, R"({"status":")" + status + "\"}");
+      polled.insert("b/s" + std::to_string(i));
+    }
+  };
+  while (polled.size() < 40) {
+    rig.until("/status");
+    answer_polls("PROCESSING");
+  }
+  auto now_ms = [&] { return rig.clock.mono.time_since_epoch().count() / 1000000; };
+  auto due_in = [&](const std::string& key) { return rig.sched->book().find(key)->due_ms - now_ms(); };
+  std::vector<std::string> parked, scouts;
+  for (int i = 10; i < 50; ++i) {
+    const std::string key = "b/s" + std::to_string(i);
+    (due_in(key) >= 250'000 ? parked : scouts).push_back(key);
+  }
+  REQUIRE(parked.size() == 8);
+  REQUIRE(scouts.size() == 32);
+  const std::string scout_id = "r" + scouts.front().substr(3);
+  // The next poll of a scout: the others still render.
+  rig.until("/" + scout_id + "/status", Millis(300'000));
+  SUBCASE("the class's first completion") {
+    rig.answer("/" + scout_id + "/status", 200, R"({"status":"COMPLETED"})");
+    rig.step();
+    rig.answer("/v2/requests/" + scout_id, 200,
+               R"({"status":"COMPLETED","output":"https://cdn.example/v.mp4","metrics":{"inference_time":130,"cost":0.5}})");
+    for (const std::string& key : parked) {
+      INFO(key);
+      CHECK(due_in(key) < 120'000);  // planned on the learned 130 s render, not left at the ceiling
+    }
+  }
+  SUBCASE("a scout that fails hands its place to one parked job") {
+    rig.answer("/" + scout_id + "/status", 422, R"({"status":"FAILED","error":"Content blocked"})");
+    CHECK(rig.shot("b/s" + scout_id.substr(1)).state == ShotState::failed);
+    int moved = 0;
+    for (const std::string& key : parked) moved += due_in(key) < 120'000;
+    CHECK(moved == 1);
+  }
+}
