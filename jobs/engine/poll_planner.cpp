@@ -68,7 +68,7 @@ void PollPlanner::submitted(const Shot& shot, int64_t submitted_ms) {
   if (w && static_cast<int>(jobs_.size()) - queued_count_ >= *w) j.queued = true;
   if (auto old = jobs_.find(shot.key()); old != jobs_.end()) {
     if (old->second.queued) --queued_count_;
-    if (old->second.scout) --scouts_[old->second.cls.key()];
+    drop_scout(old->first, old->second);
   }
   if (j.queued) ++queued_count_;
   jobs_[shot.key()] = j;
@@ -188,7 +188,7 @@ bool PollPlanner::completed(const Shot& shot, std::optional<double> render_s, st
       }
     }
     if (it->second.queued) --queued_count_;
-    if (it->second.scout) --scouts_[it->second.cls.key()];
+    drop_scout(it->first, it->second);
     jobs_.erase(it);
   }
   starts_dirty_ = true;
@@ -200,28 +200,39 @@ void PollPlanner::forget(const std::string& key) {
   if (it == jobs_.end()) return;
   if (it->second.queued) --queued_count_;
   const Job gone = it->second;
+  const bool drawn = drop_scout(key, gone);
   jobs_.erase(it);
-  leave_scouting(gone);
+  if (gone.scout) hand_on_scout(gone.cls, drawn);
   starts_dirty_ = true;
 }
 
-void PollPlanner::leave_scouting(const Job& j) {
-  if (!j.scout) return;
-  --scouts_[j.cls.key()];
-  if (!scouting(j.cls)) return;
+bool PollPlanner::drop_scout(const std::string& key, const Job& j) {
+  if (!j.scout) return false;
+  Scouting& s = scouting_[j.cls.key()];
+  --s.scouts;
+  auto d = std::find(s.drawn.begin(), s.drawn.end(), key);
+  if (d == s.drawn.end()) return false;
+  s.drawn.erase(d);
+  return true;
+}
+
+void PollPlanner::hand_on_scout(const RenderClass& cls, bool drawn) {
+  if (!scouting(cls)) return;
   // Its place goes to the oldest parked job of the class: the scouts stay as
   // many while the class is unknown.
   Job* next = nullptr;
   std::string next_key;
   for (auto& [k, other] : jobs_)
-    if (other.parked && other.cls.key() == j.cls.key() && (!next || other.submitted_s < next->submitted_s)) {
+    if (other.parked && other.cls.key() == cls.key() && (!next || other.submitted_s < next->submitted_s)) {
       next = &other;
       next_key = k;
     }
   if (!next) return;
   next->parked = false;
   next->scout = true;
-  ++scouts_[j.cls.key()];
+  Scouting& s = scouting_[cls.key()];
+  ++s.scouts;
+  if (drawn) s.drawn.push_back(next_key);
   moved_.push_back(next_key);
 }
 
@@ -229,18 +240,38 @@ bool PollPlanner::scouting(const RenderClass& cls) const {
   return model_.observations(cls) == 0 && !completed_classes_.count(cls.key());
 }
 
-bool PollPlanner::parks(Job& j) {
+bool PollPlanner::parks(const std::string& key, Job& j) {
   if (j.scout || !j.seen_processing) return false;
   if (!scouting(j.cls)) {
     j.parked = false;
     return false;
   }
-  int& scouts = scouts_[j.cls.key()];
-  if (scouts < kScoutsPerClass) {
-    ++scouts;
-    j.scout = true;
-    j.parked = false;
-    return false;
+  if (!j.candidate) {
+    // Each rendering job of the class is drawn for once, at its first poll that
+    // said PROCESSING: the first half of the scouts are the first seen (the
+    // oldest, first to finish when submits are spread out), the other half a
+    // uniform sample of every later job (reservoir sampling), so that scouts
+    // that all differ from the rest (the heavy shots first in a manifest) are
+    // unlikely.
+    j.candidate = true;
+    Scouting& s = scouting_[j.cls.key()];
+    ++s.candidates;
+    if (s.scouts < kScoutsPerClass) {
+      ++s.scouts;
+      j.scout = true;
+      if (s.candidates > kScoutsPerClass / 2) s.drawn.push_back(key);
+      return false;
+    }
+    const int pool = std::max(1, s.candidates - kScoutsPerClass / 2);
+    const auto r = static_cast<size_t>(std::uniform_int_distribution<int>(0, pool - 1)(rng_));
+    if (r < s.drawn.size()) {
+      // It replaces a drawn scout, which waits with the others from its next poll.
+      if (auto out = jobs_.find(s.drawn[r]); out != jobs_.end()) out->second.scout = false;
+      s.drawn[r] = key;
+      j.scout = true;
+      j.parked = false;
+      return false;
+    }
   }
   j.parked = true;
   return true;
@@ -326,13 +357,16 @@ int64_t PollPlanner::next_poll(const Shot& shot, int64_t now_ms, double jitter) 
       t = now + std::max({0.5 * waited, margin, poll_.min_interval_seconds}) * (0.95 + 0.1 * jitter);
     }
     t = std::clamp(t, now + poll_.min_interval_seconds, now + poll_.max_interval_seconds);
-  } else if (parks(j)) {
-    // Waits for its class's scouts: the ceiling, 5% of it jittered off so that
-    // parked jobs do not poll in lockstep. (Checks of its own at its class's
-    // expected render were tried: a parked job completing early ended the
-    // scouting with a low sample, and the jobs planned on it overran: 17 polls a
-    // job instead of 10 in the test "a first night of 1,000 jobs".)
-    t = now + std::max(poll_.min_interval_seconds, poll_.max_interval_seconds * (1 - 0.05 * jitter));
+  } else if (parks(shot.key(), j)) {
+    // Waits for its class's scouts: the ceiling, or twice its class's expected
+    // render when that is shorter (a ceiling of an hour must not outlast the
+    // provider's record), 5% of it jittered off so that parked jobs do not poll
+    // in lockstep. (Checks at the expected render itself were tried: a parked job
+    // completing early ended the scouting with a low sample, and the jobs planned
+    // on it overran: 17 polls a job instead of 10 in the test "a first night of
+    // 1,000 jobs".)
+    const double wait = std::min(poll_.max_interval_seconds, 2 * plan_for(j.cls, 0).mean_s);
+    t = now + std::max(poll_.min_interval_seconds, wait * (1 - 0.05 * jitter));
   } else {
     const Plan& p = plan_for(j.cls, j.start_spread_s);
     t = p.plan->next_poll_at(now, j.start_s, j.last_poll_s, jitter);

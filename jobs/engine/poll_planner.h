@@ -8,10 +8,12 @@
 // as often of every class's), so a poll costs a lookup.
 //
 // Scouts: while a class has no render of its own learned and none of its jobs has
-// completed since the start, at most kScoutsPerClass of its rendering jobs (the
-// first seen PROCESSING) are polled on the plan; every other one, once its first
-// poll has said PROCESSING (so a provider queue is seen as early as without
-// scouts), is parked: polled at the ceiling (poll.max_interval_seconds). The
+// completed since the start, at most kScoutsPerClass of its rendering jobs (half
+// the first seen PROCESSING, half drawn at random from the later ones) are polled
+// on the plan; every other one, once its first poll has said PROCESSING (so a
+// provider queue is seen as early as without scouts), is parked: polled at the
+// ceiling (poll.max_interval_seconds; twice the class's expected render when that
+// is shorter). The
 // class's first completion ends the scouting: the parked jobs are handed back
 // (take_moved_keys()) and planned on what it taught. A scout that ends otherwise
 // (failed, cancelled, expired) hands its place to the oldest parked job.
@@ -20,13 +22,17 @@
 // of a new class polled each on the prior cost 11 status polls a shot, with
 // scouts about 2 (docs/BENCHMARKS.md, session 12). What it costs: jobs of the class
 // that complete before every scout are noticed when the first scout is (or at
-// the ceiling): with 32 scouts among exchangeable jobs, an expected 1/33 of them.
+// their wait): with 16 scouts drawn at random, an expected 1/17 of them at most,
+// whatever the order of the manifest (outside attack, session 12: 45 heavy shots
+// first made every other job wait for the ceiling when the scouts were only the
+// first seen).
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <set>
 #include <string>
 #include <utility>
@@ -120,6 +126,12 @@ class PollPlanner {
     bool seen_processing = false; // some poll since it was followed said PROCESSING
     bool scout = false;           // polled on the plan while its class is unknown
     bool parked = false;          // polled at the ceiling until its class's first completion
+    bool candidate = false;       // drawn for a scout once (PollPlanner::parks)
+  };
+  struct Scouting {                // of one class, while it is unknown
+    int scouts = 0;                // jobs scouting now
+    int candidates = 0;            // jobs drawn for so far
+    std::vector<std::string> drawn;  // the scouts drawn at random (the other half: the first seen)
   };
   struct Plan {
     size_t built_own = 0;        // the class's own observations when built
@@ -136,9 +148,12 @@ class PollPlanner {
   void plan_queue(double now_s);
   // Whether a rendering job waits for its class's scouts (see above); makes it a
   // scout when there is room.
-  bool parks(Job& j);
+  bool parks(const std::string& key, Job& j);
   bool scouting(const RenderClass& cls) const;
-  void leave_scouting(const Job& j);
+  // A scout leaves (returns whether it was a drawn one); a scout that left
+  // without completing hands its place on.
+  bool drop_scout(const std::string& key, const Job& j);
+  void hand_on_scout(const RenderClass& cls, bool drawn);
 
   PollConfig poll_;
   RenderModel model_;
@@ -151,7 +166,8 @@ class PollPlanner {
   size_t learned_elsewhere_ = 0;  // observations of every class (neighbours shift priors)
   bool starts_dirty_ = true;
   std::vector<std::string> moved_;
-  std::map<std::string, int> scouts_;          // by class key: scouts following it
+  std::map<std::string, Scouting> scouting_;   // by class key
+  std::mt19937_64 rng_{0x5c0075};              // draws the scouts
   std::set<std::string> completed_classes_;    // classes with a completion seen since the start
   double starts_planned_at_ = -1e18;
   double rendering_counted_at_ = -1e18;
