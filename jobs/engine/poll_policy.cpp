@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 namespace wb {
@@ -18,10 +19,12 @@ constexpr double kLeftMass = 1e-5;
 constexpr double kOverrunMass = 0.02;  // under the 5% a p95 leaves out
 constexpr int kMaxPolls = 2000;
 
-double jittered(double last, double gap, double min_gap, double unit) {
+// The gap, 5% x unit of it taken off, or added when taking it off would break the
+// floor; never past the ceiling (with floor == ceiling, no jitter is left).
+double jittered(double last, double gap, double min_gap, double max_gap, double unit) {
   unit = std::clamp(std::isfinite(unit) ? unit : 0.0, 0.0, 1.0);
   const double j = kJitterFraction * unit * gap;
-  return gap - j >= min_gap ? last + gap - j : last + gap + j;
+  return gap - j >= min_gap ? last + gap - j : last + std::min(gap + j, std::max(gap, max_gap));
 }
 
 }  // namespace
@@ -110,14 +113,14 @@ double PollPlan::next_poll_at(double now_s, double start_s, double last_poll_s, 
     const double a = last - start_s;
     gap = step(a, c_) - a;
   }
-  return std::max(now_s, jittered(last, gap, bounds_.min_interval_s, jitter_unit));
+  return std::max(now_s, jittered(last, gap, bounds_.min_interval_s, bounds_.max_interval_s, jitter_unit));
 }
 
 double next_poll_at(const PollContext& ctx) {
   PollBounds bounds{ctx.target_delay_fraction, ctx.min_interval_s, ctx.max_interval_s};
   if (ctx.dist == nullptr || ctx.dist->empty())
     return std::max(ctx.now_s, jittered(ctx.last_poll_s, std::max(ctx.min_interval_s, 1e-3), ctx.min_interval_s,
-                                        ctx.jitter_unit));
+                                        ctx.max_interval_s, ctx.jitter_unit));
   return PollPlan(*ctx.dist, ctx.start_spread_s, bounds).next_poll_at(ctx.now_s, ctx.start_s, ctx.last_poll_s,
                                                                      ctx.jitter_unit);
 }
@@ -125,7 +128,7 @@ double next_poll_at(const PollContext& ctx) {
 double next_queued_poll_at(double now_s, double expected_start_s, double margin_s, double min_interval_s,
                            double jitter_unit) {
   const double gap = std::max(expected_start_s + std::max(margin_s, 0.0) - now_s, min_interval_s);
-  return jittered(now_s, gap, min_interval_s, jitter_unit);
+  return jittered(now_s, gap, min_interval_s, std::numeric_limits<double>::infinity(), jitter_unit);
 }
 
 }  // namespace wb

@@ -31,8 +31,8 @@
 // distribution's 1% quantile: ~100 s for a learned 138 s class). The shipped 300 s does
 // at every class up to 1080P at 15 s; below ~1/10 of a render the ceiling adds polls.
 // Jitter: a jitter_unit u in [0, 1) takes 5% x u of the gap off (or adds it, when taking
-// it off would break the floor), so identical jobs spread out and never poll in
-// lockstep, and the delay bounds still hold.
+// it off would break the floor, but never past the ceiling), so identical jobs spread
+// out and never poll in lockstep, and the delay bounds still hold.
 // Pure: no clock, no I/O.
 #pragma once
 
