@@ -747,6 +747,21 @@ struct FileServer {
   explicit FileServer(std::string d) : data(std::move(d)) { server.start(0); }
   std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(server.port()) + path; }
 };
+
+// Resumes a download of `path` onto the file "part" holding `had`, as the downloader does.
+HttpResponse resume_onto(const FileServer& files, const std::string& path, const std::string& had) {
+  test::write("part", had);
+  int fd = ::open("part", O_RDWR | O_APPEND);
+  REQUIRE(fd >= 0);
+  HttpRequest dl;
+  dl.url = files.url(path);
+  dl.sink_fd = fd;
+  dl.resume_from = static_cast<long long>(had.size());
+  Client c;
+  HttpResponse r = c.run(dl);
+  ::close(fd);
+  return r;
+}
 }  // namespace
 
 TEST_CASE("a resumed download that is redirected keeps its Range and the bytes it had") {
@@ -770,16 +785,7 @@ TEST_CASE("a resumed download that is redirected keeps its Range and the bytes i
 
 TEST_CASE("a server that ignores Range gets the download started over, not failed") {
   FileServer files(std::string(sim::sample_mp4()));
-  test::write("part", "stale bytes of another try");
-  int fd = ::open("part", O_RDWR | O_APPEND);
-  REQUIRE(fd >= 0);
-  HttpRequest dl;
-  dl.url = files.url("/whole");
-  dl.sink_fd = fd;
-  dl.resume_from = 26;
-  Client c;
-  HttpResponse r = c.run(dl);
-  ::close(fd);
+  HttpResponse r = resume_onto(files, "/whole", "stale bytes of another try");
   CHECK(r.error == NetError::none);
   CHECK(r.status == 200);
   CHECK(test::read("part") == files.data);
@@ -790,16 +796,7 @@ TEST_CASE("a 200 to a Range request as long as the bytes already there starts ov
   // (no error, no body read), and the stale .part was checked as the download.
   FileServer files(std::string(sim::sample_mp4()));
   files.len_body = 26;
-  test::write("part", "stale bytes of another try");
-  int fd = ::open("part", O_RDWR | O_APPEND);
-  REQUIRE(fd >= 0);
-  HttpRequest dl;
-  dl.url = files.url("/len");
-  dl.sink_fd = fd;
-  dl.resume_from = 26;
-  Client c;
-  HttpResponse r = c.run(dl);
-  ::close(fd);
+  HttpResponse r = resume_onto(files, "/len", "stale bytes of another try");
   CHECK(r.error == NetError::none);
   CHECK(r.status == 200);
   CHECK(r.body_bytes == 26);

@@ -19,6 +19,8 @@ using test::FakeTransport;
 
 namespace {
 
+const char* kOne = "batch: b\nshots: [{id: s1, prompt: wind, image: 'https://cdn.example/a.png'}]\n";
+
 struct Rig : test::SchedulerRig {
   Rig() { start(); }
   void restart() { start(); }
@@ -43,6 +45,14 @@ struct Rig : test::SchedulerRig {
     answer("/v2/requests/r1", 200, R"({"status":"COMPLETED","output":"https://cdn.example/v.mp4"})");
   }
 
+  // kOne accepted and taken to its download: that request, on the wire, taken.
+  FakeTransport::Call first_download() {
+    accept(kOne);
+    up_to_download();
+    step();
+    return net.take("cdn.example/v.mp4");
+  }
+
   // Answers submit -> status COMPLETED -> result -> download for one shot.
   void complete(const std::string& request_id, const std::string& remaining_credits = "9") {
     until("/v2/requests/" + request_id + "/status");
@@ -59,7 +69,6 @@ struct Rig : test::SchedulerRig {
   }
 };
 
-const char* kOne = "batch: b\nshots: [{id: s1, prompt: wind, image: 'https://cdn.example/a.png'}]\n";
 
 }  // namespace
 
@@ -481,11 +490,8 @@ TEST_CASE("a disk-full spell spends none of the retries of the checks that come 
 
 TEST_CASE("a commit that waited for the disk resumes from its whole .part - a 416 naming that length is the video") {
   Rig rig;
-  rig.accept(kOne);
-  rig.up_to_download();
+  auto first = rig.first_download();
   const std::string video(sim::sample_mp4());
-  rig.step();
-  auto first = rig.net.take("cdn.example/v.mp4");
   // The sidecar cannot be written (as on a full disk): the checked video stays a .part.
   std::filesystem::create_symlink("elsewhere.json", rig.root + "/out/b/s1.json");
   FakeTransport::deliver(first, video);
@@ -508,11 +514,8 @@ TEST_CASE("a .part swapped while its commit waited is not taken for the video - 
   // Outside attack (cf34e07): a file of the same length put at the .part name
   // during the disk wait ended DONE on the 416, with another video's SHA-256.
   Rig rig;
-  rig.accept(kOne);
-  rig.up_to_download();
+  auto first = rig.first_download();
   const std::string video(sim::sample_mp4());
-  rig.step();
-  auto first = rig.net.take("cdn.example/v.mp4");
   std::filesystem::create_symlink("elsewhere.json", rig.root + "/out/b/s1.json");
   FakeTransport::deliver(first, video);
   REQUIRE(rig.shot("b/s1").state == ShotState::downloading);
@@ -585,11 +588,8 @@ TEST_CASE("a spell of 5xx on status polls spends none of the attempts of a malfo
 
 TEST_CASE("a downloaded video with another name linked to it is downloaded again, never committed") {
   Rig rig;
-  rig.accept(kOne);
-  rig.up_to_download();
+  auto first = rig.first_download();
   const std::string video(sim::sample_mp4());
-  rig.step();
-  auto first = rig.net.take("cdn.example/v.mp4");
   REQUIRE(::link((rig.root + "/out/b/.s1.mp4.part").c_str(), (rig.root + "/held-elsewhere").c_str()) == 0);
   FakeTransport::deliver(first, video);
   Shot s = rig.shot("b/s1");
@@ -623,11 +623,8 @@ TEST_CASE("a FIFO at <shot>.mp4 HOLDs the shot, it is not removed") {
 
 TEST_CASE("a 416 that names another length than the .part holds starts the download over") {
   Rig rig;
-  rig.accept(kOne);
-  rig.up_to_download();
+  auto first = rig.first_download();
   const std::string video(sim::sample_mp4());
-  rig.step();
-  auto first = rig.net.take("cdn.example/v.mp4");
   REQUIRE(::write(first.request.sink_fd, video.data(), 100) == 100);
   FakeTransport::fail(first, NetError::unknown_outcome);
   rig.step(Millis(60000));
